@@ -1,0 +1,95 @@
+//! conv2d on the CPU: im2col per image, then one GEMM `W[Cout, Cin·k²] × col[Cin·k², Ho·Wo]`.
+//! Images run in parallel (one GEMM thread each) when the batch can feed every
+//! core; a lone image lets the GEMM crate split its work instead.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, MatRef};
+use crate::backend::ConvGeometry;
+
+/// Writes the im2col matrix of one image: row (ci, ky, kx), column (oy, ox).
+fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
+    let (k, s, p) = (g.k, g.stride, g.padding as isize);
+    let n = g.h_out * g.w_out;
+    for ci in 0..g.c_in {
+        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut col[((ci * k + ky) * k + kx) * n..][..n];
+                for oy in 0..g.h_out {
+                    let iy = (oy * s + ky) as isize - p;
+                    let dst = &mut row[oy * g.w_out..(oy + 1) * g.w_out];
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let ix = (ox * s + kx) as isize - p;
+                        *d = if ix >= 0 && ix < g.w as isize {
+                            src[ix as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn conv_one_image(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    threads: usize,
+) {
+    let n = g.h_out * g.w_out;
+    let kdim = g.c_in * g.k * g.k;
+    if let Some(b) = bias {
+        for (co, row) in out.chunks_mut(n).enumerate() {
+            row.fill(b[co]);
+        }
+    }
+    let wmat = MatRef::new(w, g.c_out, kdim);
+    // A 1×1, stride-1, unpadded conv is already a GEMM on the input planes.
+    if g.k == 1 && g.stride == 1 && g.padding == 0 {
+        sgemm(wmat, MatRef::new(x, kdim, n), out, bias.is_some(), threads);
+        return;
+    }
+    let mut col = vec![0.0f32; kdim * n];
+    im2col(g, x, &mut col);
+    sgemm(
+        wmat,
+        MatRef::new(&col, kdim, n),
+        out,
+        bias.is_some(),
+        threads,
+    );
+}
+
+pub fn conv2d_forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    threads: usize,
+) {
+    let in_len = g.c_in * g.h * g.w;
+    let out_len = g.c_out * g.h_out * g.w_out;
+    if in_len == 0 || out_len == 0 {
+        return;
+    }
+    if g.batch >= threads {
+        out.par_chunks_mut(out_len)
+            .zip(x.par_chunks(in_len))
+            .for_each(|(o, xi)| conv_one_image(g, xi, w, bias, o, 1));
+    } else {
+        for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
+            conv_one_image(g, xi, w, bias, o, threads);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The wgpu device: adapter selection, buffers, batched command recording,
+//! readback, and wgpu's errors turned into [`Error`]s.
+
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::kernels::{Kernel, PipelineCache};
+use crate::error::{Error, Result};
+
+/// How many dispatches we record before submitting: enough to amortise
+/// submission, few enough that the GPU starts early.
+const MAX_PENDING_DISPATCHES: u32 = 256;
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    pending: Cell<u32>,
+    pipelines: RefCell<PipelineCache>,
+    /// First error wgpu reported outside an error scope, and a lost device's reason.
+    errors: Arc<Mutex<Option<wgpu::Error>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+/// One buffer bound to a kernel, in binding order after the uniform at binding 0.
+pub enum Bind<'a> {
+    Storage(&'a wgpu::Buffer),
+}
+
+impl GpuContext {
+    /// Finds an adapter and opens a device. Honours `WGPU_BACKEND` (e.g. `vulkan`,
+    /// `metal`, `dx12`, `webgpu`) and `WGPU_ADAPTER_NAME`.
+    pub async fn new() -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(desc);
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(name) if !name.is_empty() => {
+                let want = name.to_lowercase();
+                instance
+                    .enumerate_adapters(wgpu::Backends::all())
+                    .await
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(" named like {name:?} (WGPU_ADAPTER_NAME)"))
+                    })?
+            }
+            _ => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter(format!(": {e}")))?,
+        };
+        let info = adapter.get_info();
+        // Take what the adapter offers: big models need big storage buffers.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("scoredd"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+
+        let errors: Arc<Mutex<Option<wgpu::Error>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }));
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *lost_sink.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            encoder: RefCell::new(None),
+            pending: Cell::new(0),
+            pipelines: RefCell::default(),
+            errors,
+            lost,
+        })
+    }
+
+    /// Turns an error wgpu reported asynchronously into ours, naming the op.
+    pub fn check(&self, op: &str) -> Result<()> {
+        if let Some(msg) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        match self.errors.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            None => Ok(()),
+            Some(wgpu::Error::OutOfMemory { .. }) => Err(Error::OutOfMemory(op.to_string())),
+            Some(e) => Err(Error::Gpu {
+                op: op.to_string(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Largest storage buffer a kernel may bind.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// A zero-filled storage buffer of `bytes` (rounded up to 16 so every
+    /// buffer can also be read as vec4), refused with a typed error if the
+    /// device cannot bind it.
+    pub fn storage(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = bytes.max(16).div_ceil(16) * 16;
+        if size > self.max_binding() {
+            return Err(Error::TooLarge {
+                op,
+                bytes,
+                what: "GPU storage buffer binding",
+                limit: self.max_binding(),
+            });
+        }
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(op),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.check(op)?;
+        Ok(buf)
+    }
+
+    /// A storage buffer holding `data` (padded to 16 bytes).
+    pub fn storage_init(&self, op: &'static str, data: &[u8]) -> Result<wgpu::Buffer> {
+        let buf = self.storage(op, data.len() as u64)?;
+        if !data.is_empty() {
+            let padded = data.len().div_ceil(4) * 4;
+            if padded == data.len() {
+                self.queue.write_buffer(&buf, 0, data);
+            } else {
+                let mut v = data.to_vec();
+                v.resize(padded, 0);
+                self.queue.write_buffer(&buf, 0, &v);
+            }
+        }
+        Ok(buf)
+    }
+
+    fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut slot = self.encoder.borrow_mut();
+        let enc = slot.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("scoredd"),
+                })
+        });
+        f(enc)
+    }
+
+    /// Records one dispatch of `kernel` with a uniform `params` block at binding 0
+    /// and `binds` at bindings 1…; submits only every few hundred dispatches.
+    pub fn dispatch(
+        &self,
+        kernel: Kernel,
+        constants: &[(&'static str, u32)],
+        params: &[u8],
+        binds: &[Bind],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups.0 > max || groups.1 > max || groups.2 > max {
+            return Err(Error::TooLarge {
+                op: kernel.entry,
+                bytes: groups.0 as u64 * groups.1 as u64 * groups.2 as u64,
+                what: "workgroup count (in workgroups, not bytes)",
+                limit: max as u64,
+            });
+        }
+        if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
+            return Ok(());
+        }
+        let pipeline = self
+            .pipelines
+            .borrow_mut()
+            .get(&self.device, kernel, constants);
+        let mut padded = params.to_vec();
+        padded.resize(params.len().max(16).div_ceil(16) * 16, 0);
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &padded,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in binds.iter().enumerate() {
+            let Bind::Storage(buf) = b;
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buf.as_entire_binding(),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.with_encoder(|enc| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.entry),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        });
+        self.pending.set(self.pending.get() + 1);
+        if self.pending.get() >= MAX_PENDING_DISPATCHES {
+            self.submit();
+        }
+        self.check(kernel.entry)
+    }
+
+    /// Records a buffer-to-buffer copy.
+    pub fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
+        self.with_encoder(|enc| enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes));
+    }
+
+    /// Submits what has been recorded.
+    pub fn submit(&self) {
+        if let Some(enc) = self.encoder.borrow_mut().take() {
+            self.queue.submit(Some(enc.finish()));
+        }
+        self.pending.set(0);
+    }
+
+    /// Submits pending work and waits for the device to finish it.
+    pub fn finish(&self, op: &str) -> Result<()> {
+        self.submit();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                op: op.to_string(),
+                detail: e.to_string(),
+            })?;
+        self.check(op)
+    }
+
+    /// Copies the first `bytes` of `src` back to the host (waits for pending work).
+    pub fn read_bytes(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let size = bytes.div_ceil(4) * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.copy(src, &staging, size);
+        self.submit();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.finish("readback")?;
+        rx.recv()
+            .map_err(|_| Error::Readback("the map callback never ran".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}

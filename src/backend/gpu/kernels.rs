@@ -1,0 +1,108 @@
+//! The WGSL kernels, embedded from `shaders/` at compile time (the browser build
+//! has no file system), and the cache that compiles each (kernel, constants)
+//! pair into a pipeline once.
+
+use std::collections::HashMap;
+
+/// One WGSL entry point: the file it lives in and whether it calls the Philox
+/// library (`shaders/philox.wgsl`, prepended to the source).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub entry: &'static str,
+    source: &'static str,
+    uses_rng: bool,
+}
+
+macro_rules! kernel {
+    ($name:ident, $file:literal, $entry:literal, $rng:expr) => {
+        pub const $name: Kernel = Kernel {
+            entry: $entry,
+            source: include_str!(concat!("../../../shaders/", $file)),
+            uses_rng: $rng,
+        };
+    };
+}
+
+kernel!(MATMUL_VEC4, "matmul.wgsl", "matmul_vec4", false);
+kernel!(MATMUL_ANY, "matmul_any.wgsl", "matmul_any", false);
+kernel!(CONV2D, "conv2d.wgsl", "conv2d", false);
+kernel!(
+    CONV_WEIGHT_PACK,
+    "conv_weight_pack.wgsl",
+    "conv_weight_pack",
+    false
+);
+kernel!(PERTURB, "perturb.wgsl", "perturb", true);
+kernel!(PAIRED_STEP, "paired_step.wgsl", "paired_step", true);
+
+pub const PHILOX_LIBRARY: &str = include_str!("../../../shaders/philox.wgsl");
+
+impl Kernel {
+    /// The full WGSL text handed to the compiler.
+    pub fn wgsl(&self) -> String {
+        if self.uses_rng {
+            format!("{PHILOX_LIBRARY}\n{}", self.source)
+        } else {
+            self.source.to_string()
+        }
+    }
+}
+
+/// Pipeline-overridable constants, e.g. `[("KSIZE", 3), ("STRIDE", 1)]`.
+pub type Constants = Vec<(&'static str, u32)>;
+
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    pipelines: HashMap<(Kernel, Constants), wgpu::ComputePipeline>,
+}
+
+impl PipelineCache {
+    pub fn get(
+        &mut self,
+        device: &wgpu::Device,
+        kernel: Kernel,
+        constants: &[(&'static str, u32)],
+    ) -> wgpu::ComputePipeline {
+        let key = (kernel, constants.to_vec());
+        if let Some(p) = self.pipelines.get(&key) {
+            return p.clone();
+        }
+        let module = self
+            .modules
+            .entry(kernel.entry)
+            .or_insert_with(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.entry),
+                    source: wgpu::ShaderSource::Wgsl(kernel.wgsl().into()),
+                })
+            })
+            .clone();
+        let consts: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &consts,
+                ..Default::default()
+            },
+            cache: None,
+        });
+        self.pipelines.insert(key, pipeline.clone());
+        pipeline
+    }
+}
+
+/// Every kernel, for tests that validate them all with naga.
+pub fn all_kernels() -> Vec<Kernel> {
+    vec![
+        MATMUL_VEC4,
+        MATMUL_ANY,
+        CONV2D,
+        CONV_WEIGHT_PACK,
+        PERTURB,
+        PAIRED_STEP,
+    ]
+}

@@ -1,0 +1,417 @@
+//! The GPU backend: every op a WGSL compute kernel from `shaders/`, run through wgpu
+//! on Vulkan, Metal, DX12 or the browser's WebGPU.
+
+mod context;
+pub mod kernels;
+
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use context::Bind;
+pub use context::GpuContext;
+
+use super::{
+    check_same_shape, matmul_dims, numel, per_sample_len, Backend, BackendKind, Conv2dSpec,
+    ConvGeometry, PairedState, PerturbCoef, Sampler, StepCoef,
+};
+use crate::error::{Error, Result};
+use crate::rng::RngStream;
+
+/// A device tensor. Clones share the buffer; ops that update in place copy a
+/// shared buffer first, so tensors behave as values, as on the CPU backend.
+#[derive(Clone, Debug)]
+pub struct GpuTensor {
+    pub buf: Arc<wgpu::Buffer>,
+    pub shape: Vec<usize>,
+}
+
+impl GpuTensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    fn bytes(&self) -> u64 {
+        self.numel() as u64 * 4
+    }
+}
+
+pub struct GpuBackend {
+    pub ctx: GpuContext,
+}
+
+/// Threads per workgroup of the 1-D kernels (must match the WGSL).
+const WG: u32 = 64;
+
+/// Workgroup grid for `threads` invocations of a 1-D kernel: spills into y when
+/// x would pass the per-dimension limit (the kernels linearise with num_workgroups).
+fn grid_1d(threads: u64, max_dim: u32) -> (u32, u32, u32) {
+    let groups = threads.div_ceil(WG as u64);
+    if groups <= max_dim as u64 {
+        (groups as u32, 1, 1)
+    } else {
+        let y = groups.div_ceil(max_dim as u64);
+        (max_dim, y.min(u32::MAX as u64) as u32, 1)
+    }
+}
+
+fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| {
+        Error::shape(
+            op,
+            format!("{what} = {v} exceeds the GPU kernels' 32-bit indexing"),
+        )
+    })
+}
+
+/// Per-sample random key as the WGSL kernels read it: (seed lo, seed hi, stream lo, stream hi).
+fn sample_key(rng: RngStream, stream: u64) -> [u32; 4] {
+    let s = rng.derive(stream);
+    [
+        s.seed as u32,
+        (s.seed >> 32) as u32,
+        s.stream as u32,
+        (s.stream >> 32) as u32,
+    ]
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PerturbCoefGpu {
+    mu: f32,
+    sigma: f32,
+    _pad: [f32; 2],
+    key: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct StepCoefGpu {
+    f: f32,
+    g: f32,
+    sigma: f32,
+    mu_next: f32,
+    sigma_next: f32,
+    dt: f32,
+    _pad: [f32; 2],
+    key: [u32; 4],
+}
+
+impl GpuBackend {
+    /// Opens the GPU (blocking). In the browser use [`GpuBackend::new_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    pub async fn new_async() -> Result<Self> {
+        Ok(GpuBackend {
+            ctx: GpuContext::new().await?,
+        })
+    }
+
+    fn tensor(&self, op: &'static str, shape: &[usize]) -> Result<GpuTensor> {
+        let n = numel(op, shape)?;
+        let bytes = (n as u64)
+            .checked_mul(4)
+            .ok_or_else(|| Error::shape(op, format!("{shape:?} is too large")))?;
+        Ok(GpuTensor {
+            buf: Arc::new(self.ctx.storage(op, bytes)?),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Makes `t`'s buffer exclusively ours before an in-place update.
+    fn make_unique(&self, op: &'static str, t: &mut GpuTensor) -> Result<()> {
+        if Arc::strong_count(&t.buf) > 1 {
+            let fresh = self.tensor(op, &t.shape)?;
+            self.ctx
+                .copy(&t.buf, &fresh.buf, t.bytes().max(16).div_ceil(16) * 16);
+            *t = fresh;
+        }
+        Ok(())
+    }
+
+    fn upload_pod<T: Pod>(&self, op: &'static str, data: &[T]) -> Result<wgpu::Buffer> {
+        self.ctx.storage_init(op, bytemuck::cast_slice(data))
+    }
+}
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Gpu
+    }
+
+    fn describe(&self) -> String {
+        let i = &self.ctx.info;
+        format!(
+            "gpu: {} ({:?}, {:?}, driver {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
+        let n = numel("upload", shape)?;
+        if n != data.len() {
+            return Err(Error::shape(
+                "upload",
+                format!("{} values for shape {shape:?} ({n} elements)", data.len()),
+            ));
+        }
+        Ok(GpuTensor {
+            buf: Arc::new(
+                self.ctx
+                    .storage_init("upload", bytemuck::cast_slice(data))?,
+            ),
+            shape: shape.to_vec(),
+        })
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
+        // wgpu zero-initialises new buffers.
+        self.tensor("zeros", shape)
+    }
+
+    fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let bytes = self.ctx.read_bytes(&t.buf, t.bytes())?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn shape<'a>(&self, t: &'a GpuTensor) -> &'a [usize] {
+        &t.shape
+    }
+
+    fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        const OP: &str = "matmul";
+        let (m, k, n) = matmul_dims(&a.shape, &b.shape)?;
+        let c = self.tensor(OP, &[m, n])?;
+        if m == 0 || n == 0 {
+            return Ok(c);
+        }
+        let params: [u32; 4] = [
+            u32_of(OP, "M", m)?,
+            u32_of(OP, "N", n)?,
+            u32_of(OP, "K", k)?,
+            0,
+        ];
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        // The vec4 kernel needs rows of A and B that start on vec4 boundaries.
+        let (kernel, tile) = if k % 4 == 0 && n % 4 == 0 && k > 0 {
+            (kernels::MATMUL_VEC4, 8)
+        } else {
+            (kernels::MATMUL_ANY, 4)
+        };
+        let gx = (n.div_ceil(tile) as u64).div_ceil(WG as u64);
+        let gy = m.div_ceil(tile) as u64;
+        if gx > max as u64 || gy > max as u64 {
+            return Err(Error::shape(
+                OP,
+                format!("[{m}, {k}] × [{k}, {n}] needs more workgroups than the device allows"),
+            ));
+        }
+        self.ctx.dispatch(
+            kernel,
+            &[],
+            bytemuck::bytes_of(&params),
+            &[
+                Bind::Storage(&a.buf),
+                Bind::Storage(&b.buf),
+                Bind::Storage(&c.buf),
+            ],
+            (gx as u32, gy as u32, 1),
+        )?;
+        Ok(c)
+    }
+
+    fn conv2d(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        spec: Conv2dSpec,
+    ) -> Result<GpuTensor> {
+        const OP: &str = "conv2d";
+        let g = ConvGeometry::new(&x.shape, &w.shape, bias.map(|b| b.shape.as_slice()), spec)?;
+        if g.k > 3 || g.stride > 2 {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "the GPU kernel handles kernels up to 3×3 and strides 1–2, got {}×{} stride {}",
+                    g.k, g.k, g.stride
+                ),
+            ));
+        }
+        let out = self.tensor(OP, &g.out_shape())?;
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        let c_out_pad = g.c_out.div_ceil(8) * 8;
+        let rows = g.c_in * g.k * g.k;
+        let packed = self.ctx.storage(OP, (rows * c_out_pad * 4) as u64)?;
+        let pack_params: [u32; 4] = [
+            u32_of(OP, "Cout", g.c_out)?,
+            u32_of(OP, "Cin", g.c_in)?,
+            (g.k * g.k) as u32,
+            c_out_pad as u32,
+        ];
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        self.ctx.dispatch(
+            kernels::CONV_WEIGHT_PACK,
+            &[],
+            bytemuck::bytes_of(&pack_params),
+            &[Bind::Storage(&w.buf), Bind::Storage(&packed)],
+            grid_1d((rows * c_out_pad) as u64, max),
+        )?;
+        let tiles_x = g.w_out.div_ceil(8);
+        let params: [u32; 12] = [
+            u32_of(OP, "batch", g.batch)?,
+            u32_of(OP, "Cin", g.c_in)?,
+            u32_of(OP, "H", g.h)?,
+            u32_of(OP, "W", g.w)?,
+            g.c_out as u32,
+            c_out_pad as u32,
+            u32_of(OP, "Ho", g.h_out)?,
+            u32_of(OP, "Wo", g.w_out)?,
+            u32_of(OP, "padding", g.padding)?,
+            tiles_x as u32,
+            bias.is_some() as u32,
+            0,
+        ];
+        numel(OP, &[g.batch, g.c_in, g.h, g.w]).and_then(|n| u32_of(OP, "input elements", n))?;
+        numel(OP, &g.out_shape()).and_then(|n| u32_of(OP, "output elements", n))?;
+        let tiles = (g.batch * g.h_out * tiles_x) as u64;
+        let gx = tiles.div_ceil(WG as u64);
+        let gy = g.c_out.div_ceil(8) as u64;
+        if gx > max as u64 || gy > max as u64 {
+            return Err(Error::shape(
+                OP,
+                format!("{:?} needs more workgroups than the device allows", x.shape),
+            ));
+        }
+        // A bound buffer may not be both read and written: without a bias, bind a dummy.
+        let bias_buf = match bias {
+            Some(b) => b.buf.clone(),
+            None => Arc::new(self.ctx.storage(OP, 16)?),
+        };
+        self.ctx.dispatch(
+            kernels::CONV2D,
+            &[("KSIZE", g.k as u32), ("STRIDE", g.stride as u32)],
+            bytemuck::cast_slice(&params),
+            &[
+                Bind::Storage(&x.buf),
+                Bind::Storage(&packed),
+                Bind::Storage(&bias_buf),
+                Bind::Storage(&out.buf),
+            ],
+            (gx as u32, gy as u32, 1),
+        )?;
+        Ok(out)
+    }
+
+    fn perturb(
+        &self,
+        x0: &GpuTensor,
+        coef: &[PerturbCoef],
+        rng: RngStream,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        const OP: &str = "perturb";
+        let d = per_sample_len(OP, &x0.shape, coef.len())?;
+        let xt = self.tensor(OP, &x0.shape)?;
+        let z = self.tensor(OP, &x0.shape)?;
+        if d == 0 || coef.is_empty() {
+            return Ok((xt, z));
+        }
+        u32_of(OP, "elements", x0.numel())?;
+        let gpu_coef: Vec<PerturbCoefGpu> = coef
+            .iter()
+            .map(|c| PerturbCoefGpu {
+                mu: c.mu,
+                sigma: c.sigma,
+                _pad: [0.0; 2],
+                key: sample_key(rng, c.stream),
+            })
+            .collect();
+        let coef_buf = self.upload_pod(OP, &gpu_coef)?;
+        let params: [u32; 4] = [d as u32, coef.len() as u32, 0, 0];
+        let threads = d.div_ceil(4) as u64 * coef.len() as u64;
+        self.ctx.dispatch(
+            kernels::PERTURB,
+            &[],
+            bytemuck::bytes_of(&params),
+            &[
+                Bind::Storage(&coef_buf),
+                Bind::Storage(&x0.buf),
+                Bind::Storage(&xt.buf),
+                Bind::Storage(&z.buf),
+            ],
+            grid_1d(
+                threads,
+                self.ctx.limits.max_compute_workgroups_per_dimension,
+            ),
+        )?;
+        Ok((xt, z))
+    }
+
+    fn paired_step(
+        &self,
+        st: &mut PairedState<GpuTensor>,
+        whole_score: &GpuTensor,
+        coef: &[StepCoef],
+        sampler: Sampler,
+        rng: RngStream,
+    ) -> Result<()> {
+        const OP: &str = "paired_step";
+        let d = per_sample_len(OP, &st.x0.shape, coef.len())?;
+        check_same_shape(OP, "whole path vs x0", &st.whole.shape, &st.x0.shape)?;
+        check_same_shape(OP, "self path vs x0", &st.own.shape, &st.x0.shape)?;
+        check_same_shape(OP, "z vs x0", &st.z.shape, &st.x0.shape)?;
+        check_same_shape(OP, "score vs x0", &whole_score.shape, &st.x0.shape)?;
+        if d == 0 || coef.is_empty() {
+            return Ok(());
+        }
+        u32_of(OP, "elements", st.x0.numel())?;
+        self.make_unique(OP, &mut st.whole)?;
+        self.make_unique(OP, &mut st.own)?;
+        self.make_unique(OP, &mut st.z)?;
+        let gpu_coef: Vec<StepCoefGpu> = coef
+            .iter()
+            .map(|c| StepCoefGpu {
+                f: c.f,
+                g: c.g,
+                sigma: c.sigma,
+                mu_next: c.mu_next,
+                sigma_next: c.sigma_next,
+                dt: c.dt,
+                _pad: [0.0; 2],
+                key: sample_key(rng, c.stream),
+            })
+            .collect();
+        let coef_buf = self.upload_pod(OP, &gpu_coef)?;
+        let params: [u32; 4] = [
+            d as u32,
+            coef.len() as u32,
+            (sampler == Sampler::Sde) as u32,
+            0,
+        ];
+        let threads = d.div_ceil(4) as u64 * coef.len() as u64;
+        self.ctx.dispatch(
+            kernels::PAIRED_STEP,
+            &[],
+            bytemuck::bytes_of(&params),
+            &[
+                Bind::Storage(&coef_buf),
+                Bind::Storage(&st.x0.buf),
+                Bind::Storage(&whole_score.buf),
+                Bind::Storage(&st.whole.buf),
+                Bind::Storage(&st.own.buf),
+                Bind::Storage(&st.z.buf),
+            ],
+            grid_1d(
+                threads,
+                self.ctx.limits.max_compute_workgroups_per_dimension,
+            ),
+        )?;
+        Ok(())
+    }
+}
