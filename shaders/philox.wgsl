@@ -78,10 +78,10 @@ fn rng_ln(u: f32) -> f32 {
     var x = bitcast<f32>((bits & 0x007fffffu) | 0x3f000000u);
     // Keep 1 + x in [sqrt(.5), sqrt(2)); both subtractions are exact.
     if (x < RNG_SQRT_HALF) {
-        e = e - 1;
+        e -= 1;
         x = x + x - 1.0;
     } else {
-        x = x - 1.0;
+        x -= 1.0;
     }
     let z = x * x;
     var y = RNG_LN_P0;
@@ -95,8 +95,8 @@ fn rng_ln(u: f32) -> f32 {
     y = y * x + RNG_LN_P8;
     y = y * x * z;
     let fe = f32(e);
-    y = y + RNG_LN2_LO * fe;
-    y = y - 0.5 * z;
+    y += RNG_LN2_LO * fe;
+    y -= 0.5 * z;
     return (x + y) + RNG_LN2_HI * fe;
 }
 

@@ -41,7 +41,8 @@ const PHILOX_W1: u32 = 0xBB67_AE85;
 // philox.wgsl; all are written so the decimal rounds straight to the
 // intended f32 (checked against naga's parse in the scratch tests).
 
-/// 2^-23, the uniform grid spacing.
+/// 2^-23, the uniform grid spacing (exact decimal, same text as the shader).
+#[allow(clippy::excessive_precision)]
 pub(crate) const RNG_INV_2P23: f32 = 1.1920928955078125e-7;
 /// sqrt(1/2): mantissas below it are doubled so `ln` works on [sqrt(.5)-1, sqrt(2)-1].
 pub(crate) const RNG_SQRT_HALF: f32 = 0.70710677;
@@ -55,7 +56,8 @@ pub(crate) const RNG_LN_P5: f32 = -1.6668057e-1;
 pub(crate) const RNG_LN_P6: f32 = 2.0000714e-1;
 pub(crate) const RNG_LN_P7: f32 = -2.4999994e-1;
 pub(crate) const RNG_LN_P8: f32 = 3.333333e-1;
-/// ln 2 split so `e * RNG_LN2_HI` is exact (few mantissa bits).
+/// ln 2 split so `e * RNG_LN2_HI` is exact (355/512, few mantissa bits).
+#[allow(clippy::excessive_precision)]
 pub(crate) const RNG_LN2_HI: f32 = 0.693359375;
 pub(crate) const RNG_LN2_LO: f32 = -2.1219444e-4;
 /// π/2 rounded to f32.
@@ -115,7 +117,7 @@ pub(crate) fn ln_f32(u: f32) -> f32 {
         e -= 1;
         x = x + x - 1.0;
     } else {
-        x = x - 1.0;
+        x -= 1.0;
     }
     let z = x * x;
     let mut y = RNG_LN_P0;
@@ -129,8 +131,8 @@ pub(crate) fn ln_f32(u: f32) -> f32 {
     y = y * x + RNG_LN_P8;
     y = y * x * z;
     let fe = e as f32;
-    y = y + RNG_LN2_LO * fe;
-    y = y - 0.5 * z;
+    y += RNG_LN2_LO * fe;
+    y -= 0.5 * z;
     (x + y) + RNG_LN2_HI * fe
 }
 

@@ -165,6 +165,15 @@ pub struct PairedState<T> {
     pub z: T,
 }
 
+/// What [`Backend::random`] draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    /// Uniform in (0, 1), never 0 or 1.
+    Uniform,
+    /// Standard normal.
+    Normal,
+}
+
 /// Which kind of device a backend computes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
@@ -185,6 +194,10 @@ pub trait Backend {
     /// Waits for pending work and copies the tensor to host memory.
     fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
+
+    /// Element i of `rng`'s uniform sequence in (0, 1), or of its Gaussian
+    /// sequence — the same numbers on every backend.
+    fn random(&self, shape: &[usize], dist: Distribution, rng: RngStream) -> Result<Self::Tensor>;
 
     /// `a: [M, K] × b: [K, N] → [M, N]`.
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::{
     check_same_shape, matmul_dims, numel, per_sample_len, Backend, BackendKind, Conv2dSpec,
-    ConvGeometry, PairedState, PerturbCoef, Sampler, StepCoef,
+    ConvGeometry, Distribution, PairedState, PerturbCoef, Sampler, StepCoef,
 };
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
@@ -93,6 +93,13 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<CpuTensor> {
+        let n = numel("upload", shape)?;
+        if n != data.len() {
+            return Err(Error::shape(
+                "upload",
+                format!("{} values for shape {shape:?} ({n} elements)", data.len()),
+            ));
+        }
         CpuTensor::new(data.to_vec(), shape)
     }
 
@@ -109,6 +116,20 @@ impl Backend for CpuBackend {
 
     fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
         &t.shape
+    }
+
+    fn random(&self, shape: &[usize], dist: Distribution, rng: RngStream) -> Result<CpuTensor> {
+        let mut v = alloc_zeros("random", shape)?;
+        // Whole Philox blocks per chunk, so chunks start on block boundaries.
+        const CHUNK: usize = 1 << 14;
+        v.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+            let start = (i * CHUNK) as u64;
+            match dist {
+                Distribution::Uniform => rng.fill_uniform(start, c),
+                Distribution::Normal => rng.fill_normal(start, c),
+            }
+        });
+        CpuTensor::new(v, shape)
     }
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {

@@ -34,6 +34,7 @@ kernel!(
 );
 kernel!(PERTURB, "perturb.wgsl", "perturb", true);
 kernel!(PAIRED_STEP, "paired_step.wgsl", "paired_step", true);
+kernel!(RNG_FILL, "rng_fill.wgsl", "rng_fill", true);
 
 pub const PHILOX_LIBRARY: &str = include_str!("../../../shaders/philox.wgsl");
 
@@ -104,5 +105,6 @@ pub fn all_kernels() -> Vec<Kernel> {
         CONV_WEIGHT_PACK,
         PERTURB,
         PAIRED_STEP,
+        RNG_FILL,
     ]
 }

@@ -13,7 +13,7 @@ pub use context::GpuContext;
 
 use super::{
     check_same_shape, matmul_dims, numel, per_sample_len, Backend, BackendKind, Conv2dSpec,
-    ConvGeometry, PairedState, PerturbCoef, Sampler, StepCoef,
+    ConvGeometry, Distribution, PairedState, PerturbCoef, Sampler, StepCoef,
 };
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
@@ -180,6 +180,39 @@ impl Backend for GpuBackend {
 
     fn shape<'a>(&self, t: &'a GpuTensor) -> &'a [usize] {
         &t.shape
+    }
+
+    fn random(&self, shape: &[usize], dist: Distribution, rng: RngStream) -> Result<GpuTensor> {
+        const OP: &str = "random";
+        let out = self.tensor(OP, shape)?;
+        let n = u32_of(OP, "elements", out.numel())?;
+        let k = [
+            rng.seed as u32,
+            (rng.seed >> 32) as u32,
+            rng.stream as u32,
+            (rng.stream >> 32) as u32,
+        ];
+        let params: [u32; 8] = [
+            n,
+            (dist == Distribution::Normal) as u32,
+            0,
+            0,
+            k[0],
+            k[1],
+            k[2],
+            k[3],
+        ];
+        self.ctx.dispatch(
+            kernels::RNG_FILL,
+            &[],
+            bytemuck::cast_slice(&params),
+            &[Bind::Storage(&out.buf)],
+            grid_1d(
+                (n as u64).div_ceil(4),
+                self.ctx.limits.max_compute_workgroups_per_dimension,
+            ),
+        )?;
+        Ok(out)
     }
 
     fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {

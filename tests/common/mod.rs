@@ -1,0 +1,55 @@
+//! Shared test helpers: the GPU backend (or a skip outside CI), random data,
+//! and tolerance checks that say what differed.
+#![allow(dead_code)]
+
+use scoredd::backend::cpu::CpuBackend;
+use scoredd::backend::gpu::GpuBackend;
+use scoredd::rng::RngStream;
+
+/// The GPU backend. Without an adapter a test skips — except under `CI=true`,
+/// where lavapipe is installed and a missing adapter is a failure.
+pub fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+                panic!("CI=true but the GPU backend failed to open: {e}");
+            }
+            eprintln!("SKIP (no GPU adapter outside CI): {e}");
+            None
+        }
+    }
+}
+
+pub fn cpu() -> CpuBackend {
+    CpuBackend::new()
+}
+
+/// n values uniform in [-1, 1), reproducible from `seed`.
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    RngStream::new(seed, 7).fill_uniform(0, &mut v);
+    v.iter_mut().for_each(|x| *x = 2.0 * *x - 1.0);
+    v
+}
+
+/// Asserts max |a − b| ≤ rel · max(1e-6, max |b|): error relative to the
+/// reference's scale, the right measure for sums of many products.
+pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+    let (mut worst, mut at) = (0.0f32, 0);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let d = (x - y).abs();
+        if !(d <= worst) {
+            worst = d;
+            at = i;
+        }
+    }
+    assert!(
+        worst <= rel * scale,
+        "{what}: max |diff| {worst:e} at {at} ({} vs {}) exceeds {rel:e} × scale {scale:e}",
+        a[at],
+        b[at]
+    );
+}
