@@ -24,6 +24,18 @@ fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
                         continue;
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    if s == 1 {
+                        // Stride 1: the row is one shifted slice of the input row.
+                        let shift = kx as isize - p;
+                        let lo = (-shift).clamp(0, g.w_out as isize) as usize;
+                        let hi =
+                            (g.w as isize - shift).clamp(lo as isize, g.w_out as isize) as usize;
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        let from = (lo as isize + shift) as usize;
+                        dst[lo..hi].copy_from_slice(&src[from..from + hi - lo]);
+                        continue;
+                    }
                     for (ox, d) in dst.iter_mut().enumerate() {
                         let ix = (ox * s + kx) as isize - p;
                         *d = if ix >= 0 && ix < g.w as isize {

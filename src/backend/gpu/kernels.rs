@@ -9,6 +9,7 @@ use std::collections::HashMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
     pub entry: &'static str,
+    pub file: &'static str,
     source: &'static str,
     uses_rng: bool,
 }
@@ -17,6 +18,7 @@ macro_rules! kernel {
     ($name:ident, $file:literal, $entry:literal, $rng:expr) => {
         pub const $name: Kernel = Kernel {
             entry: $entry,
+            file: $file,
             source: include_str!(concat!("../../../shaders/", $file)),
             uses_rng: $rng,
         };
@@ -24,8 +26,17 @@ macro_rules! kernel {
 }
 
 kernel!(MATMUL_VEC4, "matmul.wgsl", "matmul_vec4", false);
+kernel!(
+    MATMUL_TRANSPOSE,
+    "matmul_transpose.wgsl",
+    "matmul_transpose",
+    false
+);
 kernel!(MATMUL_ANY, "matmul_any.wgsl", "matmul_any", false);
-kernel!(CONV2D, "conv2d.wgsl", "conv2d", false);
+kernel!(CONV2D_K1S1, "conv2d.wgsl", "conv2d_k1s1", false);
+kernel!(CONV2D_K1S2, "conv2d.wgsl", "conv2d_k1s2", false);
+kernel!(CONV2D_K3S1, "conv2d.wgsl", "conv2d_k3s1", false);
+kernel!(CONV2D_K3S2, "conv2d.wgsl", "conv2d_k3s2", false);
 kernel!(
     CONV_WEIGHT_PACK,
     "conv_weight_pack.wgsl",
@@ -71,10 +82,10 @@ impl PipelineCache {
         }
         let module = self
             .modules
-            .entry(kernel.entry)
+            .entry(kernel.file)
             .or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.entry),
+                    label: Some(kernel.file),
                     source: wgpu::ShaderSource::Wgsl(kernel.wgsl().into()),
                 })
             })
@@ -100,8 +111,12 @@ impl PipelineCache {
 pub fn all_kernels() -> Vec<Kernel> {
     vec![
         MATMUL_VEC4,
+        MATMUL_TRANSPOSE,
         MATMUL_ANY,
-        CONV2D,
+        CONV2D_K1S1,
+        CONV2D_K1S2,
+        CONV2D_K3S1,
+        CONV2D_K3S2,
         CONV_WEIGHT_PACK,
         PERTURB,
         PAIRED_STEP,

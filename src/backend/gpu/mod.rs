@@ -222,33 +222,65 @@ impl Backend for GpuBackend {
         if m == 0 || n == 0 {
             return Ok(c);
         }
-        let params: [u32; 4] = [
-            u32_of(OP, "M", m)?,
-            u32_of(OP, "N", n)?,
-            u32_of(OP, "K", k)?,
-            0,
-        ];
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        // The vec4 kernel needs rows of A and B that start on vec4 boundaries.
-        let (kernel, tile) = if k % 4 == 0 && n % 4 == 0 && k > 0 {
-            (kernels::MATMUL_VEC4, 8)
-        } else {
-            (kernels::MATMUL_ANY, 4)
-        };
-        let gx = (n.div_ceil(tile) as u64).div_ceil(WG as u64);
-        let gy = m.div_ceil(tile) as u64;
-        if gx > max as u64 || gy > max as u64 {
-            return Err(Error::shape(
+        let too_many = || {
+            Error::shape(
                 OP,
                 format!("[{m}, {k}] × [{k}, {n}] needs more workgroups than the device allows"),
-            ));
+            )
+        };
+        for (what, v) in [("M", m), ("N", n), ("K", k)] {
+            u32_of(OP, what, v)?;
+        }
+        if n % 4 != 0 || k == 0 {
+            // B's rows must start on vec4 boundaries for the fast kernel.
+            let params: [u32; 4] = [m as u32, n as u32, k as u32, 0];
+            let (gx, gy) = (
+                (n.div_ceil(4) as u64).div_ceil(WG as u64),
+                m.div_ceil(4) as u64,
+            );
+            if gx > max as u64 || gy > max as u64 {
+                return Err(too_many());
+            }
+            self.ctx.dispatch(
+                kernels::MATMUL_ANY,
+                &[],
+                bytemuck::bytes_of(&params),
+                &[
+                    Bind::Storage(&a.buf),
+                    Bind::Storage(&b.buf),
+                    Bind::Storage(&c.buf),
+                ],
+                (gx as u32, gy as u32, 1),
+            )?;
+            return Ok(c);
+        }
+        // The fast kernel reads A k-major with rows padded to 8: transpose first
+        // (O(M·K), small next to the O(M·K·N) product).
+        let m_pad = m.div_ceil(8) * 8;
+        let at = self.ctx.storage(OP, (k as u64) * (m_pad as u64) * 4)?;
+        let tparams: [u32; 4] = [m as u32, k as u32, m_pad as u32, 0];
+        self.ctx.dispatch(
+            kernels::MATMUL_TRANSPOSE,
+            &[],
+            bytemuck::bytes_of(&tparams),
+            &[Bind::Storage(&a.buf), Bind::Storage(&at)],
+            grid_1d(k as u64 * m_pad as u64, max),
+        )?;
+        let params: [u32; 4] = [m as u32, n as u32, k as u32, m_pad as u32];
+        let (gx, gy) = (
+            (n.div_ceil(8) as u64).div_ceil(WG as u64),
+            m.div_ceil(8) as u64,
+        );
+        if gx > max as u64 || gy > max as u64 {
+            return Err(too_many());
         }
         self.ctx.dispatch(
-            kernel,
+            kernels::MATMUL_VEC4,
             &[],
             bytemuck::bytes_of(&params),
             &[
-                Bind::Storage(&a.buf),
+                Bind::Storage(&at),
                 Bind::Storage(&b.buf),
                 Bind::Storage(&c.buf),
             ],
@@ -266,15 +298,21 @@ impl Backend for GpuBackend {
     ) -> Result<GpuTensor> {
         const OP: &str = "conv2d";
         let g = ConvGeometry::new(&x.shape, &w.shape, bias.map(|b| b.shape.as_slice()), spec)?;
-        if g.k > 3 || g.stride > 2 {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "the GPU kernel handles kernels up to 3×3 and strides 1–2, got {}×{} stride {}",
-                    g.k, g.k, g.stride
-                ),
-            ));
-        }
+        let kernel = match (g.k, g.stride) {
+            (1, 1) => kernels::CONV2D_K1S1,
+            (1, 2) => kernels::CONV2D_K1S2,
+            (3, 1) => kernels::CONV2D_K3S1,
+            (3, 2) => kernels::CONV2D_K3S2,
+            _ => {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "the GPU kernels handle 1×1 and 3×3 kernels at stride 1 or 2, got {}×{} at stride {}",
+                        g.k, g.k, g.stride
+                    ),
+                ))
+            }
+        };
         let out = self.tensor(OP, &g.out_shape())?;
         if out.numel() == 0 {
             return Ok(out);
@@ -328,8 +366,8 @@ impl Backend for GpuBackend {
             None => Arc::new(self.ctx.storage(OP, 16)?),
         };
         self.ctx.dispatch(
-            kernels::CONV2D,
-            &[("KSIZE", g.k as u32), ("STRIDE", g.stride as u32)],
+            kernel,
+            &[],
             bytemuck::cast_slice(&params),
             &[
                 Bind::Storage(&x.buf),
