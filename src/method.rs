@@ -13,6 +13,9 @@ pub trait ScoreFn<B: Backend> {
     fn score(&self, backend: &B, x: &B::Tensor, t: &[f64]) -> Result<B::Tensor>;
 }
 
+/// Called with (step index, state) during a paired run.
+pub type Observer<'a, T> = dyn FnMut(usize, &PairedState<T>) -> Result<()> + 'a;
+
 /// Random-stream tags: the perturbation and each reverse step draw from their
 /// own derived stream, and each sample from its own stream within those.
 const PERTURB_TAG: u64 = 0;
@@ -68,7 +71,7 @@ pub fn paired_reverse_observed<B: Backend, S: ScoreFn<B> + ?Sized>(
     sampler: Sampler,
     rng: RngStream,
     streams: &[u64],
-    observe: &mut dyn FnMut(usize, &PairedState<B::Tensor>) -> Result<()>,
+    observe: &mut Observer<B::Tensor>,
 ) -> Result<PairedRun<B::Tensor>> {
     if t.len() != streams.len() {
         return Err(Error::Invalid(format!(

@@ -52,8 +52,8 @@ impl Canvas {
             return;
         }
         let p = self.img.get_pixel_mut(px as u32, py as u32);
-        for c in 0..3 {
-            p.0[c] = (p.0[c] as f64 * (1.0 - alpha) + color[c] as f64 * alpha).round() as u8;
+        for (dst, &src) in p.0.iter_mut().zip(&color) {
+            *dst = (*dst as f64 * (1.0 - alpha) + src as f64 * alpha).round() as u8;
         }
     }
 

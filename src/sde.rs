@@ -6,8 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{PerturbCoef, StepCoef};
+use crate::backend::{Backend, PerturbCoef, StepCoef};
 use crate::error::{Error, Result};
+use crate::rng::RngStream;
 
 pub trait Sde: Send + Sync {
     /// Short name: "ve", "vp" or "subvp".
@@ -53,6 +54,22 @@ pub trait Sde: Send + Sync {
             stream,
         }
     }
+}
+
+/// Draws x(1) from the SDE's prior N(0, prior_std²·I): element i is
+/// `prior_std · rng.normal(i)`, the same numbers on every backend.
+pub fn prior_sample<B: Backend>(
+    backend: &B,
+    sde: &dyn Sde,
+    shape: &[usize],
+    rng: RngStream,
+) -> Result<B::Tensor> {
+    let n = crate::backend::numel("prior_sample", shape)?;
+    let mut v = vec![0.0f32; n];
+    rng.fill_normal(0, &mut v);
+    let scale = sde.prior_std() as f32;
+    v.iter_mut().for_each(|x| *x *= scale);
+    backend.upload(&v, shape)
 }
 
 /// Variance exploding: σ(t) = σmin·(σmax/σmin)^t, no drift.
@@ -358,6 +375,23 @@ mod tests {
             assert!(
                 (s.std(1.0) - s.prior_std()).abs() / s.prior_std() < 1e-3,
                 "{}",
+                s.name()
+            );
+        }
+    }
+
+    #[test]
+    fn prior_samples_have_the_prior_spread() {
+        let b = crate::backend::cpu::CpuBackend::new();
+        for s in all() {
+            let x = b
+                .read(&prior_sample(&b, s.as_ref(), &[20_000], RngStream::new(1, 2)).unwrap())
+                .unwrap();
+            let var = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64;
+            let want = s.prior_std().powi(2);
+            assert!(
+                (var / want - 1.0).abs() < 0.03,
+                "{}: variance {var} vs {want}",
                 s.name()
             );
         }

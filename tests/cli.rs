@@ -17,8 +17,17 @@ fn toy_prints_the_experiment_and_writes_a_png() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    let rows = stdout.lines().filter(|l| l.trim_start().starts_with("ode  t =") || l.trim_start().starts_with("sde  t =")).count();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = stdout
+        .lines()
+        .filter(|l| {
+            l.trim_start().starts_with("ode  t =") || l.trim_start().starts_with("sde  t =")
+        })
+        .count();
     assert_eq!(rows, 8, "one line per (sampler, t, r):\n{stdout}");
     assert!(stdout.contains("other mode"), "{stdout}");
     let img = image::open(&png).expect("a readable PNG");
@@ -28,13 +37,19 @@ fn toy_prints_the_experiment_and_writes_a_png() {
 
 #[test]
 fn bad_arguments_are_explained_not_panics() {
-    let out = scoredd().args(["toy", "--backend", "cpu", "--draws", "0"]).output().unwrap();
+    let out = scoredd()
+        .args(["toy", "--backend", "cpu", "--draws", "0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--draws must be at least 1"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    let out = scoredd().args(["toy", "--backend", "quantum"]).output().unwrap();
+    let out = scoredd()
+        .args(["toy", "--backend", "quantum"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
 }
@@ -42,7 +57,15 @@ fn bad_arguments_are_explained_not_panics() {
 #[test]
 fn unwritable_output_is_an_error() {
     let out = scoredd()
-        .args(["toy", "--backend", "cpu", "--draws", "8", "--out", "/nonexistent-dir/x.png"])
+        .args([
+            "toy",
+            "--backend",
+            "cpu",
+            "--draws",
+            "8",
+            "--out",
+            "/nonexistent-dir/x.png",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

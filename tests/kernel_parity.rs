@@ -132,8 +132,10 @@ fn gpu_matmul_matches_cpu() {
     }
 }
 
-// (batch, Cin, H, W, Cout, k, stride, padding, bias)
-const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize, bool); 9] = [
+/// (batch, Cin, H, W, Cout, k, stride, padding, bias)
+type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize, bool);
+
+const CONV_CASES: [ConvCase; 9] = [
     (2, 3, 11, 13, 5, 3, 1, 1, true),
     (1, 1, 7, 9, 3, 3, 1, 1, false),
     (3, 4, 16, 16, 8, 3, 1, 1, true),
@@ -145,10 +147,7 @@ const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize, bool
     (1, 2, 20, 3, 17, 3, 1, 1, true),
 ];
 
-fn conv_inputs(
-    i: usize,
-    case: (usize, usize, usize, usize, usize, usize, usize, usize, bool),
-) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+fn conv_inputs(i: usize, case: ConvCase) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let (b, ci, h, w, co, k, ..) = case;
     let bias = case.8.then(|| rand_vec(co, 300 + i as u64));
     (
@@ -163,7 +162,7 @@ fn run_conv<B: Backend>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    case: (usize, usize, usize, usize, usize, usize, usize, usize, bool),
+    case: ConvCase,
 ) -> Vec<f32> {
     let (b, ci, h, wd, co, k, s, p, _) = case;
     let xt = be.upload(x, &[b, ci, h, wd]).unwrap();

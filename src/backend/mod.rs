@@ -247,19 +247,31 @@ pub(crate) fn per_sample_len(op: &'static str, shape: &[usize], n_coef: usize) -
             format!("{n_coef} per-sample coefficients for a batch of {batch} ({shape:?})"),
         ));
     }
-    Ok(numel(op, &shape[1..])?)
+    numel(op, &shape[1..])
 }
 
-pub(crate) fn check_same_shape(
-    op: &'static str,
-    what: &str,
-    a: &[usize],
-    b: &[usize],
-) -> Result<()> {
-    if a != b {
-        return Err(Error::shape(op, format!("{what}: {a:?} vs {b:?}")));
+/// Validates a paired step's operands — x0, whole path, self path and z, then
+/// the score — and returns the elements per sample.
+pub(crate) fn paired_step_len(
+    state: [&[usize]; 4],
+    score: &[usize],
+    n_coef: usize,
+) -> Result<usize> {
+    const OP: &str = "paired_step";
+    let [x0, rest @ ..] = state;
+    for (what, s) in ["whole path", "self path", "z"]
+        .iter()
+        .zip(rest)
+        .chain([(&"score", score)])
+    {
+        if s != x0 {
+            return Err(Error::shape(
+                OP,
+                format!("{what} {s:?} differs from x0 {x0:?}"),
+            ));
+        }
     }
-    Ok(())
+    per_sample_len(OP, x0, n_coef)
 }
 
 pub(crate) fn matmul_dims(a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {

@@ -18,6 +18,7 @@ pub enum BackendChoice {
 }
 
 /// A backend chosen at run time. Generic code runs on it through [`with_backend!`](crate::with_backend).
+#[allow(clippy::large_enum_variant)] // one per process; boxing buys nothing
 pub enum AnyBackend {
     Cpu(CpuBackend),
     Gpu(GpuBackend),

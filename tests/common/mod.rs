@@ -41,6 +41,8 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
     let (mut worst, mut at) = (0.0f32, 0);
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let d = (x - y).abs();
+        // Written so a NaN difference counts as the worst.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(d <= worst) {
             worst = d;
             at = i;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::{
-    check_same_shape, matmul_dims, numel, per_sample_len, Backend, BackendKind, Conv2dSpec,
+    matmul_dims, numel, paired_step_len, per_sample_len, Backend, BackendKind, Conv2dSpec,
     ConvGeometry, Distribution, PairedState, PerturbCoef, Sampler, StepCoef,
 };
 use crate::error::{Error, Result};
@@ -200,12 +200,11 @@ impl Backend for CpuBackend {
         sampler: Sampler,
         rng: RngStream,
     ) -> Result<()> {
-        const OP: &str = "paired_step";
-        let d = per_sample_len(OP, &st.x0.shape, coef.len())?;
-        check_same_shape(OP, "whole path vs x0", &st.whole.shape, &st.x0.shape)?;
-        check_same_shape(OP, "self path vs x0", &st.own.shape, &st.x0.shape)?;
-        check_same_shape(OP, "z vs x0", &st.z.shape, &st.x0.shape)?;
-        check_same_shape(OP, "score vs x0", &whole_score.shape, &st.x0.shape)?;
+        let d = paired_step_len(
+            [&st.x0.shape, &st.whole.shape, &st.own.shape, &st.z.shape],
+            &whole_score.shape,
+            coef.len(),
+        )?;
         if d == 0 {
             return Ok(());
         }

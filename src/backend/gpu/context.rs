@@ -121,7 +121,9 @@ impl GpuContext {
 
     /// Largest storage buffer a kernel may bind.
     pub fn max_binding(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// A zero-filled storage buffer of `bytes` (rounded up to 16 so every
