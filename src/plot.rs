@@ -95,6 +95,35 @@ impl Canvas {
         }
     }
 
+    /// Light grid lines every `step` world units, darker axes through 0 and a
+    /// frame: orientation without text.
+    pub fn grid(&mut self, step: f64) {
+        let (w, h) = (self.img.width() as i64, self.img.height() as i64);
+        let mut v = (self.x0 / step).ceil() * step;
+        while v <= self.x1 {
+            let px = self.to_px(v, 0.0).0.floor() as i64;
+            let shade = if v.abs() < 1e-9 { 0.35 } else { 0.12 };
+            for py in 0..h {
+                self.blend(px, py, [0, 0, 0], shade);
+            }
+            v += step;
+        }
+        let mut v = (self.y0 / step).ceil() * step;
+        while v <= self.y1 {
+            let py = self.to_px(0.0, v).1.floor() as i64;
+            let shade = if v.abs() < 1e-9 { 0.35 } else { 0.12 };
+            for px in 0..w {
+                self.blend(px, py, [0, 0, 0], shade);
+            }
+            v += step;
+        }
+        for i in 0..w.max(h) {
+            for (x, y) in [(i, 0), (i, h - 1), (0, i), (w - 1, i)] {
+                self.blend(x, y, [0, 0, 0], 0.8);
+            }
+        }
+    }
+
     /// A hollow square marker, e.g. for a starting point.
     pub fn square(&mut self, x: f64, y: f64, half: f64, color: Color) {
         let (cx, cy) = self.to_px(x, y);

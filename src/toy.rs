@@ -251,7 +251,8 @@ const POINT_COLORS: [Color; 3] = [[214, 39, 40], [31, 119, 180], [44, 160, 44]];
 /// left, short paired runs (t = 0.6, r = 5, reverse SDE) — whole-score paths
 /// in colour, self-score paths in grey, starting points as squares; right,
 /// full reverse runs of the normal points from t = 1 (probability-flow ODE),
-/// whole-score paths ending as dots, some in the wrong mode.
+/// whole-score paths ending as dots, some in the wrong mode. Grid lines every
+/// 5 (left) and 10 (right) units, axes through the origin.
 pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()> {
     let sde = paper_sde();
     let mixture = GaussianMixture::paper();
@@ -262,7 +263,8 @@ pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()>
     let draws = cfg.draws.min(16);
     let root = RngStream::new(cfg.seed, 1);
 
-    let shade = |c: &mut Canvas| {
+    let shade = |c: &mut Canvas, grid: f64| {
+        c.grid(grid);
         let peak = mixture.density([5.0, 5.0]);
         for py in 0..c.img.height() {
             for px in 0..c.img.width() {
@@ -275,7 +277,7 @@ pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()>
 
     // Left: short runs of all three points.
     let mut left = Canvas::new(520, 520, (-12.0, 12.0), (-12.0, 12.0), [255, 255, 255]);
-    shade(&mut left);
+    shade(&mut left, 5.0);
     let pts: Vec<[f64; 2]> = POINTS.iter().map(|p| p.0).collect();
     let x0 = backend.upload(&batch_of_points(&pts, draws), &[3 * draws, 2])?;
     let streams: Vec<u64> = (0..3 * draws as u64).collect();
@@ -314,7 +316,7 @@ pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()>
 
     // Right: full reverse runs of the normal points from t = 1.
     let mut right = Canvas::new(520, 520, (-30.0, 30.0), (-30.0, 30.0), [255, 255, 255]);
-    shade(&mut right);
+    shade(&mut right, 10.0);
     let normal = &pts[1..];
     let x0n = backend.upload(&batch_of_points(normal, draws), &[2 * draws, 2])?;
     let streams_n: Vec<u64> = (0..2 * draws as u64).collect();
