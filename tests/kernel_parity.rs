@@ -81,23 +81,32 @@ const MATMUL_SHAPES: [(usize, usize, usize); 7] = [
     (64, 1, 9),
 ];
 
+fn run_matmul<B: Backend>(
+    be: &B,
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+) -> Vec<f32> {
+    let (at, bt) = (
+        be.upload(a, &[m, k]).unwrap(),
+        be.upload(b, &[k, n]).unwrap(),
+    );
+    be.read(&be.matmul(&at, &bt).unwrap()).unwrap()
+}
+
+fn matmul_inputs(i: usize, (m, k, n): (usize, usize, usize)) -> (Vec<f32>, Vec<f32>) {
+    (rand_vec(m * k, i as u64), rand_vec(k * n, 100 + i as u64))
+}
+
 #[test]
 fn cpu_matmul_matches_naive() {
     let c = cpu();
-    for (i, &(m, k, n)) in MATMUL_SHAPES.iter().enumerate() {
-        let (a, b) = (rand_vec(m * k, i as u64), rand_vec(k * n, 100 + i as u64));
-        let got = c
-            .read(
-                &c.matmul(
-                    &c.upload(&a, &[m, k]).unwrap(),
-                    &c.upload(&b, &[k, n]).unwrap(),
-                )
-                .unwrap(),
-            )
-            .unwrap();
+    for (i, &shape) in MATMUL_SHAPES.iter().enumerate() {
+        let (a, b) = matmul_inputs(i, shape);
+        let (m, k, n) = shape;
         assert_close(
-            &format!("cpu matmul {m}x{k}x{n}"),
-            &got,
+            &format!("cpu matmul {shape:?}"),
+            &run_matmul(&c, &a, &b, shape),
             &naive_matmul(&a, &b, m, k, n),
             2e-5,
         );
@@ -108,31 +117,18 @@ fn cpu_matmul_matches_naive() {
 fn gpu_matmul_matches_cpu() {
     let Some(g) = gpu() else { return };
     let c = cpu();
-    for (i, &(m, k, n)) in MATMUL_SHAPES.iter().enumerate() {
-        let (a, b) = (rand_vec(m * k, i as u64), rand_vec(k * n, 100 + i as u64));
-        let want = c
-            .read(
-                &c.matmul(
-                    &c.upload(&a, &[m, k]).unwrap(),
-                    &c.upload(&b, &[k, n]).unwrap(),
-                )
-                .unwrap(),
-            )
-            .unwrap();
-        let got = g
-            .read(
-                &g.matmul(
-                    &g.upload(&a, &[m, k]).unwrap(),
-                    &g.upload(&b, &[k, n]).unwrap(),
-                )
-                .unwrap(),
-            )
-            .unwrap();
-        assert_close(&format!("gpu matmul {m}x{k}x{n}"), &got, &want, 2e-5);
+    for (i, &shape) in MATMUL_SHAPES.iter().enumerate() {
+        let (a, b) = matmul_inputs(i, shape);
+        assert_close(
+            &format!("gpu matmul {shape:?}"),
+            &run_matmul(&g, &a, &b, shape),
+            &run_matmul(&c, &a, &b, shape),
+            2e-5,
+        );
     }
 }
 
-/// (batch, Cin, H, W, Cout, k, stride, padding, bias)
+// (batch, Cin, H, W, Cout, k, stride, padding, bias)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize, bool);
 
 const CONV_CASES: [ConvCase; 9] = [

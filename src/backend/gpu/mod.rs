@@ -54,6 +54,23 @@ fn grid_1d(threads: u64, max_dim: u32) -> (u32, u32, u32) {
     }
 }
 
+/// A 2-D workgroup grid, refused with a shape error past the device's limit.
+fn grid_2d(
+    op: &'static str,
+    gx: u64,
+    gy: u64,
+    max: u32,
+    what: &dyn Fn() -> String,
+) -> Result<(u32, u32, u32)> {
+    if gx > max as u64 || gy > max as u64 {
+        return Err(Error::shape(
+            op,
+            format!("{} needs more workgroups than the device allows", what()),
+        ));
+    }
+    Ok((gx as u32, gy as u32, 1))
+}
+
 fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| {
         Error::shape(
@@ -223,25 +240,20 @@ impl Backend for GpuBackend {
             return Ok(c);
         }
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        let too_many = || {
-            Error::shape(
-                OP,
-                format!("[{m}, {k}] × [{k}, {n}] needs more workgroups than the device allows"),
-            )
-        };
+        let what = || format!("[{m}, {k}] × [{k}, {n}]");
         for (what, v) in [("M", m), ("N", n), ("K", k)] {
             u32_of(OP, what, v)?;
         }
         if n % 4 != 0 || k == 0 {
             // B's rows must start on vec4 boundaries for the fast kernel.
             let params: [u32; 4] = [m as u32, n as u32, k as u32, 0];
-            let (gx, gy) = (
+            let groups = grid_2d(
+                OP,
                 (n.div_ceil(4) as u64).div_ceil(WG as u64),
                 m.div_ceil(4) as u64,
-            );
-            if gx > max as u64 || gy > max as u64 {
-                return Err(too_many());
-            }
+                max,
+                &what,
+            )?;
             self.ctx.dispatch(
                 kernels::MATMUL_ANY,
                 &[],
@@ -251,7 +263,7 @@ impl Backend for GpuBackend {
                     Bind::Storage(&b.buf),
                     Bind::Storage(&c.buf),
                 ],
-                (gx as u32, gy as u32, 1),
+                groups,
             )?;
             return Ok(c);
         }
@@ -268,13 +280,13 @@ impl Backend for GpuBackend {
             grid_1d(k as u64 * m_pad as u64, max),
         )?;
         let params: [u32; 4] = [m as u32, n as u32, k as u32, m_pad as u32];
-        let (gx, gy) = (
+        let groups = grid_2d(
+            OP,
             (n.div_ceil(8) as u64).div_ceil(WG as u64),
             m.div_ceil(8) as u64,
-        );
-        if gx > max as u64 || gy > max as u64 {
-            return Err(too_many());
-        }
+            max,
+            &what,
+        )?;
         self.ctx.dispatch(
             kernels::MATMUL_VEC4,
             &[],
@@ -284,7 +296,7 @@ impl Backend for GpuBackend {
                 Bind::Storage(&b.buf),
                 Bind::Storage(&c.buf),
             ],
-            (gx as u32, gy as u32, 1),
+            groups,
         )?;
         Ok(c)
     }
@@ -352,14 +364,13 @@ impl Backend for GpuBackend {
         numel(OP, &[g.batch, g.c_in, g.h, g.w]).and_then(|n| u32_of(OP, "input elements", n))?;
         numel(OP, &g.out_shape()).and_then(|n| u32_of(OP, "output elements", n))?;
         let tiles = (g.batch * g.h_out * tiles_x) as u64;
-        let gx = tiles.div_ceil(WG as u64);
-        let gy = g.c_out.div_ceil(8) as u64;
-        if gx > max as u64 || gy > max as u64 {
-            return Err(Error::shape(
-                OP,
-                format!("{:?} needs more workgroups than the device allows", x.shape),
-            ));
-        }
+        let groups = grid_2d(
+            OP,
+            tiles.div_ceil(WG as u64),
+            g.c_out.div_ceil(8) as u64,
+            max,
+            &|| format!("input {:?}", x.shape),
+        )?;
         // A bound buffer may not be both read and written: without a bias, bind a dummy.
         let bias_buf = match bias {
             Some(b) => b.buf.clone(),
@@ -375,7 +386,7 @@ impl Backend for GpuBackend {
                 Bind::Storage(&bias_buf),
                 Bind::Storage(&out.buf),
             ],
-            (gx as u32, gy as u32, 1),
+            groups,
         )?;
         Ok(out)
     }
