@@ -6,8 +6,10 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod nn_ops;
 mod select;
 
+pub use nn_ops::{Conv2dGrads, GroupNormGrads, GroupNormOut, LayerOps, MatOps, NnBackend};
 pub use select::{open_backend, AnyBackend, BackendChoice};
 
 use crate::error::{Error, Result};

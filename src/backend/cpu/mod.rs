@@ -259,3 +259,7 @@ impl CpuBackend {
         t.data_mut()
     }
 }
+
+// The network ops: implemented in their own files.
+impl crate::backend::MatOps for CpuBackend {}
+impl crate::backend::LayerOps for CpuBackend {}

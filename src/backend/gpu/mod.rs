@@ -497,3 +497,7 @@ impl Backend for GpuBackend {
         Ok(())
     }
 }
+
+// The network ops: implemented in their own files.
+impl crate::backend::MatOps for GpuBackend {}
+impl crate::backend::LayerOps for GpuBackend {}

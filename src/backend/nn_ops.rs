@@ -1,0 +1,237 @@
+//! The ops a neural network needs beyond [`Backend`]'s core: forward AND backward
+//! of every layer of the score U-net. Two traits, so the matrix ops and the
+//! pointwise/normalisation/resampling ops can live in separate files per backend;
+//! model code asks for both through [`NnBackend`].
+//!
+//! Conventions: tensors are row-major f32, images NCHW. Every `*_backward`
+//! takes the upstream gradient `dy` (same shape as the forward output) and
+//! returns gradients with the shapes of the forward inputs. Shapes are
+//! validated and mismatches are `Error::Shape` naming the op.
+//!
+//! During development an op a backend lacks returns `Error::Unsupported`.
+
+use super::{Backend, Conv2dSpec};
+use crate::error::{Error, Result};
+use crate::rng::RngStream;
+
+/// Gradients of a conv2d with respect to its input, weight and bias.
+pub struct Conv2dGrads<T> {
+    pub dx: T,
+    pub dw: T,
+    /// Σ over batch and space of dy, `[Cout]`.
+    pub db: T,
+}
+
+/// Matrix-shaped ops: convolution gradients, batched matmul, softmax.
+pub trait MatOps: Backend {
+    /// Gradients of [`Backend::conv2d`] (the bias gradient is returned whether
+    /// or not the forward had a bias). Same kernel sizes/strides as the forward.
+    fn conv2d_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        dy: &Self::Tensor,
+        spec: Conv2dSpec,
+    ) -> Result<Conv2dGrads<Self::Tensor>> {
+        let _ = (x, w, dy, spec);
+        Err(Error::Unsupported("conv2d_backward"))
+    }
+
+    /// Batched matmul: `a: [B, M, K]` (or `[B, K, M]` when `ta`), `b: [B, K, N]`
+    /// (or `[B, N, K]` when `tb`) → `[B, M, N]`, c[i] = op(a[i])·op(b[i]).
+    /// A 2-D operand (no batch) is broadcast over the other's batch.
+    fn bmm(&self, a: &Self::Tensor, b: &Self::Tensor, ta: bool, tb: bool) -> Result<Self::Tensor> {
+        let _ = (a, b, ta, tb);
+        Err(Error::Unsupported("bmm"))
+    }
+
+    /// Softmax over the last axis of `x` (any rank ≥ 1), numerically stable
+    /// (subtract the row max).
+    fn softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = x;
+        Err(Error::Unsupported("softmax"))
+    }
+
+    /// Given y = softmax(x) and dy, returns dx = y ⊙ (dy − Σ_j dy_j·y_j) per row.
+    fn softmax_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = (y, dy);
+        Err(Error::Unsupported("softmax_backward"))
+    }
+}
+
+/// Per-(sample, group) statistics saved by the GroupNorm forward for its backward.
+pub struct GroupNormOut<T> {
+    pub y: T,
+    /// `[B, G, 2]`: (mean, 1/sqrt(var + eps)) of each group, biased variance.
+    pub stats: T,
+}
+
+pub struct GroupNormGrads<T> {
+    pub dx: T,
+    /// `[C]`
+    pub dgamma: T,
+    /// `[C]`
+    pub dbeta: T,
+}
+
+/// Pointwise, normalisation, bias, resampling and shape ops.
+pub trait LayerOps: Backend {
+    /// Same data, new shape with the same element count (no copy needed).
+    fn reshape(&self, x: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor> {
+        let _ = (x, shape);
+        Err(Error::Unsupported("reshape"))
+    }
+
+    /// α·a + β·b, same shapes (residuals, skip_rescale, scaling when β = 0 and b = a).
+    fn axpby(
+        &self,
+        alpha: f32,
+        a: &Self::Tensor,
+        beta: f32,
+        b: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        let _ = (alpha, a, beta, b);
+        Err(Error::Unsupported("axpby"))
+    }
+
+    /// Elementwise product, same shapes.
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = (a, b);
+        Err(Error::Unsupported("mul"))
+    }
+
+    /// x·sigmoid(x).
+    fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = x;
+        Err(Error::Unsupported("silu"))
+    }
+
+    /// dy ⊙ silu'(x), silu'(x) = σ(x)·(1 + x·(1 − σ(x))).
+    fn silu_backward(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = (x, dy);
+        Err(Error::Unsupported("silu_backward"))
+    }
+
+    /// GroupNorm over `x: [B, C, …]` with `groups` groups of C/groups channels
+    /// (C divisible by groups), per-channel affine `gamma, beta: [C]`:
+    /// y = (x − mean)/sqrt(var + eps)·gamma + beta, statistics per (sample, group).
+    fn group_norm(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> Result<GroupNormOut<Self::Tensor>> {
+        let _ = (x, gamma, beta, groups, eps);
+        Err(Error::Unsupported("group_norm"))
+    }
+
+    fn group_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        stats: &Self::Tensor,
+        dy: &Self::Tensor,
+        groups: usize,
+    ) -> Result<GroupNormGrads<Self::Tensor>> {
+        let _ = (x, gamma, stats, dy, groups);
+        Err(Error::Unsupported("group_norm_backward"))
+    }
+
+    /// `x: [B, C, …] + bias[c]` (one bias per channel, broadcast over batch and
+    /// space; for `x: [B, C]` this is a Linear layer's bias).
+    fn add_bias(&self, x: &Self::Tensor, bias: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = (x, bias);
+        Err(Error::Unsupported("add_bias"))
+    }
+
+    /// Gradient of [`LayerOps::add_bias`] w.r.t. the bias: Σ over batch and space, `[C]`.
+    fn bias_grad(&self, dy: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = dy;
+        Err(Error::Unsupported("bias_grad"))
+    }
+
+    /// `x: [B, C, …] + t[b, c]`: a per-sample, per-channel bias (the time
+    /// embedding added inside every residual block).
+    fn add_sample_bias(&self, x: &Self::Tensor, t: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = (x, t);
+        Err(Error::Unsupported("add_sample_bias"))
+    }
+
+    /// Gradient of [`LayerOps::add_sample_bias`] w.r.t. t: Σ over space, `[B, C]`.
+    fn sample_bias_grad(&self, dy: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = dy;
+        Err(Error::Unsupported("sample_bias_grad"))
+    }
+
+    /// Nearest-neighbour ×2 upsampling of `[B, C, H, W]` → `[B, C, 2H, 2W]`.
+    fn upsample2x(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = x;
+        Err(Error::Unsupported("upsample2x"))
+    }
+
+    /// 2×2 average pooling, stride 2: `[B, C, H, W]` → `[B, C, H/2, W/2]` (H, W even).
+    /// Its adjoint is upsample2x/4; upsample2x's adjoint is 4·avgpool2x.
+    fn avgpool2x(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = x;
+        Err(Error::Unsupported("avgpool2x"))
+    }
+
+    /// FIR ×2 upsampling with the [1,3,3,1] kernel (NCSN++'s upfirdn2d with up = 2):
+    /// zero-insertion, then the separable 2-D filter k⊗k with k = [1,3,3,1]/8 and
+    /// gain 4, pads (2, 1): `[B, C, H, W]` → `[B, C, 2H, 2W]`.
+    fn fir_up(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = x;
+        Err(Error::Unsupported("fir_up"))
+    }
+
+    /// FIR ×2 downsampling (upfirdn2d with down = 2): filter with k⊗k,
+    /// k = [1,3,3,1]/8, pads (1, 1), keep every second sample:
+    /// `[B, C, H, W]` → `[B, C, H/2, W/2]` (H, W even).
+    fn fir_down(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = x;
+        Err(Error::Unsupported("fir_down"))
+    }
+
+    /// Adjoint (gradient) of [`LayerOps::fir_up`]: `[B, C, 2H, 2W]` → `[B, C, H, W]`.
+    fn fir_up_backward(&self, dy: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = dy;
+        Err(Error::Unsupported("fir_up_backward"))
+    }
+
+    /// Adjoint (gradient) of [`LayerOps::fir_down`]: `[B, C, H/2, W/2]` → `[B, C, H, W]`.
+    fn fir_down_backward(&self, dy: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = dy;
+        Err(Error::Unsupported("fir_down_backward"))
+    }
+
+    /// Channel concatenation `[B, Ca, …] ++ [B, Cb, …]` → `[B, Ca + Cb, …]`.
+    fn concat_channels(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = (a, b);
+        Err(Error::Unsupported("concat_channels"))
+    }
+
+    /// Inverse of concat: `[B, C, …]` → (`[B, ca, …]`, `[B, C − ca, …]`).
+    fn split_channels(&self, x: &Self::Tensor, ca: usize) -> Result<(Self::Tensor, Self::Tensor)> {
+        let _ = (x, ca);
+        Err(Error::Unsupported("split_channels"))
+    }
+
+    /// Inverted-dropout mask: element i is 1/(1 − p) if `rng.uniform(i)` ≥ p, else 0
+    /// (0 ≤ p < 1). The same mask on every backend.
+    fn dropout_mask(&self, shape: &[usize], p: f32, rng: RngStream) -> Result<Self::Tensor> {
+        let _ = (shape, p, rng);
+        Err(Error::Unsupported("dropout_mask"))
+    }
+
+    /// Σ over the first axis: `[B, …]` → `[…]`.
+    fn sum_batch(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
+        let _ = x;
+        Err(Error::Unsupported("sum_batch"))
+    }
+}
+
+/// Everything the score network needs.
+pub trait NnBackend: Backend + MatOps + LayerOps {}
+impl<B: Backend + MatOps + LayerOps> NnBackend for B {}
