@@ -215,8 +215,342 @@ fn store_col(t: Tile, i: u32, lo: vec4<f32>, hi: vec4<f32>) {
     return "".join(head) + "".join(conv(k, s) for k in (1, 3) for s in (1, 2))
 
 
+def bmm():
+    acc = [(r, h) for r in range(8) for h in range(2)]
+    lanes = "xyzw"
+    out = [HEADER, """
+// Batched C[b] = A[b] · B[b] (MatOps::bmm), f32, both operands pre-packed
+// k-major by strided_pack.wgsl: A as at[batch][K][M padded to 8], B as
+// bp[batch][K][N padded to 8], zero-filled, so every load is an aligned vec4 and
+// needs no bounds check. A 2-D (broadcast) operand has batch stride 0.
+//
+// Each invocation owns an 8×8 block of one C[b] in 16 named vec4 registers
+// (the register blocking of matmul.wgsl). Invocations along x walk the
+// (M-block, N-block) grid of one batch entry (N-blocks fastest), y is the batch.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    m4: u32,        // M padded, in vec4: the row length of `at`
+    n4: u32,        // N padded, in vec4: the row length of `bp`
+    a_batch4: u32,  // batch stride of `at` in vec4 (0: broadcast)
+    b_batch4: u32,  // batch stride of `bp` in vec4 (0: broadcast)
+    n_blocks: u32,  // ceil(N / 8)
+    blocks: u32,    // ceil(M / 8) · ceil(N / 8)
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> at4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bp4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+fn store_row(cbase: u32, m: u32, n0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (m >= p.m) {
+        return;
+    }
+    let base = cbase + m * p.n + n0;
+    for (var j = 0u; j < 8u; j++) {
+        if (n0 + j >= p.n) {
+            return;
+        }
+        var v: f32;
+        if (j < 4u) {
+            v = lo[j];
+        } else {
+            v = hi[j - 4u];
+        }
+        c[base + j] = v;
+    }
+}
+
+@compute @workgroup_size(64)
+fn bmm(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let blk = gid.x;
+    let bt = gid.y;
+    if (blk >= p.blocks) {
+        return;
+    }
+    let n0 = (blk % p.n_blocks) * 8u;
+    let m0 = (blk / p.n_blocks) * 8u;
+    var ai = bt * p.a_batch4 + m0 / 4u;
+    var bi = bt * p.b_batch4 + n0 / 4u;
+"""]
+    for r, h in acc:
+        out.append(f"    var c{r}{h} = vec4<f32>(0.0);\n")
+    out.append("""    for (var k = 0u; k < p.k; k++) {
+        let a0 = at4[ai];
+        let a1 = at4[ai + 1u];
+        let b0 = bp4[bi];
+        let b1 = bp4[bi + 1u];
+        ai += p.m4;
+        bi += p.n4;
+""")
+    for r in range(8):
+        a = f"a{r // 4}.{lanes[r % 4]}"
+        out.append(f"        c{r}0 = fma(vec4<f32>({a}), b0, c{r}0);\n        c{r}1 = fma(vec4<f32>({a}), b1, c{r}1);\n")
+    out.append("    }\n    let cbase = bt * p.m * p.n;\n")
+    for r in range(8):
+        out.append(f"    store_row(cbase, m0 + {r}u, n0, c{r}0, c{r}1);\n")
+    out.append("}\n")
+    return "".join(out)
+
+
+def conv_backward_input(k):
+    # Output column q0 + i (q = ix + P) gets tap kx from dy column (q0 + i − kx)/2
+    # when i − kx is even: d{j} holds dy column q0/2 − 1 + j, so j = (i − kx)/2 + 1.
+    name = f"conv2d_backward_input_k{k}s2"
+    js = sorted({(i - kx) // 2 + 1 for kx in range(k) for i in range(8) if (i - kx) % 2 == 0})
+    out = [f"\n@compute @workgroup_size(64)\nfn {name}(@builtin(global_invocation_id) gid: vec3<u32>) {{\n",
+           "    let t = tile_of(gid);\n    if (!t.valid) {\n        return;\n    }\n"]
+    for i in range(8):
+        out.append(f"    var lo{i} = vec4<f32>(0.0);\n    var hi{i} = vec4<f32>(0.0);\n")
+    out.append(f"""    let qy = t.iy + p.padding;
+    let c0 = i32(t.q0 / 2u) - 1;
+    for (var co = 0u; co < p.c_dy; co++) {{
+        let plane = (t.b * p.c_dy + co) * p.ho * p.wo;
+        for (var ky = 0u; ky < {k}u; ky++) {{
+            // dy row oy reaches this row through tap ky iff qy = 2·oy + ky.
+            if (qy < ky || ((qy - ky) & 1u) != 0u || (qy - ky) / 2u >= p.ho) {{
+                continue;
+            }}
+            let rb = plane + ((qy - ky) / 2u) * p.wo;
+""")
+    for j in js:
+        out.append(f"            let d{j} = load_dy(rb, c0 + {j});\n")
+    for kx in range(k):
+        out.append(f"            let w{kx} = ((co * {k}u + ky) * {k}u + {kx}u) * t.cip4 + t.wcol;\n")
+        out.append(f"            let wl{kx} = wt4[w{kx}];\n            let wh{kx} = wt4[w{kx} + 1u];\n")
+        for i in range(8):
+            if (i - kx) % 2 == 0:
+                j = (i - kx) // 2 + 1
+                out.append(f"            lo{i} += d{j} * wl{kx};\n            hi{i} += d{j} * wh{kx};\n")
+    out.append("        }\n    }\n")
+    for i in range(8):
+        out.append(f"    store_col(t, {i}u, lo{i}, hi{i});\n")
+    out.append("}\n")
+    return "".join(out)
+
+
+def conv_backward_input_file():
+    head = [HEADER, """
+// Input gradient of a stride-2 conv2d (MatOps::conv2d_backward, dx):
+//   dx[b, ci, iy, ix] = Σ_{co, ky, kx} w[co, ci, ky, kx] · dy[b, co, oy, ox]
+//   over the taps with iy + P = 2·oy + ky and ix + P = 2·ox + kx.
+// (Stride 1 runs the forward conv2d kernels on dy with flipped, transposed
+// weights instead.)
+//
+// Each invocation owns 8 input channels × 8 consecutive columns q0…q0+7 of one
+// dx row, in padded coordinates q = ix + P with q0 a multiple of 8: then which
+// taps reach which column is fixed (column i gets tap kx iff i − kx is even),
+// so the loop body is unrolled with no tests; the 5 dy values the block needs
+// per (co, ky) are loaded once. Weights come packed by strided_pack.wgsl as
+// [co, ky, kx][Cin padded to 8], so 8 channels load as two vec4.
+// Rows are ordered even rows first, then odd rows, so neighbouring invocations
+// share which ky taps are live (the row test is then mostly uniform).
+
+struct Params {
+    batch: u32,
+    c_dy: u32,      // Cout: channels of dy
+    ho: u32,
+    wo: u32,
+    c_x: u32,       // Cin: channels of dx
+    c_x_pad: u32,   // Cin rounded up to 8
+    h: u32,
+    w: u32,
+    padding: u32,
+    tiles_x: u32,   // ceil((W + P) / 8)
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> wt4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+struct Tile {
+    valid: bool,
+    b: u32,
+    iy: u32,
+    q0: u32,
+    ci0: u32,
+    cip4: u32,
+    wcol: u32,
+}
+
+fn tile_of(gid: vec3<u32>) -> Tile {
+    var t: Tile;
+    let tile = gid.x;
+    t.ci0 = gid.y * 8u;
+    t.valid = tile < p.batch * p.h * p.tiles_x && t.ci0 < p.c_x;
+    let tx = tile % p.tiles_x;
+    let rest = tile / p.tiles_x;
+    let j = rest % p.h;
+    t.b = rest / p.h;
+    let evens = (p.h + 1u) / 2u;
+    t.iy = select(2u * (j - evens) + 1u, 2u * j, j < evens);
+    t.q0 = tx * 8u;
+    t.cip4 = p.c_x_pad / 4u;
+    t.wcol = t.ci0 / 4u;
+    return t;
+}
+
+// dy[rb + col], or 0 outside the row.
+fn load_dy(rb: u32, col: i32) -> f32 {
+    let inside = col >= 0 && col < i32(p.wo);
+    return select(0.0, dy[rb + u32(clamp(col, 0, i32(p.wo) - 1))], inside);
+}
+
+// Writes column q0 + i (ix = q0 + i − P) for the tile's 8 channels.
+fn store_col(t: Tile, i: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    let ix = i32(t.q0 + i) - i32(p.padding);
+    if (ix < 0 || ix >= i32(p.w)) {
+        return;
+    }
+    let plane = p.h * p.w;
+    let base = (t.b * p.c_x + t.ci0) * plane + t.iy * p.w + u32(ix);
+    for (var c = 0u; c < 8u; c++) {
+        if (t.ci0 + c >= p.c_x) {
+            return;
+        }
+        var v: f32;
+        if (c < 4u) {
+            v = lo[c];
+        } else {
+            v = hi[c - 4u];
+        }
+        dx[base + c * plane] = v;
+    }
+}
+"""]
+    return "".join(head) + "".join(conv_backward_input(k) for k in (1, 3))
+
+
+def conv_backward_weight_file():
+    acc = [(r, h) for r in range(8) for h in range(2)]
+    lanes = "xyzw"
+    out = [HEADER, """
+// Weight gradient of conv2d (MatOps::conv2d_backward, dw) as one GEMM per tap:
+//   dw[co, ci, ky, kx] = Σ_{b, oy, ox} dy[b, co, oy, ox] · x[b, ci, oy·S + ky − P, ox·S + kx − P]
+// with dy and x pre-transposed channels-last by strided_pack.wgsl
+// (dyt[b, oy, ox][Cout padded to 8], xt[b, iy, ix][Cin padded to 8]), so each
+// step loads 8 output and 8 input channels as 4 aligned vec4 and does 16 vec4
+// FMAs into an 8×8 register block (the matmul.wgsl scheme).
+//
+// x lanes: (ci block, co block), y: the tap, z: a split of the reduction over
+// rows (b, oy); each split writes its own partial dw (no float atomics), summed
+// by conv2d_backward_reduce.wgsl. All invocations of a workgroup share the tap
+// and the split, so loop bounds are uniform. Zero padding is skipped by
+// clipping each row's ox range, not tested per element.
+
+struct Params {
+    c_in: u32,
+    c_out: u32,
+    k: u32,
+    kk: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    padding: u32,
+    cip4: u32,            // Cin padded, in vec4
+    cop4: u32,            // Cout padded, in vec4
+    nci8: u32,            // ceil(Cin / 8)
+    nco8: u32,            // ceil(Cout / 8)
+    rows: u32,            // B · Ho
+    rows_per_split: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dyt4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> xt4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// Writes dw[co, ci0…ci0+7, tap] of this split.
+fn store_row(base: u32, co: u32, ci0: u32, tap: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (co >= p.c_out) {
+        return;
+    }
+    let row = base + (co * p.c_in + ci0) * p.kk + tap;
+    for (var c = 0u; c < 8u; c++) {
+        if (ci0 + c >= p.c_in) {
+            return;
+        }
+        var v: f32;
+        if (c < 4u) {
+            v = lo[c];
+        } else {
+            v = hi[c - 4u];
+        }
+        out[row + c * p.kk] = v;
+    }
+}
+
+@compute @workgroup_size(64)
+fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let cib = gid.x % p.nci8;
+    let cob = gid.x / p.nci8;
+    if (cob >= p.nco8) {
+        return;
+    }
+    let tap = gid.y;
+    let ky = tap / p.k;
+    let kx = tap % p.k;
+    let split = gid.z;
+    let r0 = split * p.rows_per_split;
+    let r1 = min(r0 + p.rows_per_split, p.rows);
+    // Columns ox with 0 ≤ ox·S + off < W.
+    let off = i32(kx) - i32(p.padding);
+    let s = i32(p.stride);
+    var ox_lo = 0;
+    if (off < 0) {
+        ox_lo = (-off + s - 1) / s;
+    }
+    let ox_hi = min(i32(p.wo), select(0, (i32(p.w) - 1 - off) / s + 1, i32(p.w) - 1 - off >= 0));
+    let xstep = p.stride * p.cip4;
+"""]
+    for r, h in acc:
+        out.append(f"    var c{r}{h} = vec4<f32>(0.0);\n")
+    out.append("""    for (var r = r0; r < r1; r++) {
+        let b = r / p.ho;
+        let oy = r % p.ho;
+        let iy = i32(oy * p.stride + ky) - i32(p.padding);
+        if (iy < 0 || iy >= i32(p.h) || ox_lo >= ox_hi) {
+            continue;
+        }
+        var di = (r * p.wo + u32(ox_lo)) * p.cop4 + cob * 2u;
+        var xi = ((b * p.h + u32(iy)) * p.w + u32(ox_lo * s + off)) * p.cip4 + cib * 2u;
+        for (var ox = ox_lo; ox < ox_hi; ox++) {
+            let d0 = dyt4[di];
+            let d1 = dyt4[di + 1u];
+            let x0 = xt4[xi];
+            let x1 = xt4[xi + 1u];
+            di += p.cop4;
+            xi += xstep;
+""")
+    for r in range(8):
+        d = f"d{r // 4}.{lanes[r % 4]}"
+        out.append(f"            c{r}0 = fma(vec4<f32>({d}), x0, c{r}0);\n            c{r}1 = fma(vec4<f32>({d}), x1, c{r}1);\n")
+    out.append("""        }
+    }
+    let base = split * p.c_out * p.c_in * p.kk;
+""")
+    for r in range(8):
+        out.append(f"    store_row(base, cob * 8u + {r}u, cib * 8u, tap, c{r}0, c{r}1);\n")
+    out.append("}\n")
+    return "".join(out)
+
+
 if __name__ == "__main__":
     import pathlib
     here = pathlib.Path(__file__).parent
     (here / "matmul.wgsl").write_text(matmul())
     (here / "conv2d.wgsl").write_text(conv_file())
+    (here / "bmm.wgsl").write_text(bmm())
+    (here / "conv2d_backward_input.wgsl").write_text(conv_backward_input_file())
+    (here / "conv2d_backward_weight.wgsl").write_text(conv_backward_weight_file())

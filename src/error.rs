@@ -59,6 +59,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A model file that cannot be read or does not describe a valid model.
+    #[error("model file {path}: {detail}")]
+    ModelFile { path: String, detail: String },
+
     #[error("image error on {path}: {detail}")]
     Image { path: String, detail: String },
 }

@@ -24,6 +24,8 @@
 pub mod backend;
 pub mod error;
 pub mod method;
+pub mod model_file;
+pub mod nn;
 pub mod plot;
 pub mod rng;
 pub mod sde;

@@ -8,7 +8,7 @@ use super::gemm::{sgemm, MatRef};
 use crate::backend::ConvGeometry;
 
 /// Writes the im2col matrix of one image: row (ci, ky, kx), column (oy, ox).
-fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
+pub(super) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.padding as isize);
     let n = g.h_out * g.w_out;
     for ci in 0..g.c_in {

@@ -1,15 +1,19 @@
-//! Safe wrapper around the `gemm` crate: C = A·B (+ C), row-major with explicit
-//! row strides, so callers can multiply sub-blocks without copying.
+//! Safe wrapper around the `gemm` crate: C = A·B (+ C), with explicit row and
+//! column strides, so callers can multiply sub-blocks and transposes without copying.
 
 use gemm::Parallelism;
 
-/// A row-major matrix view: `rows × cols`, element (i, j) at `data[i * ld + j]`.
+/// A strided matrix view: `rows × cols`, element (i, j) at `data[i * ld + j * cs]`
+/// (`cs = 1` for a row-major matrix; [`MatRef::t`] swaps the strides).
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
     pub data: &'a [f32],
     pub rows: usize,
     pub cols: usize,
+    /// row stride
     pub ld: usize,
+    /// column stride
+    pub cs: usize,
 }
 
 impl<'a> MatRef<'a> {
@@ -19,14 +23,34 @@ impl<'a> MatRef<'a> {
             rows,
             cols,
             ld: cols,
+            cs: 1,
+        }
+    }
+    /// The transpose, as a view of the same data (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            ld: self.cs,
+            cs: self.ld,
         }
     }
     fn fits(&self) -> bool {
-        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.ld + self.cols <= self.data.len()
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        // Index of the last element, refusing overflow.
+        let last = (self.rows - 1)
+            .checked_mul(self.ld)
+            .zip((self.cols - 1).checked_mul(self.cs))
+            .and_then(|(a, b)| a.checked_add(b));
+        matches!(last, Some(l) if l < self.data.len() && l <= isize::MAX as usize)
     }
 }
 
-/// `c[m×n] = a[m×k]·b[k×n]` (or `+=` when `accumulate`), `c` row-major with row stride `n`.
+/// `c[m×n] = a[m×k]·b[k×n]` (or `+=` when `accumulate`), `c` row-major with row stride `n`;
+/// `a` and `b` may be any strided views (transposes included).
 /// `threads > 1` lets the GEMM crate split the work; callers that already run
 /// in parallel pass 1.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, threads: usize) {
@@ -59,10 +83,10 @@ pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, threads: usi
             n as isize,
             accumulate,
             a.data.as_ptr(),
-            1,
+            a.cs as isize,
             a.ld as isize,
             b.data.as_ptr(),
-            1,
+            b.cs as isize,
             b.ld as isize,
             1.0,
             1.0,

@@ -4,6 +4,9 @@
 
 mod conv;
 pub mod gemm;
+// The network ops (`MatOps`, `LayerOps`): implemented in their own files.
+mod layer_ops;
+mod mat_ops;
 
 use std::sync::Arc;
 
@@ -259,7 +262,3 @@ impl CpuBackend {
         t.data_mut()
     }
 }
-
-// The network ops: implemented in their own files.
-impl crate::backend::MatOps for CpuBackend {}
-impl crate::backend::LayerOps for CpuBackend {}

@@ -46,6 +46,76 @@ kernel!(
 kernel!(PERTURB, "perturb.wgsl", "perturb", true);
 kernel!(PAIRED_STEP, "paired_step.wgsl", "paired_step", true);
 kernel!(RNG_FILL, "rng_fill.wgsl", "rng_fill", true);
+// LayerOps (gpu/layer_ops.rs)
+kernel!(AXPBY, "elementwise.wgsl", "axpby", false);
+kernel!(MUL, "elementwise.wgsl", "mul", false);
+kernel!(SILU, "elementwise.wgsl", "silu", false);
+kernel!(SILU_BACKWARD, "elementwise.wgsl", "silu_backward", false);
+kernel!(ADD_BIAS, "elementwise.wgsl", "add_bias", false);
+kernel!(ADD_SAMPLE_BIAS, "elementwise.wgsl", "add_sample_bias", false);
+kernel!(CONCAT_CHANNELS, "channels.wgsl", "concat_channels", false);
+kernel!(SLICE_CHANNELS, "channels.wgsl", "slice_channels", false);
+kernel!(UPSAMPLE2X, "resample.wgsl", "upsample2x", false);
+kernel!(AVGPOOL2X, "resample.wgsl", "avgpool2x", false);
+kernel!(FIR_UP, "fir.wgsl", "fir_up", false);
+kernel!(FIR_DOWN, "fir.wgsl", "fir_down", false);
+kernel!(REDUCE_ROWS, "reduce.wgsl", "reduce_rows", false);
+kernel!(SUM_BATCH, "reduce.wgsl", "sum_batch", false);
+kernel!(GROUP_NORM, "group_norm.wgsl", "group_norm", false);
+kernel!(
+    GROUP_NORM_BACKWARD_DX,
+    "group_norm_backward.wgsl",
+    "group_norm_backward_dx",
+    false
+);
+kernel!(
+    GROUP_NORM_PARAM_GRAD,
+    "group_norm_param_grad.wgsl",
+    "group_norm_param_grad",
+    false
+);
+kernel!(DROPOUT_MASK, "dropout.wgsl", "dropout_mask", true);
+
+// MatOps (gpu/mat_ops.rs)
+kernel!(STRIDED_PACK, "strided_pack.wgsl", "strided_pack", false);
+kernel!(BMM, "bmm.wgsl", "bmm", false);
+kernel!(
+    CONV2D_BACKWARD_INPUT_K1S2,
+    "conv2d_backward_input.wgsl",
+    "conv2d_backward_input_k1s2",
+    false
+);
+kernel!(
+    CONV2D_BACKWARD_INPUT_K3S2,
+    "conv2d_backward_input.wgsl",
+    "conv2d_backward_input_k3s2",
+    false
+);
+kernel!(
+    CONV2D_BACKWARD_WEIGHT,
+    "conv2d_backward_weight.wgsl",
+    "conv2d_backward_weight",
+    false
+);
+kernel!(
+    CONV2D_BACKWARD_REDUCE,
+    "conv2d_backward_reduce.wgsl",
+    "conv2d_backward_reduce",
+    false
+);
+kernel!(
+    CONV2D_BACKWARD_BIAS,
+    "conv2d_backward_bias.wgsl",
+    "conv2d_backward_bias",
+    false
+);
+kernel!(SOFTMAX, "softmax.wgsl", "softmax", false);
+kernel!(
+    SOFTMAX_BACKWARD,
+    "softmax_backward.wgsl",
+    "softmax_backward",
+    false
+);
 
 pub const PHILOX_LIBRARY: &str = include_str!("../../../shaders/philox.wgsl");
 
@@ -121,5 +191,32 @@ pub fn all_kernels() -> Vec<Kernel> {
         PERTURB,
         PAIRED_STEP,
         RNG_FILL,
+        AXPBY,
+        MUL,
+        SILU,
+        SILU_BACKWARD,
+        ADD_BIAS,
+        ADD_SAMPLE_BIAS,
+        CONCAT_CHANNELS,
+        SLICE_CHANNELS,
+        UPSAMPLE2X,
+        AVGPOOL2X,
+        FIR_UP,
+        FIR_DOWN,
+        REDUCE_ROWS,
+        SUM_BATCH,
+        GROUP_NORM,
+        GROUP_NORM_BACKWARD_DX,
+        GROUP_NORM_PARAM_GRAD,
+        DROPOUT_MASK,
+        STRIDED_PACK,
+        BMM,
+        CONV2D_BACKWARD_INPUT_K1S2,
+        CONV2D_BACKWARD_INPUT_K3S2,
+        CONV2D_BACKWARD_WEIGHT,
+        CONV2D_BACKWARD_REDUCE,
+        CONV2D_BACKWARD_BIAS,
+        SOFTMAX,
+        SOFTMAX_BACKWARD,
     ]
 }

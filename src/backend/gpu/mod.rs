@@ -3,6 +3,8 @@
 
 mod context;
 pub mod kernels;
+mod layer_ops;
+mod mat_ops;
 
 use std::sync::Arc;
 
@@ -499,5 +501,3 @@ impl Backend for GpuBackend {
 }
 
 // The network ops: implemented in their own files.
-impl crate::backend::MatOps for GpuBackend {}
-impl crate::backend::LayerOps for GpuBackend {}
