@@ -1,8 +1,12 @@
 // Softmax over the last axis (MatOps::softmax): y = exp(x − max) / Σ exp(x − max)
-// per row. One workgroup per row (the grid spills into y past the per-dimension
-// limit). Pass 1 keeps a running (max, sum of exp) per invocation over a
-// strided share of the row (the "online" softmax: one read for both), merged
-// by a tree reduction in workgroup memory; pass 2 writes the row.
+// per row. Pass 1 keeps a running (max, sum of exp) — the "online" softmax: one
+// read for both — pass 2 writes the row. Two entry points:
+// `softmax`: one workgroup per row (the grid spills into y past the
+//   per-dimension limit), each invocation a strided share of the row, merged by
+//   a tree reduction in workgroup memory — for long rows on GPUs;
+// `softmax_row`: one invocation per row, no barriers — for short rows, and on
+//   CPU-emulated devices (lavapipe), where barriers are costly and a few
+//   threads are busy anyway.
 
 struct Params {
     rows: u32,
@@ -61,5 +65,29 @@ fn softmax(
     let inv = 1.0 / red_sum[0];
     for (var j = li; j < p.len; j += 64u) {
         y[base + j] = exp(x[base + j] - mx) * inv;
+    }
+}
+
+@compute @workgroup_size(64)
+fn softmax_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.len;
+    var m = LOWEST;
+    var s = 0.0;
+    for (var j = 0u; j < p.len; j++) {
+        let v = x[base + j];
+        if (v > m) {
+            s = s * exp(m - v) + 1.0;
+            m = v;
+        } else {
+            s += exp(v - m);
+        }
+    }
+    let inv = 1.0 / s;
+    for (var j = 0u; j < p.len; j++) {
+        y[base + j] = exp(x[base + j] - m) * inv;
     }
 }

@@ -1,7 +1,9 @@
 // Softmax backward over the last axis (MatOps::softmax_backward):
-// dx = y ⊙ (dy − Σ_j dy_j·y_j) per row. One workgroup per row (the grid
-// spills into y past the per-dimension limit): the row's dot product by a
-// strided pass and a tree reduction in workgroup memory, then one write pass.
+// dx = y ⊙ (dy − Σ_j dy_j·y_j) per row: the row's dot product, then one write
+// pass. As in softmax.wgsl, two entry points: `softmax_backward`, one
+// workgroup per row (the grid spills into y past the per-dimension limit), the
+// dot product by strided shares and a tree reduction in workgroup memory; and
+// `softmax_backward_row`, one invocation per row, no barriers.
 
 struct Params {
     rows: u32,
@@ -42,6 +44,22 @@ fn softmax_backward(
     }
     let dot = red[0];
     for (var j = li; j < p.len; j += 64u) {
+        dx[base + j] = y[base + j] * (dy[base + j] - dot);
+    }
+}
+
+@compute @workgroup_size(64)
+fn softmax_backward_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.len;
+    var dot = 0.0;
+    for (var j = 0u; j < p.len; j++) {
+        dot += dy[base + j] * y[base + j];
+    }
+    for (var j = 0u; j < p.len; j++) {
         dx[base + j] = y[base + j] * (dy[base + j] - dot);
     }
 }

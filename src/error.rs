@@ -24,10 +24,6 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     Invalid(String),
 
-    /// The backend does not implement this op (yet).
-    #[error("{0} is not implemented on this backend")]
-    Unsupported(&'static str),
-
     /// No GPU adapter could be found (or none matching the request).
     #[error("no GPU adapter found{0}")]
     NoAdapter(String),

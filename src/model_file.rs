@@ -33,7 +33,12 @@ pub struct DetectionSettings {
 impl Default for DetectionSettings {
     fn default() -> Self {
         // The paper's {250, 200, 150, 100, 50}/2000 with one step; decoder level taps.
-        DetectionSettings { ts: vec![0.125, 0.1, 0.075, 0.05, 0.025], r: 1, sampler: Sampler::Ode, taps: vec!["up.1".into(), "up.2".into()] }
+        DetectionSettings {
+            ts: vec![0.125, 0.1, 0.075, 0.05, 0.025],
+            r: 1,
+            sampler: Sampler::Ode,
+            taps: vec!["up.1".into(), "up.2".into()],
+        }
     }
 }
 
@@ -72,7 +77,10 @@ pub struct ModelFile {
 }
 
 fn bad(path: &str, detail: impl Into<String>) -> Error {
-    Error::ModelFile { path: path.to_string(), detail: detail.into() }
+    Error::ModelFile {
+        path: path.to_string(),
+        detail: detail.into(),
+    }
 }
 
 impl ModelFile {
@@ -80,20 +88,47 @@ impl ModelFile {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let net = UNet::new(self.meta.model.clone())?;
         if self.weights.len() != net.spec.names.len() {
-            return Err(bad("<memory>", format!("{} weight tensors for a model with {}", self.weights.len(), net.spec.names.len())));
+            return Err(bad(
+                "<memory>",
+                format!(
+                    "{} weight tensors for a model with {}",
+                    self.weights.len(),
+                    net.spec.names.len()
+                ),
+            ));
         }
         let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for ((name, shape), w) in net.spec.names.iter().zip(&net.spec.shapes).zip(&self.weights) {
+        for ((name, shape), w) in net
+            .spec
+            .names
+            .iter()
+            .zip(&net.spec.shapes)
+            .zip(&self.weights)
+        {
             if w.len() != shape.iter().product::<usize>() {
-                return Err(bad("<memory>", format!("{name}: {} values for shape {shape:?}", w.len())));
+                return Err(bad(
+                    "<memory>",
+                    format!("{name}: {} values for shape {shape:?}", w.len()),
+                ));
             }
-            bytes.push((name.clone(), shape.clone(), w.iter().flat_map(|v| v.to_le_bytes()).collect()));
+            bytes.push((
+                name.clone(),
+                shape.clone(),
+                w.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
         }
         for (name, (shape, w)) in &self.extra {
             if net.spec.names.contains(name) {
-                return Err(bad("<memory>", format!("extra tensor {name} shadows a model parameter")));
+                return Err(bad(
+                    "<memory>",
+                    format!("extra tensor {name} shadows a model parameter"),
+                ));
             }
-            bytes.push((name.clone(), shape.clone(), w.iter().flat_map(|v| v.to_le_bytes()).collect()));
+            bytes.push((
+                name.clone(),
+                shape.clone(),
+                w.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
         }
         let views: Vec<(String, TensorView)> = bytes
             .iter()
@@ -101,40 +136,71 @@ impl ModelFile {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| bad("<memory>", e.to_string()))?;
         let meta = serde_json::to_string(&self.meta).map_err(|e| bad("<memory>", e.to_string()))?;
-        safetensors::serialize(views, Some(HashMap::from([(META_KEY.to_string(), meta)]))).map_err(|e| bad("<memory>", e.to_string()))
+        safetensors::serialize(views, Some(HashMap::from([(META_KEY.to_string(), meta)])))
+            .map_err(|e| bad("<memory>", e.to_string()))
     }
 
     /// Parses and validates bytes; `path` only names the file in errors.
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(path, format!("unreadable header ({e})")))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(path, format!("unreadable header ({e})")))?;
         let meta_json = header
             .metadata()
             .as_ref()
             .and_then(|m| m.get(META_KEY))
             .ok_or_else(|| bad(path, "no scoredd metadata: is this a scoredd model?"))?;
-        let meta: ModelMeta = serde_json::from_str(meta_json).map_err(|e| bad(path, format!("bad metadata: {e}")))?;
+        let meta: ModelMeta =
+            serde_json::from_str(meta_json).map_err(|e| bad(path, format!("bad metadata: {e}")))?;
         if meta.format != FORMAT_VERSION {
-            return Err(bad(path, format!("format version {} (this scoredd reads {FORMAT_VERSION})", meta.format)));
+            return Err(bad(
+                path,
+                format!(
+                    "format version {} (this scoredd reads {FORMAT_VERSION})",
+                    meta.format
+                ),
+            ));
         }
         meta.sde.build().map_err(|e| bad(path, e.to_string()))?;
         let net = UNet::new(meta.model.clone()).map_err(|e| bad(path, e.to_string()))?;
         let mut tensors: BTreeMap<String, TensorView> = st.tensors().into_iter().collect();
         let read = |name: &str, v: &TensorView| -> Result<Vec<f32>> {
             if v.dtype() != Dtype::F32 {
-                return Err(bad(path, format!("{name}: dtype {:?}, expected F32", v.dtype())));
+                return Err(bad(
+                    path,
+                    format!("{name}: dtype {:?}, expected F32", v.dtype()),
+                ));
             }
-            let vals: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let vals: Vec<f32> = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             if let Some(i) = vals.iter().position(|x| !x.is_finite()) {
-                return Err(bad(path, format!("{name}: element {i} is {} (the weights are corrupt)", vals[i])));
+                return Err(bad(
+                    path,
+                    format!(
+                        "{name}: element {i} is {} (the weights are corrupt)",
+                        vals[i]
+                    ),
+                ));
             }
             Ok(vals)
         };
         let mut weights = Vec::with_capacity(net.spec.names.len());
         for (name, shape) in net.spec.names.iter().zip(&net.spec.shapes) {
-            let v = tensors.remove(name).ok_or_else(|| bad(path, format!("missing tensor {name}")))?;
+            let v = tensors
+                .remove(name)
+                .ok_or_else(|| bad(path, format!("missing tensor {name}")))?;
             if v.shape() != shape.as_slice() {
-                return Err(bad(path, format!("{name}: shape {:?}, but the config needs {shape:?}", v.shape())));
+                return Err(bad(
+                    path,
+                    format!(
+                        "{name}: shape {:?}, but the config needs {shape:?}",
+                        v.shape()
+                    ),
+                ));
             }
             weights.push(read(name, &v)?);
         }
@@ -142,11 +208,18 @@ impl ModelFile {
         for (name, v) in tensors {
             extra.insert(name.clone(), (v.shape().to_vec(), read(&name, &v)?));
         }
-        Ok(ModelFile { meta, weights, extra })
+        Ok(ModelFile {
+            meta,
+            weights,
+            extra,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
@@ -155,8 +228,14 @@ impl ModelFile {
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes()?;
         let tmp = path.with_extension("safetensors.tmp");
-        let io = |source| Error::Io { path: tmp.display().to_string(), source };
+        let io = |source| Error::Io {
+            path: tmp.display().to_string(),
+            source,
+        };
         std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+        std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 }

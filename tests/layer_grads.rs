@@ -539,8 +539,8 @@ fn pointwise_ops_match_naive() {
     // Far tails: no NaN, silu → 0 and x.
     let tails = up(&c, &[-200.0, -90.0, 90.0, 200.0], &[4]);
     let s = rd(&c, &c.silu(&tails).unwrap());
-    assert_eq!(s[0], 0.0);
-    assert!(s[1].abs() < 1e-30 && s[2] == 90.0 && s[3] == 200.0, "{s:?}");
+    assert!(s[0].abs() < 1e-30 && s[1].abs() < 1e-30, "{s:?}");
+    assert!(s[2] == 90.0 && s[3] == 200.0, "{s:?}");
     let ds = rd(
         &c,
         &c.silu_backward(&tails, &up(&c, &[1.0; 4], &[4])).unwrap(),
@@ -1426,57 +1426,4 @@ fn dropout_mask_follows_the_stream() {
             other => panic!("p = {p}: expected Error::Invalid, got {other:?}"),
         }
     }
-}
-
-#[test]
-#[ignore]
-fn tmp_bench() {
-    use std::time::Instant;
-    let c = cpu();
-    let time = |what: &str, flops: f64, f: &dyn Fn()| {
-        f();
-        let t = Instant::now();
-        let reps = 5;
-        for _ in 0..reps { f(); }
-        let dt = t.elapsed().as_secs_f64() / reps as f64;
-        eprintln!("{what}: {:.2} ms, {:.1} GFLOP/s", dt * 1e3, flops / dt / 1e9);
-    };
-    for (b, ci, h, co, k, s, p) in [(8, 64, 32, 64, 3, 1, 1), (8, 128, 16, 128, 3, 1, 1), (1, 64, 32, 64, 3, 1, 1), (8, 64, 32, 128, 1, 1, 0), (8, 64, 32, 64, 3, 2, 1), (32, 128, 8, 128, 3, 1, 1)] {
-        let x = up(&c, &rand_vec(b*ci*h*h, 1), &[b, ci, h, h]);
-        let w = up(&c, &rand_vec(co*ci*k*k, 2), &[co, ci, k, k]);
-        let spec = Conv2dSpec::new(s, p);
-        let y = c.conv2d(&x, &w, None, spec).unwrap();
-        let dy = up(&c, &rand_vec(y.data.len(), 3), &y.shape);
-        let fl = 2.0 * (y.data.len() * ci * k * k) as f64;
-        time(&format!("conv fwd {:?}", (b, ci, h, co, k, s, p)), fl, &|| { c.conv2d(&x, &w, None, spec).unwrap(); });
-        time(&format!("conv bwd {:?}", (b, ci, h, co, k, s, p)), 2.0 * fl, &|| { c.conv2d_backward(&x, &w, &dy, spec).unwrap(); });
-    }
-    let n = 8 * 128 * 32 * 32;
-    let x = up(&c, &rand_vec(n, 1), &[8, 128, 32, 32]);
-    let g = up(&c, &rand_vec(128, 1), &[128]);
-    time("silu 1M", n as f64, &|| { c.silu(&x).unwrap(); });
-    time("silu_bwd 1M", n as f64, &|| { c.silu_backward(&x, &x).unwrap(); });
-    time("axpby 1M", n as f64, &|| { c.axpby(1.0, &x, 2.0, &x).unwrap(); });
-    time("group_norm 1M", n as f64, &|| { c.group_norm(&x, &g, &g, 32, 1e-6).unwrap(); });
-    let st = c.group_norm(&x, &g, &g, 32, 1e-6).unwrap().stats;
-    time("group_norm_bwd 1M", n as f64, &|| { c.group_norm_backward(&x, &g, &st, &x, 32).unwrap(); });
-    time("fir_up 1M", n as f64, &|| { c.fir_up(&x).unwrap(); });
-    time("fir_down 1M", n as f64, &|| { c.fir_down(&x).unwrap(); });
-    time("fir_up_bwd 1M", n as f64, &|| { c.fir_up_backward(&x).unwrap(); });
-    time("fir_down_bwd 1M", n as f64, &|| { c.fir_down_backward(&x).unwrap(); });
-    time("upsample 1M", n as f64, &|| { c.upsample2x(&x).unwrap(); });
-    time("avgpool 1M", n as f64, &|| { c.avgpool2x(&x).unwrap(); });
-    time("add_bias 1M", n as f64, &|| { c.add_bias(&x, &g).unwrap(); });
-    time("bias_grad 1M", n as f64, &|| { c.bias_grad(&x).unwrap(); });
-    time("concat 1M", n as f64, &|| { c.concat_channels(&x, &x).unwrap(); });
-    time("sum_batch 1M", n as f64, &|| { c.sum_batch(&x).unwrap(); });
-    time("dropout 1M", n as f64, &|| { c.dropout_mask(&[n], 0.1, RngStream::new(1, 2)).unwrap(); });
-    // attention: [B, HW, C] 
-    let q = up(&c, &rand_vec(8 * 256 * 128, 1), &[8, 256, 128]);
-    let fl = 2.0 * 8.0 * 256.0 * 256.0 * 128.0;
-    time("bmm qkᵀ 8x256x128", fl, &|| { c.bmm(&q, &q, false, true).unwrap(); });
-    let sc = c.bmm(&q, &q, false, true).unwrap();
-    time("bmm sᵀv", fl, &|| { c.bmm(&sc, &q, true, false).unwrap(); });
-    time("softmax 8x256x256", (8*256*256) as f64, &|| { c.softmax(&sc).unwrap(); });
-    time("softmax_bwd", (8*256*256) as f64, &|| { c.softmax_backward(&sc, &sc).unwrap(); });
 }

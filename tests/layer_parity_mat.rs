@@ -114,6 +114,20 @@ fn conv2d_backward_rejects_bad_shapes() {
     );
 }
 
+#[test]
+fn conv2d_backward_of_an_empty_batch_is_zero() {
+    let Some(g) = gpu() else { return };
+    let x = g.zeros(&[0, 3, 8, 8]).unwrap();
+    let w = g.upload(&rand_vec(108, 1), &[4, 3, 3, 3]).unwrap();
+    let dy = g.zeros(&[0, 4, 8, 8]).unwrap();
+    let gr = g
+        .conv2d_backward(&x, &w, &dy, Conv2dSpec::new(1, 1))
+        .unwrap();
+    assert_eq!(g.shape(&gr.dx), [0, 3, 8, 8]);
+    assert_eq!(g.read(&gr.dw).unwrap(), vec![0.0; 108]);
+    assert_eq!(g.read(&gr.db).unwrap(), vec![0.0; 4]);
+}
+
 fn run_bmm<B: MatOps>(
     be: &B,
     a: (&[f32], &[usize]),
@@ -156,7 +170,10 @@ fn gpu_bmm_matches_cpu() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             // both batched, A broadcast, B broadcast
             for (a_b, b_b) in [(Some(bt), Some(bt)), (None, Some(bt)), (Some(bt), None)] {
-                if (m, n) == (256, 256) && a_b.is_none() != b_b.is_none() && (ta, tb) != (false, false) {
+                if (m, n) == (256, 256)
+                    && a_b.is_none() != b_b.is_none()
+                    && (ta, tb) != (false, false)
+                {
                     continue; // keep the big case cheap
                 }
                 seed += 2;
@@ -176,6 +193,28 @@ fn gpu_bmm_matches_cpu() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn gpu_bmm_of_two_matrices_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let (m, k, n) = (11, 6, 21);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (sa, sb) = (operand(None, m, k, ta), operand(None, k, n, tb));
+        let da = rand_vec(m * k, 900);
+        let db = rand_vec(k * n, 901);
+        let (want, want_shape) = run_bmm(&c, (&da, &sa), (&db, &sb), ta, tb);
+        let (got, got_shape) = run_bmm(&g, (&da, &sa), (&db, &sb), ta, tb);
+        assert_eq!(got_shape, vec![m, n]);
+        assert_eq!(got_shape, want_shape);
+        assert_close(
+            &format!("bmm {sa:?} × {sb:?} ta={ta} tb={tb}"),
+            &got,
+            &want,
+            REL,
+        );
     }
 }
 
@@ -222,7 +261,12 @@ fn gpu_softmax_and_backward_match_cpu() {
         let gy = g.softmax(&g.upload(&x, shape).unwrap()).unwrap();
         assert_eq!(g.shape(&gy), *shape);
         let y = c.read(&cy).unwrap();
-        assert_close(&format!("softmax {shape:?}"), &g.read(&gy).unwrap(), &y, REL);
+        assert_close(
+            &format!("softmax {shape:?}"),
+            &g.read(&gy).unwrap(),
+            &y,
+            REL,
+        );
 
         let dy = rand_vec(n, 600 + i as u64);
         let want = c
@@ -233,11 +277,45 @@ fn gpu_softmax_and_backward_match_cpu() {
             .unwrap();
         let got = g
             .read(
-                &g.softmax_backward(&g.upload(&y, shape).unwrap(), &g.upload(&dy, shape).unwrap())
-                    .unwrap(),
+                &g.softmax_backward(
+                    &g.upload(&y, shape).unwrap(),
+                    &g.upload(&dy, shape).unwrap(),
+                )
+                .unwrap(),
             )
             .unwrap();
         assert_close(&format!("softmax_backward {shape:?}"), &got, &want, REL);
+
+        // Both row mappings (MatOps picks one by device and row length).
+        for per_workgroup in [false, true] {
+            let how = if per_workgroup {
+                "workgroup"
+            } else {
+                "invocation"
+            };
+            let gy = g
+                .softmax_mapped(&g.upload(&x, shape).unwrap(), per_workgroup)
+                .unwrap();
+            assert_close(
+                &format!("softmax {shape:?}, a {how} per row"),
+                &g.read(&gy).unwrap(),
+                &y,
+                REL,
+            );
+            let got = g
+                .softmax_backward_mapped(
+                    &g.upload(&y, shape).unwrap(),
+                    &g.upload(&dy, shape).unwrap(),
+                    per_workgroup,
+                )
+                .unwrap();
+            assert_close(
+                &format!("softmax_backward {shape:?}, a {how} per row"),
+                &g.read(&got).unwrap(),
+                &want,
+                REL,
+            );
+        }
     }
 }
 

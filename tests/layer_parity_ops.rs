@@ -168,6 +168,16 @@ fn bias_ops_match_cpu() {
             ]),
         );
     }
+    // More rows than one grid dimension holds (65 535): the workgroups spill into y.
+    let s: &[usize] = &[300, 257];
+    let inp = inputs(&[s], 18);
+    check(
+        "bias_grad/sample_bias_grad [300, 257]",
+        on_both!(&c, &g, &inp, |be, t| vec![
+            be.bias_grad(&t[0])?,
+            be.sample_bias_grad(&t[0])?
+        ]),
+    );
     // Long reductions: 2·4096 values per channel, 4096 per row.
     let s: &[usize] = &[2, 3, 64, 64];
     let inp = inputs(&[s], 19);
@@ -386,6 +396,47 @@ fn dropout_masks_are_bit_identical() {
             Err(Error::Invalid(_)) => {}
             other => panic!("dropout p = {p}: expected Error::Invalid, got {other:?}"),
         }
+    }
+}
+
+/// Tensors with a zero dimension: empty outputs, and zero (or, for GroupNorm's
+/// statistics, mean 0 / rstd 1/√eps) where an output is not empty.
+#[test]
+fn empty_tensors_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let shapes: [&[usize]; 3] = [&[0, 4, 6, 6], &[2, 4, 0, 6], &[3, 4, 2, 0]];
+    for (i, s) in shapes.iter().enumerate() {
+        let inp = inputs(&[s, &[4], &[s[0], 4]], 80 + i as u64);
+        check(
+            &format!("empty {s:?}"),
+            on_both!(&c, &g, &inp, |be, t| {
+                let gn = be.group_norm(&t[0], &t[1], &t[1], 2, 1e-5)?;
+                let gr = be.group_norm_backward(&t[0], &t[1], &gn.stats, &t[0], 2)?;
+                let (a, b) = be.split_channels(&t[0], 1)?;
+                vec![
+                    be.axpby(1.0, &t[0], 2.0, &t[0])?,
+                    be.silu(&t[0])?,
+                    be.add_bias(&t[0], &t[1])?,
+                    be.add_sample_bias(&t[0], &t[2])?,
+                    be.bias_grad(&t[0])?,
+                    be.sample_bias_grad(&t[0])?,
+                    be.upsample2x(&t[0])?,
+                    be.avgpool2x(&t[0])?,
+                    be.fir_up(&t[0])?,
+                    be.fir_down(&t[0])?,
+                    be.concat_channels(&t[0], &t[0])?,
+                    be.sum_batch(&t[0])?,
+                    gn.y,
+                    gn.stats,
+                    gr.dx,
+                    gr.dgamma,
+                    gr.dbeta,
+                    a,
+                    b,
+                ]
+            }),
+        );
     }
 }
 

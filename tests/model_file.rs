@@ -12,13 +12,32 @@ use scoredd::sde::SdeConfig;
 use scoredd::Error;
 
 fn model() -> ScoreModel<scoredd::backend::cpu::CpuBackend> {
-    ScoreModel::new(&cpu(), UNetConfig::tiny(1, TimeEmbedding::Fourier), SdeConfig::ve(50.0), 3).unwrap()
+    ScoreModel::new(
+        &cpu(),
+        UNetConfig::tiny(1, TimeEmbedding::Fourier),
+        SdeConfig::ve(50.0),
+        3,
+    )
+    .unwrap()
 }
 
 fn out_of(m: &ScoreModel<scoredd::backend::cpu::CpuBackend>) -> Vec<f32> {
     let c = cpu();
     let x = c.upload(&rand_vec(2 * 1024, 5), &[2, 1, 32, 32]).unwrap();
-    c.read(&m.net.forward(&c, &m.params, m.sde.as_ref(), &x, &[0.2, 0.7], &ForwardOpts::default()).unwrap().out).unwrap()
+    c.read(
+        &m.net
+            .forward(
+                &c,
+                &m.params,
+                m.sde.as_ref(),
+                &x,
+                &[0.2, 0.7],
+                &ForwardOpts::default(),
+            )
+            .unwrap()
+            .out,
+    )
+    .unwrap()
 }
 
 fn expect_model_error(bytes: &[u8], what: &str) {
@@ -42,7 +61,11 @@ fn save_and_load_round_trip_exactly() {
     assert_eq!(back.meta.step, 1234);
     assert_eq!(back.meta, m.meta);
     let m2 = ScoreModel::from_file(&c, &back).unwrap();
-    assert_eq!(out_of(&m), out_of(&m2), "outputs must be bit-identical after a round trip");
+    assert_eq!(
+        out_of(&m),
+        out_of(&m2),
+        "outputs must be bit-identical after a round trip"
+    );
     assert!(!dir.join("m.safetensors.tmp").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -74,15 +97,27 @@ fn mismatched_shapes_and_metadata_are_errors() {
     // Metadata says RGB, weights are for grayscale.
     let mut other = f.clone();
     other.meta.model.channels = 3;
-    let small = ScoreModel::new(&c, UNetConfig::tiny(3, TimeEmbedding::Fourier), SdeConfig::ve(50.0), 3).unwrap();
+    let small = ScoreModel::new(
+        &c,
+        UNetConfig::tiny(3, TimeEmbedding::Fourier),
+        SdeConfig::ve(50.0),
+        3,
+    )
+    .unwrap();
     let mut w = small.to_file(&c).unwrap();
     w.meta = f.meta.clone();
-    assert!(w.to_bytes().is_err(), "weights of another config must not serialise under this config");
+    assert!(
+        w.to_bytes().is_err(),
+        "weights of another config must not serialise under this config"
+    );
     // A file whose metadata names another architecture than its tensors.
     let mut lying = small.to_file(&c).unwrap().to_bytes().unwrap();
     // The metadata JSON sits inside the header as a string, so its quotes are escaped.
     let needle = br#"channels\":3"#;
-    let pos = lying.windows(needle.len()).position(|w| w == needle).unwrap();
+    let pos = lying
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     lying[pos + needle.len() - 1] = b'1';
     expect_model_error(&lying, "metadata/tensor mismatch");
     // Unknown format version.
@@ -91,6 +126,10 @@ fn mismatched_shapes_and_metadata_are_errors() {
     expect_model_error(&v2.to_bytes().unwrap(), "format version");
     // Invalid SDE parameters.
     let mut sde = f;
-    sde.meta.sde = SdeConfig::Ve { sigma_min: 5.0, sigma_max: 1.0, n: 10 };
+    sde.meta.sde = SdeConfig::Ve {
+        sigma_min: 5.0,
+        sigma_max: 1.0,
+        n: 10,
+    };
     expect_model_error(&sde.to_bytes().unwrap(), "bad SDE");
 }

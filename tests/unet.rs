@@ -11,38 +11,100 @@ use scoredd::nn::unet::{ForwardOpts, TimeEmbedding, UNetConfig};
 use scoredd::sde::SdeConfig;
 
 fn tiny_ve() -> (UNetConfig, SdeConfig) {
-    (UNetConfig::tiny(1, TimeEmbedding::Fourier), SdeConfig::ve(50.0))
+    (
+        UNetConfig::tiny(1, TimeEmbedding::Fourier),
+        SdeConfig::ve(50.0),
+    )
 }
 
 fn trainable_count<B: NnBackend>(m: &ScoreModel<B>) -> usize {
-    (0..m.params.len()).filter(|&i| m.net.is_trainable(i)).map(|i| m.params.shapes[i].iter().product::<usize>()).sum()
+    (0..m.params.len())
+        .filter(|&i| m.net.is_trainable(i))
+        .map(|i| m.params.shapes[i].iter().product::<usize>())
+        .sum()
 }
 
 #[test]
 fn parameter_counts_match_the_pytorch_reference() {
     // ../shared/peer/README.md: small (64 px, RGB) 2,249,859; tiny (32 px, gray) 160,721.
     let c = cpu();
-    let small = ScoreModel::new(&c, UNetConfig::small(3, TimeEmbedding::Fourier), SdeConfig::ve(50.0), 0).unwrap();
+    let small = ScoreModel::new(
+        &c,
+        UNetConfig::small(3, TimeEmbedding::Fourier),
+        SdeConfig::ve(50.0),
+        0,
+    )
+    .unwrap();
     assert_eq!(trainable_count(&small), 2_249_859);
-    let tiny = ScoreModel::new(&c, UNetConfig::tiny(1, TimeEmbedding::Fourier), SdeConfig::ve(50.0), 0).unwrap();
+    let tiny = ScoreModel::new(
+        &c,
+        UNetConfig::tiny(1, TimeEmbedding::Fourier),
+        SdeConfig::ve(50.0),
+        0,
+    )
+    .unwrap();
     assert_eq!(trainable_count(&tiny), 160_721);
     // Forward GFLOP per image, as counted by the reference: 2.886 and 0.120.
-    assert!((small.net.flops_per_image() / 1e9 - 2.8855).abs() < 2e-3, "{}", small.net.flops_per_image());
-    assert!((tiny.net.flops_per_image() / 1e9 - 0.1198).abs() < 1e-3, "{}", tiny.net.flops_per_image());
+    assert!(
+        (small.net.flops_per_image() / 1e9 - 2.8855).abs() < 2e-3,
+        "{}",
+        small.net.flops_per_image()
+    );
+    assert!(
+        (tiny.net.flops_per_image() / 1e9 - 0.1198).abs() < 1e-3,
+        "{}",
+        tiny.net.flops_per_image()
+    );
 }
 
 /// Loss = Σ w ⊙ out, so d loss / d out = w: a random linear probe of the output.
-fn loss_and_grads<B: NnBackend>(be: &B, m: &ScoreModel<B>, x: &[f32], t: &[f64], w: &[f32]) -> (f64, Vec<f32>, Vec<Vec<f32>>) {
-    let shape = [t.len(), m.net.config.channels, m.net.config.image_size, m.net.config.image_size];
+fn loss_and_grads<B: NnBackend>(
+    be: &B,
+    m: &ScoreModel<B>,
+    x: &[f32],
+    t: &[f64],
+    w: &[f32],
+) -> (f64, Vec<f32>, Vec<Vec<f32>>) {
+    let shape = [
+        t.len(),
+        m.net.config.channels,
+        m.net.config.image_size,
+        m.net.config.image_size,
+    ];
     let xt = be.upload(x, &shape).unwrap();
-    let f = m.net.forward(be, &m.params, m.sde.as_ref(), &xt, t, &ForwardOpts { record: true, ..Default::default() }).unwrap();
+    let f = m
+        .net
+        .forward(
+            be,
+            &m.params,
+            m.sde.as_ref(),
+            &xt,
+            t,
+            &ForwardOpts {
+                record: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let out = be.read(&f.out).unwrap();
     let loss = out.iter().zip(w).map(|(a, b)| *a as f64 * *b as f64).sum();
-    let g = m.net.backward(be, &m.params, f.tape.as_ref().unwrap(), &be.upload(w, &shape).unwrap()).unwrap();
+    let g = m
+        .net
+        .backward(
+            be,
+            &m.params,
+            f.tape.as_ref().unwrap(),
+            &be.upload(w, &shape).unwrap(),
+        )
+        .unwrap();
     let grads = g.values.iter().enumerate().map(|(i, v)| match v {
         Some(t) => be.read(t).unwrap(),
         None => {
-            assert!(!m.net.is_trainable(i), "trainable parameter {} got no gradient", m.params.names[i]);
+            assert!(
+                !m.net.is_trainable(i),
+                "trainable parameter {} got no gradient",
+                m.params.names[i]
+            );
             vec![]
         }
     });
@@ -72,7 +134,13 @@ fn random_model<B: NnBackend>(be: &B, cfg: UNetConfig, sde: SdeConfig) -> ScoreM
 fn gpu_forward_and_gradients_match_cpu() {
     let Some(g) = gpu() else { return };
     let c = cpu();
-    for (cfg, sde) in [tiny_ve(), (UNetConfig::tiny(3, TimeEmbedding::Sinusoidal), SdeConfig::vp())] {
+    for (cfg, sde) in [
+        tiny_ve(),
+        (
+            UNetConfig::tiny(3, TimeEmbedding::Sinusoidal),
+            SdeConfig::vp(),
+        ),
+    ] {
         let mc = random_model(&c, cfg.clone(), sde.clone());
         let mg = random_model(&g, cfg.clone(), sde.clone());
         let n = 2 * cfg.channels * 32 * 32;
@@ -81,7 +149,10 @@ fn gpu_forward_and_gradients_match_cpu() {
         let (lc, oc, gc) = loss_and_grads(&c, &mc, &x, &t, &w);
         let (lg, og, gg) = loss_and_grads(&g, &mg, &x, &t, &w);
         assert_close("network output", &og, &oc, 1e-3);
-        assert!((lc - lg).abs() <= 1e-3 * lc.abs().max(1.0), "loss {lc} vs {lg}");
+        assert!(
+            (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
+            "loss {lc} vs {lg}"
+        );
         for (i, (a, b)) in gg.iter().zip(&gc).enumerate() {
             assert_close(&format!("gradient of {}", mc.params.names[i]), a, b, 1e-3);
         }
@@ -98,10 +169,34 @@ fn backward_matches_a_finite_difference_directional_derivative() {
     let t = [0.2, 0.6];
     let (_, _, grads) = loss_and_grads(&c, &m, &x, &t, &w);
     let base: Vec<Vec<f32>> = m.params.values.iter().map(|v| c.read(v).unwrap()).collect();
-    let dir: Vec<Vec<f32>> = base.iter().enumerate().map(|(i, v)| if m.net.is_trainable(i) { rand_vec(v.len(), 500 + i as u64) } else { vec![0.0; v.len()] }).collect();
-    let analytic: f64 = grads.iter().zip(&dir).filter(|(g, _)| !g.is_empty()).map(|(g, d)| g.iter().zip(d).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()).sum();
+    let dir: Vec<Vec<f32>> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if m.net.is_trainable(i) {
+                rand_vec(v.len(), 500 + i as u64)
+            } else {
+                vec![0.0; v.len()]
+            }
+        })
+        .collect();
+    let analytic: f64 = grads
+        .iter()
+        .zip(&dir)
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, d)| {
+            g.iter()
+                .zip(d)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>()
+        })
+        .sum();
     let loss_at = |h: f32| {
-        let vals: Vec<Vec<f32>> = base.iter().zip(&dir).map(|(b, d)| b.iter().zip(d).map(|(x, y)| x + h * y).collect()).collect();
+        let vals: Vec<Vec<f32>> = base
+            .iter()
+            .zip(&dir)
+            .map(|(b, d)| b.iter().zip(d).map(|(x, y)| x + h * y).collect())
+            .collect();
         let mut mm = random_model(&c, m.net.config.clone(), m.meta.sde.clone());
         mm.params = m.net.spec.store(&c, &vals).unwrap();
         loss_and_grads(&c, &mm, &x, &t, &w).0
@@ -113,7 +208,10 @@ fn backward_matches_a_finite_difference_directional_derivative() {
     let numeric = (loss_at(h) - loss_at(-h)) / (2.0 * h as f64);
     let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
     eprintln!("directional derivative: fd {numeric:.6e} backward {analytic:.6e} rel {rel:.2e}");
-    assert!(rel < 1e-3, "directional derivative: finite difference {numeric} vs backward {analytic} (rel {rel:e})");
+    assert!(
+        rel < 1e-3,
+        "directional derivative: finite difference {numeric} vs backward {analytic} (rel {rel:e})"
+    );
 }
 
 #[test]
@@ -124,11 +222,36 @@ fn mixed_times_in_a_batch_equal_one_by_one() {
     let d = 32 * 32;
     let x = rand_vec(3 * d, 9);
     let t = [0.05, 0.5, 0.95];
-    let batch = m.net.forward(&c, &m.params, m.sde.as_ref(), &c.upload(&x, &[3, 1, 32, 32]).unwrap(), &t, &ForwardOpts::default()).unwrap();
+    let batch = m
+        .net
+        .forward(
+            &c,
+            &m.params,
+            m.sde.as_ref(),
+            &c.upload(&x, &[3, 1, 32, 32]).unwrap(),
+            &t,
+            &ForwardOpts::default(),
+        )
+        .unwrap();
     let batch = c.read(&batch.out).unwrap();
     for i in 0..3 {
-        let one = m.net.forward(&c, &m.params, m.sde.as_ref(), &c.upload(&x[i * d..(i + 1) * d], &[1, 1, 32, 32]).unwrap(), &t[i..i + 1], &ForwardOpts::default()).unwrap();
-        assert_close(&format!("sample {i}"), &c.read(&one.out).unwrap(), &batch[i * d..(i + 1) * d], 1e-5);
+        let one = m
+            .net
+            .forward(
+                &c,
+                &m.params,
+                m.sde.as_ref(),
+                &c.upload(&x[i * d..(i + 1) * d], &[1, 1, 32, 32]).unwrap(),
+                &t[i..i + 1],
+                &ForwardOpts::default(),
+            )
+            .unwrap();
+        assert_close(
+            &format!("sample {i}"),
+            &c.read(&one.out).unwrap(),
+            &batch[i * d..(i + 1) * d],
+            1e-5,
+        );
     }
 }
 
@@ -138,14 +261,55 @@ fn taps_are_returned_by_name_and_unknown_names_rejected() {
     let (cfg, sde) = tiny_ve();
     let m = random_model(&c, cfg, sde);
     let names = m.net.tap_names();
-    assert!(names.contains(&"up.0".to_string()) && names.contains(&"up.1".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"up.0".to_string()) && names.contains(&"up.1".to_string()),
+        "{names:?}"
+    );
     let x = c.upload(&rand_vec(2 * 1024, 1), &[2, 1, 32, 32]).unwrap();
     let want = vec!["up.0".to_string(), "up.1".to_string()];
-    let f = m.net.forward(&c, &m.params, m.sde.as_ref(), &x, &[0.1, 0.1], &ForwardOpts { taps: &want, ..Default::default() }).unwrap();
+    let f = m
+        .net
+        .forward(
+            &c,
+            &m.params,
+            m.sde.as_ref(),
+            &x,
+            &[0.1, 0.1],
+            &ForwardOpts {
+                taps: &want,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(c.shape(&f.taps["up.0"]), &[2, 16, 32, 32]);
     assert_eq!(c.shape(&f.taps["up.1"]), &[2, 32, 16, 16]);
     let bad = vec!["up.9".to_string()];
-    assert!(m.net.forward(&c, &m.params, m.sde.as_ref(), &x, &[0.1, 0.1], &ForwardOpts { taps: &bad, ..Default::default() }).is_err());
-    let wrong = c.upload(&rand_vec(2 * 3 * 1024, 1), &[2, 3, 32, 32]).unwrap();
-    assert!(m.net.forward(&c, &m.params, m.sde.as_ref(), &wrong, &[0.1, 0.1], &ForwardOpts::default()).is_err());
+    assert!(m
+        .net
+        .forward(
+            &c,
+            &m.params,
+            m.sde.as_ref(),
+            &x,
+            &[0.1, 0.1],
+            &ForwardOpts {
+                taps: &bad,
+                ..Default::default()
+            }
+        )
+        .is_err());
+    let wrong = c
+        .upload(&rand_vec(2 * 3 * 1024, 1), &[2, 3, 32, 32])
+        .unwrap();
+    assert!(m
+        .net
+        .forward(
+            &c,
+            &m.params,
+            m.sde.as_ref(),
+            &wrong,
+            &[0.1, 0.1],
+            &ForwardOpts::default()
+        )
+        .is_err());
 }

@@ -7,11 +7,9 @@
 //! takes the upstream gradient `dy` (same shape as the forward output) and
 //! returns gradients with the shapes of the forward inputs. Shapes are
 //! validated and mismatches are `Error::Shape` naming the op.
-//!
-//! During development an op a backend lacks returns `Error::Unsupported`.
 
 use super::{Backend, Conv2dSpec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rng::RngStream;
 
 /// Gradients of a conv2d with respect to its input, weight and bias.
@@ -32,31 +30,19 @@ pub trait MatOps: Backend {
         w: &Self::Tensor,
         dy: &Self::Tensor,
         spec: Conv2dSpec,
-    ) -> Result<Conv2dGrads<Self::Tensor>> {
-        let _ = (x, w, dy, spec);
-        Err(Error::Unsupported("conv2d_backward"))
-    }
+    ) -> Result<Conv2dGrads<Self::Tensor>>;
 
     /// Batched matmul: `a: [B, M, K]` (or `[B, K, M]` when `ta`), `b: [B, K, N]`
     /// (or `[B, N, K]` when `tb`) → `[B, M, N]`, c[i] = op(a[i])·op(b[i]).
     /// A 2-D operand (no batch) is broadcast over the other's batch.
-    fn bmm(&self, a: &Self::Tensor, b: &Self::Tensor, ta: bool, tb: bool) -> Result<Self::Tensor> {
-        let _ = (a, b, ta, tb);
-        Err(Error::Unsupported("bmm"))
-    }
+    fn bmm(&self, a: &Self::Tensor, b: &Self::Tensor, ta: bool, tb: bool) -> Result<Self::Tensor>;
 
     /// Softmax over the last axis of `x` (any rank ≥ 1), numerically stable
     /// (subtract the row max).
-    fn softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = x;
-        Err(Error::Unsupported("softmax"))
-    }
+    fn softmax(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Given y = softmax(x) and dy, returns dx = y ⊙ (dy − Σ_j dy_j·y_j) per row.
-    fn softmax_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = (y, dy);
-        Err(Error::Unsupported("softmax_backward"))
-    }
+    fn softmax_backward(&self, y: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
 }
 
 /// Per-(sample, group) statistics saved by the GroupNorm forward for its backward.
@@ -77,10 +63,7 @@ pub struct GroupNormGrads<T> {
 /// Pointwise, normalisation, bias, resampling and shape ops.
 pub trait LayerOps: Backend {
     /// Same data, new shape with the same element count (no copy needed).
-    fn reshape(&self, x: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor> {
-        let _ = (x, shape);
-        Err(Error::Unsupported("reshape"))
-    }
+    fn reshape(&self, x: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
 
     /// α·a + β·b, same shapes (residuals, skip_rescale, scaling when β = 0 and b = a).
     fn axpby(
@@ -89,28 +72,16 @@ pub trait LayerOps: Backend {
         a: &Self::Tensor,
         beta: f32,
         b: &Self::Tensor,
-    ) -> Result<Self::Tensor> {
-        let _ = (alpha, a, beta, b);
-        Err(Error::Unsupported("axpby"))
-    }
+    ) -> Result<Self::Tensor>;
 
     /// Elementwise product, same shapes.
-    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = (a, b);
-        Err(Error::Unsupported("mul"))
-    }
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// x·sigmoid(x).
-    fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = x;
-        Err(Error::Unsupported("silu"))
-    }
+    fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// dy ⊙ silu'(x), silu'(x) = σ(x)·(1 + x·(1 − σ(x))).
-    fn silu_backward(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = (x, dy);
-        Err(Error::Unsupported("silu_backward"))
-    }
+    fn silu_backward(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// GroupNorm over `x: [B, C, …]` with `groups` groups of C/groups channels
     /// (C divisible by groups), per-channel affine `gamma, beta: [C]`:
@@ -122,10 +93,7 @@ pub trait LayerOps: Backend {
         beta: &Self::Tensor,
         groups: usize,
         eps: f32,
-    ) -> Result<GroupNormOut<Self::Tensor>> {
-        let _ = (x, gamma, beta, groups, eps);
-        Err(Error::Unsupported("group_norm"))
-    }
+    ) -> Result<GroupNormOut<Self::Tensor>>;
 
     fn group_norm_backward(
         &self,
@@ -134,102 +102,57 @@ pub trait LayerOps: Backend {
         stats: &Self::Tensor,
         dy: &Self::Tensor,
         groups: usize,
-    ) -> Result<GroupNormGrads<Self::Tensor>> {
-        let _ = (x, gamma, stats, dy, groups);
-        Err(Error::Unsupported("group_norm_backward"))
-    }
+    ) -> Result<GroupNormGrads<Self::Tensor>>;
 
     /// `x: [B, C, …] + bias[c]` (one bias per channel, broadcast over batch and
     /// space; for `x: [B, C]` this is a Linear layer's bias).
-    fn add_bias(&self, x: &Self::Tensor, bias: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = (x, bias);
-        Err(Error::Unsupported("add_bias"))
-    }
+    fn add_bias(&self, x: &Self::Tensor, bias: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Gradient of [`LayerOps::add_bias`] w.r.t. the bias: Σ over batch and space, `[C]`.
-    fn bias_grad(&self, dy: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = dy;
-        Err(Error::Unsupported("bias_grad"))
-    }
+    fn bias_grad(&self, dy: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// `x: [B, C, …] + t[b, c]`: a per-sample, per-channel bias (the time
     /// embedding added inside every residual block).
-    fn add_sample_bias(&self, x: &Self::Tensor, t: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = (x, t);
-        Err(Error::Unsupported("add_sample_bias"))
-    }
+    fn add_sample_bias(&self, x: &Self::Tensor, t: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Gradient of [`LayerOps::add_sample_bias`] w.r.t. t: Σ over space, `[B, C]`.
-    fn sample_bias_grad(&self, dy: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = dy;
-        Err(Error::Unsupported("sample_bias_grad"))
-    }
+    fn sample_bias_grad(&self, dy: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Nearest-neighbour ×2 upsampling of `[B, C, H, W]` → `[B, C, 2H, 2W]`.
-    fn upsample2x(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = x;
-        Err(Error::Unsupported("upsample2x"))
-    }
+    fn upsample2x(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// 2×2 average pooling, stride 2: `[B, C, H, W]` → `[B, C, H/2, W/2]` (H, W even).
     /// Its adjoint is upsample2x/4; upsample2x's adjoint is 4·avgpool2x.
-    fn avgpool2x(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = x;
-        Err(Error::Unsupported("avgpool2x"))
-    }
+    fn avgpool2x(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// FIR ×2 upsampling with the [1,3,3,1] kernel (NCSN++'s upfirdn2d with up = 2):
     /// zero-insertion, then the separable 2-D filter k⊗k with k = [1,3,3,1]/8 and
     /// gain 4, pads (2, 1): `[B, C, H, W]` → `[B, C, 2H, 2W]`.
-    fn fir_up(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = x;
-        Err(Error::Unsupported("fir_up"))
-    }
+    fn fir_up(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// FIR ×2 downsampling (upfirdn2d with down = 2): filter with k⊗k,
     /// k = [1,3,3,1]/8, pads (1, 1), keep every second sample:
     /// `[B, C, H, W]` → `[B, C, H/2, W/2]` (H, W even).
-    fn fir_down(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = x;
-        Err(Error::Unsupported("fir_down"))
-    }
+    fn fir_down(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Adjoint (gradient) of [`LayerOps::fir_up`]: `[B, C, 2H, 2W]` → `[B, C, H, W]`.
-    fn fir_up_backward(&self, dy: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = dy;
-        Err(Error::Unsupported("fir_up_backward"))
-    }
+    fn fir_up_backward(&self, dy: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Adjoint (gradient) of [`LayerOps::fir_down`]: `[B, C, H/2, W/2]` → `[B, C, H, W]`.
-    fn fir_down_backward(&self, dy: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = dy;
-        Err(Error::Unsupported("fir_down_backward"))
-    }
+    fn fir_down_backward(&self, dy: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Channel concatenation `[B, Ca, …] ++ [B, Cb, …]` → `[B, Ca + Cb, …]`.
-    fn concat_channels(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = (a, b);
-        Err(Error::Unsupported("concat_channels"))
-    }
+    fn concat_channels(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// Inverse of concat: `[B, C, …]` → (`[B, ca, …]`, `[B, C − ca, …]`).
-    fn split_channels(&self, x: &Self::Tensor, ca: usize) -> Result<(Self::Tensor, Self::Tensor)> {
-        let _ = (x, ca);
-        Err(Error::Unsupported("split_channels"))
-    }
+    fn split_channels(&self, x: &Self::Tensor, ca: usize) -> Result<(Self::Tensor, Self::Tensor)>;
 
     /// Inverted-dropout mask: element i is 1/(1 − p) if `rng.uniform(i)` ≥ p, else 0
     /// (0 ≤ p < 1). The same mask on every backend.
-    fn dropout_mask(&self, shape: &[usize], p: f32, rng: RngStream) -> Result<Self::Tensor> {
-        let _ = (shape, p, rng);
-        Err(Error::Unsupported("dropout_mask"))
-    }
+    fn dropout_mask(&self, shape: &[usize], p: f32, rng: RngStream) -> Result<Self::Tensor>;
 
     /// Σ over the first axis: `[B, …]` → `[…]`.
-    fn sum_batch(&self, x: &Self::Tensor) -> Result<Self::Tensor> {
-        let _ = x;
-        Err(Error::Unsupported("sum_batch"))
-    }
+    fn sum_batch(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 }
 
 /// Everything the score network needs.

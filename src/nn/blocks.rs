@@ -91,7 +91,8 @@ impl ResBlock {
             temb: Linear::new(ps, &format!("{name}.temb"), tdim, c_out),
             norm1: GroupNorm::new(ps, &format!("{name}.norm1"), c_out),
             conv1: Conv::new(ps, &format!("{name}.conv1"), c_out, c_out, 3, 1, 0.0),
-            skip: (c_in != c_out).then(|| Conv::new(ps, &format!("{name}.skip"), c_in, c_out, 1, 1, 1.0)),
+            skip: (c_in != c_out)
+                .then(|| Conv::new(ps, &format!("{name}.skip"), c_in, c_out, 1, 1, 1.0)),
         }
     }
 
@@ -112,7 +113,8 @@ impl ResBlock {
         let mut mask = None;
         if let Some((rate, rng)) = ctx.dropout {
             if rate > 0.0 {
-                let m = be.dropout_mask(be.shape(&a1), rate, rng.derive(self.conv1.weight.0 as u64))?;
+                let m =
+                    be.dropout_mask(be.shape(&a1), rate, rng.derive(self.conv1.weight.0 as u64))?;
                 a1 = be.mul(&a1, &m)?;
                 mask = Some(m);
             }
@@ -123,7 +125,19 @@ impl ResBlock {
             None => x.clone(),
         };
         let out = be.axpby(FRAC_1_SQRT_2, &skip, FRAC_1_SQRT_2, &h3)?;
-        Ok((out, ResSaved { x: x.clone(), n0, h0n, a0, n1, h2n, a1, mask }))
+        Ok((
+            out,
+            ResSaved {
+                x: x.clone(),
+                n0,
+                h0n,
+                a0,
+                n1,
+                h2n,
+                a1,
+                mask,
+            },
+        ))
     }
 
     /// Returns (dx, d temb_act).
@@ -181,7 +195,11 @@ impl AttnBlock {
     pub fn flops(&self, sh: &[Vec<usize>], res: usize) -> f64 {
         let c = sh[self.q.weight.0][0] as f64;
         let hw = (res * res) as f64;
-        [&self.q, &self.k, &self.v, &self.proj].iter().map(|cv| cv.flops(sh, 1, res, res)).sum::<f64>() + 4.0 * hw * hw * c
+        [&self.q, &self.k, &self.v, &self.proj]
+            .iter()
+            .map(|cv| cv.flops(sh, 1, res, res))
+            .sum::<f64>()
+            + 4.0 * hw * hw * c
     }
 
     pub fn new(ps: &mut ParamSpec, name: &str, c: usize) -> Self {
@@ -195,7 +213,12 @@ impl AttnBlock {
         }
     }
 
-    pub fn forward<B: NnBackend>(&self, be: &B, p: &ParamStore<B::Tensor>, x: &B::Tensor) -> Result<(B::Tensor, AttnSaved<B::Tensor>)> {
+    pub fn forward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        x: &B::Tensor,
+    ) -> Result<(B::Tensor, AttnSaved<B::Tensor>)> {
         let shape = be.shape(x).to_vec();
         let (b, c, hw) = (shape[0], shape[1], shape[2] * shape[3]);
         let flat = [b, c, hw];
@@ -206,8 +229,24 @@ impl AttnBlock {
         let scores = scale(be, (c as f32).powf(-0.5), &be.bmm(&q, &k, true, false)?)?;
         let w = be.softmax(&scores)?;
         let h = be.reshape(&be.bmm(&v, &w, false, true)?, &shape)?;
-        let out = be.axpby(FRAC_1_SQRT_2, x, FRAC_1_SQRT_2, &self.proj.forward(be, p, &h)?)?;
-        Ok((out, AttnSaved { n, hn, q, k, v, w, h }))
+        let out = be.axpby(
+            FRAC_1_SQRT_2,
+            x,
+            FRAC_1_SQRT_2,
+            &self.proj.forward(be, p, &h)?,
+        )?;
+        Ok((
+            out,
+            AttnSaved {
+                n,
+                hn,
+                q,
+                k,
+                v,
+                w,
+                h,
+            },
+        ))
     }
 
     pub fn backward<B: NnBackend>(
@@ -230,9 +269,25 @@ impl AttnBlock {
         // scores = qᵀ·k: dq = k·dsᵀ, dk = q·ds.
         let dq = be.bmm(&s.k, &ds, false, true)?;
         let dk = be.bmm(&s.q, &ds, false, false)?;
-        let mut dhn = self.q.backward(be, p, &s.hn, &be.reshape(&dq, &shape)?, g)?;
-        dhn = be.axpby(1.0, &dhn, 1.0, &self.k.backward(be, p, &s.hn, &be.reshape(&dk, &shape)?, g)?)?;
-        dhn = be.axpby(1.0, &dhn, 1.0, &self.v.backward(be, p, &s.hn, &be.reshape(&dv, &shape)?, g)?)?;
+        let mut dhn = self
+            .q
+            .backward(be, p, &s.hn, &be.reshape(&dq, &shape)?, g)?;
+        dhn = be.axpby(
+            1.0,
+            &dhn,
+            1.0,
+            &self
+                .k
+                .backward(be, p, &s.hn, &be.reshape(&dk, &shape)?, g)?,
+        )?;
+        dhn = be.axpby(
+            1.0,
+            &dhn,
+            1.0,
+            &self
+                .v
+                .backward(be, p, &s.hn, &be.reshape(&dv, &shape)?, g)?,
+        )?;
         let dx = self.norm.backward(be, p, &s.n, &dhn, g)?;
         be.axpby(1.0, &dx, 1.0, &d)
     }
@@ -268,16 +323,27 @@ impl Downsample {
 
     pub fn new(ps: &mut ParamSpec, name: &str, c: usize, kind: Resample) -> Self {
         let stride = if kind == Resample::Conv { 2 } else { 1 };
-        Downsample { kind, conv: Conv::new(ps, &format!("{name}.conv"), c, c, 3, stride, 1.0) }
+        Downsample {
+            kind,
+            conv: Conv::new(ps, &format!("{name}.conv"), c, c, 3, stride, 1.0),
+        }
     }
 
-    pub fn forward<B: NnBackend>(&self, be: &B, p: &ParamStore<B::Tensor>, x: &B::Tensor) -> Result<(B::Tensor, ResampleSaved<B::Tensor>)> {
+    pub fn forward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        x: &B::Tensor,
+    ) -> Result<(B::Tensor, ResampleSaved<B::Tensor>)> {
         let conv_in = match self.kind {
             Resample::Conv => x.clone(),
             Resample::Fir => be.fir_down(x)?,
             Resample::Avg => be.avgpool2x(x)?,
         };
-        Ok((self.conv.forward(be, p, &conv_in)?, ResampleSaved { conv_in }))
+        Ok((
+            self.conv.forward(be, p, &conv_in)?,
+            ResampleSaved { conv_in },
+        ))
     }
 
     pub fn backward<B: NnBackend>(
@@ -309,15 +375,26 @@ impl Upsample {
     }
 
     pub fn new(ps: &mut ParamSpec, name: &str, c: usize, kind: Resample) -> Self {
-        Upsample { kind, conv: Conv::new(ps, &format!("{name}.conv"), c, c, 3, 1, 1.0) }
+        Upsample {
+            kind,
+            conv: Conv::new(ps, &format!("{name}.conv"), c, c, 3, 1, 1.0),
+        }
     }
 
-    pub fn forward<B: NnBackend>(&self, be: &B, p: &ParamStore<B::Tensor>, x: &B::Tensor) -> Result<(B::Tensor, ResampleSaved<B::Tensor>)> {
+    pub fn forward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        x: &B::Tensor,
+    ) -> Result<(B::Tensor, ResampleSaved<B::Tensor>)> {
         let conv_in = match self.kind {
             Resample::Conv | Resample::Avg => be.upsample2x(x)?,
             Resample::Fir => be.fir_up(x)?,
         };
-        Ok((self.conv.forward(be, p, &conv_in)?, ResampleSaved { conv_in }))
+        Ok((
+            self.conv.forward(be, p, &conv_in)?,
+            ResampleSaved { conv_in },
+        ))
     }
 
     pub fn backward<B: NnBackend>(

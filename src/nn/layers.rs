@@ -17,17 +17,38 @@ pub struct Conv {
 impl Conv {
     /// `init_scale` as in NCSN++: 1 for most convs, ~0 for the last conv of a
     /// residual branch so each block starts as the identity.
-    pub fn new(ps: &mut ParamSpec, name: &str, c_in: usize, c_out: usize, k: usize, stride: usize, init_scale: f32) -> Self {
+    pub fn new(
+        ps: &mut ParamSpec,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        init_scale: f32,
+    ) -> Self {
         let fan_in = c_in * k * k;
         let fan_out = c_out * k * k;
         Conv {
-            weight: ps.add(format!("{name}.weight"), vec![c_out, c_in, k, k], Init::FanAvg { scale: init_scale, fan_in, fan_out }),
+            weight: ps.add(
+                format!("{name}.weight"),
+                vec![c_out, c_in, k, k],
+                Init::FanAvg {
+                    scale: init_scale,
+                    fan_in,
+                    fan_out,
+                },
+            ),
             bias: ps.add(format!("{name}.bias"), vec![c_out], Init::Zeros),
             spec: Conv2dSpec::new(stride, k / 2),
         }
     }
 
-    pub fn forward<B: NnBackend>(&self, be: &B, p: &ParamStore<B::Tensor>, x: &B::Tensor) -> Result<B::Tensor> {
+    pub fn forward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        x: &B::Tensor,
+    ) -> Result<B::Tensor> {
         be.conv2d(x, p.get(self.weight), Some(p.get(self.bias)), self.spec)
     }
 
@@ -62,12 +83,25 @@ pub struct Linear {
 impl Linear {
     pub fn new(ps: &mut ParamSpec, name: &str, n_in: usize, n_out: usize) -> Self {
         Linear {
-            weight: ps.add(format!("{name}.weight"), vec![n_out, n_in], Init::FanAvg { scale: 1.0, fan_in: n_in, fan_out: n_out }),
+            weight: ps.add(
+                format!("{name}.weight"),
+                vec![n_out, n_in],
+                Init::FanAvg {
+                    scale: 1.0,
+                    fan_in: n_in,
+                    fan_out: n_out,
+                },
+            ),
             bias: ps.add(format!("{name}.bias"), vec![n_out], Init::Zeros),
         }
     }
 
-    pub fn forward<B: NnBackend>(&self, be: &B, p: &ParamStore<B::Tensor>, x: &B::Tensor) -> Result<B::Tensor> {
+    pub fn forward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        x: &B::Tensor,
+    ) -> Result<B::Tensor> {
         let y = be.bmm(x, p.get(self.weight), false, true)?;
         be.add_bias(&y, p.get(self.bias))
     }
@@ -123,9 +157,26 @@ impl GroupNorm {
         }
     }
 
-    pub fn forward<B: NnBackend>(&self, be: &B, p: &ParamStore<B::Tensor>, x: &B::Tensor) -> Result<(B::Tensor, NormSaved<B::Tensor>)> {
-        let out = be.group_norm(x, p.get(self.gamma), p.get(self.beta), self.groups, GROUP_NORM_EPS)?;
-        Ok((out.y, NormSaved { x: x.clone(), stats: out.stats }))
+    pub fn forward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        x: &B::Tensor,
+    ) -> Result<(B::Tensor, NormSaved<B::Tensor>)> {
+        let out = be.group_norm(
+            x,
+            p.get(self.gamma),
+            p.get(self.beta),
+            self.groups,
+            GROUP_NORM_EPS,
+        )?;
+        Ok((
+            out.y,
+            NormSaved {
+                x: x.clone(),
+                stats: out.stats,
+            },
+        ))
     }
 
     pub fn backward<B: NnBackend>(
@@ -136,7 +187,8 @@ impl GroupNorm {
         dy: &B::Tensor,
         g: &mut Grads<B::Tensor>,
     ) -> Result<B::Tensor> {
-        let gr = be.group_norm_backward(&saved.x, p.get(self.gamma), &saved.stats, dy, self.groups)?;
+        let gr =
+            be.group_norm_backward(&saved.x, p.get(self.gamma), &saved.stats, dy, self.groups)?;
         g.add(be, self.gamma, gr.dgamma)?;
         g.add(be, self.beta, gr.dbeta)?;
         Ok(gr.dx)

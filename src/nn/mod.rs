@@ -19,7 +19,11 @@ pub struct ParamId(pub usize);
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     /// Uniform with variance scale·2/(fan_in + fan_out) (DDPM/NCSN++'s `default_init`).
-    FanAvg { scale: f32, fan_in: usize, fan_out: usize },
+    FanAvg {
+        scale: f32,
+        fan_in: usize,
+        fan_out: usize,
+    },
     Zeros,
     Ones,
 }
@@ -59,7 +63,10 @@ impl<T: Clone> ParamStore<T> {
 
     /// Total number of scalars.
     pub fn count(&self) -> usize {
-        self.shapes.iter().map(|s| s.iter().product::<usize>()).sum()
+        self.shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
     }
 
     pub fn id(&self, name: &str) -> Option<ParamId> {
@@ -96,7 +103,11 @@ impl ParamSpec {
                 match *init {
                     Init::Zeros => vec![0.0; n],
                     Init::Ones => vec![1.0; n],
-                    Init::FanAvg { scale, fan_in, fan_out } => {
+                    Init::FanAvg {
+                        scale,
+                        fan_in,
+                        fan_out,
+                    } => {
                         // Uniform(−a, a) has variance a²/3.
                         let var = scale.max(1e-10) * 2.0 / (fan_in + fan_out).max(1) as f32;
                         let a = (3.0 * var).sqrt();
@@ -111,7 +122,11 @@ impl ParamSpec {
     }
 
     /// Uploads values (one per declared parameter, shapes checked) to a backend.
-    pub fn store<B: Backend>(&self, backend: &B, values: &[Vec<f32>]) -> Result<ParamStore<B::Tensor>> {
+    pub fn store<B: Backend>(
+        &self,
+        backend: &B,
+        values: &[Vec<f32>],
+    ) -> Result<ParamStore<B::Tensor>> {
         if values.len() != self.names.len() {
             return Err(Error::Invalid(format!(
                 "{} parameter tensors for a model with {}",
@@ -137,7 +152,9 @@ pub struct Grads<T> {
 
 impl<T: Clone> Grads<T> {
     pub fn new(n: usize) -> Self {
-        Grads { values: vec![None; n] }
+        Grads {
+            values: vec![None; n],
+        }
     }
 
     /// Adds `g` into the slot of `id`.

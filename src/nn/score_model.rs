@@ -21,20 +21,46 @@ impl<B: NnBackend> ScoreModel<B> {
     pub fn new(be: &B, config: UNetConfig, sde: SdeConfig, seed: u64) -> Result<Self> {
         let net = UNet::new(config.clone())?;
         let params = net.spec.store(be, &net.init_values(seed))?;
-        let meta = ModelMeta { format: FORMAT_VERSION, model: config, sde: sde.clone(), step: 0, detection: Default::default(), calibration: None };
-        Ok(ScoreModel { net, params, sde: sde.build()?, meta })
+        let meta = ModelMeta {
+            format: FORMAT_VERSION,
+            model: config,
+            sde: sde.clone(),
+            step: 0,
+            detection: Default::default(),
+            calibration: None,
+        };
+        Ok(ScoreModel {
+            net,
+            params,
+            sde: sde.build()?,
+            meta,
+        })
     }
 
     pub fn from_file(be: &B, file: &ModelFile) -> Result<Self> {
         let net = UNet::new(file.meta.model.clone())?;
         let params = net.spec.store(be, &file.weights)?;
-        Ok(ScoreModel { net, params, sde: file.meta.sde.build()?, meta: file.meta.clone() })
+        Ok(ScoreModel {
+            net,
+            params,
+            sde: file.meta.sde.build()?,
+            meta: file.meta.clone(),
+        })
     }
 
     /// The model as a file (weights read back from the backend).
     pub fn to_file(&self, be: &B) -> Result<ModelFile> {
-        let weights = self.params.values.iter().map(|t| be.read(t)).collect::<Result<Vec<_>>>()?;
-        Ok(ModelFile { meta: self.meta.clone(), weights, extra: Default::default() })
+        let weights = self
+            .params
+            .values
+            .iter()
+            .map(|t| be.read(t))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelFile {
+            meta: self.meta.clone(),
+            weights,
+            extra: Default::default(),
+        })
     }
 
     /// Sign of the output parametrisation (DESIGN.md): VE's network predicts
@@ -62,7 +88,14 @@ impl<B: NnBackend> ScoreModel<B> {
 
 impl<B: NnBackend> ScoreFn<B> for ScoreModel<B> {
     fn score(&self, backend: &B, x: &B::Tensor, t: &[f64]) -> Result<B::Tensor> {
-        let f = self.net.forward(backend, &self.params, self.sde.as_ref(), x, t, &ForwardOpts::default())?;
+        let f = self.net.forward(
+            backend,
+            &self.params,
+            self.sde.as_ref(),
+            x,
+            t,
+            &ForwardOpts::default(),
+        )?;
         self.output_to_score(backend, &f.out, t)
     }
 }

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{AttnBlock, AttnSaved, BlockCtx, Downsample, ResBlock, ResSaved, Resample, ResampleSaved, Upsample};
+use super::blocks::{
+    AttnBlock, AttnSaved, BlockCtx, Downsample, ResBlock, ResSaved, Resample, ResampleSaved,
+    Upsample,
+};
 use super::layers::{Conv, GroupNorm, Linear, NormSaved};
 use super::{Grads, Init, ParamSpec, ParamStore};
 use crate::backend::NnBackend;
@@ -96,7 +99,9 @@ impl UNetConfig {
             "tiny" => Ok(Self::tiny(channels, embedding)),
             "small" => Ok(Self::small(channels, embedding)),
             "ncsnpp256" => Ok(Self::ncsnpp256(channels, embedding)),
-            _ => Err(Error::Invalid(format!("unknown model config {name:?} (tiny, small, ncsnpp256 or a .json file)"))),
+            _ => Err(Error::Invalid(format!(
+                "unknown model config {name:?} (tiny, small, ncsnpp256 or a .json file)"
+            ))),
         }
     }
 
@@ -105,12 +110,21 @@ impl UNetConfig {
         if self.channels != 1 && self.channels != 3 {
             return bad(format!("channels must be 1 or 3, got {}", self.channels));
         }
-        if self.nf == 0 || self.nf % 4 != 0 || self.ch_mult.is_empty() || self.ch_mult.contains(&0) || self.num_res_blocks == 0 {
+        if self.nf == 0
+            || !self.nf.is_multiple_of(4)
+            || self.ch_mult.is_empty()
+            || self.ch_mult.contains(&0)
+            || self.num_res_blocks == 0
+        {
             return bad("nf must be a positive multiple of 4, ch_mult non-empty and positive, num_res_blocks ≥ 1".into());
         }
         let levels = self.ch_mult.len() as u32;
-        if self.image_size == 0 || self.image_size % (1usize << (levels - 1)) != 0 {
-            return bad(format!("image_size {} must be divisible by 2^{}", self.image_size, levels - 1));
+        if self.image_size == 0 || !self.image_size.is_multiple_of(1usize << (levels - 1)) {
+            return bad(format!(
+                "image_size {} must be divisible by 2^{}",
+                self.image_size,
+                levels - 1
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
@@ -154,6 +168,9 @@ pub struct UNet {
     conv_out: Conv,
 }
 
+/// One level's tape: its blocks, then its resampling (if any).
+type LevelTape<T> = (Vec<BlockTape<T>>, Option<ResampleSaved<T>>);
+
 struct BlockTape<T> {
     res: ResSaved<T>,
     attn: Option<AttnSaved<T>>,
@@ -167,9 +184,9 @@ pub struct Tape<T> {
     t1: T,
     temb_act: T,
     x: T,
-    down: Vec<(Vec<BlockTape<T>>, Option<ResampleSaved<T>>)>,
+    down: Vec<LevelTape<T>>,
     mid: (ResSaved<T>, Option<AttnSaved<T>>, ResSaved<T>),
-    up: Vec<(Vec<BlockTape<T>>, Option<ResampleSaved<T>>)>,
+    up: Vec<LevelTape<T>>,
     norm_out: NormSaved<T>,
     hn_out: T,
     a_out: T,
@@ -216,16 +233,25 @@ impl UNet {
                 let name = format!("down.{i}.block.{j}");
                 let rb = ResBlock::new(&mut ps, &name, ch, nf * m, tdim);
                 ch = nf * m;
-                let at = c.attn_resolutions.contains(&res).then(|| AttnBlock::new(&mut ps, &format!("down.{i}.attn.{j}"), ch));
+                let at = c
+                    .attn_resolutions
+                    .contains(&res)
+                    .then(|| AttnBlock::new(&mut ps, &format!("down.{i}.attn.{j}"), ch));
                 blocks.push((rb, at));
                 skip.push(ch);
             }
-            let ds = (i + 1 < c.ch_mult.len()).then(|| Downsample::new(&mut ps, &format!("down.{i}.downsample"), ch, c.resample));
+            let ds = (i + 1 < c.ch_mult.len())
+                .then(|| Downsample::new(&mut ps, &format!("down.{i}.downsample"), ch, c.resample));
             if ds.is_some() {
                 skip.push(ch);
                 res /= 2;
             }
-            down.push(Level { blocks, down: ds, up: None, skip_channels: vec![] });
+            down.push(Level {
+                blocks,
+                down: ds,
+                up: None,
+                skip_channels: vec![],
+            });
         }
         let mid_attn = !c.attn_resolutions.is_empty();
         let mid = (
@@ -238,22 +264,45 @@ impl UNet {
             let mut blocks = Vec::new();
             let mut skip_channels = Vec::new();
             for j in 0..=c.num_res_blocks {
-                let s = skip.pop().ok_or_else(|| Error::Invalid("internal: skip stack underflow".into()))?;
+                let s = skip
+                    .pop()
+                    .ok_or_else(|| Error::Invalid("internal: skip stack underflow".into()))?;
                 let rb = ResBlock::new(&mut ps, &format!("up.{i}.block.{j}"), ch + s, nf * m, tdim);
                 ch = nf * m;
-                let at = c.attn_resolutions.contains(&res).then(|| AttnBlock::new(&mut ps, &format!("up.{i}.attn.{j}"), ch));
+                let at = c
+                    .attn_resolutions
+                    .contains(&res)
+                    .then(|| AttnBlock::new(&mut ps, &format!("up.{i}.attn.{j}"), ch));
                 blocks.push((rb, at));
                 skip_channels.push(s);
             }
-            let us = (i != 0).then(|| Upsample::new(&mut ps, &format!("up.{i}.upsample"), ch, c.resample));
+            let us = (i != 0)
+                .then(|| Upsample::new(&mut ps, &format!("up.{i}.upsample"), ch, c.resample));
             if us.is_some() {
                 res *= 2;
             }
-            up.push(Level { blocks, down: None, up: us, skip_channels });
+            up.push(Level {
+                blocks,
+                down: None,
+                up: us,
+                skip_channels,
+            });
         }
         let norm_out = GroupNorm::new(&mut ps, "norm_out", ch);
         let conv_out = Conv::new(&mut ps, "conv_out", ch, c.channels, 3, 1, 0.0);
-        Ok(UNet { config, spec: ps, fourier_w, temb0, temb1, conv_in, down, mid, up, norm_out, conv_out })
+        Ok(UNet {
+            config,
+            spec: ps,
+            fourier_w,
+            temb0,
+            temb1,
+            conv_in,
+            down,
+            mid,
+            up,
+            norm_out,
+            conv_out,
+        })
     }
 
     /// Initial parameter values from `seed` (the Fourier frequencies included).
@@ -303,13 +352,17 @@ impl UNet {
             match self.config.embedding {
                 TimeEmbedding::Fourier => {
                     let x = sde.std(ti).ln();
-                    let p: Vec<f64> = fourier_w.iter().map(|&w| 2.0 * std::f64::consts::PI * x * w as f64).collect();
+                    let p: Vec<f64> = fourier_w
+                        .iter()
+                        .map(|&w| 2.0 * std::f64::consts::PI * x * w as f64)
+                        .collect();
                     out.extend(p.iter().map(|a| a.sin() as f32));
                     out.extend(p.iter().map(|a| a.cos() as f32));
                 }
                 TimeEmbedding::Sinusoidal => {
                     let half = nf / 2;
-                    let freqs = (0..half).map(|i| (-(10000f64.ln()) * i as f64 / (half.max(2) - 1) as f64).exp());
+                    let freqs = (0..half)
+                        .map(|i| (-(10000f64.ln()) * i as f64 / (half.max(2) - 1) as f64).exp());
                     let a: Vec<f64> = freqs.map(|f| 999.0 * ti * f).collect();
                     out.extend(a.iter().map(|a| a.sin() as f32));
                     out.extend(a.iter().map(|a| a.cos() as f32));
@@ -331,18 +384,31 @@ impl UNet {
     ) -> Result<Forward<B::Tensor>> {
         let c = &self.config;
         let shape = be.shape(x).to_vec();
-        if shape.len() != 4 || shape[1] != c.channels || shape[2] != c.image_size || shape[3] != c.image_size {
+        if shape.len() != 4
+            || shape[1] != c.channels
+            || shape[2] != c.image_size
+            || shape[3] != c.image_size
+        {
             return Err(Error::shape(
                 "unet",
-                format!("input {shape:?}, but the model takes [B, {}, {}, {}]", c.channels, c.image_size, c.image_size),
+                format!(
+                    "input {shape:?}, but the model takes [B, {}, {}, {}]",
+                    c.channels, c.image_size, c.image_size
+                ),
             ));
         }
         if t.len() != shape[0] {
-            return Err(Error::shape("unet", format!("{} times for a batch of {}", t.len(), shape[0])));
+            return Err(Error::shape(
+                "unet",
+                format!("{} times for a batch of {}", t.len(), shape[0]),
+            ));
         }
         let known = self.tap_names();
         if let Some(bad) = opts.taps.iter().find(|n| !known.contains(n)) {
-            return Err(Error::Invalid(format!("unknown feature map {bad:?}; the model has {}", known.join(", "))));
+            return Err(Error::Invalid(format!(
+                "unknown feature map {bad:?}; the model has {}",
+                known.join(", ")
+            )));
         }
         let fw = match self.fourier_w {
             Some(id) => be.read(p.get(id))?,
@@ -353,7 +419,10 @@ impl UNet {
         let t1_in = be.silu(&t0)?;
         let t1 = self.temb1.forward(be, p, &t1_in)?;
         let temb_act = be.silu(&t1)?;
-        let ctx = BlockCtx { temb_act: &temb_act, dropout: opts.dropout.map(|r| (c.dropout, r)) };
+        let ctx = BlockCtx {
+            temb_act: &temb_act,
+            dropout: opts.dropout.map(|r| (c.dropout, r)),
+        };
 
         let mut taps = BTreeMap::new();
         let mut tap = |name: String, v: &B::Tensor| {
@@ -410,7 +479,9 @@ impl UNet {
             let i = self.up.len() - 1 - k;
             let mut bt = Vec::new();
             for (j, (rb, at)) in level.blocks.iter().enumerate() {
-                let s = hs.pop().ok_or_else(|| Error::Invalid("internal: skip stack underflow".into()))?;
+                let s = hs
+                    .pop()
+                    .ok_or_else(|| Error::Invalid("internal: skip stack underflow".into()))?;
                 let cat = be.concat_channels(&h, &s)?;
                 let (y, rs) = rb.forward(be, p, &cat, &ctx)?;
                 h = y;
@@ -457,7 +528,13 @@ impl UNet {
     }
 
     /// Gradients of every trainable parameter given d(loss)/d(out).
-    pub fn backward<B: NnBackend>(&self, be: &B, p: &ParamStore<B::Tensor>, tape: &Tape<B::Tensor>, dout: &B::Tensor) -> Result<Grads<B::Tensor>> {
+    pub fn backward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        tape: &Tape<B::Tensor>,
+        dout: &B::Tensor,
+    ) -> Result<Grads<B::Tensor>> {
         let mut g = Grads::new(p.len());
         let d = self.conv_out.backward(be, p, &tape.a_out, dout, &mut g)?;
         let d = be.silu_backward(&tape.hn_out, &d)?;
@@ -476,7 +553,8 @@ impl UNet {
             if let (Some(u), Some(s)) = (&level.up, us) {
                 dh = u.backward(be, p, s, &dh, &mut g)?;
             }
-            for (((rb, at), b), &sc) in level.blocks.iter().zip(bt).zip(&level.skip_channels).rev() {
+            for (((rb, at), b), &sc) in level.blocks.iter().zip(bt).zip(&level.skip_channels).rev()
+            {
                 if let (Some(a), Some(s)) = (at, &b.attn) {
                     dh = a.backward(be, p, s, &dh, &mut g)?;
                 }
@@ -489,13 +567,19 @@ impl UNet {
             }
         }
         let (m0, mattn, m1) = &tape.mid;
-        let (d1, dt) = self.mid.2.backward(be, p, m1, &tape.temb_act, &dh, &mut g)?;
+        let (d1, dt) = self
+            .mid
+            .2
+            .backward(be, p, m1, &tape.temb_act, &dh, &mut g)?;
         add_temb(be, dt)?;
         dh = d1;
         if let (Some(a), Some(s)) = (&self.mid.1, mattn) {
             dh = a.backward(be, p, s, &dh, &mut g)?;
         }
-        let (d0, dt) = self.mid.0.backward(be, p, m0, &tape.temb_act, &dh, &mut g)?;
+        let (d0, dt) = self
+            .mid
+            .0
+            .backward(be, p, m0, &tape.temb_act, &dh, &mut g)?;
         add_temb(be, dt)?;
         dh = d0;
         // The decoder popped the skip stack from its top, and we walked the decoder
@@ -551,7 +635,9 @@ impl UNet {
                 total += d.flops(sh, res);
             }
         }
-        total += res_block(&self.mid.0, res) + res_block(&self.mid.2, res) + self.mid.1.as_ref().map_or(0.0, |a| attn(a, res));
+        total += res_block(&self.mid.0, res)
+            + res_block(&self.mid.2, res)
+            + self.mid.1.as_ref().map_or(0.0, |a| attn(a, res));
         for l in &self.up {
             for (rb, at) in &l.blocks {
                 total += res_block(rb, res) + at.as_ref().map_or(0.0, |a| attn(a, res));
@@ -568,7 +654,16 @@ impl UNet {
 impl<T> Tape<T> {
     /// Every tensor the tape holds (the same buffer may appear more than once).
     pub fn tensors(&self) -> Vec<&T> {
-        let mut v = vec![&self.temb_in, &self.t0, &self.t1_in, &self.t1, &self.temb_act, &self.x, &self.hn_out, &self.a_out];
+        let mut v = vec![
+            &self.temb_in,
+            &self.t0,
+            &self.t1_in,
+            &self.t1,
+            &self.temb_act,
+            &self.x,
+            &self.hn_out,
+            &self.a_out,
+        ];
         v.extend(self.norm_out.tensors());
         fn block<'a, T>(v: &mut Vec<&'a T>, r: &'a ResSaved<T>, a: &'a Option<AttnSaved<T>>) {
             v.extend(r.tensors());

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::conv::im2col;
 use super::gemm::{sgemm, MatRef};
-use super::layer_ops::{plane_sums, tensor, CHUNK};
+use super::layer_ops::{exp_f32, plane_sums, tensor, CHUNK};
 use super::{alloc_zeros, CpuBackend, CpuTensor};
 use crate::backend::nn_ops::{Conv2dGrads, MatOps};
 use crate::backend::{Conv2dSpec, ConvGeometry};
@@ -301,7 +301,7 @@ impl MatOps for CpuBackend {
                         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                         let mut sum = 0.0f32;
                         for (y, &x) in y.iter_mut().zip(x) {
-                            *y = (x - max).exp();
+                            *y = exp_f32(x - max);
                             sum += *y;
                         }
                         let inv = 1.0 / sum;

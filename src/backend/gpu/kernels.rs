@@ -52,7 +52,12 @@ kernel!(MUL, "elementwise.wgsl", "mul", false);
 kernel!(SILU, "elementwise.wgsl", "silu", false);
 kernel!(SILU_BACKWARD, "elementwise.wgsl", "silu_backward", false);
 kernel!(ADD_BIAS, "elementwise.wgsl", "add_bias", false);
-kernel!(ADD_SAMPLE_BIAS, "elementwise.wgsl", "add_sample_bias", false);
+kernel!(
+    ADD_SAMPLE_BIAS,
+    "elementwise.wgsl",
+    "add_sample_bias",
+    false
+);
 kernel!(CONCAT_CHANNELS, "channels.wgsl", "concat_channels", false);
 kernel!(SLICE_CHANNELS, "channels.wgsl", "slice_channels", false);
 kernel!(UPSAMPLE2X, "resample.wgsl", "upsample2x", false);
@@ -114,6 +119,13 @@ kernel!(
     SOFTMAX_BACKWARD,
     "softmax_backward.wgsl",
     "softmax_backward",
+    false
+);
+kernel!(SOFTMAX_ROW, "softmax.wgsl", "softmax_row", false);
+kernel!(
+    SOFTMAX_BACKWARD_ROW,
+    "softmax_backward.wgsl",
+    "softmax_backward_row",
     false
 );
 
@@ -218,5 +230,7 @@ pub fn all_kernels() -> Vec<Kernel> {
         CONV2D_BACKWARD_BIAS,
         SOFTMAX,
         SOFTMAX_BACKWARD,
+        SOFTMAX_ROW,
+        SOFTMAX_BACKWARD_ROW,
     ]
 }

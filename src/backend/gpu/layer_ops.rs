@@ -59,7 +59,7 @@ fn doubled(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
 }
 
 fn even_dims(op: &'static str, shape: &[usize], h: usize, w: usize) -> Result<()> {
-    if h % 2 != 0 || w % 2 != 0 {
+    if !h.is_multiple_of(2) || !w.is_multiple_of(2) {
         return Err(Error::shape(
             op,
             format!("{shape:?}: height and width must be even"),
@@ -77,7 +77,7 @@ fn same_shape(op: &'static str, what: &str, a: &[usize], b: &[usize]) -> Result<
 
 /// Channels per group, checking that `groups` divides `c`.
 fn group_size(op: &'static str, c: usize, groups: usize) -> Result<usize> {
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::shape(
             op,
             format!("{c} channels cannot form {groups} equal groups"),

@@ -47,12 +47,21 @@ fn grid_rows(rows: usize, max: u32) -> (u32, u32, u32) {
     if rows <= max {
         (rows as u32, 1, 1)
     } else {
-        (max as u32, rows.div_ceil(max).min(u32::MAX as usize) as u32, 1)
+        (
+            max as u32,
+            rows.div_ceil(max).min(u32::MAX as usize) as u32,
+            1,
+        )
     }
 }
 
 /// A 3-D workgroup grid, refused with a shape error past the device's limit.
-fn grid_3d(op: &'static str, g: [usize; 3], max: u32, what: &dyn Fn() -> String) -> Result<(u32, u32, u32)> {
+fn grid_3d(
+    op: &'static str,
+    g: [usize; 3],
+    max: u32,
+    what: &dyn Fn() -> String,
+) -> Result<(u32, u32, u32)> {
     if g.iter().any(|&v| v > max as usize) {
         return Err(Error::shape(
             op,
@@ -127,12 +136,18 @@ fn softmax_rows(op: &'static str, shape: &[usize]) -> Result<(usize, usize)> {
         .ok_or_else(|| Error::shape(op, "a scalar has no axis to normalise over"))?;
     let n = numel(op, shape)?;
     u32_of(op, "elements", n)?;
-    Ok((if len == 0 { 0 } else { n / len }, len))
+    Ok((n.checked_div(len).unwrap_or(0), len))
 }
 
 impl GpuBackend {
     /// Records a `strided_pack` of `src` (holding `src_len` elements) into a new buffer.
-    fn pack(&self, op: &'static str, src: &wgpu::Buffer, src_len: usize, v: PackView) -> Result<wgpu::Buffer> {
+    fn pack(
+        &self,
+        op: &'static str,
+        src: &wgpu::Buffer,
+        src_len: usize,
+        v: PackView,
+    ) -> Result<wgpu::Buffer> {
         let total = numel(op, &[v.batch, v.rows, v.cols_pad])?;
         u32_of(op, "packed operand elements", total)?;
         u32_of(op, "operand elements", src_len)?;
@@ -156,7 +171,10 @@ impl GpuBackend {
             &[],
             bytemuck::cast_slice(&params),
             &[Bind::Storage(src), Bind::Storage(&dst)],
-            grid_1d(total as u64, self.ctx.limits.max_compute_workgroups_per_dimension),
+            grid_1d(
+                total as u64,
+                self.ctx.limits.max_compute_workgroups_per_dimension,
+            ),
         )?;
         Ok(dst)
     }
@@ -165,7 +183,13 @@ impl GpuBackend {
     /// transposed (in ↔ out) and flipped, padding K − 1 − P (negative when
     /// P > K − 1: the forward kernel reads its padding as i32, and the
     /// out-of-range taps it then skips are exactly the cropped ones).
-    fn conv_dx_stride1(&self, g: &ConvGeometry, w: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) -> Result<()> {
+    fn conv_dx_stride1(
+        &self,
+        g: &ConvGeometry,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &GpuTensor,
+    ) -> Result<()> {
         const OP: &str = "conv2d_backward";
         let kk = g.k * g.k;
         let cin_pad = pad8(g.c_in);
@@ -201,6 +225,7 @@ impl GpuBackend {
             0,
         ];
         let tiles = numel(OP, &[g.batch, g.h, tiles_x])?;
+        u32_of(OP, "input-gradient tiles", tiles)?;
         let groups = grid_2d(
             OP,
             (tiles as u64).div_ceil(WG as u64),
@@ -230,7 +255,13 @@ impl GpuBackend {
     }
 
     /// dx of a stride-2 conv: the dedicated kernel of conv2d_backward_input.wgsl.
-    fn conv_dx_stride2(&self, g: &ConvGeometry, w: &GpuTensor, dy: &GpuTensor, dx: &GpuTensor) -> Result<()> {
+    fn conv_dx_stride2(
+        &self,
+        g: &ConvGeometry,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &GpuTensor,
+    ) -> Result<()> {
         const OP: &str = "conv2d_backward";
         let kk = g.k * g.k;
         let cin_pad = pad8(g.c_in);
@@ -294,7 +325,13 @@ impl GpuBackend {
 
     /// dw: channels-last dy and x, one register-blocked GEMM per tap with the
     /// reduction over (b, oy) rows split for parallelism, then the splits summed.
-    fn conv_dw(&self, g: &ConvGeometry, x: &GpuTensor, dy: &GpuTensor, dw: &GpuTensor) -> Result<()> {
+    fn conv_dw(
+        &self,
+        g: &ConvGeometry,
+        x: &GpuTensor,
+        dy: &GpuTensor,
+        dw: &GpuTensor,
+    ) -> Result<()> {
         const OP: &str = "conv2d_backward";
         let (cin_pad, cout_pad) = (pad8(g.c_in), pad8(g.c_out));
         let (hw, howo) = (g.h * g.w, g.h_out * g.w_out);
@@ -435,10 +472,15 @@ impl MatOps for GpuBackend {
         ] {
             u32_of(OP, what, v)?;
         }
-        if i32::try_from(g.w + 2 * g.padding + 8).is_err() || i32::try_from(g.h + 2 * g.padding).is_err() {
+        if i32::try_from(g.w + 2 * g.padding + 8).is_err()
+            || i32::try_from(g.h + 2 * g.padding).is_err()
+        {
             return Err(Error::shape(
                 OP,
-                format!("padded input {}×{} exceeds the kernels' signed 32-bit indexing", g.h, g.w),
+                format!(
+                    "padded input {}×{} exceeds the kernels' signed 32-bit indexing",
+                    g.h, g.w
+                ),
             ));
         }
         // New buffers are zero: what a missing batch, channel or plane contributes.
@@ -449,7 +491,12 @@ impl MatOps for GpuBackend {
             return Ok(Conv2dGrads { dx, dw, db });
         }
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        let params: [u32; 4] = [g.batch as u32, g.c_out as u32, (g.h_out * g.w_out) as u32, 0];
+        let params: [u32; 4] = [
+            g.batch as u32,
+            g.c_out as u32,
+            (g.h_out * g.w_out) as u32,
+            0,
+        ];
         self.ctx.dispatch(
             kernels::CONV2D_BACKWARD_BIAS,
             &[],
@@ -530,8 +577,16 @@ impl MatOps for GpuBackend {
             d.k as u32,
             (m_pad / 4) as u32,
             (n_pad / 4) as u32,
-            if d.a_batched { (d.k * m_pad / 4) as u32 } else { 0 },
-            if d.b_batched { (d.k * n_pad / 4) as u32 } else { 0 },
+            if d.a_batched {
+                (d.k * m_pad / 4) as u32
+            } else {
+                0
+            },
+            if d.b_batched {
+                (d.k * n_pad / 4) as u32
+            } else {
+                0
+            },
             n_blocks as u32,
             u32_of(OP, "8×8 output blocks", blocks)?,
             0,
@@ -548,36 +603,94 @@ impl MatOps for GpuBackend {
             kernels::BMM,
             &[],
             bytemuck::cast_slice(&params),
-            &[Bind::Storage(&at), Bind::Storage(&bp), Bind::Storage(&c.buf)],
+            &[
+                Bind::Storage(&at),
+                Bind::Storage(&bp),
+                Bind::Storage(&c.buf),
+            ],
             groups,
         )?;
         Ok(c)
     }
 
     fn softmax(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.softmax_mapped(x, self.rows_per_workgroup(x.shape.last().copied()))
+    }
+
+    fn softmax_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+        self.softmax_backward_mapped(y, dy, self.rows_per_workgroup(y.shape.last().copied()))
+    }
+}
+
+/// Rows up to this long run one invocation per row on every device.
+const SHORT_ROW: usize = 128;
+
+impl GpuBackend {
+    /// Whether the row kernels (softmax and its backward) give each row a
+    /// workgroup: for long rows on GPUs. Short rows, and every row on a
+    /// CPU-emulated device (lavapipe: barriers are costly there, and a few
+    /// threads are busy anyway), get one invocation each.
+    fn rows_per_workgroup(&self, len: Option<usize>) -> bool {
+        self.ctx.info.device_type != wgpu::DeviceType::Cpu && len.unwrap_or(0) > SHORT_ROW
+    }
+
+    /// Records a row kernel over `rows` rows of `len`.
+    fn dispatch_rows(
+        &self,
+        per_workgroup: bool,
+        kernels: [kernels::Kernel; 2],
+        rows: usize,
+        len: usize,
+        binds: &[Bind],
+    ) -> Result<()> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let params: [u32; 4] = [rows as u32, len as u32, 0, 0];
+        let (kernel, groups) = if per_workgroup {
+            (kernels[0], grid_rows(rows, max))
+        } else {
+            (kernels[1], grid_1d(rows as u64, max))
+        };
+        self.ctx
+            .dispatch(kernel, &[], bytemuck::bytes_of(&params), binds, groups)
+    }
+
+    /// [`MatOps::softmax`] with the row mapping chosen by the caller: one
+    /// workgroup per row, or one invocation per row (so tests can run both
+    /// kernels on any device).
+    #[doc(hidden)]
+    pub fn softmax_mapped(&self, x: &GpuTensor, per_workgroup: bool) -> Result<GpuTensor> {
         const OP: &str = "softmax";
         let (rows, len) = softmax_rows(OP, &x.shape)?;
         let y = self.tensor(OP, &x.shape)?;
         if y.numel() == 0 {
             return Ok(y);
         }
-        let params: [u32; 4] = [rows as u32, len as u32, 0, 0];
-        self.ctx.dispatch(
-            kernels::SOFTMAX,
-            &[],
-            bytemuck::bytes_of(&params),
+        self.dispatch_rows(
+            per_workgroup,
+            [kernels::SOFTMAX, kernels::SOFTMAX_ROW],
+            rows,
+            len,
             &[Bind::Storage(&x.buf), Bind::Storage(&y.buf)],
-            grid_rows(rows, self.ctx.limits.max_compute_workgroups_per_dimension),
         )?;
         Ok(y)
     }
 
-    fn softmax_backward(&self, y: &GpuTensor, dy: &GpuTensor) -> Result<GpuTensor> {
+    /// [`MatOps::softmax_backward`] with the row mapping chosen by the caller.
+    #[doc(hidden)]
+    pub fn softmax_backward_mapped(
+        &self,
+        y: &GpuTensor,
+        dy: &GpuTensor,
+        per_workgroup: bool,
+    ) -> Result<GpuTensor> {
         const OP: &str = "softmax_backward";
         if y.shape != dy.shape {
             return Err(Error::shape(
                 OP,
-                format!("gradient {:?} differs from softmax output {:?}", dy.shape, y.shape),
+                format!(
+                    "gradient {:?} differs from softmax output {:?}",
+                    dy.shape, y.shape
+                ),
             ));
         }
         let (rows, len) = softmax_rows(OP, &y.shape)?;
@@ -585,17 +698,16 @@ impl MatOps for GpuBackend {
         if dx.numel() == 0 {
             return Ok(dx);
         }
-        let params: [u32; 4] = [rows as u32, len as u32, 0, 0];
-        self.ctx.dispatch(
-            kernels::SOFTMAX_BACKWARD,
-            &[],
-            bytemuck::bytes_of(&params),
+        self.dispatch_rows(
+            per_workgroup,
+            [kernels::SOFTMAX_BACKWARD, kernels::SOFTMAX_BACKWARD_ROW],
+            rows,
+            len,
             &[
                 Bind::Storage(&y.buf),
                 Bind::Storage(&dy.buf),
                 Bind::Storage(&dx.buf),
             ],
-            grid_rows(rows, self.ctx.limits.max_compute_workgroups_per_dimension),
         )?;
         Ok(dx)
     }

@@ -1,0 +1,202 @@
+//! The score U-net: `cargo bench --bench unet`.
+//!
+//! Prints, per config, trainable parameters, forward GFLOP per image and
+//! activation memory per sample (bytes the backward tape keeps, shared buffers
+//! counted once); then for `small` (64 px, RGB) at batch 8 the forward and
+//! forward+backward times and GFLOP/s on the CPU backend and the GPU backend
+//! (lavapipe here), and the ratio to the PyTorch reference's figures
+//! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, `nommap` mode).
+//! Target: CPU backend ≤ 1.0× PyTorch's time.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use scoredd::backend::cpu::{CpuBackend, CpuTensor};
+use scoredd::backend::gpu::GpuBackend;
+use scoredd::backend::{Backend, NnBackend};
+use scoredd::nn::score_model::ScoreModel;
+use scoredd::nn::unet::{ForwardOpts, TimeEmbedding, UNetConfig};
+use scoredd::rng::RngStream;
+use scoredd::sde::SdeConfig;
+
+fn median(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[reps / 2]
+}
+
+fn input(n: usize) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    RngStream::new(1, 1).fill_uniform(0, &mut v);
+    v
+}
+
+/// (forward seconds, forward+backward seconds) at batch `b`.
+fn time_model<B: NnBackend>(
+    be: &B,
+    m: &ScoreModel<B>,
+    b: usize,
+    reps: usize,
+    sync: &dyn Fn(&B::Tensor),
+) -> (f64, f64) {
+    let c = &m.net.config;
+    let shape = [b, c.channels, c.image_size, c.image_size];
+    let x = be.upload(&input(shape.iter().product()), &shape).unwrap();
+    let t: Vec<f64> = (0..b).map(|i| 0.1 + 0.8 * i as f64 / b as f64).collect();
+    let sde = m.sde.as_ref();
+    let fwd = median(reps, || {
+        let f = m
+            .net
+            .forward(be, &m.params, sde, &x, &t, &ForwardOpts::default())
+            .unwrap();
+        sync(&f.out);
+    });
+    let dout = be.upload(&input(shape.iter().product()), &shape).unwrap();
+    let fb = median(reps, || {
+        let f = m
+            .net
+            .forward(
+                be,
+                &m.params,
+                sde,
+                &x,
+                &t,
+                &ForwardOpts {
+                    record: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let g = m
+            .net
+            .backward(be, &m.params, f.tape.as_ref().unwrap(), &dout)
+            .unwrap();
+        sync(g.values.iter().flatten().next().unwrap());
+    });
+    (fwd, fb)
+}
+
+fn peer_ms(key: &str) -> Option<f64> {
+    let path = std::env::var("PEER_RESULTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/peer/results_cpu.json"
+        )
+        .into()
+    });
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["modes"]["nommap"]["models"]["small"][key]["median_s"]
+        .as_f64()
+        .map(|s| s * 1e3)
+}
+
+fn main() {
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let cpu = CpuBackend::new();
+    println!(
+        "{:<10} {:>12} {:>14} {:>22}",
+        "config", "params", "fwd GFLOP/img", "activations B/sample"
+    );
+    for (name, cfg) in [
+        ("tiny", UNetConfig::tiny(1, TimeEmbedding::Fourier)),
+        ("small", UNetConfig::small(3, TimeEmbedding::Fourier)),
+        (
+            "ncsnpp256",
+            UNetConfig::ncsnpp256(3, TimeEmbedding::Fourier),
+        ),
+    ] {
+        let m = ScoreModel::new(&cpu, cfg.clone(), SdeConfig::ve(50.0), 0).unwrap();
+        let params: usize = (0..m.params.len())
+            .filter(|&i| m.net.is_trainable(i))
+            .map(|i| m.params.shapes[i].iter().product::<usize>())
+            .sum();
+        let x = cpu
+            .upload(
+                &input(cfg.channels * cfg.image_size * cfg.image_size),
+                &[1, cfg.channels, cfg.image_size, cfg.image_size],
+            )
+            .unwrap();
+        let f = m
+            .net
+            .forward(
+                &cpu,
+                &m.params,
+                m.sde.as_ref(),
+                &x,
+                &[0.5],
+                &ForwardOpts {
+                    record: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut seen = HashSet::new();
+        let bytes: usize = f
+            .tape
+            .as_ref()
+            .unwrap()
+            .tensors()
+            .into_iter()
+            .filter(|t: &&CpuTensor| seen.insert(std::sync::Arc::as_ptr(&t.data)))
+            .map(|t| t.data.len() * 4)
+            .sum();
+        println!(
+            "{name:<10} {params:>12} {:>14.3} {:>22}",
+            m.net.flops_per_image() / 1e9,
+            bytes
+        );
+    }
+    println!();
+
+    let cfg = UNetConfig::small(3, TimeEmbedding::Fourier);
+    let b = 8;
+    let m = ScoreModel::new(&cpu, cfg.clone(), SdeConfig::ve(50.0), 0).unwrap();
+    let gflop = m.net.flops_per_image() * b as f64 / 1e9;
+    let (f, fb) = time_model(&cpu, &m, b, reps, &|_| {});
+    println!(
+        "small, batch {b}            forward ms  GFLOP/s   fwd+bwd ms  GFLOP/s (3× fwd FLOPs)"
+    );
+    println!(
+        "cpu backend           {:>12.1} {:>8.1} {:>12.1} {:>8.1}",
+        f * 1e3,
+        gflop / f,
+        fb * 1e3,
+        3.0 * gflop / fb
+    );
+    if let (Some(pf), Some(pt)) = (peer_ms("forward_b8"), peer_ms("train_step")) {
+        println!("pytorch reference     {pf:>12.1} {:>8.1} {pt:>12.1}          (train step: fwd+bwd+clip+Adam)", gflop / pf * 1e3);
+        println!(
+            "cpu / pytorch: forward {:.2}×, fwd+bwd vs train step {:.2}× (target ≤ 1.0)",
+            f * 1e3 / pf,
+            fb * 1e3 / pt
+        );
+    }
+    match GpuBackend::new() {
+        Ok(g) => {
+            let mg = ScoreModel::new(&g, cfg, SdeConfig::ve(50.0), 0).unwrap();
+            let sync = |t: &<GpuBackend as Backend>::Tensor| {
+                g.read(t).unwrap();
+            };
+            let (gf, gfb) = time_model(&g, &mg, b, reps.min(2), &sync);
+            println!(
+                "gpu ({})  {:>12.1} {:>8.1} {:>12.1} {:>8.1}",
+                g.ctx.info.name,
+                gf * 1e3,
+                gflop / gf,
+                gfb * 1e3,
+                3.0 * gflop / gfb
+            );
+        }
+        Err(e) => println!("gpu: skipped ({e})"),
+    }
+}
