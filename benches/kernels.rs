@@ -7,6 +7,9 @@
 //! Targets: WGSL matmul ≥ 20 GFLOP/s on lavapipe; CPU conv ≥ 50 % of the gemm
 //! crate's matmul rate.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use scoredd::backend::cpu::gemm::{sgemm, MatRef};

@@ -8,6 +8,9 @@
 //! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, `nommap` mode).
 //! Target: CPU backend ≤ 1.0× PyTorch's time.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashSet;
 use std::time::Instant;
 

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use scoredd::backend::{open_backend, BackendChoice, Sampler};
 use scoredd::toy::{self, ToyConfig, POINTS};
 use scoredd::{with_backend, Error};

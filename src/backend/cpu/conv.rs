@@ -7,6 +7,24 @@ use rayon::prelude::*;
 use super::gemm::{sgemm, MatRef};
 use crate::backend::ConvGeometry;
 
+thread_local! {
+    /// Each worker's im2col buffer, kept between calls: allocating (and zeroing)
+    /// a fresh one per conv cost ~15 % of a U-net forward.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer of `len` floats (contents undefined:
+/// `f` must overwrite what it reads).
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut v = s.borrow_mut();
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+        f(&mut v[..len])
+    })
+}
+
 /// Writes the im2col matrix of one image: row (ci, ky, kx), column (oy, ox).
 pub(super) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.padding as isize);
@@ -71,15 +89,16 @@ fn conv_one_image(
         sgemm(wmat, MatRef::new(x, kdim, n), out, bias.is_some(), threads);
         return;
     }
-    let mut col = vec![0.0f32; kdim * n];
-    im2col(g, x, &mut col);
-    sgemm(
-        wmat,
-        MatRef::new(&col, kdim, n),
-        out,
-        bias.is_some(),
-        threads,
-    );
+    with_scratch(kdim * n, |col| {
+        im2col(g, x, col);
+        sgemm(
+            wmat,
+            MatRef::new(col, kdim, n),
+            out,
+            bias.is_some(),
+            threads,
+        );
+    });
 }
 
 pub fn conv2d_forward(
