@@ -48,6 +48,10 @@ pub enum Error {
     #[error("GPU readback failed: {0}")]
     Readback(String),
 
+    /// Training produced a non-finite loss or gradient.
+    #[error("training diverged at step {step}: {detail}")]
+    Diverged { step: u64, detail: String },
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

@@ -22,14 +22,18 @@
 //! ```
 
 pub mod backend;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod data;
 pub mod error;
 pub mod method;
 pub mod model_file;
 pub mod nn;
 pub mod plot;
 pub mod rng;
+pub mod sample;
 pub mod sde;
 pub mod toy;
+pub mod train;
 
 pub use backend::{Backend, BackendChoice};
 pub use error::{Error, Result};

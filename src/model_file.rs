@@ -64,6 +64,9 @@ pub struct ModelMeta {
     pub detection: DetectionSettings,
     #[serde(default)]
     pub calibration: Option<Calibration>,
+    /// The training recipe, in files written by `scoredd train` (for resuming).
+    #[serde(default)]
+    pub training: Option<crate::train::TrainConfig>,
 }
 
 /// A model in host memory: metadata, one weight vector per parameter of

@@ -152,8 +152,12 @@ fn gpu_forward_and_gradients_match_cpu() {
         assert_close("network output", &og, &oc, 1e-3);
         // The score (per-sample output scaling) through the ScoreFn seam.
         let shape = [2, cfg.channels, 32, 32];
-        let sc = c.read(&mc.score(&c, &c.upload(&x, &shape).unwrap(), &t).unwrap()).unwrap();
-        let sg = g.read(&mg.score(&g, &g.upload(&x, &shape).unwrap(), &t).unwrap()).unwrap();
+        let sc = c
+            .read(&mc.score(&c, &c.upload(&x, &shape).unwrap(), &t).unwrap())
+            .unwrap();
+        let sg = g
+            .read(&mg.score(&g, &g.upload(&x, &shape).unwrap(), &t).unwrap())
+            .unwrap();
         assert_close("score", &sg, &sc, 1e-3);
         assert!(
             (lc - lg).abs() <= 1e-3 * lc.abs().max(1.0),
@@ -324,14 +328,23 @@ fn taps_are_returned_by_name_and_unknown_names_rejected() {
 fn output_parametrisation_follows_the_sde() {
     // VE: s = out/σ(t); VP and sub-VP: s = −out/σ(t) (DESIGN.md).
     let c = cpu();
-    for (sde, sign) in [(SdeConfig::ve(50.0), 1.0f32), (SdeConfig::vp(), -1.0), (SdeConfig::subvp(), -1.0)] {
+    for (sde, sign) in [
+        (SdeConfig::ve(50.0), 1.0f32),
+        (SdeConfig::vp(), -1.0),
+        (SdeConfig::subvp(), -1.0),
+    ] {
         let m = ScoreModel::new(&c, UNetConfig::tiny(1, TimeEmbedding::Fourier), sde, 0).unwrap();
         let out = c.upload(&[2.0; 2 * 1024], &[2, 1, 32, 32]).unwrap();
         let t = [0.1, 0.9];
         let s = c.read(&m.output_to_score(&c, &out, &t).unwrap()).unwrap();
         for (i, &ti) in t.iter().enumerate() {
             let want = sign * 2.0 / m.sde.std(ti) as f32;
-            assert!((s[i * 1024] - want).abs() <= 1e-5 * want.abs(), "{}: {} vs {want}", m.sde.name(), s[i * 1024]);
+            assert!(
+                (s[i * 1024] - want).abs() <= 1e-5 * want.abs(),
+                "{}: {} vs {want}",
+                m.sde.name(),
+                s[i * 1024]
+            );
         }
     }
 }

@@ -8,9 +8,11 @@ pub mod cpu;
 pub mod gpu;
 pub mod nn_ops;
 mod select;
+pub mod train_ops;
 
 pub use nn_ops::{Conv2dGrads, GroupNormGrads, GroupNormOut, LayerOps, MatOps, NnBackend};
 pub use select::{open_backend, AnyBackend, BackendChoice};
+pub use train_ops::{AdamStep, Reduce, TrainOps};
 
 use crate::error::{Error, Result};
 use crate::rng::RngStream;

@@ -156,5 +156,5 @@ pub trait LayerOps: Backend {
 }
 
 /// Everything the score network needs.
-pub trait NnBackend: Backend + MatOps + LayerOps {}
-impl<B: Backend + MatOps + LayerOps> NnBackend for B {}
+pub trait NnBackend: Backend + MatOps + LayerOps + super::TrainOps {}
+impl<B: Backend + MatOps + LayerOps + super::TrainOps> NnBackend for B {}

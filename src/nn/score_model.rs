@@ -28,6 +28,7 @@ impl<B: NnBackend> ScoreModel<B> {
             step: 0,
             detection: Default::default(),
             calibration: None,
+            training: None,
         };
         Ok(ScoreModel {
             net,

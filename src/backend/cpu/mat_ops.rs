@@ -185,26 +185,29 @@ impl MatOps for CpuBackend {
             };
             let threads = self.threads;
             if g.batch >= threads && threads > 1 {
-                // One image per task, one GEMM thread each; every worker sums its
-                // images' weight gradients in its own buffer, reduced at the end.
-                let partial = dx
-                    .par_chunks_mut(in_len)
-                    .zip(x.data.par_chunks(in_len))
-                    .zip(dy.data.par_chunks(out_len))
-                    .fold(
-                        || (scratch(), vec![0.0f32; g.c_out * kd]),
-                        |(mut sc, mut dwp), ((dxi, xi), dyi)| {
+                // Contiguous runs of images, one per thread, each summing its own
+                // weight gradient; the partial sums are then added in run order,
+                // so the result is the same on every run (resumed training is
+                // bit-exact) — rayon's fold/reduce grouping would vary.
+                let per = g.batch.div_ceil(threads);
+                let partial: Vec<Vec<f32>> = dx
+                    .par_chunks_mut(in_len * per)
+                    .zip(x.data.par_chunks(in_len * per))
+                    .zip(dy.data.par_chunks(out_len * per))
+                    .map(|((dxr, xr), dyr)| {
+                        let (mut sc, mut dwp) = (scratch(), vec![0.0f32; g.c_out * kd]);
+                        for ((dxi, xi), dyi) in dxr
+                            .chunks_mut(in_len)
+                            .zip(xr.chunks(in_len))
+                            .zip(dyr.chunks(out_len))
+                        {
                             backward_image(&g, xi, &w.data, dyi, dxi, &mut dwp, &mut sc, 1);
-                            (sc, dwp)
-                        },
-                    )
-                    .map(|(_, dwp)| dwp)
-                    .reduce_with(|mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        a
-                    });
-                if let Some(p) = partial {
-                    dw = p;
+                        }
+                        dwp
+                    })
+                    .collect();
+                for p in partial {
+                    dw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
                 }
             } else {
                 let mut sc = scratch();

@@ -7,6 +7,8 @@ pub mod gemm;
 // The network ops (`MatOps`, `LayerOps`): implemented in their own files.
 mod layer_ops;
 mod mat_ops;
+// The training ops (`TrainOps`).
+mod train_ops;
 
 use std::sync::Arc;
 

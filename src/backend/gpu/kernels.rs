@@ -129,6 +129,18 @@ kernel!(
     false
 );
 
+// TrainOps (gpu/train_ops.rs)
+kernel!(
+    SUM_SQUARES_PARTIAL,
+    "sum_squares.wgsl",
+    "sum_squares_partial",
+    false
+);
+kernel!(SUM_PARTIALS, "sum_squares.wgsl", "sum_partials", false);
+kernel!(DSM_LOSS_PARTIAL, "dsm_loss.wgsl", "dsm_loss_partial", false);
+kernel!(ADAM_STEP, "optim.wgsl", "adam_step", false);
+kernel!(EMA_UPDATE, "ema.wgsl", "ema_update", false);
+
 pub const PHILOX_LIBRARY: &str = include_str!("../../../shaders/philox.wgsl");
 
 impl Kernel {
@@ -232,5 +244,10 @@ pub fn all_kernels() -> Vec<Kernel> {
         SOFTMAX_BACKWARD,
         SOFTMAX_ROW,
         SOFTMAX_BACKWARD_ROW,
+        SUM_SQUARES_PARTIAL,
+        SUM_PARTIALS,
+        DSM_LOSS_PARTIAL,
+        ADAM_STEP,
+        EMA_UPDATE,
     ]
 }

@@ -5,6 +5,7 @@ mod context;
 pub mod kernels;
 mod layer_ops;
 mod mat_ops;
+mod train_ops;
 
 use std::sync::Arc;
 

@@ -1,0 +1,233 @@
+//! [`TrainOps`] on the GPU, with no readback: the loss and the squared
+//! gradient norm stay on the device as `[1]` tensors, the clipping scale and
+//! the non-finite skip are computed inside `adam_step`.
+//!
+//! Kernels: `shaders/sum_squares.wgsl` (two-level reduction: G ≤ 4096
+//! workgroups of grid-strided register sums + a workgroup tree each, then one
+//! workgroup adds the G partials), `shaders/dsm_loss.wgsl` (the loss's first
+//! level fused with the gradient write; second level as above),
+//! `shaders/optim.wgsl` (Adam) and `shaders/ema.wgsl`, the last two one
+//! invocation per element on [`grid_1d`].
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::Bind;
+use super::kernels;
+use super::{grid_1d, u32_of, GpuBackend, GpuTensor, WG};
+use crate::backend::train_ops::{check, AdamStep, Reduce, TrainOps};
+use crate::error::Result;
+
+/// Most first-level workgroups of a reduction (each writes one f32 partial).
+const MAX_PARTIALS: u64 = 4096;
+/// Values each invocation sums in a register before the tree, while the
+/// partials cap allows.
+const PER_THREAD: u64 = 16;
+
+/// Number of first-level workgroups for `n` elements (≥ 1).
+fn partial_groups(n: u64) -> u32 {
+    n.div_ceil(WG as u64 * PER_THREAD).clamp(1, MAX_PARTIALS) as u32
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AdamParamsGpu {
+    n: u32,
+    clip: u32,
+    _p: [u32; 2],
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    bc1: f32,
+    bc2: f32,
+    max_norm: f32,
+    _p2: u32,
+}
+
+impl GpuBackend {
+    /// Second level: `[1]` = Σ partials (+ acc[0]).
+    fn finish_sum(
+        &self,
+        op: &'static str,
+        partials: &wgpu::Buffer,
+        count: u32,
+        acc: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
+        let out = self.tensor(op, &[1])?;
+        let params: [u32; 4] = [count, acc.is_some() as u32, 0, 0];
+        // Without an accumulator, bind the partials again (read-only, unread).
+        let acc_buf = acc.map(|a| &*a.buf).unwrap_or(partials);
+        self.ctx.dispatch(
+            kernels::SUM_PARTIALS,
+            &[],
+            bytemuck::cast_slice(&params),
+            &[
+                Bind::Storage(&out.buf),
+                Bind::Storage(partials),
+                Bind::Storage(acc_buf),
+            ],
+            (1, 1, 1),
+        )?;
+        Ok(out)
+    }
+
+    /// acc (if any) + Σ x², both levels.
+    fn sum_squares_impl(
+        &self,
+        op: &'static str,
+        x: &GpuTensor,
+        acc: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
+        let n = u32_of(op, "elements", x.numel())?;
+        let groups = partial_groups(n as u64);
+        let partials = self.ctx.storage(op, groups as u64 * 4)?;
+        if n > 0 {
+            let params: [u32; 4] = [n, 0, 0, 0];
+            self.ctx.dispatch(
+                kernels::SUM_SQUARES_PARTIAL,
+                &[],
+                bytemuck::cast_slice(&params),
+                &[Bind::Storage(&partials), Bind::Storage(&x.buf)],
+                (groups, 1, 1),
+            )?;
+        }
+        // (For n = 0 the fresh, zero-filled partials sum to 0.)
+        self.finish_sum(op, &partials, groups, acc)
+    }
+}
+
+impl TrainOps for GpuBackend {
+    fn dsm_loss(
+        &self,
+        out: &GpuTensor,
+        z: &GpuTensor,
+        weights: &[f32],
+        sign: f32,
+        reduce: Reduce,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        const OP: &str = "dsm_loss";
+        let (_, d) = check::dsm(&out.shape, &z.shape, weights.len())?;
+        let n = u32_of(OP, "elements", out.numel())?;
+        let factors = check::dsm_factors(weights, d, sign, reduce);
+        let factor_buf = self.upload_pod(OP, &factors)?;
+        let dout = self.tensor(OP, &out.shape)?;
+        let groups = partial_groups(n as u64);
+        let partials = self.ctx.storage(OP, groups as u64 * 4)?;
+        let params: [u32; 4] = [n, d as u32, sign.to_bits(), 0];
+        self.ctx.dispatch(
+            kernels::DSM_LOSS_PARTIAL,
+            &[],
+            bytemuck::cast_slice(&params),
+            &[
+                Bind::Storage(&partials),
+                Bind::Storage(&dout.buf),
+                Bind::Storage(&out.buf),
+                Bind::Storage(&z.buf),
+                Bind::Storage(&factor_buf),
+            ],
+            (groups, 1, 1),
+        )?;
+        let loss = self.finish_sum(OP, &partials, groups, None)?;
+        Ok((loss, dout))
+    }
+
+    fn sum_squares(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.sum_squares_impl("sum_squares", x, None)
+    }
+
+    fn add_sum_squares(&self, acc: &GpuTensor, x: &GpuTensor) -> Result<GpuTensor> {
+        const OP: &str = "add_sum_squares";
+        check::scalar(OP, "accumulator", &acc.shape)?;
+        self.sum_squares_impl(OP, x, Some(acc))
+    }
+
+    fn adam_step(
+        &self,
+        param: &mut GpuTensor,
+        grad: &GpuTensor,
+        m: &mut GpuTensor,
+        v: &mut GpuTensor,
+        hp: &AdamStep,
+        grad_sq_total: &GpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "adam_step";
+        check::same(
+            OP,
+            "parameter and gradient differ",
+            &param.shape,
+            &grad.shape,
+        )?;
+        check::same(
+            OP,
+            "first moment and gradient differ",
+            &m.shape,
+            &grad.shape,
+        )?;
+        check::same(
+            OP,
+            "second moment and gradient differ",
+            &v.shape,
+            &grad.shape,
+        )?;
+        check::scalar(OP, "grad_sq_total", &grad_sq_total.shape)?;
+        let (bc1, bc2) = hp.bias_corrections()?;
+        let n = u32_of(OP, "elements", grad.numel())?;
+        if n == 0 {
+            return Ok(());
+        }
+        // Exclusive buffers: no binding below aliases a written one.
+        self.make_unique(OP, param)?;
+        self.make_unique(OP, m)?;
+        self.make_unique(OP, v)?;
+        let params = AdamParamsGpu {
+            n,
+            clip: hp.clips() as u32,
+            _p: [0; 2],
+            lr: hp.lr,
+            beta1: hp.beta1,
+            beta2: hp.beta2,
+            eps: hp.eps,
+            bc1,
+            bc2,
+            max_norm: hp.max_norm,
+            _p2: 0,
+        };
+        self.ctx.dispatch(
+            kernels::ADAM_STEP,
+            &[],
+            bytemuck::bytes_of(&params),
+            &[
+                Bind::Storage(&param.buf),
+                Bind::Storage(&m.buf),
+                Bind::Storage(&v.buf),
+                Bind::Storage(&grad.buf),
+                Bind::Storage(&grad_sq_total.buf),
+            ],
+            grid_1d(
+                n as u64,
+                self.ctx.limits.max_compute_workgroups_per_dimension,
+            ),
+        )
+    }
+
+    fn ema_update(&self, ema: &mut GpuTensor, param: &GpuTensor, rate: f32) -> Result<()> {
+        const OP: &str = "ema_update";
+        check::same(OP, "EMA and parameter differ", &ema.shape, &param.shape)?;
+        let n = u32_of(OP, "elements", ema.numel())?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.make_unique(OP, ema)?;
+        let params: [u32; 4] = [n, 0, rate.to_bits(), 0];
+        self.ctx.dispatch(
+            kernels::EMA_UPDATE,
+            &[],
+            bytemuck::cast_slice(&params),
+            &[Bind::Storage(&ema.buf), Bind::Storage(&param.buf)],
+            grid_1d(
+                n as u64,
+                self.ctx.limits.max_compute_workgroups_per_dimension,
+            ),
+        )
+    }
+}

@@ -1,0 +1,329 @@
+//! Training a score model by denoising score matching: one step is noise →
+//! forward → loss → backward → global-norm clip → Adam → EMA, all on the
+//! backend, reading back only the loss (and the gradient norm) every few steps.
+//! Every random draw is a pure function of (seed, step), so a run resumed from
+//! a checkpoint continues exactly as if it had never stopped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::train_ops::{AdamStep, Reduce, TrainOps};
+use crate::backend::NnBackend;
+use crate::error::{Error, Result};
+use crate::model_file::ModelFile;
+use crate::nn::score_model::ScoreModel;
+use crate::nn::unet::ForwardOpts;
+use crate::rng::RngStream;
+
+/// Random-stream ids of the training step (the data loader has its own).
+const TIME_STREAM: u64 = 0x7155_0001;
+const NOISE_STREAM: u64 = 0x7155_0002;
+const DROPOUT_STREAM: u64 = 0x7155_0003;
+
+/// Smallest training time: t ~ U[T_EPS, 1].
+pub const T_EPS: f64 = 1e-5;
+
+/// The training recipe, stored in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub batch: usize,
+    pub lr: f32,
+    /// Linear learning-rate warm-up over this many steps.
+    pub warmup: u64,
+    pub seed: u64,
+    #[serde(default)]
+    pub reduce: Reduce,
+    #[serde(default)]
+    pub likelihood_weighting: bool,
+    /// EMA rate (0.999 for VE, 0.9999 for VP/sub-VP), with the warm-up
+    /// min(rate, (1 + n)/(10 + n)).
+    pub ema_rate: f32,
+    /// Global gradient-norm clip.
+    pub max_norm: f32,
+}
+
+impl TrainConfig {
+    /// DESIGN.md's recipe for an SDE named `sde` ("ve", "vp", "subvp").
+    pub fn recipe(sde: &str, batch: usize, seed: u64) -> Self {
+        TrainConfig {
+            batch,
+            lr: 2e-4,
+            warmup: 5000,
+            seed,
+            reduce: Reduce::Mean,
+            likelihood_weighting: false,
+            ema_rate: if sde == "ve" { 0.999 } else { 0.9999 },
+            max_norm: 1.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "learning rate must be positive, got {}",
+                self.lr
+            )));
+        }
+        if !(0.0..1.0).contains(&self.ema_rate) {
+            return Err(Error::Invalid(format!(
+                "EMA rate must be in [0, 1), got {}",
+                self.ema_rate
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a step reports when it read back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    pub step: u64,
+    pub loss: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+/// A model being trained: its weights, their EMA, Adam's moments, the step count.
+pub struct Trainer<B: NnBackend + TrainOps> {
+    pub model: ScoreModel<B>,
+    pub ema: Vec<B::Tensor>,
+    m: Vec<B::Tensor>,
+    v: Vec<B::Tensor>,
+    pub step: u64,
+    pub config: TrainConfig,
+}
+
+/// Checkpoint tensor names for the training state, beside the EMA weights.
+fn key(kind: &str, name: &str) -> String {
+    format!("train.{kind}.{name}")
+}
+
+impl<B: NnBackend + TrainOps> Trainer<B> {
+    pub fn new(be: &B, model: ScoreModel<B>, config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let zeros = |be: &B| -> Result<Vec<B::Tensor>> {
+            model.params.shapes.iter().map(|s| be.zeros(s)).collect()
+        };
+        let (m, v) = (zeros(be)?, zeros(be)?);
+        let ema = model.params.values.clone();
+        let step = model.meta.step;
+        Ok(Trainer {
+            model,
+            ema,
+            m,
+            v,
+            step,
+            config,
+        })
+    }
+
+    /// Resumes from a checkpoint written by [`Trainer::checkpoint`].
+    pub fn resume(be: &B, file: &ModelFile) -> Result<Self> {
+        let config: TrainConfig = file
+            .meta
+            .training
+            .clone()
+            .ok_or_else(|| Error::Invalid("this model file has no training state to resume from (it was not written by `scoredd train`)".into()))?;
+        let mut model = ScoreModel::from_file(be, file)?;
+        let ema = model.params.values.clone();
+        let take = |kind: &str| -> Result<Vec<B::Tensor>> {
+            model
+                .params
+                .names
+                .iter()
+                .zip(&model.params.shapes)
+                .map(|(n, s)| {
+                    let (shape, data) = file.extra.get(&key(kind, n)).ok_or_else(|| {
+                        Error::Invalid(format!("checkpoint lacks {}", key(kind, n)))
+                    })?;
+                    if shape != s {
+                        return Err(Error::Invalid(format!(
+                            "{}: shape {shape:?}, expected {s:?}",
+                            key(kind, n)
+                        )));
+                    }
+                    be.upload(data, s)
+                })
+                .collect()
+        };
+        let params = take("param")?;
+        let m = take("m")?;
+        let v = take("v")?;
+        model.params.values = params;
+        let step = file.meta.step;
+        Ok(Trainer {
+            model,
+            ema,
+            m,
+            v,
+            step,
+            config,
+        })
+    }
+
+    /// The model file: EMA weights as the model (what detection and sampling
+    /// use), the raw weights and Adam's moments as extras for resuming.
+    pub fn checkpoint(&self, be: &B) -> Result<ModelFile> {
+        let mut meta = self.model.meta.clone();
+        meta.step = self.step;
+        meta.training = Some(self.config.clone());
+        let read_all = |ts: &[B::Tensor]| ts.iter().map(|t| be.read(t)).collect::<Result<Vec<_>>>();
+        let weights = read_all(&self.ema)?;
+        let mut extra = std::collections::BTreeMap::new();
+        for (kind, ts) in [
+            ("param", &self.model.params.values),
+            ("m", &self.m),
+            ("v", &self.v),
+        ] {
+            for ((name, shape), data) in self
+                .model
+                .params
+                .names
+                .iter()
+                .zip(&self.model.params.shapes)
+                .zip(read_all(ts)?)
+            {
+                extra.insert(key(kind, name), (shape.clone(), data));
+            }
+        }
+        Ok(ModelFile {
+            meta,
+            weights,
+            extra,
+        })
+    }
+
+    /// One training step on `x0: [B, C, H, W]` (values in [0, 1]). Reads the
+    /// loss back only when `read` is true.
+    pub fn train_step(&mut self, be: &B, x0: &B::Tensor, read: bool) -> Result<Option<StepReport>> {
+        let cfg = &self.config;
+        let step = self.step + 1;
+        let b = be.shape(x0)[0];
+        let sde = self.model.sde.as_ref();
+        let mut u = vec![0.0f32; b];
+        RngStream::new(cfg.seed, TIME_STREAM)
+            .derive(step)
+            .fill_uniform(0, &mut u);
+        let t: Vec<f64> = u
+            .iter()
+            .map(|&u| T_EPS + (1.0 - T_EPS) * u as f64)
+            .collect();
+        let coef: Vec<_> = t
+            .iter()
+            .enumerate()
+            .map(|(i, &ti)| sde.perturb_coef(ti, i as u64))
+            .collect();
+        let (xt, z) = be.perturb(
+            x0,
+            &coef,
+            RngStream::new(cfg.seed, NOISE_STREAM).derive(step),
+        )?;
+        let opts = ForwardOpts {
+            record: true,
+            dropout: Some(RngStream::new(cfg.seed, DROPOUT_STREAM).derive(step)),
+            ..Default::default()
+        };
+        let f = self
+            .model
+            .net
+            .forward(be, &self.model.params, sde, &xt, &t, &opts)?;
+        let weights: Vec<f32> = t
+            .iter()
+            .map(|&ti| {
+                if cfg.likelihood_weighting {
+                    (sde.diffusion(ti) / sde.std(ti)).powi(2) as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let (loss, dout) =
+            be.dsm_loss(&f.out, &z, &weights, self.model.output_sign(), cfg.reduce)?;
+        let tape = f
+            .tape
+            .ok_or_else(|| Error::Invalid("internal: forward recorded no tape".into()))?;
+        let grads = self
+            .model
+            .net
+            .backward(be, &self.model.params, &tape, &dout)?;
+        drop(tape);
+        let mut total = be.zeros(&[1])?;
+        for g in grads.values.iter().flatten() {
+            total = be.add_sum_squares(&total, g)?;
+        }
+        let warm = if cfg.warmup == 0 {
+            1.0
+        } else {
+            (step as f32 / cfg.warmup as f32).min(1.0)
+        };
+        let hp = AdamStep {
+            max_norm: cfg.max_norm,
+            ..AdamStep::new(cfg.lr * warm, step)
+        };
+        let decay = cfg.ema_rate.min((1.0 + step as f32) / (10.0 + step as f32));
+        for (i, g) in grads.values.iter().enumerate() {
+            let Some(g) = g else { continue };
+            be.adam_step(
+                &mut self.model.params.values[i],
+                g,
+                &mut self.m[i],
+                &mut self.v[i],
+                &hp,
+                &total,
+            )?;
+            be.ema_update(&mut self.ema[i], &self.model.params.values[i], decay)?;
+        }
+        self.step = step;
+        self.model.meta.step = step;
+        if !read {
+            return Ok(None);
+        }
+        let loss = be.read(&loss)?[0];
+        let grad_norm = be.read(&total)?[0].sqrt();
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(Error::Diverged {
+                step,
+                detail: self.non_finite_report(be, &grads)?,
+            });
+        }
+        Ok(Some(StepReport {
+            step,
+            loss,
+            grad_norm,
+        }))
+    }
+
+    /// Names the parameters whose gradients are not finite.
+    fn non_finite_report(&self, be: &B, grads: &crate::nn::Grads<B::Tensor>) -> Result<String> {
+        let mut bad = Vec::new();
+        for (i, g) in grads.values.iter().enumerate() {
+            if let Some(g) = g {
+                if !be.is_finite(&be.sum_squares(g)?)? {
+                    bad.push(self.model.params.names[i].clone());
+                }
+            }
+        }
+        Ok(if bad.is_empty() {
+            "the loss is not finite (the gradients are)".into()
+        } else {
+            format!("non-finite gradients in {} (first: {}); the step was skipped, the weights are unchanged", bad.len(), bad[0])
+        })
+    }
+
+    /// The model with its EMA weights: what sampling and detection should use.
+    pub fn ema_model(&self) -> Result<ScoreModel<B>> {
+        let mut params = crate::nn::ParamStore::default();
+        params.names = self.model.params.names.clone();
+        params.shapes = self.model.params.shapes.clone();
+        params.inits = self.model.params.inits.clone();
+        params.values = self.ema.clone();
+        Ok(ScoreModel {
+            net: crate::nn::unet::UNet::new(self.model.net.config.clone())?,
+            params,
+            sde: self.model.meta.sde.build()?,
+            meta: self.model.meta.clone(),
+        })
+    }
+}
