@@ -173,3 +173,80 @@ pub fn hstack(panels: &[&RgbImage], gap: u32, background: Color) -> RgbImage {
     }
     out
 }
+
+/// A line chart of `ys` against `xs` (e.g. a loss curve): light raw points, a
+/// smoothed line on top, a grid; y from 0 to the 99th percentile so a few
+/// early spikes do not flatten the rest.
+pub fn curve(xs: &[f64], ys: &[f64], width: u32, height: u32) -> RgbImage {
+    let mut sorted: Vec<f64> = ys.iter().cloned().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let top = sorted
+        .get((sorted.len() * 99 / 100).min(sorted.len().saturating_sub(1)))
+        .cloned()
+        .unwrap_or(1.0)
+        .max(1e-12)
+        * 1.05;
+    let (x0, x1) = (
+        xs.first().cloned().unwrap_or(0.0),
+        xs.last()
+            .cloned()
+            .unwrap_or(1.0)
+            .max(xs.first().cloned().unwrap_or(0.0) + 1.0),
+    );
+    let mut c = Canvas::new(width, height, (x0, x1), (0.0, top), [255, 255, 255]);
+    let step = nice_step(top);
+    c.grid_y(step);
+    for (x, y) in xs.iter().zip(ys) {
+        if y.is_finite() {
+            c.disc(*x, y.min(top), 1.2, [150, 180, 220], 0.6);
+        }
+    }
+    let mut smooth = Vec::with_capacity(ys.len());
+    let mut acc = None;
+    for y in ys.iter().filter(|v| v.is_finite()) {
+        let a: f64 = acc.map_or(*y, |a: f64| 0.9 * a + 0.1 * y);
+        acc = Some(a);
+        smooth.push(a);
+    }
+    for (w, xw) in smooth.windows(2).zip(xs.windows(2)) {
+        c.line(
+            (xw[0], w[0].min(top)),
+            (xw[1], w[1].min(top)),
+            2.0,
+            [31, 119, 180],
+            1.0,
+        );
+    }
+    c.img
+}
+
+/// 1, 2 or 5 × a power of ten, giving about five grid lines up to `top`.
+fn nice_step(top: f64) -> f64 {
+    let raw = top / 5.0;
+    let p = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|s| *s >= raw)
+        .unwrap_or(p * 10.0)
+}
+
+impl Canvas {
+    /// Horizontal grid lines every `step` (a y-only [`Canvas::grid`]) and a frame.
+    pub fn grid_y(&mut self, step: f64) {
+        let (w, h) = (self.img.width() as i64, self.img.height() as i64);
+        let mut v = (self.y0 / step).ceil() * step;
+        while v <= self.y1 {
+            let py = self.to_px(0.0, v).1.floor() as i64;
+            for px in 0..w {
+                self.blend(px, py, [0, 0, 0], 0.12);
+            }
+            v += step;
+        }
+        for i in 0..w.max(h) {
+            for (x, y) in [(i, 0), (i, h - 1), (0, i), (w - 1, i)] {
+                self.blend(x, y, [0, 0, 0], 0.8);
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `scoredd train`: learn a score model from a folder of good images.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use scoredd::backend::train_ops::{Reduce, TrainOps};
+use scoredd::backend::{open_backend, BackendChoice, NnBackend};
+use scoredd::data::{self, Augment, BatchLoader, ImageSpec, Loaded};
+use scoredd::model_file::ModelFile;
+use scoredd::nn::score_model::ScoreModel;
+use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
+use scoredd::sde::SdeConfig;
+use scoredd::train::{TrainConfig, Trainer};
+use scoredd::{plot, with_backend, Error};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SdeKind {
+    Ve,
+    Vp,
+    Subvp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnDiverge {
+    /// Stop with an explanation (the last checkpoint is kept).
+    Stop,
+    /// Go back to the last checkpoint and continue with half the learning rate.
+    Rollback,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training images: an MVTec-style category folder (holding train/good), a root
+    /// of categories with --category, a plain folder of good images, or a folder
+    /// with MNIST's t10k idx files (with --digit).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub category: Option<String>,
+    /// MNIST digit to train on (one-class).
+    #[arg(long)]
+    pub digit: Option<u8>,
+    /// tiny | small | ncsnpp256 | a .json model config
+    #[arg(long, default_value = "small")]
+    pub config: String,
+    /// Image channels: 1 (grayscale) or 3 (RGB).
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    #[arg(long, value_enum, default_value_t = SdeKind::Ve)]
+    pub sde: SdeKind,
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f32,
+    /// Learning-rate warm-up steps (default: min(5000, steps/10)).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = ReduceArg::Mean)]
+    pub reduce: ReduceArg,
+    #[arg(long)]
+    pub likelihood_weighting: bool,
+    /// Random horizontal / vertical flips and random crops (max fraction trimmed).
+    #[arg(long)]
+    pub hflip: bool,
+    #[arg(long)]
+    pub vflip: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub crop: f32,
+    /// Output model file (also the checkpoint).
+    #[arg(long, default_value = "model.safetensors")]
+    pub out: PathBuf,
+    /// Continue from a checkpoint written by `scoredd train`.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Read the loss back every this many steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: u64,
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    #[arg(long, value_enum, default_value_t = OnDiverge::Rollback)]
+    pub on_diverge: OnDiverge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReduceArg {
+    Mean,
+    Sum,
+}
+
+pub fn run(choice: BackendChoice, args: TrainArgs) -> Result<(), Error> {
+    let (backend, why) = open_backend(choice)?;
+    eprintln!("{why}");
+    with_backend!(&backend, |b| train_on(b, &args))
+}
+
+fn model_config(args: &TrainArgs, embedding: TimeEmbedding) -> Result<UNetConfig, Error> {
+    if args.config.ends_with(".json") {
+        let text = std::fs::read_to_string(&args.config).map_err(|source| Error::Io {
+            path: args.config.clone(),
+            source,
+        })?;
+        let cfg: UNetConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", args.config)))?;
+        cfg.validate()?;
+        return Ok(cfg);
+    }
+    UNetConfig::preset(&args.config, args.channels, embedding)
+}
+
+/// Finds the training images the way the `--data` help describes.
+fn load_data(args: &TrainArgs, spec: ImageSpec) -> Result<(Loaded, String), Error> {
+    let root = match &args.category {
+        Some(c) => args.data.join(c),
+        None => args.data.clone(),
+    };
+    if root.join("train").join("good").is_dir() {
+        return Ok((
+            data::mvtec_train(&root, spec)?,
+            format!("{} (MVTec layout, train/good)", root.display()),
+        ));
+    }
+    let is_mnist = ["t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"]
+        .iter()
+        .any(|f| root.join(f).exists());
+    if is_mnist {
+        let digit = args.digit.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} holds MNIST: pass --digit 0-9 for one-class training",
+                root.display()
+            ))
+        })?;
+        return Ok((
+            data::mnist(&root, digit, spec)?,
+            format!("{} (MNIST digit {digit})", root.display()),
+        ));
+    }
+    if args.category.is_none() && !root.join("train").exists() {
+        let subdirs = std::fs::read_dir(&root)
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.path().join("train").join("good").is_dir())
+                    .count()
+            })
+            .unwrap_or(0);
+        if subdirs > 0 {
+            return Err(Error::Invalid(format!(
+                "{} holds {subdirs} MVTec categories: pick one with --category",
+                root.display()
+            )));
+        }
+    }
+    Ok((
+        data::folder(&root, spec)?,
+        format!("{} (folder of good images)", root.display()),
+    ))
+}
+
+fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Error> {
+    if args.steps == 0 {
+        return Err(Error::Invalid("--steps must be at least 1".into()));
+    }
+    if args.log_every == 0 || args.checkpoint_every == 0 {
+        return Err(Error::Invalid(
+            "--log-every and --checkpoint-every must be at least 1".into(),
+        ));
+    }
+    let mut trainer = match &args.resume {
+        Some(path) => {
+            let t = Trainer::resume(be, &ModelFile::load(path)?)?;
+            eprintln!("resuming {} at step {}", path.display(), t.step);
+            t
+        }
+        None => {
+            let embedding = if args.sde == SdeKind::Ve {
+                TimeEmbedding::Fourier
+            } else {
+                TimeEmbedding::Sinusoidal
+            };
+            let cfg = model_config(args, embedding)?;
+            // σmax: 50 for small images, 348 for MVTec-size ones (DESIGN.md).
+            let sde = match args.sde {
+                SdeKind::Ve => SdeConfig::ve(if cfg.image_size <= 64 { 50.0 } else { 348.0 }),
+                SdeKind::Vp => SdeConfig::vp(),
+                SdeKind::Subvp => SdeConfig::subvp(),
+            };
+            let model = ScoreModel::new(be, cfg, sde.clone(), args.seed)?;
+            let mut tc = TrainConfig::recipe(model.sde.name(), args.batch, args.seed);
+            tc.lr = args.lr;
+            tc.warmup = args.warmup.unwrap_or((args.steps / 10).min(5000));
+            tc.reduce = if args.reduce == ReduceArg::Sum {
+                Reduce::Sum
+            } else {
+                Reduce::Mean
+            };
+            tc.likelihood_weighting = args.likelihood_weighting;
+            Trainer::new(be, model, tc)?
+        }
+    };
+    let mc = trainer.model.net.config.clone();
+    let spec = ImageSpec {
+        size: mc.image_size,
+        channels: mc.channels,
+    };
+    let (loaded, what) = load_data(args, spec)?;
+    for s in &loaded.skipped {
+        eprintln!("skipped {}: {}", s.path, s.reason);
+    }
+    let params: usize = (0..trainer.model.params.len())
+        .filter(|&i| trainer.model.net.is_trainable(i))
+        .map(|i| trainer.model.params.shapes[i].iter().product::<usize>())
+        .sum();
+    eprintln!(
+        "data: {what}: {} images at {}×{}, {} channel(s); model: {params} parameters, {} SDE; batch {}",
+        loaded.images.len(),
+        spec.size,
+        spec.size,
+        spec.channels,
+        trainer.model.sde.name(),
+        trainer.config.batch
+    );
+    let augment = Augment {
+        hflip: args.hflip,
+        vflip: args.vflip,
+        crop: args.crop,
+    };
+    let start_step = trainer.step;
+    let end_step = args.steps.max(start_step);
+    if start_step >= end_step {
+        eprintln!(
+            "already at step {start_step} ≥ --steps {}: nothing to do",
+            args.steps
+        );
+        return Ok(());
+    }
+    let images = Arc::new(loaded.images);
+    let mut loader = BatchLoader::new(
+        images.clone(),
+        spec,
+        trainer.config.batch,
+        augment,
+        trainer.config.seed,
+        start_step,
+        BatchLoader::DEFAULT_PREFETCH,
+    )?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C while saving is ignored; the handler only sets the flag.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+
+    let log_path = args.out.with_extension("log.csv");
+    let new_log = args.resume.is_none() || !log_path.exists();
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| Error::Io {
+            path: log_path.display().to_string(),
+            source,
+        })?;
+    let io_err = |source| Error::Io {
+        path: log_path.display().to_string(),
+        source,
+    };
+    if new_log {
+        writeln!(log, "step,loss,grad_norm,lr,seconds").map_err(io_err)?;
+    }
+    let bar = ProgressBar::new(end_step - start_step);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ({eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut last_ckpt = trainer.checkpoint(be)?.to_bytes()?;
+    let t0 = Instant::now();
+    let mut smoothed: Option<f32> = None;
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut rollbacks = 0;
+    while trainer.step < end_step {
+        if stop.load(Ordering::SeqCst) {
+            bar.abandon_with_message("interrupted");
+            save(be, &trainer, &args.out)?;
+            eprintln!(
+                "interrupted at step {}: checkpoint saved to {} (continue with --resume {})",
+                trainer.step,
+                args.out.display(),
+                args.out.display()
+            );
+            return Ok(());
+        }
+        let batch = loader.next_batch()?;
+        let x = be.upload(&batch.data, &batch.shape)?;
+        let read = (trainer.step + 1) % args.log_every == 0 || trainer.step + 1 == end_step;
+        match trainer.train_step(be, &x, read) {
+            Ok(Some(r)) => {
+                let s = smoothed.map_or(r.loss, |s| 0.9 * s + 0.1 * r.loss);
+                smoothed = Some(s);
+                let secs = t0.elapsed().as_secs_f64();
+                let done = (trainer.step - start_step) as f64;
+                bar.set_message(format!(
+                    "loss {s:.4} | {:.1} img/s",
+                    done * trainer.config.batch as f64 / secs
+                ));
+                writeln!(
+                    log,
+                    "{},{},{},{},{:.3}",
+                    r.step, r.loss, r.grad_norm, trainer.config.lr, secs
+                )
+                .map_err(io_err)?;
+                xs.push(r.step as f64);
+                ys.push(r.loss as f64);
+            }
+            Ok(None) => {}
+            Err(Error::Diverged { step, detail })
+                if args.on_diverge == OnDiverge::Rollback && rollbacks < 3 =>
+            {
+                rollbacks += 1;
+                let mut back =
+                    Trainer::resume(be, &ModelFile::from_bytes(&last_ckpt, "last checkpoint")?)?;
+                back.config.lr = trainer.config.lr * 0.5;
+                bar.println(format!(
+                    "step {step}: {detail}; back to step {} with learning rate {}",
+                    back.step, back.config.lr
+                ));
+                trainer = back;
+                loader = BatchLoader::new(
+                    images.clone(),
+                    spec,
+                    trainer.config.batch,
+                    augment,
+                    trainer.config.seed ^ rollbacks,
+                    trainer.step,
+                    BatchLoader::DEFAULT_PREFETCH,
+                )?;
+                continue;
+            }
+            Err(e) => {
+                bar.abandon();
+                return Err(e);
+            }
+        }
+        bar.inc(1);
+        if trainer.step % args.checkpoint_every == 0 {
+            let file = trainer.checkpoint(be)?;
+            file.save(&args.out)?;
+            last_ckpt = file.to_bytes()?;
+        }
+    }
+    bar.finish_with_message(format!("loss {:.4}", smoothed.unwrap_or(f32::NAN)));
+    save(be, &trainer, &args.out)?;
+    let plot_path = args.out.with_extension("loss.png");
+    plot::save_png(&plot::curve(&xs, &ys, 640, 320), &plot_path)?;
+    println!(
+        "trained {} steps in {:.0} s; model: {}; loss log: {}; loss curve: {}",
+        trainer.step - start_step,
+        t0.elapsed().as_secs_f64(),
+        args.out.display(),
+        log_path.display(),
+        plot_path.display()
+    );
+    println!(
+        "see what it learned: scoredd sample --model {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn save<B: NnBackend + TrainOps>(be: &B, t: &Trainer<B>, path: &Path) -> Result<(), Error> {
+    t.checkpoint(be)?.save(path)
+}
