@@ -5,7 +5,7 @@ mod common;
 
 use common::{cpu, gpu};
 use scoredd::backend::train_ops::TrainOps;
-use scoredd::backend::NnBackend;
+use scoredd::backend::{Backend, NnBackend};
 use scoredd::model_file::ModelFile;
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
@@ -138,5 +138,31 @@ fn resuming_on_gpu_matches_within_1e5() {
     let (a, b) = resume_equivalence(&g, 3);
     for (x, y) in a.iter().zip(&b) {
         common::assert_close("resumed weights", y, x, 1e-5);
+    }
+}
+
+#[test]
+fn divergence_is_reported_and_never_writes_nan_weights() {
+    let c = cpu();
+    // An absurd learning rate: the weights run off until the loss is not finite.
+    let mut t = trainer(&c, 1e6);
+    let data = images(8);
+    let x = c.upload(&data, &[8, 1, 32, 32]).unwrap();
+    let mut diverged = None;
+    for _ in 0..50 {
+        match t.train_step(&c, &x, true) {
+            Ok(_) => {}
+            Err(scoredd::Error::Diverged { step, detail }) => {
+                diverged = Some((step, detail));
+                break;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    let (step, detail) = diverged.expect("a learning rate of 1e6 must diverge within 50 steps");
+    eprintln!("diverged at step {step}: {detail}");
+    assert!(!detail.is_empty());
+    for w in t.model.params.values.iter().chain(&t.ema) {
+        assert!(c.read(w).unwrap().iter().all(|v| !v.is_nan()), "NaN reached the weights");
     }
 }
