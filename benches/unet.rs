@@ -16,11 +16,13 @@ use std::time::Instant;
 
 use scoredd::backend::cpu::{CpuBackend, CpuTensor};
 use scoredd::backend::gpu::GpuBackend;
+use scoredd::backend::train_ops::TrainOps;
 use scoredd::backend::{Backend, NnBackend};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::nn::unet::{ForwardOpts, TimeEmbedding, UNetConfig};
 use scoredd::rng::RngStream;
 use scoredd::sde::SdeConfig;
+use scoredd::train::{TrainConfig, Trainer};
 
 fn median(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -84,6 +86,23 @@ fn time_model<B: NnBackend>(
         sync(g.values.iter().flatten().next().unwrap());
     });
     (fwd, fb)
+}
+
+/// Seconds per training step (loss, backward, clip, Adam, EMA) at batch `b`.
+fn time_train_step<B: NnBackend + TrainOps>(
+    be: &B,
+    cfg: &UNetConfig,
+    b: usize,
+    reps: usize,
+) -> f64 {
+    let model = ScoreModel::new(be, cfg.clone(), SdeConfig::ve(50.0), 0).unwrap();
+    let mut t = Trainer::new(be, model, TrainConfig::recipe("ve", b, 0)).unwrap();
+    let shape = [b, cfg.channels, cfg.image_size, cfg.image_size];
+    let x = be.upload(&input(shape.iter().product()), &shape).unwrap();
+    // Reading the loss back makes each timed step include all its device work.
+    median(reps, || {
+        t.train_step(be, &x, true).unwrap();
+    })
 }
 
 fn peer_ms(key: &str) -> Option<f64> {
@@ -176,7 +195,14 @@ fn main() {
         fb * 1e3,
         3.0 * gflop / fb
     );
+    let ts = time_train_step(&cpu, &cfg, b, reps);
+    println!(
+        "cpu train step        {:>12.1} ms = {:.1} images/s",
+        ts * 1e3,
+        b as f64 / ts
+    );
     if let (Some(pf), Some(pt)) = (peer_ms("forward_b8"), peer_ms("train_step")) {
+        println!("pytorch train step    {pt:>12.1} ms = {:.1} images/s; cpu backend images/s ÷ pytorch's: {:.2} (target ≥ 1.0)", b as f64 / pt * 1e3, pt / 1e3 / ts);
         println!("pytorch reference     {pf:>12.1} {:>8.1} {pt:>12.1}          (train step: fwd+bwd+clip+Adam)", gflop / pf * 1e3);
         println!(
             "cpu / pytorch: forward {:.2}×, fwd+bwd vs train step {:.2}× (target ≤ 1.0)",
@@ -186,11 +212,17 @@ fn main() {
     }
     match GpuBackend::new() {
         Ok(g) => {
-            let mg = ScoreModel::new(&g, cfg, SdeConfig::ve(50.0), 0).unwrap();
+            let mg = ScoreModel::new(&g, cfg.clone(), SdeConfig::ve(50.0), 0).unwrap();
             let sync = |t: &<GpuBackend as Backend>::Tensor| {
                 g.read(t).unwrap();
             };
             let (gf, gfb) = time_model(&g, &mg, b, reps.min(2), &sync);
+            let gts = time_train_step(&g, &cfg, b, 1);
+            println!(
+                "gpu train step        {:>12.1} ms = {:.2} images/s",
+                gts * 1e3,
+                b as f64 / gts
+            );
             println!(
                 "gpu ({})  {:>12.1} {:>8.1} {:>12.1} {:>8.1}",
                 g.ctx.info.name,

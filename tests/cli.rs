@@ -94,7 +94,22 @@ fn train_resume_and_sample_from_the_command_line() {
     let model = dir.join("m.safetensors");
     let train = |steps: &str, extra: &[&str]| {
         scoredd()
-            .args(["train", "--backend", "cpu", "--config", "tiny", "--batch", "4", "--log-every", "2", "--checkpoint-every", "3", "--steps", steps, "--data"])
+            .args([
+                "train",
+                "--backend",
+                "cpu",
+                "--config",
+                "tiny",
+                "--batch",
+                "4",
+                "--log-every",
+                "2",
+                "--checkpoint-every",
+                "3",
+                "--steps",
+                steps,
+                "--data",
+            ])
             .arg(dir.join("good"))
             .arg("--out")
             .arg(&model)
@@ -103,17 +118,44 @@ fn train_resume_and_sample_from_the_command_line() {
             .unwrap()
     };
     let out = train("4", &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(model.exists() && dir.join("m.log.csv").exists() && dir.join("m.loss.png").exists());
     let resume = train("8", &["--resume", model.to_str().unwrap()]);
-    assert!(resume.status.success(), "{}", String::from_utf8_lossy(&resume.stderr));
+    assert!(
+        resume.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resume.stderr)
+    );
     assert!(String::from_utf8_lossy(&resume.stderr).contains("resuming"));
     let f = scoredd::model_file::ModelFile::load(&model).unwrap();
     assert_eq!(f.meta.step, 8);
     let log = std::fs::read_to_string(dir.join("m.log.csv")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.starts_with("8,")).count(), 1, "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("8,")).count(),
+        1,
+        "{log}"
+    );
     let png = dir.join("s.png");
-    let s = scoredd().args(["sample", "--backend", "cpu", "--n", "4", "--steps", "5", "--model"]).arg(&model).arg("--out").arg(&png).output().unwrap();
+    let s = scoredd()
+        .args([
+            "sample",
+            "--backend",
+            "cpu",
+            "--n",
+            "4",
+            "--steps",
+            "5",
+            "--model",
+        ])
+        .arg(&model)
+        .arg("--out")
+        .arg(&png)
+        .output()
+        .unwrap();
     assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
     assert!(image::open(&png).is_ok());
     std::fs::remove_dir_all(&dir).ok();
@@ -124,11 +166,29 @@ fn training_on_no_usable_images_is_an_explained_error() {
     let dir = std::env::temp_dir().join(format!("scoredd-cli-empty-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
-    let out = scoredd().args(["train", "--backend", "cpu", "--config", "tiny", "--steps", "2", "--data"]).arg(&dir).arg("--out").arg(dir.join("m.safetensors")).output().unwrap();
+    let out = scoredd()
+        .args([
+            "train",
+            "--backend",
+            "cpu",
+            "--config",
+            "tiny",
+            "--steps",
+            "2",
+            "--data",
+        ])
+        .arg(&dir)
+        .arg("--out")
+        .arg(dir.join("m.safetensors"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error:") && !err.contains("panicked"), "{err}");
-    assert!(!dir.join("m.safetensors").exists(), "no model may be written without training data");
+    assert!(
+        !dir.join("m.safetensors").exists(),
+        "no model may be written without training data"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -138,15 +198,61 @@ fn a_save_killed_before_its_rename_leaves_the_old_model_intact() {
     // A process killed between the two leaves a stray .tmp and the previous model.
     let dir = image_folder("atomic", 4);
     let model = dir.join("m.safetensors");
-    let out = scoredd().args(["train", "--backend", "cpu", "--config", "tiny", "--batch", "2", "--steps", "2", "--data"]).arg(dir.join("good")).arg("--out").arg(&model).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = scoredd()
+        .args([
+            "train",
+            "--backend",
+            "cpu",
+            "--config",
+            "tiny",
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--data",
+        ])
+        .arg(dir.join("good"))
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before = std::fs::read(&model).unwrap();
     std::fs::write(dir.join("m.safetensors.tmp"), &before[..before.len() / 3]).unwrap();
-    assert_eq!(scoredd::model_file::ModelFile::load(&model).unwrap().meta.step, 2, "the old model still loads");
+    assert_eq!(
+        scoredd::model_file::ModelFile::load(&model)
+            .unwrap()
+            .meta
+            .step,
+        2,
+        "the old model still loads"
+    );
     // Resuming works and the next save replaces the stray temp file.
-    let out = scoredd().args(["train", "--backend", "cpu", "--steps", "3", "--data"]).arg(dir.join("good")).arg("--out").arg(&model).arg("--resume").arg(&model).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(scoredd::model_file::ModelFile::load(&model).unwrap().meta.step, 3);
+    let out = scoredd()
+        .args(["train", "--backend", "cpu", "--steps", "3", "--data"])
+        .arg(dir.join("good"))
+        .arg("--out")
+        .arg(&model)
+        .arg("--resume")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        scoredd::model_file::ModelFile::load(&model)
+            .unwrap()
+            .meta
+            .step,
+        3
+    );
     assert!(!dir.join("m.safetensors.tmp").exists());
     std::fs::remove_dir_all(&dir).ok();
 }

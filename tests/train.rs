@@ -163,6 +163,9 @@ fn divergence_is_reported_and_never_writes_nan_weights() {
     eprintln!("diverged at step {step}: {detail}");
     assert!(!detail.is_empty());
     for w in t.model.params.values.iter().chain(&t.ema) {
-        assert!(c.read(w).unwrap().iter().all(|v| !v.is_nan()), "NaN reached the weights");
+        assert!(
+            c.read(w).unwrap().iter().all(|v| !v.is_nan()),
+            "NaN reached the weights"
+        );
     }
 }
