@@ -318,6 +318,7 @@ impl<B: NnBackend + TrainOps> Trainer<B> {
         params.names = self.model.params.names.clone();
         params.shapes = self.model.params.shapes.clone();
         params.inits = self.model.params.inits.clone();
+        params.fixed_host = self.model.params.fixed_host.clone();
         params.values = self.ema.clone();
         Ok(ScoreModel {
             net: crate::nn::unet::UNet::new(self.model.net.config.clone())?,

@@ -26,6 +26,9 @@ pub enum Init {
     },
     Zeros,
     Ones,
+    /// Not trained: set by the model after init (e.g. Fourier frequencies). The
+    /// store keeps a host copy so forward passes need no device readback.
+    Fixed,
 }
 
 /// Named parameter tensors. Names follow a stable, readable scheme such as
@@ -35,6 +38,8 @@ pub struct ParamStore<T> {
     pub shapes: Vec<Vec<usize>>,
     pub inits: Vec<Init>,
     pub values: Vec<T>,
+    /// Host copies of the [`Init::Fixed`] parameters (None for trained ones).
+    pub fixed_host: Vec<Option<Vec<f32>>>,
 }
 
 impl<T> Default for ParamStore<T> {
@@ -44,6 +49,7 @@ impl<T> Default for ParamStore<T> {
             shapes: Vec::new(),
             inits: Vec::new(),
             values: Vec::new(),
+            fixed_host: Vec::new(),
         }
     }
 }
@@ -67,6 +73,11 @@ impl<T: Clone> ParamStore<T> {
             .iter()
             .map(|s| s.iter().product::<usize>())
             .sum()
+    }
+
+    /// Whether training updates parameter `i` ([`Init::Fixed`] ones are not).
+    pub fn is_trainable(&self, i: usize) -> bool {
+        self.inits.get(i) != Some(&Init::Fixed)
     }
 
     pub fn id(&self, name: &str) -> Option<ParamId> {
@@ -101,7 +112,7 @@ impl ParamSpec {
             .map(|(i, (shape, init))| {
                 let n: usize = shape.iter().product();
                 match *init {
-                    Init::Zeros => vec![0.0; n],
+                    Init::Zeros | Init::Fixed => vec![0.0; n],
                     Init::Ones => vec![1.0; n],
                     Init::FanAvg {
                         scale,
@@ -138,6 +149,12 @@ impl ParamSpec {
         for (i, v) in values.iter().enumerate() {
             out.values.push(backend.upload(v, &self.shapes[i])?);
         }
+        out.fixed_host = self
+            .inits
+            .iter()
+            .zip(values)
+            .map(|(i, v)| (*i == Init::Fixed).then(|| v.clone()))
+            .collect();
         out.names = self.names.clone();
         out.shapes = self.shapes.clone();
         out.inits = self.inits.clone();

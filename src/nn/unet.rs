@@ -218,8 +218,8 @@ impl UNet {
         let mut ps = ParamSpec::default();
         let (nf, tdim) = (c.nf, c.tdim());
         let fourier_w = (c.embedding == TimeEmbedding::Fourier).then(|| {
-            // Fixed, not trained: N(0, scale²) frequencies (Init::FanAvg is not used).
-            ps.add("temb.fourier.W".into(), vec![nf], Init::Zeros)
+            // Fixed, not trained: N(0, scale²) frequencies drawn in `init_values`.
+            ps.add("temb.fourier.W".into(), vec![nf], Init::Fixed)
         });
         let temb0 = Linear::new(&mut ps, "temb.0", c.emb_in(), tdim);
         let temb1 = Linear::new(&mut ps, "temb.1", tdim, tdim);
@@ -319,7 +319,7 @@ impl UNet {
 
     /// Trainable parameters (the Fourier frequencies are fixed).
     pub fn is_trainable(&self, i: usize) -> bool {
-        self.fourier_w.map(|id| id.0) != Some(i)
+        self.spec.inits.get(i) != Some(&Init::Fixed)
     }
 
     /// Every feature map a forward pass can return: `down.{i}.block.{j}`,
@@ -410,8 +410,12 @@ impl UNet {
                 known.join(", ")
             )));
         }
+        // The fixed frequencies come from the store's host copy: no readback.
         let fw = match self.fourier_w {
-            Some(id) => be.read(p.get(id))?,
+            Some(id) => match p.fixed_host.get(id.0).and_then(|h| h.as_ref()) {
+                Some(h) => h.clone(),
+                None => be.read(p.get(id))?,
+            },
             None => vec![],
         };
         let temb_in = be.upload(&self.embed_times(sde, t, &fw), &[t.len(), c.emb_in()])?;
