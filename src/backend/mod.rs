@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod gpu;
 pub mod nn_ops;
 mod select;
+pub(crate) mod shape_check;
 pub mod train_ops;
 
 pub use nn_ops::{Conv2dGrads, GroupNormGrads, GroupNormOut, LayerOps, MatOps, NnBackend};

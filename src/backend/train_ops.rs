@@ -145,12 +145,7 @@ pub(crate) mod check {
     use crate::backend::numel;
     use crate::error::{Error, Result};
 
-    pub fn same(op: &'static str, what: &str, a: &[usize], b: &[usize]) -> Result<()> {
-        if a != b {
-            return Err(Error::shape(op, format!("{what}: {a:?} vs {b:?}")));
-        }
-        Ok(())
-    }
+    pub(crate) use crate::backend::shape_check::same_shape as same;
 
     pub fn scalar(op: &'static str, what: &str, s: &[usize]) -> Result<()> {
         if numel(op, s)? != 1 {

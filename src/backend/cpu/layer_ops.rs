@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use super::{alloc_zeros, CpuBackend, CpuTensor};
 use crate::backend::nn_ops::{GroupNormGrads, GroupNormOut, LayerOps};
 use crate::backend::numel;
+use crate::backend::shape_check::{channel_dims, group_size, image_dims, same_shape};
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
 
@@ -98,36 +99,6 @@ fn centered_dot_f64(d: &[f32], v: &[f32], m: f64) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
-}
-
-/// `[B, C, …]` → (B, C, elements per channel plane).
-pub(super) fn channel_dims(op: &'static str, shape: &[usize]) -> Result<(usize, usize, usize)> {
-    if shape.len() < 2 {
-        return Err(Error::shape(
-            op,
-            format!("{shape:?}: need at least [batch, channels]"),
-        ));
-    }
-    Ok((shape[0], shape[1], numel(op, &shape[2..])?))
-}
-
-/// `[B, C, H, W]` → (B·C, H, W).
-fn image_dims(op: &'static str, shape: &[usize]) -> Result<(usize, usize, usize)> {
-    if shape.len() != 4 {
-        return Err(Error::shape(
-            op,
-            format!("{shape:?}: need a 4-D [B, C, H, W] tensor"),
-        ));
-    }
-    numel(op, shape)?;
-    Ok((shape[0] * shape[1], shape[2], shape[3]))
-}
-
-fn same_shape(op: &'static str, what: &str, a: &[usize], b: &[usize]) -> Result<()> {
-    if a != b {
-        return Err(Error::shape(op, format!("{what}: {a:?} vs {b:?}")));
-    }
-    Ok(())
 }
 
 /// Planes per parallel task, so each task gets about [`CHUNK`] elements.
@@ -756,17 +727,6 @@ impl LayerOps for CpuBackend {
         });
         Ok(tensor(out, rest))
     }
-}
-
-/// Channels per group, checking that `groups` divides `c`.
-fn group_size(op: &'static str, c: usize, groups: usize) -> Result<usize> {
-    if groups == 0 || !c.is_multiple_of(groups) {
-        return Err(Error::shape(
-            op,
-            format!("{c} channels cannot form {groups} equal groups"),
-        ));
-    }
-    Ok(c / groups)
 }
 
 #[cfg(test)]

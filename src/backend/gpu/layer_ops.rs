@@ -16,34 +16,9 @@ use super::kernels::{self, Kernel};
 use super::{grid_1d, u32_of, GpuBackend, GpuTensor};
 use crate::backend::nn_ops::{GroupNormGrads, GroupNormOut, LayerOps};
 use crate::backend::numel;
+use crate::backend::shape_check::{channel_dims, group_size, image_dims, same_shape};
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
-
-/// `[B, C, …]` → (B, C, elements per channel plane).
-fn channel_dims(op: &'static str, shape: &[usize]) -> Result<(usize, usize, usize)> {
-    if shape.len() < 2 {
-        return Err(Error::shape(
-            op,
-            format!("{shape:?}: need at least [batch, channels]"),
-        ));
-    }
-    numel(op, shape)?;
-    // Row lengths C·S are used even when B = 0.
-    numel(op, &shape[1..])?;
-    Ok((shape[0], shape[1], numel(op, &shape[2..])?))
-}
-
-/// `[B, C, H, W]` → (B·C, H, W).
-fn image_dims(op: &'static str, shape: &[usize]) -> Result<(usize, usize, usize)> {
-    if shape.len() != 4 {
-        return Err(Error::shape(
-            op,
-            format!("{shape:?}: need a 4-D [B, C, H, W] tensor"),
-        ));
-    }
-    numel(op, shape)?;
-    Ok((shape[0] * shape[1], shape[2], shape[3]))
-}
 
 /// `[B, C, 2H, 2W]` for `[B, C, H, W]`.
 fn doubled(op: &'static str, shape: &[usize]) -> Result<[usize; 4]> {
@@ -66,24 +41,6 @@ fn even_dims(op: &'static str, shape: &[usize], h: usize, w: usize) -> Result<()
         ));
     }
     Ok(())
-}
-
-fn same_shape(op: &'static str, what: &str, a: &[usize], b: &[usize]) -> Result<()> {
-    if a != b {
-        return Err(Error::shape(op, format!("{what}: {a:?} vs {b:?}")));
-    }
-    Ok(())
-}
-
-/// Channels per group, checking that `groups` divides `c`.
-fn group_size(op: &'static str, c: usize, groups: usize) -> Result<usize> {
-    if groups == 0 || !c.is_multiple_of(groups) {
-        return Err(Error::shape(
-            op,
-            format!("{c} channels cannot form {groups} equal groups"),
-        ));
-    }
-    Ok(c / groups)
 }
 
 /// Element count of `t` as the kernels index it.
