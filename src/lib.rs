@@ -26,6 +26,7 @@ pub mod backend;
 pub mod data;
 pub mod error;
 pub mod method;
+pub mod metrics;
 pub mod model_file;
 pub mod nn;
 pub mod plot;
