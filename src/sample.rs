@@ -10,7 +10,7 @@ use crate::rng::RngStream;
 use crate::sde::prior_sample;
 
 /// `n` samples `[n, C, H, W]` after `steps` steps from t = 1 to the SDE's ε;
-/// `progress(i)` is called after each step.
+/// `progress(i)` is called after each step; a final denoising step follows.
 pub fn sample<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
@@ -45,7 +45,11 @@ pub fn sample<B: NnBackend>(
         }
         progress(i + 1);
     }
-    Ok(x)
+    // Remove the noise left at ε with one Tweedie step, E[x0 | x] = (x + σ²·s)/μ
+    // (score_sde's `denoise = True`).
+    let s = model.score(be, &x, &vec![eps; n])?;
+    let (mu, sigma) = (sde.mean_coef(eps), sde.std(eps));
+    be.axpby((1.0 / mu) as f32, &x, (sigma * sigma / mu) as f32, &s)
 }
 
 /// Tiles `[n, C, H, W]` images (values clamped to [0, 1]) into a grid picture.

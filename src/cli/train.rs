@@ -289,6 +289,10 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
         if stop.load(Ordering::SeqCst) {
             bar.abandon_with_message("interrupted");
             save(be, &trainer, &args.out)?;
+            plot::save_png(
+                &plot::curve(&xs, &ys, 640, 320),
+                &args.out.with_extension("loss.png"),
+            )?;
             eprintln!(
                 "interrupted at step {}: checkpoint saved to {} (continue with --resume {})",
                 trainer.step,
