@@ -24,6 +24,8 @@ pub struct GpuContext {
     /// First error wgpu reported outside an error scope, and a lost device's reason.
     errors: Arc<Mutex<Option<wgpu::Error>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// A 16-byte buffer bound where a kernel's optional input is absent.
+    placeholder: RefCell<Option<wgpu::Buffer>>,
 }
 
 /// One buffer bound to a kernel, in binding order after the uniform at binding 0.
@@ -101,6 +103,7 @@ impl GpuContext {
             pipelines: RefCell::default(),
             errors,
             lost,
+            placeholder: RefCell::new(None),
         })
     }
 
@@ -149,6 +152,17 @@ impl GpuContext {
         });
         self.check(op)?;
         Ok(buf)
+    }
+
+    /// The shared stand-in for an absent optional input (e.g. no bias): a bound
+    /// buffer may not be both read and written, so the output cannot stand in.
+    pub fn placeholder(&self) -> Result<wgpu::Buffer> {
+        if let Some(b) = self.placeholder.borrow().as_ref() {
+            return Ok(b.clone());
+        }
+        let b = self.storage("placeholder", 16)?;
+        *self.placeholder.borrow_mut() = Some(b.clone());
+        Ok(b)
     }
 
     /// A storage buffer holding `data` (padded to 16 bytes).

@@ -239,7 +239,7 @@ impl GpuBackend {
             kernels::CONV2D_K3S1
         };
         // The forward kernel binds a bias; with has_bias = 0 it is never read.
-        let no_bias = self.ctx.storage(OP, 16)?;
+        let no_bias = self.ctx.placeholder()?;
         self.ctx.dispatch(
             kernel,
             &[],

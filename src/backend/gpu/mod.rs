@@ -377,7 +377,7 @@ impl Backend for GpuBackend {
         // A bound buffer may not be both read and written: without a bias, bind a dummy.
         let bias_buf = match bias {
             Some(b) => b.buf.clone(),
-            None => Arc::new(self.ctx.storage(OP, 16)?),
+            None => Arc::new(self.ctx.placeholder()?),
         };
         self.ctx.dispatch(
             kernel,
