@@ -120,6 +120,8 @@ pub struct Loaded {
     /// One per image (MNIST: `<images file>#<index>`).
     pub paths: Vec<String>,
     pub skipped: Vec<Skipped>,
+    /// Each image's size on disk (width, height), before resizing to the spec.
+    pub original_sizes: Vec<(u32, u32)>,
 }
 
 /// One test image.
@@ -248,8 +250,8 @@ fn to_tensor(img: &DynamicImage, spec: ImageSpec) -> Vec<f32> {
     }
 }
 
-fn load_one(path: &Path, spec: ImageSpec) -> std::result::Result<Vec<f32>, String> {
-    decode(path).map(|img| to_tensor(&img, spec))
+fn load_one(path: &Path, spec: ImageSpec) -> std::result::Result<(Vec<f32>, (u32, u32)), String> {
+    decode(path).map(|img| (to_tensor(&img, spec), (img.width(), img.height())))
 }
 
 /// Sorted directory entries (files and folders), or a clear error.
@@ -328,9 +330,10 @@ fn load_folder(dir: &Path, spec: ImageSpec, what: &str) -> Result<Loaded> {
     let mut loaded = Loaded::default();
     for (p, r) in files.iter().zip(decoded) {
         match r {
-            Ok(img) => {
+            Ok((img, dims)) => {
                 loaded.images.push(img);
                 loaded.paths.push(display(p));
+                loaded.original_sizes.push(dims);
             }
             Err(reason) => skipped.push(Skipped {
                 path: display(p),
@@ -345,6 +348,85 @@ fn load_folder(dir: &Path, spec: ImageSpec, what: &str) -> Result<Loaded> {
     }
     loaded.skipped = skipped;
     Ok(loaded)
+}
+
+/// Images named on a command line: files, and folders (their image files, not
+/// recursive, in file-name order). Unreadable or undecodable files are skipped
+/// and listed in [`Loaded::skipped`]; only a missing path or no usable image at
+/// all is an error.
+pub fn inputs(paths: &[PathBuf], spec: ImageSpec) -> Result<Loaded> {
+    spec.validate()?;
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let (f, s) = image_files(p, "input folder")?;
+            files.extend(f);
+            skipped.extend(s);
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(Error::Invalid(format!(
+                "{} does not exist (give image files or folders)",
+                display(p)
+            )));
+        }
+    }
+    let decoded: Vec<_> = files.par_iter().map(|p| load_one(p, spec)).collect();
+    let mut loaded = Loaded::default();
+    for (p, r) in files.iter().zip(decoded) {
+        match r {
+            Ok((img, dims)) => {
+                loaded.images.push(img);
+                loaded.paths.push(display(p));
+                loaded.original_sizes.push(dims);
+            }
+            Err(reason) => skipped.push(Skipped {
+                path: display(p),
+                reason,
+            }),
+        }
+    }
+    if loaded.images.is_empty() {
+        let what = match skipped.first() {
+            Some(s) => format!(
+                "{} input(s) skipped (first: {}: {})",
+                skipped.len(),
+                s.path,
+                s.reason
+            ),
+            None => "no image files found".into(),
+        };
+        return Err(Error::Invalid(format!("no usable images: {what}")));
+    }
+    loaded.skipped = skipped;
+    Ok(loaded)
+}
+
+/// Splits `n` training images (in their stable order) into those trained on
+/// and those held out for the detector's calibration: every k-th image with
+/// k = round(1/fraction), at least one held out when fraction > 0 and n ≥ 2.
+/// A pure function of (n, fraction), so `calibrate` finds exactly the images
+/// `train` left out.
+pub fn holdout_split(n: usize, fraction: f64) -> (Vec<usize>, Vec<usize>) {
+    if fraction.is_nan() || fraction <= 0.0 || n < 2 {
+        return ((0..n).collect(), Vec::new());
+    }
+    let k = ((1.0 / fraction.min(0.5)).round() as usize).clamp(2, n);
+    (0..n).partition(|&i| i % k != k - 1)
+}
+
+/// Keeps the images at `keep` (in that order).
+pub fn select(loaded: &Loaded, keep: &[usize]) -> Loaded {
+    Loaded {
+        images: keep.iter().map(|&i| loaded.images[i].clone()).collect(),
+        paths: keep.iter().map(|&i| loaded.paths[i].clone()).collect(),
+        skipped: loaded.skipped.clone(),
+        original_sizes: keep
+            .iter()
+            .filter_map(|&i| loaded.original_sizes.get(i).copied())
+            .collect(),
+    }
 }
 
 /// A plain folder of good images: every file with an image extension, not
@@ -629,10 +711,12 @@ pub fn mnist(dir: impl AsRef<Path>, digit: u8, spec: ImageSpec) -> Result<Loaded
         .iter()
         .map(|i| format!("{}#{i}", display(&ipath)))
         .collect();
+    let original_sizes = vec![(cols as u32, rows as u32); images.len()];
     Ok(Loaded {
         images,
         paths,
         skipped: Vec::new(),
+        original_sizes,
     })
 }
 

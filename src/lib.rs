@@ -22,9 +22,13 @@
 //! ```
 
 pub mod backend;
+pub mod calibrate;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;
+pub mod detect;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod evaluate;
 pub mod method;
 pub mod metrics;
 pub mod model_file;
@@ -33,8 +37,13 @@ pub mod plot;
 pub mod rng;
 pub mod sample;
 pub mod sde;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod synth;
 pub mod toy;
 pub mod train;
+pub mod viz;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use backend::{Backend, BackendChoice};
 pub use error::{Error, Result};

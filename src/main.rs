@@ -45,6 +45,17 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Draw images from a trained model and save them as a grid PNG.
     Sample(cli::sample::SampleArgs),
+    /// Fit the detector to a trained model on held-out normal images: the verdict
+    /// threshold and, with --auto, {t} and taps chosen on synthetic defects.
+    Calibrate(cli::calibrate::CalibrateArgs),
+    /// Heat maps, masks and verdicts for image files or folders (a JSON line per image).
+    Detect(cli::detect::DetectArgs),
+    /// Evaluate on an MVTec-layout test split: report.json, report.md, gallery.png.
+    Eval(cli::eval::EvalArgs),
+    /// Write a reproducible synthetic texture data set with defects (MVTec layout).
+    Synth(cli::synth::SynthArgs),
+    /// The whole thing in one go: synthesise data, train, calibrate, evaluate.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,5 +90,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Toy { draws, seed, out } => cli::toy::run(cli.backend, draws, seed, &out),
         Command::Train(args) => cli::train::run(cli.backend, args),
         Command::Sample(args) => cli::sample::run(cli.backend, args),
+        Command::Calibrate(args) => cli::calibrate::run(cli.backend, args),
+        Command::Detect(args) => cli::detect::run(cli.backend, args),
+        Command::Eval(args) => cli::eval::run(cli.backend, args).map(|_| ()),
+        Command::Synth(args) => cli::synth::run(&args),
+        Command::Demo(args) => cli::demo::run(cli.backend, args),
     }
 }

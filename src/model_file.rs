@@ -28,6 +28,9 @@ pub struct DetectionSettings {
     pub sampler: Sampler,
     /// Feature maps compared (names from `UNet::tap_names`).
     pub taps: Vec<String>,
+    /// Gaussian smoothing of the map, σ in model pixels (0 = off).
+    #[serde(default)]
+    pub smooth: f32,
 }
 
 impl Default for DetectionSettings {
@@ -38,6 +41,7 @@ impl Default for DetectionSettings {
             r: 1,
             sampler: Sampler::Ode,
             taps: vec!["up.1".into(), "up.2".into()],
+            smooth: 0.0,
         }
     }
 }
@@ -50,6 +54,51 @@ pub struct Calibration {
     /// Raw scores mapped to 0 and 1 (e.g. median and a high quantile of normal images).
     pub low: f64,
     pub high: f64,
+    /// Quantile of the held-out normal scores the threshold sits at.
+    #[serde(default)]
+    pub quantile: f64,
+    /// How many held-out normal images the threshold came from.
+    #[serde(default)]
+    pub normals: usize,
+}
+
+impl Calibration {
+    /// A raw score mapped piecewise-linearly to [0, 1]: `low` → 0, the
+    /// threshold → 0.5, `high` → 1 (clamped), so 0.5 is the verdict line.
+    pub fn normalise(&self, score: f64) -> f64 {
+        let v = if score < self.threshold {
+            0.5 * (score - self.low) / (self.threshold - self.low).max(f64::MIN_POSITIVE)
+        } else {
+            0.5 + 0.5 * (score - self.threshold)
+                / (self.high - self.threshold).max(f64::MIN_POSITIVE)
+        };
+        if v.is_nan() {
+            1.0
+        } else {
+            v.clamp(0.0, 1.0)
+        }
+    }
+
+    /// Whether a raw score is called defective.
+    pub fn is_defect(&self, score: f64) -> bool {
+        score >= self.threshold
+    }
+}
+
+/// How the detector's {t} and taps were chosen (by `scoredd calibrate --auto`):
+/// pixel/image AUROC on synthetic defects pasted onto held-out normal images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    pub normals: usize,
+    pub defects: usize,
+    pub default_ts: Vec<f64>,
+    pub default_taps: Vec<String>,
+    pub default_pixel_auroc: f64,
+    pub default_image_auroc: f64,
+    pub chosen_pixel_auroc: f64,
+    pub chosen_image_auroc: f64,
+    /// Combinations scored.
+    pub candidates: usize,
 }
 
 /// Everything but the weights.
@@ -64,6 +113,9 @@ pub struct ModelMeta {
     pub detection: DetectionSettings,
     #[serde(default)]
     pub calibration: Option<Calibration>,
+    /// Present when {t} and taps were chosen automatically.
+    #[serde(default)]
+    pub selection: Option<Selection>,
     /// The training recipe, in files written by `scoredd train` (for resuming).
     #[serde(default)]
     pub training: Option<crate::train::TrainConfig>,

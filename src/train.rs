@@ -39,6 +39,10 @@ pub struct TrainConfig {
     pub ema_rate: f32,
     /// Global gradient-norm clip.
     pub max_norm: f32,
+    /// Fraction of the training images left out (every k-th, see
+    /// `data::holdout_split`) for the detector's calibration.
+    #[serde(default)]
+    pub holdout: f64,
 }
 
 impl TrainConfig {
@@ -53,6 +57,7 @@ impl TrainConfig {
             likelihood_weighting: false,
             ema_rate: if sde == "ve" { 0.999 } else { 0.9999 },
             max_norm: 1.0,
+            holdout: 0.0,
         }
     }
 

@@ -610,3 +610,21 @@ fn mtd_dataset_loads() {
     // Tiny defects can vanish at 64 px under nearest-neighbour; most must survive.
     assert!(with_defect_pixels > 300, "{with_defect_pixels}");
 }
+
+#[test]
+fn holdout_split_is_every_kth_image_and_covers_all() {
+    use scoredd::data::holdout_split;
+    assert_eq!(holdout_split(10, 0.1), ((0..9).collect(), vec![9]));
+    let (train, held) = holdout_split(762, 0.1);
+    assert_eq!(held.len(), 76);
+    assert!(held.iter().all(|i| i % 10 == 9));
+    let mut all: Vec<usize> = train.iter().chain(&held).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..762).collect::<Vec<_>>());
+    assert_eq!(holdout_split(5, 0.0), ((0..5).collect(), vec![]));
+    assert_eq!(holdout_split(1, 0.3), (vec![0], vec![]));
+    assert_eq!(holdout_split(4, f64::NAN).1, Vec::<usize>::new());
+    // A fraction over a half is capped: never more held out than trained on.
+    let (t, h) = holdout_split(10, 0.9);
+    assert!(h.len() <= t.len() && !h.is_empty());
+}

@@ -1427,3 +1427,38 @@ fn dropout_mask_follows_the_stream() {
         }
     }
 }
+
+#[test]
+fn pair_distance_matches_naive() {
+    let c = cpu();
+    let (n, ch, h, w) = (3usize, 5usize, 4usize, 6usize);
+    let s = h * w;
+    let x = rand_vec(2 * n * ch * s, 61);
+    let got = c.pair_distance(&up(&c, &x, &[2 * n, ch, h, w])).unwrap();
+    assert_eq!(got.shape, [n, h, w]);
+    let want: Vec<f32> = (0..n * s)
+        .map(|i| {
+            let (k, p) = (i / s, i % s);
+            (0..ch)
+                .map(|q| {
+                    let d = x[(k * ch + q) * s + p] as f64 - x[((n + k) * ch + q) * s + p] as f64;
+                    d * d
+                })
+                .sum::<f64>()
+                .sqrt() as f32
+        })
+        .collect();
+    assert_close("pair_distance", &rd(&c, &got), &want, 1e-6);
+    // Identical halves are at distance zero; an odd batch is refused.
+    let same = [x[..n * ch * s].to_vec(), x[..n * ch * s].to_vec()].concat();
+    let zero = rd(
+        &c,
+        &c.pair_distance(&up(&c, &same, &[2 * n, ch, h, w])).unwrap(),
+    );
+    assert!(zero.iter().all(|&v| v == 0.0));
+    expect_shape(
+        "pairs",
+        c.pair_distance(&up(&c, &x[..ch * s * 3], &[3, ch, h, w])),
+        "pair_distance",
+    );
+}

@@ -500,3 +500,19 @@ fn bad_shapes_are_shape_errors() {
     shape_err("split too many", g.split_channels(&x, 7));
     shape_err("sum_batch scalar", g.sum_batch(&t(&[])));
 }
+
+#[test]
+fn pair_distance_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let shapes: [&[usize]; 3] = [&[6, 5, 7, 9], &[2, 64, 16, 16], &[10, 1, 3, 3]];
+    for (i, s) in shapes.iter().enumerate() {
+        let inp = inputs(&[s], 40 + i as u64);
+        check(
+            &format!("pair_distance {s:?}"),
+            on_both!(&c, &g, &inp, |be, t| vec![be.pair_distance(&t[0])?]),
+        );
+    }
+    let odd = g.zeros(&[3, 2, 4, 4]).unwrap();
+    assert!(matches!(g.pair_distance(&odd), Err(Error::Shape { .. })));
+}

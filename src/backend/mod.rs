@@ -12,7 +12,9 @@ pub(crate) mod shape_check;
 pub mod train_ops;
 
 pub use nn_ops::{Conv2dGrads, GroupNormGrads, GroupNormOut, LayerOps, MatOps, NnBackend};
-pub use select::{open_backend, AnyBackend, BackendChoice};
+#[cfg(not(target_arch = "wasm32"))]
+pub use select::open_backend;
+pub use select::{AnyBackend, BackendChoice};
 pub use train_ops::{AdamStep, Reduce, TrainOps};
 
 use crate::error::{Error, Result};

@@ -153,6 +153,12 @@ pub trait LayerOps: Backend {
 
     /// Σ over the first axis: `[B, …]` → `[…]`.
     fn sum_batch(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Score-DD's feature distance. `x: [2N, C, H, W]` holds a feature map of
+    /// the batch [x'; x''] (sample n and N + n are a pair); the result `[N, H, W]`
+    /// is the per-pixel Euclidean distance over channels,
+    /// sqrt(Σ_c (x[n, c] − x[N + n, c])²).
+    fn pair_distance(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 }
 
 /// Everything the score network needs.

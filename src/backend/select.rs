@@ -2,6 +2,7 @@
 
 use super::cpu::CpuBackend;
 use super::gpu::GpuBackend;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::Result;
 
 /// What the user asked for.

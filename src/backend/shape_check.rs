@@ -47,3 +47,15 @@ pub(crate) fn group_size(op: &'static str, c: usize, groups: usize) -> Result<us
     }
     Ok(c / groups)
 }
+
+/// `[2N, C, H, W]` (a batch of pairs) → (N, C, H·W).
+pub(crate) fn pair_dims(op: &'static str, shape: &[usize]) -> Result<(usize, usize, usize)> {
+    image_dims(op, shape)?;
+    if !shape[0].is_multiple_of(2) {
+        return Err(Error::shape(
+            op,
+            format!("{shape:?}: the batch must hold pairs (an even count)"),
+        ));
+    }
+    Ok((shape[0] / 2, shape[1], shape[2] * shape[3]))
+}

@@ -1,6 +1,11 @@
 //! The subcommands, one module each.
 
+pub mod calibrate;
+pub mod demo;
+pub mod detect;
+pub mod eval;
 pub mod sample;
+pub mod synth;
 pub mod toy;
 pub mod train;
 

@@ -75,6 +75,13 @@ pub struct TrainArgs {
     pub vflip: bool,
     #[arg(long, default_value_t = 0.0)]
     pub crop: f32,
+    /// Fraction of the images NOT trained on, kept for `scoredd calibrate`
+    /// (every k-th image in file-name order; 0 trains on all).
+    #[arg(long, default_value_t = 0.1)]
+    pub holdout: f64,
+    /// Stop after this many minutes (the model is saved as usual).
+    #[arg(long)]
+    pub minutes: Option<f64>,
     /// Output model file (also the checkpoint).
     #[arg(long, default_value = "model.safetensors")]
     pub out: PathBuf,
@@ -118,9 +125,20 @@ fn model_config(args: &TrainArgs, embedding: TimeEmbedding) -> Result<UNetConfig
 
 /// Finds the training images the way the `--data` help describes.
 fn load_data(args: &TrainArgs, spec: ImageSpec) -> Result<(Loaded, String), Error> {
-    let root = match &args.category {
-        Some(c) => args.data.join(c),
-        None => args.data.clone(),
+    load_training_images(&args.data, args.category.as_deref(), args.digit, spec)
+}
+
+/// The images `scoredd train --data D [--category C] [--digit N]` reads, all
+/// of them (before the hold-out split), with a description.
+pub fn load_training_images(
+    data: &Path,
+    category: Option<&str>,
+    digit: Option<u8>,
+    spec: ImageSpec,
+) -> Result<(Loaded, String), Error> {
+    let root = match category {
+        Some(c) => data.join(c),
+        None => data.to_path_buf(),
     };
     if root.join("train").join("good").is_dir() {
         return Ok((
@@ -132,7 +150,7 @@ fn load_data(args: &TrainArgs, spec: ImageSpec) -> Result<(Loaded, String), Erro
         .iter()
         .any(|f| root.join(f).exists());
     if is_mnist {
-        let digit = args.digit.ok_or_else(|| {
+        let digit = digit.ok_or_else(|| {
             Error::Invalid(format!(
                 "{} holds MNIST: pass --digit 0-9 for one-class training",
                 root.display()
@@ -143,7 +161,7 @@ fn load_data(args: &TrainArgs, spec: ImageSpec) -> Result<(Loaded, String), Erro
             format!("{} (MNIST digit {digit})", root.display()),
         ));
     }
-    if args.category.is_none() && !root.join("train").exists() {
+    if category.is_none() && !root.join("train").exists() {
         let subdirs = std::fs::read_dir(&root)
             .map(|r| {
                 r.flatten()
@@ -202,6 +220,13 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
                 Reduce::Mean
             };
             tc.likelihood_weighting = args.likelihood_weighting;
+            if !(0.0..0.5).contains(&args.holdout) {
+                return Err(Error::Invalid(format!(
+                    "--holdout must be in [0, 0.5), got {}",
+                    args.holdout
+                )));
+            }
+            tc.holdout = args.holdout;
             Trainer::new(be, model, tc)?
         }
     };
@@ -210,9 +235,19 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
         size: mc.image_size,
         channels: mc.channels,
     };
-    let (loaded, what) = load_data(args, spec)?;
-    for s in &loaded.skipped {
+    let (all, what) = load_data(args, spec)?;
+    for s in &all.skipped {
         eprintln!("skipped {}: {}", s.path, s.reason);
+    }
+    let (train_idx, held) = data::holdout_split(all.images.len(), trainer.config.holdout);
+    let loaded = data::select(&all, &train_idx);
+    if !held.is_empty() {
+        eprintln!(
+            "holding out {} of {} images for `scoredd calibrate` (--holdout {})",
+            held.len(),
+            all.images.len(),
+            trainer.config.holdout
+        );
     }
     let params: usize = (0..trainer.model.params.len())
         .filter(|&i| trainer.model.net.is_trainable(i))
@@ -285,7 +320,18 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
     let mut smoothed: Option<f32> = None;
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     let mut rollbacks = 0;
+    let deadline = args
+        .minutes
+        .map(|m| t0 + std::time::Duration::from_secs_f64(m.max(0.0) * 60.0));
     while trainer.step < end_step {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            bar.println(format!(
+                "time budget of {} min reached at step {}",
+                args.minutes.unwrap_or(0.0),
+                trainer.step
+            ));
+            break;
+        }
         if stop.load(Ordering::SeqCst) {
             bar.abandon_with_message("interrupted");
             save(be, &trainer, &args.out)?;

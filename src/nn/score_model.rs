@@ -26,8 +26,12 @@ impl<B: NnBackend> ScoreModel<B> {
             model: config,
             sde: sde.clone(),
             step: 0,
-            detection: Default::default(),
+            detection: crate::model_file::DetectionSettings {
+                taps: net.default_taps(),
+                ..Default::default()
+            },
             calibration: None,
+            selection: None,
             training: None,
         };
         Ok(ScoreModel {

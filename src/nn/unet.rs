@@ -4,6 +4,7 @@
 //! return named feature maps ("taps"); backward returns every parameter's gradient.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +167,9 @@ pub struct UNet {
     up: Vec<Level>,
     norm_out: GroupNorm,
     conv_out: Conv,
+    /// Samples passed through `forward` so far — how the detector's cost
+    /// (T·(r+2) network evaluations per image) is checked.
+    evaluated: AtomicU64,
 }
 
 /// One level's tape: its blocks, then its resampling (if any).
@@ -302,7 +306,14 @@ impl UNet {
             up,
             norm_out,
             conv_out,
+            evaluated: AtomicU64::new(0),
         })
+    }
+
+    /// Samples evaluated by [`UNet::forward`] since the network was built
+    /// (a batch of B counts B).
+    pub fn samples_evaluated(&self) -> u64 {
+        self.evaluated.load(Ordering::Relaxed)
     }
 
     /// Initial parameter values from `seed` (the Fourier frequencies included).
@@ -341,6 +352,16 @@ impl UNet {
             v.push(format!("up.{i}"));
         }
         v
+    }
+
+    /// Score-DD's default taps: the decoder level outputs at S/2 and S/4 (32
+    /// and 16 px for a 64 px model, as the PyTorch reference), or at S and S/2
+    /// for a two-level net like `tiny`.
+    pub fn default_taps(&self) -> Vec<String> {
+        let top = if self.up.len() >= 3 { 1 } else { 0 };
+        (top..(top + 2).min(self.up.len()))
+            .map(|i| format!("up.{i}"))
+            .collect()
     }
 
     /// The time-embedding input for each sample, computed on the host (it is a
@@ -410,6 +431,7 @@ impl UNet {
                 known.join(", ")
             )));
         }
+        self.evaluated.fetch_add(shape[0] as u64, Ordering::Relaxed);
         // The fixed frequencies come from the store's host copy: no readback.
         let fw = match self.fourier_w {
             Some(id) => match p.fixed_host.get(id.0).and_then(|h| h.as_ref()) {

@@ -2,7 +2,7 @@
 //! Images run in parallel (one GEMM thread each) when the batch can feed every
 //! core; a lone image lets the GEMM crate split its work instead.
 
-use rayon::prelude::*;
+use super::par::*;
 
 use super::gemm::{sgemm, MatRef};
 use crate::backend::ConvGeometry;

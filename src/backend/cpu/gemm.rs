@@ -1,6 +1,9 @@
-//! Safe wrapper around the `gemm` crate: C = A·B (+ C), with explicit row and
-//! column strides, so callers can multiply sub-blocks and transposes without copying.
+//! Safe wrapper around the `gemm` crate (in the browser: `matrixmultiply`, whose
+//! wasm32 kernel uses simd128 when built with it): C = A·B (+ C), with explicit
+//! row and column strides, so callers can multiply sub-blocks and transposes
+//! without copying.
 
+#[cfg(not(target_arch = "wasm32"))]
 use gemm::Parallelism;
 
 /// A strided matrix view: `rows × cols`, element (i, j) at `data[i * ld + j * cs]`
@@ -66,34 +69,60 @@ pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, threads: usi
         }
         return;
     }
-    let par = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: the assert above proves every (row, col) the kernel touches lies
-    // inside its slice; `c` is borrowed mutably, so it cannot alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.ld as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.ld as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let par = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        // SAFETY: the assert above proves every (row, col) the kernel touches lies
+        // inside its slice; `c` is borrowed mutably, so it cannot alias `a` or `b`.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                a.data.as_ptr(),
+                a.cs as isize,
+                a.ld as isize,
+                b.data.as_ptr(),
+                b.cs as isize,
+                b.ld as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = threads; // serial in the browser
+                         // SAFETY: as above; with beta = 0 matrixmultiply never reads `c`.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.data.as_ptr(),
+                a.ld as isize,
+                a.cs as isize,
+                b.data.as_ptr(),
+                b.ld as isize,
+                b.cs as isize,
+                if accumulate { 1.0 } else { 0.0 },
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
     }
 }

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
+use super::par::*;
 
 use super::{alloc_zeros, CpuBackend, CpuTensor};
 use crate::backend::nn_ops::{GroupNormGrads, GroupNormOut, LayerOps};
 use crate::backend::numel;
-use crate::backend::shape_check::{channel_dims, group_size, image_dims, same_shape};
+use crate::backend::shape_check::{channel_dims, group_size, image_dims, pair_dims, same_shape};
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
 
@@ -726,6 +726,26 @@ impl LayerOps for CpuBackend {
             }
         });
         Ok(tensor(out, rest))
+    }
+
+    fn pair_distance(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        const OP: &str = "pair_distance";
+        let (n, c, s) = pair_dims(OP, &x.shape)?;
+        let shape = [n, x.shape[2], x.shape[3]];
+        let mut out = alloc_zeros(OP, &shape)?;
+        if s > 0 {
+            out.par_chunks_mut(s).enumerate().for_each(|(i, o)| {
+                let (a, b) = (&x.data[i * c * s..], &x.data[(n + i) * c * s..]);
+                for ch in 0..c {
+                    let (a, b) = (&a[ch * s..][..s], &b[ch * s..][..s]);
+                    for ((o, &u), &v) in o.iter_mut().zip(a).zip(b) {
+                        *o += (u - v) * (u - v);
+                    }
+                }
+                o.iter_mut().for_each(|v| *v = v.sqrt());
+            });
+        }
+        Ok(tensor(out, &shape))
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`MatOps`] on the CPU: conv2d gradients as GEMMs on im2col matrices,
 //! batched matmul on strided views, row softmax.
 
-use rayon::prelude::*;
+use super::par::*;
 
 use super::conv::im2col;
 use super::gemm::{sgemm, MatRef};

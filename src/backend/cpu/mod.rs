@@ -1,18 +1,21 @@
 //! The CPU backend: every op in plain Rust, multi-threaded with rayon, GEMMs
-//! through the `gemm` crate. It is the oracle the WGSL kernels are tested
-//! against and the fallback where no GPU adapter exists.
+//! through the `gemm` crate (in the browser: serial, GEMMs through
+//! `matrixmultiply`). It is the oracle the WGSL kernels are tested against and
+//! the fallback where no GPU adapter exists.
 
 mod conv;
 pub mod gemm;
 // The network ops (`MatOps`, `LayerOps`): implemented in their own files.
 mod layer_ops;
 mod mat_ops;
+// rayon natively, serial std iterators on wasm32.
+mod par;
 // The training ops (`TrainOps`).
 mod train_ops;
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
+use par::*;
 
 use super::{
     matmul_dims, numel, paired_step_len, per_sample_len, Backend, BackendKind, Conv2dSpec,
@@ -61,7 +64,7 @@ impl Default for CpuBackend {
 impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend {
-            threads: rayon::current_num_threads().max(1),
+            threads: par::current_num_threads().max(1),
         }
     }
     pub fn threads(&self) -> usize {

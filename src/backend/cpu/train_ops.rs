@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
+use super::par::*;
 
 use super::layer_ops::{tensor, CHUNK};
 use super::{alloc_zeros, CpuBackend, CpuTensor};

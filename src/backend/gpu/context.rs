@@ -22,10 +22,17 @@ pub struct GpuContext {
     pending: Cell<u32>,
     pipelines: RefCell<PipelineCache>,
     /// First error wgpu reported outside an error scope, and a lost device's reason.
-    errors: Arc<Mutex<Option<wgpu::Error>>>,
+    errors: Arc<Mutex<Option<Reported>>>,
     lost: Arc<Mutex<Option<String>>>,
     /// A 16-byte buffer bound where a kernel's optional input is absent.
     placeholder: RefCell<Option<wgpu::Buffer>>,
+}
+
+/// An error wgpu reported outside an error scope, kept as text: wgpu's own
+/// error is not `Send` in the browser, and the handler must be.
+enum Reported {
+    OutOfMemory,
+    Other(String),
 }
 
 /// One buffer bound to a kernel, in binding order after the uniform at binding 0.
@@ -77,12 +84,15 @@ impl GpuContext {
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
 
-        let errors: Arc<Mutex<Option<wgpu::Error>>> = Arc::default();
+        let errors: Arc<Mutex<Option<Reported>>> = Arc::default();
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e| {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
-                *slot = Some(e);
+                *slot = Some(match e {
+                    wgpu::Error::OutOfMemory { .. } => Reported::OutOfMemory,
+                    e => Reported::Other(e.to_string()),
+                });
             }
         }));
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
@@ -114,10 +124,10 @@ impl GpuContext {
         }
         match self.errors.lock().unwrap_or_else(|p| p.into_inner()).take() {
             None => Ok(()),
-            Some(wgpu::Error::OutOfMemory { .. }) => Err(Error::OutOfMemory(op.to_string())),
-            Some(e) => Err(Error::Gpu {
+            Some(Reported::OutOfMemory) => Err(Error::OutOfMemory(op.to_string())),
+            Some(Reported::Other(detail)) => Err(Error::Gpu {
                 op: op.to_string(),
-                detail: e.to_string(),
+                detail,
             }),
         }
     }
@@ -285,10 +295,46 @@ impl GpuContext {
     }
 
     /// Copies the first `bytes` of `src` back to the host (waits for pending work).
+    /// Blocks, so not in the browser: use [`GpuContext::read_bytes_async`] there.
     pub fn read_bytes(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
+        let staging = self.start_readback(src, bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.finish("readback")?;
+        rx.recv()
+            .map_err(|_| Error::Readback("the map callback never ran".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        Self::take_mapped(&staging, bytes)
+    }
+
+    /// [`GpuContext::read_bytes`] without blocking: awaits the buffer mapping,
+    /// which in the browser resolves on the event loop. Natively it waits for
+    /// the device, so it also works there (and is tested there).
+    pub async fn read_bytes_async(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.start_readback(src, bytes);
+        let (tx, rx) = oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
+        // Natively nothing runs the callback unless we poll; in the browser
+        // polling is a no-op and the event loop does it.
+        self.finish("readback")?;
+        rx.await
+            .ok_or_else(|| Error::Readback("the map callback never ran".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        self.check("readback")?;
+        Self::take_mapped(&staging, bytes)
+    }
+
+    /// Records a copy of `src`'s first `bytes` (rounded up to 4) into a fresh
+    /// mappable buffer and submits everything pending.
+    fn start_readback(&self, src: &wgpu::Buffer, bytes: u64) -> wgpu::Buffer {
         let size = bytes.div_ceil(4) * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -298,14 +344,10 @@ impl GpuContext {
         });
         self.copy(src, &staging, size);
         self.submit();
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.finish("readback")?;
-        rx.recv()
-            .map_err(|_| Error::Readback("the map callback never ran".into()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
+        staging
+    }
+
+    fn take_mapped(staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let view = staging
             .get_mapped_range(..)
             .map_err(|e| Error::Readback(e.to_string()))?;
@@ -313,5 +355,69 @@ impl GpuContext {
         drop(view);
         staging.unmap();
         Ok(out)
+    }
+}
+
+/// A one-value channel whose receiver is a future: the bridge from wgpu's
+/// map callback to `async` code, with no executor-specific dependency.
+mod oneshot {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    struct Slot<T> {
+        value: Option<T>,
+        waker: Option<Waker>,
+        /// The sender was dropped (sent or not).
+        closed: bool,
+    }
+
+    pub struct Sender<T>(Arc<Mutex<Slot<T>>>);
+    pub struct Receiver<T>(Arc<Mutex<Slot<T>>>);
+
+    pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+        let slot = Arc::new(Mutex::new(Slot {
+            value: None,
+            waker: None,
+            closed: false,
+        }));
+        (Sender(slot.clone()), Receiver(slot))
+    }
+
+    impl<T> Sender<T> {
+        pub fn send(self, v: T) {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).value = Some(v);
+            // Drop wakes the receiver.
+        }
+    }
+
+    impl<T> Drop for Sender<T> {
+        fn drop(&mut self) {
+            let waker = {
+                let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                s.closed = true;
+                s.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    /// Resolves to the value, or `None` if the sender was dropped without one.
+    impl<T> Future for Receiver<T> {
+        type Output = Option<T>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = s.value.take() {
+                return Poll::Ready(Some(v));
+            }
+            if s.closed {
+                return Poll::Ready(None);
+            }
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
     }
 }

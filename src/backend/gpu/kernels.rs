@@ -66,6 +66,7 @@ kernel!(FIR_UP, "fir.wgsl", "fir_up", false);
 kernel!(FIR_DOWN, "fir.wgsl", "fir_down", false);
 kernel!(REDUCE_ROWS, "reduce.wgsl", "reduce_rows", false);
 kernel!(SUM_BATCH, "reduce.wgsl", "sum_batch", false);
+kernel!(PAIR_DISTANCE, "pair_distance.wgsl", "pair_distance", false);
 kernel!(GROUP_NORM, "group_norm.wgsl", "group_norm", false);
 kernel!(
     GROUP_NORM_BACKWARD_DX,
@@ -229,6 +230,7 @@ pub fn all_kernels() -> Vec<Kernel> {
         FIR_DOWN,
         REDUCE_ROWS,
         SUM_BATCH,
+        PAIR_DISTANCE,
         GROUP_NORM,
         GROUP_NORM_BACKWARD_DX,
         GROUP_NORM_PARAM_GRAD,

@@ -16,7 +16,7 @@ use super::kernels::{self, Kernel};
 use super::{grid_1d, u32_of, GpuBackend, GpuTensor};
 use crate::backend::nn_ops::{GroupNormGrads, GroupNormOut, LayerOps};
 use crate::backend::numel;
-use crate::backend::shape_check::{channel_dims, group_size, image_dims, same_shape};
+use crate::backend::shape_check::{channel_dims, group_size, image_dims, pair_dims, same_shape};
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
 
@@ -545,6 +545,26 @@ impl LayerOps for GpuBackend {
             bytemuck::cast_slice(&params),
             &[Bind::Storage(&out.buf), Bind::Storage(&x.buf)],
             d as u64,
+        )?;
+        Ok(out)
+    }
+
+    fn pair_distance(&self, x: &GpuTensor) -> Result<GpuTensor> {
+        const OP: &str = "pair_distance";
+        let (n, c, s) = pair_dims(OP, &x.shape)?;
+        let out = self.tensor(OP, &[n, x.shape[2], x.shape[3]])?;
+        elems(OP, x)?;
+        let params: [u32; 4] = [
+            u32_of(OP, "pairs", n)?,
+            u32_of(OP, "channels", c)?,
+            u32_of(OP, "pixels", s)?,
+            0,
+        ];
+        self.launch_1d(
+            kernels::PAIR_DISTANCE,
+            bytemuck::cast_slice(&params),
+            &[Bind::Storage(&out.buf), Bind::Storage(&x.buf)],
+            (n * s) as u64,
         )?;
         Ok(out)
     }

@@ -129,6 +129,14 @@ impl GpuBackend {
         })
     }
 
+    /// Copies a tensor to host memory without blocking: the way to read in the
+    /// browser, where [`Backend::read`] cannot wait for the GPU. Natively it
+    /// gives the same values as `read`.
+    pub async fn read_async(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let bytes = self.ctx.read_bytes_async(&t.buf, t.bytes()).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
     fn tensor(&self, op: &'static str, shape: &[usize]) -> Result<GpuTensor> {
         let n = numel(op, shape)?;
         let bytes = (n as u64)
@@ -194,8 +202,20 @@ impl Backend for GpuBackend {
     }
 
     fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
-        let bytes = self.ctx.read_bytes(&t.buf, t.bytes())?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
+        // The browser cannot block on the GPU: reads there go through `read_async`.
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = t;
+            Err(Error::Readback(
+                "a blocking GPU read is impossible in the browser; use GpuBackend::read_async"
+                    .into(),
+            ))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let bytes = self.ctx.read_bytes(&t.buf, t.bytes())?;
+            Ok(bytemuck::pod_collect_to_vec(&bytes))
+        }
     }
 
     fn shape<'a>(&self, t: &'a GpuTensor) -> &'a [usize] {

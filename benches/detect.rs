@@ -1,0 +1,110 @@
+//! Score-DD detection speed: `cargo bench --bench detect`.
+//!
+//! The `small` model (64 px, RGB, VE) with T = 5 start times and r = 1 —
+//! T·(r+2) = 15 network evaluations per image — for 1 image and a batch of 8,
+//! on the CPU backend and the GPU backend (lavapipe on a machine without a
+//! GPU), next to the PyTorch reference's `Score-DD T5 r1` figures
+//! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, `nommap` mode;
+//! measure it on the same machine for a fair ratio). Target: ≤ 1.0× PyTorch.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::time::Instant;
+
+use scoredd::backend::cpu::CpuBackend;
+use scoredd::backend::gpu::GpuBackend;
+use scoredd::backend::NnBackend;
+use scoredd::detect::{self, DetectOptions};
+use scoredd::nn::score_model::ScoreModel;
+use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
+use scoredd::rng::RngStream;
+use scoredd::sde::SdeConfig;
+
+fn median(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[reps / 2]
+}
+
+fn peer_ms(key: &str) -> Option<f64> {
+    let path = std::env::var("PEER_RESULTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/peer/results_cpu.json"
+        )
+        .into()
+    });
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["modes"]["nommap"]["models"]["small"][key]["median_s"]
+        .as_f64()
+        .map(|s| s * 1e3)
+}
+
+/// Milliseconds to detect `b` images (maps read back to the host).
+fn time_detect<B: NnBackend>(be: &B, b: usize, reps: usize) -> f64 {
+    let cfg = UNetConfig::small(3, TimeEmbedding::Fourier);
+    let m = ScoreModel::new(be, cfg, SdeConfig::ve(50.0), 0).unwrap();
+    let n = 3 * 64 * 64;
+    let imgs: Vec<Vec<f32>> = (0..b)
+        .map(|i| {
+            let mut v = vec![0.0; n];
+            RngStream::new(1, i as u64).fill_uniform(0, &mut v);
+            v
+        })
+        .collect();
+    let refs: Vec<&[f32]> = imgs.iter().map(|v| v.as_slice()).collect();
+    let opts = DetectOptions::from_settings(m.meta.detection.clone());
+    let ids = vec![0; b];
+    median(reps, || {
+        detect::anomaly_maps(be, &m, &refs, &ids, &opts).unwrap();
+    }) * 1e3
+}
+
+fn main() {
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    println!("Score-DD, small (64 px, RGB), T 5, r 1      1 image ms   8 images ms   images/s (8)");
+    let row = |name: &str, b1: f64, b8: f64| {
+        println!("{name:<42} {b1:>10.1} {b8:>13.1} {:>12.2}", 8e3 / b8);
+    };
+    let cpu = CpuBackend::new();
+    let (c1, c8) = (time_detect(&cpu, 1, reps), time_detect(&cpu, 8, reps));
+    row("cpu backend", c1, c8);
+    let peer = (peer_ms("score_dd_b1"), peer_ms("score_dd_b8"));
+    if let (Some(p1), Some(p8)) = peer {
+        row("PyTorch reference (nommap)", p1, p8);
+        println!(
+            "cpu backend / PyTorch: {:.2}× (1 image), {:.2}× (8 images)",
+            c1 / p1,
+            c8 / p8
+        );
+    }
+    match GpuBackend::new() {
+        Ok(g) => {
+            let name = g.ctx.info.name.clone();
+            let (g1, g8) = (
+                time_detect(&g, 1, reps.min(3)),
+                time_detect(&g, 8, reps.min(3)),
+            );
+            row(&format!("gpu backend ({name})"), g1, g8);
+            if let (Some(p1), Some(p8)) = peer {
+                println!(
+                    "gpu backend / PyTorch: {:.2}× (1 image), {:.2}× (8 images)",
+                    g1 / p1,
+                    g8 / p8
+                );
+            }
+        }
+        Err(e) => println!("gpu backend: not available ({e})"),
+    }
+}

@@ -1,0 +1,432 @@
+//! Fitting the detector to a model with normal images only.
+//!
+//! The paper fixes its feature maps and {t} by hand and names that as a
+//! limitation. Here they are chosen per model: synthetic defects (cut-paste
+//! patches, scratches, blobs — with exact masks) are pasted onto held-out
+//! normal images, Score-DD distances are computed once for every tap and a
+//! grid of start times, and the combination with the best pixel AUROC on those
+//! synthetic defects wins. Then the score distribution of the clean held-out
+//! images sets the verdict threshold and the [0, 1] normalisation.
+
+use std::collections::BTreeMap;
+
+use crate::backend::NnBackend;
+use crate::detect::{self, DetectOptions, TapGrid};
+use crate::error::{Error, Result};
+use crate::metrics;
+use crate::model_file::{Calibration, DetectionSettings, Selection};
+use crate::nn::score_model::ScoreModel;
+use crate::rng::RngStream;
+
+/// Kinds of synthetic defect pasted onto normal images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefectKind {
+    /// A rectangle copied from elsewhere in the image (flipped), CutPaste-style.
+    CutPaste,
+    /// A thin bright or dark line segment.
+    Scratch,
+    /// A filled ellipse, darker or brighter than its surroundings.
+    Blob,
+}
+
+pub const DEFECT_KINDS: [DefectKind; 3] =
+    [DefectKind::CutPaste, DefectKind::Scratch, DefectKind::Blob];
+
+/// The start-time grid searched (fractions of [0, 1]); contains the paper's
+/// {0.025, …, 0.125} as a window.
+pub const T_GRID: [f64; 11] = [
+    0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+];
+
+/// Pastes one synthetic defect onto `image` (CHW, `channels × size × size`,
+/// values in [0, 1]); returns the defective image and its mask (1 = changed).
+/// Deterministic in `rng`.
+pub fn synthetic_defect(
+    image: &[f32],
+    channels: usize,
+    size: usize,
+    kind: DefectKind,
+    rng: RngStream,
+) -> (Vec<f32>, Vec<u8>) {
+    let hw = size * size;
+    let u = |i: u64| rng.uniform(i) as f64;
+    let s = size as f64;
+    let mut out = image.to_vec();
+    let mut mask = vec![0u8; hw];
+    // Mean brightness decides whether a mark is dark or bright, so it shows.
+    let mean: f64 = image.iter().map(|&v| v as f64).sum::<f64>() / image.len().max(1) as f64;
+    let bright = mean < 0.5;
+    match kind {
+        DefectKind::CutPaste => {
+            let pw = ((0.12 + 0.18 * u(0)) * s).max(2.0) as usize;
+            let ph = ((0.12 + 0.18 * u(1)) * s).max(2.0) as usize;
+            let (pw, ph) = (pw.min(size - 1), ph.min(size - 1));
+            let sx = (u(2) * (size - pw) as f64) as usize;
+            let sy = (u(3) * (size - ph) as f64) as usize;
+            let dx = (u(4) * (size - pw) as f64) as usize;
+            let dy = (u(5) * (size - ph) as f64) as usize;
+            let gain = 0.8 + 0.4 * u(6) as f32;
+            for c in 0..channels {
+                for y in 0..ph {
+                    for x in 0..pw {
+                        // Flipped both ways, with a brightness change: a misplaced piece.
+                        let v = image[c * hw + (sy + ph - 1 - y) * size + (sx + pw - 1 - x)];
+                        out[c * hw + (dy + y) * size + dx + x] = (v * gain).clamp(0.0, 1.0);
+                    }
+                }
+            }
+            for y in 0..ph {
+                for x in 0..pw {
+                    mask[(dy + y) * size + dx + x] = 1;
+                }
+            }
+        }
+        DefectKind::Scratch => {
+            let (x0, y0) = (u(0) * s, u(1) * s);
+            let angle = u(2) * std::f64::consts::PI;
+            let len = (0.3 + 0.4 * u(3)) * s;
+            let (x1, y1) = (x0 + len * angle.cos(), y0 + len * angle.sin());
+            let half = (0.02 * s).max(0.6);
+            let value = if bright { 0.9 } else { 0.1 } as f32;
+            for y in 0..size {
+                for x in 0..size {
+                    let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+                    let (vx, vy) = (x1 - x0, y1 - y0);
+                    let tt =
+                        (((px - x0) * vx + (py - y0) * vy) / (vx * vx + vy * vy)).clamp(0.0, 1.0);
+                    let (qx, qy) = (x0 + tt * vx - px, y0 + tt * vy - py);
+                    if (qx * qx + qy * qy).sqrt() <= half {
+                        mask[y * size + x] = 1;
+                        for c in 0..channels {
+                            out[c * hw + y * size + x] = value;
+                        }
+                    }
+                }
+            }
+        }
+        DefectKind::Blob => {
+            let (cx, cy) = (u(0) * s, u(1) * s);
+            let (ra, rb) = ((0.06 + 0.1 * u(2)) * s, (0.06 + 0.1 * u(3)) * s);
+            let angle = u(4) * std::f64::consts::PI;
+            let shift = (0.25 + 0.2 * u(5)) as f32 * if bright { 1.0 } else { -1.0 };
+            let (ca, sa) = (angle.cos(), angle.sin());
+            for y in 0..size {
+                for x in 0..size {
+                    let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
+                    let (a, b) = ((dx * ca + dy * sa) / ra, (-dx * sa + dy * ca) / rb);
+                    if a * a + b * b <= 1.0 {
+                        mask[y * size + x] = 1;
+                        for c in 0..channels {
+                            let v = &mut out[c * hw + y * size + x];
+                            *v = (*v + shift).clamp(0.0, 1.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (out, mask)
+}
+
+/// Options of [`select_settings`].
+#[derive(Clone, Debug)]
+pub struct SelectOptions {
+    /// Candidate start times (contiguous windows of them are tried).
+    pub t_grid: Vec<f64>,
+    /// Longest window of times tried.
+    pub max_times: usize,
+    /// Most taps combined (greedily).
+    pub max_taps: usize,
+    /// Images per network batch.
+    pub batch: usize,
+    pub seed: u64,
+}
+
+impl Default for SelectOptions {
+    fn default() -> Self {
+        SelectOptions {
+            t_grid: T_GRID.to_vec(),
+            max_times: 5,
+            max_taps: 3,
+            batch: 4,
+            seed: 0,
+        }
+    }
+}
+
+/// Score of one candidate on the synthetic set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Score {
+    pixel: f64,
+    image: f64,
+}
+
+impl Score {
+    fn better_than(&self, o: &Score) -> bool {
+        (self.pixel, self.image) > (o.pixel, o.image)
+    }
+}
+
+/// Distance grids of a set of images, computed in batches.
+fn grids_for<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[Vec<f32>],
+    base: &DetectionSettings,
+    taps: &[String],
+    opts: &SelectOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<BTreeMap<String, TapGrid>> {
+    let mut all: BTreeMap<String, TapGrid> = BTreeMap::new();
+    let mut done = 0;
+    for chunk in images.chunks(opts.batch.max(1)) {
+        let refs: Vec<&[f32]> = chunk.iter().map(|v| v.as_slice()).collect();
+        let ids = vec![0u64; refs.len()];
+        let g = detect::tap_distances(
+            be,
+            model,
+            &refs,
+            &ids,
+            &opts.t_grid,
+            base.r,
+            base.sampler,
+            taps,
+            opts.seed,
+        )?;
+        for (name, grid) in g {
+            match all.get_mut(&name) {
+                Some(e) => {
+                    e.images += grid.images;
+                    e.data.extend_from_slice(&grid.data);
+                }
+                None => {
+                    all.insert(name, grid);
+                }
+            }
+        }
+        done += chunk.len();
+        progress(done);
+    }
+    Ok(all)
+}
+
+/// Chooses {t} (a window of `opts.t_grid`) and taps (up to `opts.max_taps`,
+/// greedily) maximising pixel AUROC — image AUROC breaks ties — on synthetic
+/// defects pasted onto `normals`; the clean normals are the negatives.
+/// Returns the chosen settings (r and sampler kept from `base`) and a record
+/// comparing them with `base`'s own {t} and taps (which must lie on the grid
+/// to be scored; otherwise they are scored on their nearest grid times).
+pub fn select_settings<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    normals: &[Vec<f32>],
+    base: &DetectionSettings,
+    opts: &SelectOptions,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<(DetectionSettings, Selection)> {
+    if normals.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "automatic selection needs at least 2 held-out normal images, got {}",
+            normals.len()
+        )));
+    }
+    if opts.t_grid.is_empty() || opts.max_times == 0 || opts.max_taps == 0 {
+        return Err(Error::Invalid("empty selection grid".into()));
+    }
+    let c = &model.net.config;
+    let size = c.image_size;
+    // One synthetic defect per normal image, kinds in turn.
+    let root = RngStream::new(opts.seed, 0x5e1ec7);
+    let mut images: Vec<Vec<f32>> = normals.to_vec();
+    let mut masks: Vec<Vec<u8>> = vec![vec![0u8; size * size]; normals.len()];
+    for (i, n) in normals.iter().enumerate() {
+        let kind = DEFECT_KINDS[i % DEFECT_KINDS.len()];
+        let (img, mask) = synthetic_defect(n, c.channels, size, kind, root.derive(i as u64));
+        images.push(img);
+        masks.push(mask);
+    }
+    let taps = model.net.tap_names();
+    let total = images.len();
+    let grids = grids_for(be, model, &images, base, &taps, opts, &mut |d| {
+        progress("scoring the time grid on synthetic defects", d, total)
+    })?;
+    let labels: Vec<bool> = (0..images.len()).map(|i| i >= normals.len()).collect();
+    let mask_refs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
+    let mut candidates = 0usize;
+    let mut evaluate = |tap_set: &[String], js: &[usize]| -> Result<Score> {
+        candidates += 1;
+        let maps = (0..images.len())
+            .map(|i| detect::combine(&grids, tap_set, js, i, size))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
+        let scores: Vec<f64> = maps.iter().map(|m| detect::image_score(m) as f64).collect();
+        Ok(Score {
+            pixel: metrics::pixel_auroc(&refs, &mask_refs)?,
+            image: metrics::auroc(&scores, &labels)?,
+        })
+    };
+    let nt = opts.t_grid.len();
+    let windows: Vec<Vec<usize>> = (1..=opts.max_times.min(nt))
+        .flat_map(|len| (0..=nt - len).map(move |a| (a..a + len).collect()))
+        .collect();
+    // The base settings, on their nearest grid times.
+    let nearest = |t: f64| {
+        (0..nt)
+            .min_by(|&a, &b| {
+                (opts.t_grid[a] - t)
+                    .abs()
+                    .total_cmp(&(opts.t_grid[b] - t).abs())
+            })
+            .unwrap_or(0)
+    };
+    let mut base_js: Vec<usize> = base.ts.iter().map(|&t| nearest(t)).collect();
+    base_js.sort_unstable();
+    base_js.dedup();
+    let base_taps: Vec<String> = base
+        .taps
+        .iter()
+        .filter(|t| taps.contains(t))
+        .cloned()
+        .collect();
+    let base_score = if base_taps.is_empty() {
+        Score {
+            pixel: 0.0,
+            image: 0.0,
+        }
+    } else {
+        evaluate(&base_taps, &base_js)?
+    };
+    // Stage 1: every single tap with every window.
+    let steps = taps.len() * windows.len();
+    let mut ranked: Vec<(Score, String, usize)> = Vec::new();
+    for (k, tap) in taps.iter().enumerate() {
+        for (w, js) in windows.iter().enumerate() {
+            ranked.push((evaluate(std::slice::from_ref(tap), js)?, tap.clone(), w));
+        }
+        progress("trying single taps", (k + 1) * windows.len(), steps);
+    }
+    ranked.sort_by(|a, b| {
+        (b.0.pixel, b.0.image)
+            .partial_cmp(&(a.0.pixel, a.0.image))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let (mut best, first, w0) = ranked[0].clone();
+    let mut chosen = vec![first];
+    let mut best_w = w0;
+    // The few best windows seen with single taps are the ones tried for combinations.
+    let mut top_windows: Vec<usize> = Vec::new();
+    for (_, _, w) in &ranked {
+        if !top_windows.contains(w) {
+            top_windows.push(*w);
+        }
+        if top_windows.len() == 5 {
+            break;
+        }
+    }
+    // Stage 2: add taps greedily while pixel AUROC improves by > 0.002.
+    while chosen.len() < opts.max_taps {
+        let mut round: Option<(Score, String, usize)> = None;
+        for tap in taps.iter().filter(|t| !chosen.contains(t)) {
+            let mut set = chosen.clone();
+            set.push(tap.clone());
+            for &w in &top_windows {
+                let sc = evaluate(&set, &windows[w])?;
+                if round.as_ref().is_none_or(|(r, _, _)| sc.better_than(r)) {
+                    round = Some((sc, tap.clone(), w));
+                }
+            }
+        }
+        progress("combining taps", chosen.len() + 1, opts.max_taps);
+        match round {
+            Some((sc, tap, w)) if sc.pixel > best.pixel + 0.002 => {
+                best = sc;
+                chosen.push(tap);
+                best_w = w;
+            }
+            _ => break,
+        }
+    }
+    // Keep the base settings unless the search found something better.
+    let (settings, score) = if best.better_than(&base_score) {
+        (
+            DetectionSettings {
+                ts: windows[best_w].iter().map(|&j| opts.t_grid[j]).collect(),
+                taps: chosen,
+                ..base.clone()
+            },
+            best,
+        )
+    } else {
+        (base.clone(), base_score)
+    };
+    let selection = Selection {
+        normals: normals.len(),
+        defects: normals.len(),
+        default_ts: base.ts.clone(),
+        default_taps: base.taps.clone(),
+        default_pixel_auroc: base_score.pixel,
+        default_image_auroc: base_score.image,
+        chosen_pixel_auroc: score.pixel,
+        chosen_image_auroc: score.image,
+        candidates,
+    };
+    Ok((settings, selection))
+}
+
+/// Linear-interpolated quantile of `v` (q in [0, 1]).
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+}
+
+/// The verdict threshold at quantile `q` of normal images' scores, with the
+/// median mapped to 0 and as far above the threshold as the median is below
+/// it mapped to 1.
+pub fn calibration_from_scores(normal_scores: &[f64], q: f64) -> Result<Calibration> {
+    if normal_scores.is_empty() {
+        return Err(Error::Invalid(
+            "calibration needs at least one normal image".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&q) {
+        return Err(Error::Invalid(format!(
+            "quantile must be in [0, 1], got {q}"
+        )));
+    }
+    if normal_scores.iter().any(|s| !s.is_finite()) {
+        return Err(Error::Invalid(
+            "a normal image scored NaN or infinity".into(),
+        ));
+    }
+    let threshold = quantile(normal_scores, q);
+    let low = quantile(normal_scores, 0.5);
+    let spread = (threshold - low).max(threshold.abs() * 1e-3).max(1e-12);
+    Ok(Calibration {
+        threshold,
+        low: threshold - spread.max(threshold - low),
+        high: threshold + spread,
+        quantile: q,
+        normals: normal_scores.len(),
+    })
+}
+
+/// Scores of `images` under `opts` (batched), for calibration.
+pub fn image_scores<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[Vec<f32>],
+    opts: &DetectOptions,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<f64>> {
+    let refs: Vec<&[f32]> = images.iter().map(|v| v.as_slice()).collect();
+    let ids = vec![0u64; refs.len()];
+    let maps = detect::anomaly_maps_batched(be, model, &refs, &ids, opts, batch, progress)?;
+    Ok(maps.iter().map(|m| detect::image_score(m) as f64).collect())
+}

@@ -1,0 +1,280 @@
+//! `scoredd detect`: images in, heat maps, masks and verdicts out.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use scoredd::backend::{open_backend, BackendChoice, NnBackend, Sampler};
+use scoredd::data::{self, ImageSpec};
+use scoredd::detect::{self, DetectOptions, Mode};
+use scoredd::model_file::{ModelFile, ModelMeta};
+use scoredd::nn::score_model::ScoreModel;
+use scoredd::{plot, viz, with_backend, Error};
+
+/// Detection settings shared by `detect`, `eval` and `calibrate`; each one
+/// left out comes from the model file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DetectFlags {
+    /// Start times {t} as fractions of [0, 1], comma-separated
+    /// (the paper's {250,200,150,100,50}/2000 is 0.125,0.1,0.075,0.05,0.025).
+    #[arg(long, value_delimiter = ',')]
+    pub ts: Option<Vec<f64>>,
+    /// Reverse steps per start time.
+    #[arg(long)]
+    pub r: Option<usize>,
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerArg>,
+    /// Feature maps compared, comma-separated (e.g. up.1,up.2).
+    #[arg(long, value_delimiter = ',')]
+    pub taps: Option<Vec<String>>,
+    /// score-dd (the method) or an ablation: reconstruction, no-scales.
+    #[arg(long, value_enum, default_value_t = ModeArg::ScoreDd)]
+    pub mode: ModeArg,
+    /// Gaussian smoothing of the map, σ in model pixels (0 = off).
+    #[arg(long)]
+    pub smooth: Option<f32>,
+    /// Noise seed: the same seed gives the same map for the same image.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images per network batch (each image is T·(r+2) network evaluations).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SamplerArg {
+    Ode,
+    Sde,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    #[default]
+    ScoreDd,
+    Reconstruction,
+    NoScales,
+}
+
+impl DetectFlags {
+    /// The model's stored settings with these flags applied.
+    pub fn options(&self, meta: &ModelMeta) -> DetectOptions {
+        let mut s = meta.detection.clone();
+        if let Some(ts) = &self.ts {
+            s.ts = ts.clone();
+        }
+        if let Some(r) = self.r {
+            s.r = r;
+        }
+        if let Some(sm) = self.sampler {
+            s.sampler = match sm {
+                SamplerArg::Ode => Sampler::Ode,
+                SamplerArg::Sde => Sampler::Sde,
+            };
+        }
+        if let Some(t) = &self.taps {
+            s.taps = t.clone();
+        }
+        if let Some(v) = self.smooth {
+            s.smooth = v;
+        }
+        DetectOptions {
+            settings: s,
+            mode: match self.mode {
+                ModeArg::ScoreDd => Mode::ScoreDd,
+                ModeArg::Reconstruction => Mode::Reconstruction,
+                ModeArg::NoScales => Mode::NoScales,
+            },
+            seed: self.seed,
+        }
+    }
+}
+
+/// One line describing the settings in use.
+pub fn describe(o: &DetectOptions) -> String {
+    let s = &o.settings;
+    let ts: Vec<String> = s.ts.iter().map(|t| format!("{t}")).collect();
+    format!(
+        "mode {}, t {{{}}}, r {}, {} sampler, taps {}, smoothing sigma {} px",
+        o.mode.name(),
+        ts.join(","),
+        s.r,
+        super::sampler_name(s.sampler),
+        s.taps.join("+"),
+        s.smooth
+    )
+}
+
+/// A progress bar for `n` images.
+pub fn image_bar(n: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{pos}}/{{len}} images [{{bar:30}}] ({{eta}} left)"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    /// Image files and/or folders of images.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[arg(long, default_value = "model.safetensors")]
+    pub model: PathBuf,
+    /// Folder for the overlays and masks.
+    #[arg(long, default_value = "scoredd-detect")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub flags: DetectFlags,
+}
+
+pub fn run(choice: BackendChoice, args: DetectArgs) -> Result<(), Error> {
+    let file = ModelFile::load(&args.model)?;
+    let (backend, why) = open_backend(choice)?;
+    eprintln!("{why}");
+    with_backend!(&backend, |b| detect_on(b, &file, &args))
+}
+
+/// Creates a folder, explaining failures.
+pub fn make_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+/// A binary mask (0/1) as a black/white PNG.
+pub fn save_mask(mask: &[u8], size: usize, path: &Path) -> Result<(), Error> {
+    let img = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
+        let v = if mask[y as usize * size + x as usize] != 0 {
+            255
+        } else {
+            0
+        };
+        image::Rgb([v, v, v])
+    });
+    plot::save_png(&img, path)
+}
+
+/// Display range of maps: the calibration's [low, high] when there is one
+/// (so colours mean the same thing on every image), else the maps' own range.
+pub fn map_range<'a>(meta: &ModelMeta, maps: impl IntoIterator<Item = &'a [f32]>) -> (f32, f32) {
+    match &meta.calibration {
+        Some(c) => (c.low as f32, c.high as f32),
+        None => viz::finite_range(maps),
+    }
+}
+
+/// The binary defect mask: pixels above the verdict threshold (a value no
+/// held-out normal image reached) and within half of the map's peak — the
+/// second rule keeps a strong defect's mask to its core instead of its halo.
+pub fn defect_mask(map: &[f32], threshold: f64) -> Vec<u8> {
+    let cut = threshold.max(0.5 * detect::image_score(map) as f64);
+    map.iter().map(|&v| u8::from(v as f64 >= cut)).collect()
+}
+
+/// Upscale factor that makes a `size` px map about 256 px.
+pub fn zoom(size: usize) -> u32 {
+    (256 / size.max(1)).max(1) as u32
+}
+
+fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Result<(), Error> {
+    let model = ScoreModel::from_file(be, file)?;
+    let c = model.net.config.clone();
+    let spec = ImageSpec {
+        size: c.image_size,
+        channels: c.channels,
+    };
+    let opts = args.flags.options(&file.meta);
+    detect::validate(&model, &opts)?;
+    let loaded = data::inputs(&args.inputs, spec)?;
+    for s in &loaded.skipped {
+        eprintln!("skipped {}: {}", s.path, s.reason);
+    }
+    for (p, &(w, h)) in loaded.paths.iter().zip(&loaded.original_sizes) {
+        if (w as usize, h as usize) != (c.image_size, c.image_size) {
+            eprintln!(
+                "note: {p} is {w}×{h}; resized to the model's {}×{}",
+                c.image_size, c.image_size
+            );
+        }
+    }
+    make_dir(&args.out)?;
+    eprintln!("{}", describe(&opts));
+    let refs: Vec<&[f32]> = loaded.images.iter().map(|v| v.as_slice()).collect();
+    let ids = vec![0u64; refs.len()];
+    let bar = image_bar(refs.len(), "detecting");
+    let t0 = Instant::now();
+    let maps =
+        detect::anomaly_maps_batched(be, &model, &refs, &ids, &opts, args.flags.batch, &mut |d| {
+            bar.set_position(d as u64)
+        })?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let range = map_range(&file.meta, maps.iter().map(|m| m.as_slice()));
+    let cal = file.meta.calibration.as_ref();
+    if cal.is_none() {
+        eprintln!(
+            "note: the model is not calibrated, so there is no verdict or mask; run `scoredd calibrate --model {}` first",
+            args.model.display()
+        );
+    }
+    let size = c.image_size;
+    let mut used = std::collections::HashSet::new();
+    for (i, (path, map)) in loaded.paths.iter().zip(&maps).enumerate() {
+        let stem = Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("image{i}"));
+        // Two inputs may share a stem (a.png, a.jpg, or the same name in two folders).
+        let stem = if used.insert(stem.clone()) {
+            stem
+        } else {
+            format!("{stem}-{i}")
+        };
+        let rgb = viz::image_to_rgb(&loaded.images[i], c.channels, size);
+        let score = detect::image_score(map) as f64;
+        let overlay_path = args.out.join(format!("{stem}.overlay.png"));
+        let mut pic = viz::overlay(&rgb, map, range)?;
+        let mask = cal.map(|cal| defect_mask(map, cal.threshold));
+        if let Some(m) = &mask {
+            viz::draw_outline(&mut pic, m, [255, 255, 255]);
+        }
+        plot::save_png(&viz::upscale(&pic, zoom(size)), &overlay_path)?;
+        let mut line = serde_json::json!({
+            "path": path,
+            "score": score,
+            "overlay": overlay_path.display().to_string(),
+        });
+        if let (Some(cal), Some(m)) = (cal, &mask) {
+            let mask_path = args.out.join(format!("{stem}.mask.png"));
+            save_mask(m, size, &mask_path)?;
+            line["normalized"] = cal.normalise(score).into();
+            line["verdict"] = if cal.is_defect(score) {
+                "defect"
+            } else {
+                "good"
+            }
+            .into();
+            line["mask"] = mask_path.display().to_string().into();
+        }
+        println!("{line}");
+    }
+    eprintln!(
+        "{} image(s) in {:.2} s ({:.3} s per image); overlays in {}{}",
+        maps.len(),
+        secs,
+        secs / maps.len().max(1) as f64,
+        args.out.display(),
+        if loaded.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; {} input(s) skipped (listed above)", loaded.skipped.len())
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,608 @@
+//! Score-DD detection (paper Algorithms 1 and 2, DESIGN.md §1): noise each
+//! image to every t in {t}, take r paired reverse steps (learned score and the
+//! image's own score), feed both results to the U-net and compare its feature
+//! maps. All T scales and both paths of all images of a call go through the
+//! network as one batch with per-sample t, so an image costs T·(r+2) network
+//! evaluations: T·r for the learned-score steps and 2T for the feature pass.
+//!
+//! The per-pixel distances are computed on the backend (`pair_distance`); the
+//! aggregation (Σ over t, bilinear upsampling, product over taps, optional
+//! blur) is B·H·W work on the host, where it is shared with the browser build.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{NnBackend, Sampler};
+use crate::error::{Error, Result};
+use crate::method::paired_reverse;
+use crate::model_file::DetectionSettings;
+use crate::nn::score_model::ScoreModel;
+use crate::nn::unet::ForwardOpts;
+use crate::rng::RngStream;
+
+/// What is compared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The method: T scales, r steps, feature distances at t_r.
+    #[default]
+    ScoreDd,
+    /// Ablation: one full reverse run from max{t} to ε on both paths, then the
+    /// squared pixel difference ‖x'(0) − x''(0)‖² (summed over channels).
+    Reconstruction,
+    /// Ablation: one full reverse run from max{t} to ε, then feature distances at ε.
+    NoScales,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::ScoreDd => "score-dd",
+            Mode::Reconstruction => "reconstruction",
+            Mode::NoScales => "no-scales",
+        }
+    }
+}
+
+/// Everything that decides a map, besides the model and the image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectOptions {
+    pub settings: DetectionSettings,
+    pub mode: Mode,
+    /// Seed of the noise; with the same seed an image always gets the same map,
+    /// whatever batch it is in and on every backend.
+    pub seed: u64,
+}
+
+impl DetectOptions {
+    /// Score-DD with the given settings, seed 0.
+    pub fn from_settings(settings: DetectionSettings) -> Self {
+        DetectOptions {
+            settings,
+            mode: Mode::ScoreDd,
+            seed: 0,
+        }
+    }
+}
+
+/// Per-pixel feature distances of one tap for a batch of images at several
+/// start times: `data[(image·T + j)·h·w + p]` for t = ts[j].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TapGrid {
+    pub images: usize,
+    pub times: usize,
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<f32>,
+}
+
+impl TapGrid {
+    /// Image i's distance map at time index j.
+    pub fn at(&self, i: usize, j: usize) -> &[f32] {
+        let hw = self.h * self.w;
+        &self.data[(i * self.times + j) * hw..][..hw]
+    }
+}
+
+/// Random stream of image `id` started at time `t`: noise depends only on
+/// (seed, id, t) — never on batch position or on which other times run
+/// alongside, so a search over many {t} sees exactly the noise that detection
+/// with the chosen {t} will draw. Times closer than 1e-5 share a stream.
+fn stream(id: u64, t: f64) -> u64 {
+    (id << 20) | (t * 100_000.0).round() as u64
+}
+
+/// Number of reverse steps of Δt = 1/N from t down to ε.
+pub fn steps_to_eps(sde: &dyn crate::sde::Sde, t: f64) -> usize {
+    ((t - sde.eps()) / sde.dt()).ceil().max(1.0) as usize
+}
+
+/// Checks settings against a model: times in (ε, 1], r ≥ 1, known non-empty taps.
+pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Result<()> {
+    let s = &opts.settings;
+    let eps = model.sde.eps();
+    if s.ts.is_empty() {
+        return Err(Error::Invalid(
+            "detection needs at least one start time t".into(),
+        ));
+    }
+    if let Some(bad) = s.ts.iter().find(|t| !(**t > eps && **t <= 1.0)) {
+        return Err(Error::Invalid(format!(
+            "start time {bad} is outside ({eps}, 1]"
+        )));
+    }
+    if s.r == 0 {
+        return Err(Error::Invalid(
+            "r (reverse steps) must be at least 1".into(),
+        ));
+    }
+    if !(s.smooth >= 0.0 && s.smooth.is_finite() && s.smooth <= 64.0) {
+        return Err(Error::Invalid(format!(
+            "smoothing σ must be in [0, 64] pixels, got {}",
+            s.smooth
+        )));
+    }
+    if opts.mode != Mode::Reconstruction {
+        if s.taps.is_empty() {
+            return Err(Error::Invalid("detection needs at least one tap".into()));
+        }
+        let known = model.net.tap_names();
+        if let Some(bad) = s.taps.iter().find(|t| !known.contains(t)) {
+            return Err(Error::Invalid(format!(
+                "unknown feature map {bad:?}; this model has {}",
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Uploads images `[n, C, S, S]` each repeated `times` times (image-major).
+fn upload_repeated<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    times: usize,
+) -> Result<B::Tensor> {
+    let c = &model.net.config;
+    let numel = c.channels * c.image_size * c.image_size;
+    let mut host = Vec::with_capacity(images.len() * times * numel);
+    for (i, img) in images.iter().enumerate() {
+        if img.len() != numel {
+            return Err(Error::Invalid(format!(
+                "image {i} has {} values; the model takes {}×{}×{} = {numel}",
+                img.len(),
+                c.channels,
+                c.image_size,
+                c.image_size
+            )));
+        }
+        for _ in 0..times {
+            host.extend_from_slice(img);
+        }
+    }
+    be.upload(
+        &host,
+        &[images.len() * times, c.channels, c.image_size, c.image_size],
+    )
+}
+
+/// Stacks two `[n, …]` tensors into `[2n, …]` (the batch [x'; x'']).
+fn stack_pair<B: NnBackend>(be: &B, a: &B::Tensor, b: &B::Tensor) -> Result<B::Tensor> {
+    let shape = be.shape(a).to_vec();
+    let rest: usize = shape[1..].iter().product();
+    let flat = [1, shape[0], rest];
+    let both = be.concat_channels(&be.reshape(a, &flat)?, &be.reshape(b, &flat)?)?;
+    let mut out = shape;
+    out[0] *= 2;
+    be.reshape(&both, &out)
+}
+
+/// Feature distances left on the backend by [`tap_distances_device`]: one
+/// `[n·T, h, w]` tensor per tap, in `taps` order.
+pub struct DeviceDistances<T> {
+    pub taps: Vec<String>,
+    pub tensors: Vec<T>,
+    pub shapes: Vec<(usize, usize)>,
+    pub images: usize,
+    pub times: usize,
+}
+
+impl<T> DeviceDistances<T> {
+    /// The grids, given each tensor's values read back.
+    pub fn into_grids(self, host: Vec<Vec<f32>>) -> Result<BTreeMap<String, TapGrid>> {
+        if host.len() != self.taps.len() {
+            return Err(Error::Invalid(format!(
+                "{} tensors read back for {} taps",
+                host.len(),
+                self.taps.len()
+            )));
+        }
+        let mut out = BTreeMap::new();
+        for ((name, (h, w)), data) in self.taps.into_iter().zip(self.shapes).zip(host) {
+            if data.len() != self.images * self.times * h * w {
+                return Err(Error::Invalid(format!(
+                    "tap {name}: {} values read back, expected {}",
+                    data.len(),
+                    self.images * self.times * h * w
+                )));
+            }
+            out.insert(
+                name,
+                TapGrid {
+                    images: self.images,
+                    times: self.times,
+                    h,
+                    w,
+                    data,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The costly part of Score-DD, queued on the backend: for every image and
+/// every t in `ts`, r paired steps, one feature pass over [x'; x''] at t_r,
+/// and the per-pixel distance of each tap in `taps`. One network batch of
+/// n·T samples per step and one of 2·n·T for the features.
+#[allow(clippy::too_many_arguments)]
+pub fn tap_distances_device<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    ts: &[f64],
+    r: usize,
+    sampler: Sampler,
+    taps: &[String],
+    seed: u64,
+) -> Result<DeviceDistances<B::Tensor>> {
+    if images.len() != ids.len() {
+        return Err(Error::Invalid(format!(
+            "{} images but {} ids",
+            images.len(),
+            ids.len()
+        )));
+    }
+    let n = images.len();
+    let times = ts.len();
+    let x0 = upload_repeated(be, model, images, times)?;
+    let t: Vec<f64> = (0..n).flat_map(|_| ts.iter().copied()).collect();
+    let streams: Vec<u64> = ids
+        .iter()
+        .flat_map(|&id| ts.iter().map(move |&t| stream(id, t)))
+        .collect();
+    let run = paired_reverse(
+        be,
+        model.sde.as_ref(),
+        model,
+        &x0,
+        &t,
+        r,
+        sampler,
+        RngStream::new(seed, 0),
+        &streams,
+    )?;
+    let both = stack_pair(be, &run.state.whole, &run.state.own)?;
+    let t2: Vec<f64> = run.t_end.iter().chain(&run.t_end).copied().collect();
+    let f = model.net.forward(
+        be,
+        &model.params,
+        model.sde.as_ref(),
+        &both,
+        &t2,
+        &ForwardOpts {
+            taps,
+            ..Default::default()
+        },
+    )?;
+    let mut out = DeviceDistances {
+        taps: taps.to_vec(),
+        tensors: Vec::new(),
+        shapes: Vec::new(),
+        images: n,
+        times,
+    };
+    for name in taps {
+        let feat = f
+            .taps
+            .get(name)
+            .ok_or_else(|| Error::Invalid(format!("the network did not return tap {name:?}")))?;
+        let d = be.pair_distance(feat)?;
+        let shape = be.shape(&d).to_vec();
+        out.shapes.push((shape[1], shape[2]));
+        out.tensors.push(d);
+    }
+    Ok(out)
+}
+
+/// [`tap_distances_device`], read back.
+#[allow(clippy::too_many_arguments)]
+pub fn tap_distances<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    ts: &[f64],
+    r: usize,
+    sampler: Sampler,
+    taps: &[String],
+    seed: u64,
+) -> Result<BTreeMap<String, TapGrid>> {
+    let d = tap_distances_device(be, model, images, ids, ts, r, sampler, taps, seed)?;
+    let host = d
+        .tensors
+        .iter()
+        .map(|t| be.read(t))
+        .collect::<Result<Vec<_>>>()?;
+    d.into_grids(host)
+}
+
+/// Bilinear resize of an `h×w` map to `oh×ow` with half-pixel centres (as
+/// PyTorch's `interpolate(mode="bilinear", align_corners=False)`).
+pub fn bilinear_resize(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    if (h, w) == (oh, ow) {
+        return src.to_vec();
+    }
+    let axis = |o: usize, n: usize, on: usize| -> (usize, usize, f32) {
+        let x = ((o as f32 + 0.5) * n as f32 / on as f32 - 0.5).max(0.0);
+        let i0 = (x.floor() as usize).min(n - 1);
+        let i1 = (i0 + 1).min(n - 1);
+        (i0, i1, x - i0 as f32)
+    };
+    let cols: Vec<_> = (0..ow).map(|x| axis(x, w, ow)).collect();
+    let mut out = Vec::with_capacity(oh * ow);
+    for y in 0..oh {
+        let (y0, y1, fy) = axis(y, h, oh);
+        for &(x0, x1, fx) in &cols {
+            let top = src[y0 * w + x0] * (1.0 - fx) + src[y0 * w + x1] * fx;
+            let bot = src[y1 * w + x0] * (1.0 - fx) + src[y1 * w + x1] * fx;
+            out.push(top * (1.0 - fy) + bot * fy);
+        }
+    }
+    out
+}
+
+/// Separable Gaussian blur of a `size×size` map (σ in pixels, edges clamped).
+pub fn gaussian_blur(map: &[f32], size: usize, sigma: f32) -> Vec<f32> {
+    if sigma <= 0.0 {
+        return map.to_vec();
+    }
+    let rad = (3.0 * sigma).ceil() as isize;
+    let k: Vec<f32> = (-rad..=rad)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let norm: f32 = k.iter().sum();
+    let k: Vec<f32> = k.iter().map(|v| v / norm).collect();
+    let n = size as isize;
+    let clamp = |i: isize| i.clamp(0, n - 1) as usize;
+    let mut tmp = vec![0f32; map.len()];
+    for y in 0..size {
+        for x in 0..size {
+            tmp[y * size + x] = k
+                .iter()
+                .enumerate()
+                .map(|(o, kv)| kv * map[y * size + clamp(x as isize + o as isize - rad)])
+                .sum();
+        }
+    }
+    let mut out = vec![0f32; map.len()];
+    for y in 0..size {
+        for x in 0..size {
+            out[y * size + x] = k
+                .iter()
+                .enumerate()
+                .map(|(o, kv)| kv * tmp[clamp(y as isize + o as isize - rad) * size + x])
+                .sum();
+        }
+    }
+    out
+}
+
+/// Score-DD's aggregation for image `i`: for each tap Σ over the time indices
+/// `js`, bilinear upsampling to `size`, then the product over taps.
+pub fn combine(
+    grids: &BTreeMap<String, TapGrid>,
+    taps: &[String],
+    js: &[usize],
+    i: usize,
+    size: usize,
+) -> Result<Vec<f32>> {
+    let mut map = vec![1f32; size * size];
+    for name in taps {
+        let g = grids
+            .get(name)
+            .ok_or_else(|| Error::Invalid(format!("no distances for tap {name:?}")))?;
+        let mut sum = vec![0f32; g.h * g.w];
+        for &j in js {
+            sum.iter_mut().zip(g.at(i, j)).for_each(|(s, &v)| *s += v);
+        }
+        let up = bilinear_resize(&sum, g.h, g.w, size, size);
+        map.iter_mut().zip(&up).for_each(|(m, &u)| *m *= u);
+    }
+    Ok(map)
+}
+
+/// Image score: the maximum of the map (NaN-free maps; NaN would propagate).
+pub fn image_score(map: &[f32]) -> f32 {
+    map.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// How the tensors of a [`Pending`] detection become maps.
+enum Plan {
+    /// Score-DD and no-scales: per-tap distances, Σ over all times.
+    Features {
+        taps: Vec<String>,
+        shapes: Vec<(usize, usize)>,
+        images: usize,
+        times: usize,
+    },
+    /// Reconstruction: the two end states `[n, C, S, S]`.
+    Reconstruction { images: usize, channels: usize },
+}
+
+/// Detection queued on the backend: read `tensors` back (synchronously, or
+/// asynchronously in the browser) and hand the values to [`Pending::finish`].
+pub struct Pending<T> {
+    pub tensors: Vec<T>,
+    plan: Plan,
+    size: usize,
+    smooth: f32,
+}
+
+impl<T> Pending<T> {
+    /// The anomaly maps, one `size×size` row-major map per image.
+    pub fn finish(self, host: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+        let size = self.size;
+        let maps = match self.plan {
+            Plan::Features {
+                taps,
+                shapes,
+                images,
+                times,
+            } => {
+                let grids = DeviceDistances::<()> {
+                    taps: taps.clone(),
+                    tensors: Vec::new(),
+                    shapes,
+                    images,
+                    times,
+                }
+                .into_grids(host)?;
+                let js: Vec<usize> = (0..times).collect();
+                (0..images)
+                    .map(|i| combine(&grids, &taps, &js, i, size))
+                    .collect::<Result<Vec<_>>>()?
+            }
+            Plan::Reconstruction { images, channels } => {
+                let [a, b] = <[Vec<f32>; 2]>::try_from(host).map_err(|_| {
+                    Error::Invalid("reconstruction needs 2 tensors read back".into())
+                })?;
+                let hw = size * size;
+                if a.len() != images * channels * hw || b.len() != a.len() {
+                    return Err(Error::Invalid(
+                        "reconstruction: wrong sizes read back".into(),
+                    ));
+                }
+                (0..images)
+                    .map(|i| {
+                        let mut m = vec![0f32; hw];
+                        for ch in 0..channels {
+                            let off = (i * channels + ch) * hw;
+                            for (p, v) in m.iter_mut().enumerate() {
+                                let d = a[off + p] - b[off + p];
+                                *v += d * d;
+                            }
+                        }
+                        m
+                    })
+                    .collect()
+            }
+        };
+        Ok(maps
+            .into_iter()
+            .map(|m| gaussian_blur(&m, size, self.smooth))
+            .collect())
+    }
+}
+
+/// Queues detection of a batch of images (CHW in [0, 1] at the model's size)
+/// on the backend. `ids[i]` names image i's noise; pass zeros to give every
+/// image the same noise (its map then depends only on the image). The images
+/// travel through the network as one batch: split big sets with
+/// [`anomaly_maps_batched`].
+pub fn start<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    opts: &DetectOptions,
+) -> Result<Pending<B::Tensor>> {
+    validate(model, opts)?;
+    let s = &opts.settings;
+    let size = model.net.config.image_size;
+    let tmax = s.ts.iter().copied().fold(f64::MIN, f64::max);
+    let features = |d: DeviceDistances<B::Tensor>| Pending {
+        plan: Plan::Features {
+            taps: d.taps,
+            shapes: d.shapes,
+            images: d.images,
+            times: d.times,
+        },
+        tensors: d.tensors,
+        size,
+        smooth: s.smooth,
+    };
+    match opts.mode {
+        Mode::ScoreDd => Ok(features(tap_distances_device(
+            be, model, images, ids, &s.ts, s.r, s.sampler, &s.taps, opts.seed,
+        )?)),
+        Mode::NoScales => {
+            let r = steps_to_eps(model.sde.as_ref(), tmax);
+            Ok(features(tap_distances_device(
+                be,
+                model,
+                images,
+                ids,
+                &[tmax],
+                r,
+                s.sampler,
+                &s.taps,
+                opts.seed,
+            )?))
+        }
+        Mode::Reconstruction => {
+            if images.len() != ids.len() {
+                return Err(Error::Invalid(format!(
+                    "{} images but {} ids",
+                    images.len(),
+                    ids.len()
+                )));
+            }
+            let x0 = upload_repeated(be, model, images, 1)?;
+            let streams: Vec<u64> = ids.iter().map(|&id| stream(id, tmax)).collect();
+            let run = paired_reverse(
+                be,
+                model.sde.as_ref(),
+                model,
+                &x0,
+                &vec![tmax; images.len()],
+                steps_to_eps(model.sde.as_ref(), tmax),
+                s.sampler,
+                RngStream::new(opts.seed, 0),
+                &streams,
+            )?;
+            Ok(Pending {
+                tensors: vec![run.state.whole, run.state.own],
+                plan: Plan::Reconstruction {
+                    images: images.len(),
+                    channels: model.net.config.channels,
+                },
+                size,
+                smooth: s.smooth,
+            })
+        }
+    }
+}
+
+/// Anomaly maps (`size×size`, row-major, one per image): [`start`], read
+/// back, [`Pending::finish`].
+pub fn anomaly_maps<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    opts: &DetectOptions,
+) -> Result<Vec<Vec<f32>>> {
+    let p = start(be, model, images, ids, opts)?;
+    let host = p
+        .tensors
+        .iter()
+        .map(|t| be.read(t))
+        .collect::<Result<Vec<_>>>()?;
+    p.finish(host)
+}
+
+/// [`anomaly_maps`] over any number of images, `batch` images per network
+/// batch, calling `progress(done)` after each batch.
+pub fn anomaly_maps_batched<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    opts: &DetectOptions,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Vec<f32>>> {
+    if batch == 0 {
+        return Err(Error::Invalid("batch must be at least 1 image".into()));
+    }
+    let mut out = Vec::with_capacity(images.len());
+    for (chunk, idc) in images.chunks(batch).zip(ids.chunks(batch)) {
+        out.extend(anomaly_maps(be, model, chunk, idc, opts)?);
+        progress(out.len());
+    }
+    Ok(out)
+}

@@ -1,0 +1,373 @@
+//! The Score-DD detector on a (randomly perturbed) tiny U-net: its cost in
+//! network evaluations, batch independence, the ablation and sampler modes,
+//! the map aggregation against hand-computed cases, GPU vs CPU maps, and the
+//! automatic choice of {t} and taps with calibration.
+
+mod common;
+
+use common::{assert_close, cpu, gpu, rand_vec};
+use scoredd::backend::{NnBackend, Sampler};
+use scoredd::calibrate::{self, DefectKind, SelectOptions};
+use scoredd::detect::{self, DetectOptions, Mode};
+use scoredd::model_file::DetectionSettings;
+use scoredd::nn::score_model::ScoreModel;
+use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
+use scoredd::rng::RngStream;
+use scoredd::sde::SdeConfig;
+use scoredd::Error;
+
+/// A tiny VE model with every trainable weight nudged away from its
+/// (partly zero) initialisation, so features and scores depend on the input.
+fn model<B: NnBackend>(be: &B) -> ScoreModel<B> {
+    let cfg = UNetConfig::tiny(1, TimeEmbedding::Fourier);
+    let mut m = ScoreModel::new(be, cfg, SdeConfig::ve(50.0), 3).unwrap();
+    let values: Vec<Vec<f32>> = (0..m.params.len())
+        .map(|i| {
+            let v = be.read(&m.params.values[i]).unwrap();
+            if m.net.is_trainable(i) {
+                let r = rand_vec(v.len(), 500 + i as u64);
+                v.iter().zip(r).map(|(a, b)| a + 0.05 * b).collect()
+            } else {
+                v
+            }
+        })
+        .collect();
+    m.params = m.net.spec.store(be, &values).unwrap();
+    m
+}
+
+/// Smooth images in [0, 1] (32×32, gray).
+fn images(n: usize) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|k| {
+            (0..32 * 32)
+                .map(|p| {
+                    let (x, y) = ((p % 32) as f32, (p / 32) as f32);
+                    0.5 + 0.3 * ((x + 3.0 * k as f32) * 0.4).sin() * (y * 0.2).cos()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {
+    v.iter().map(|x| x.as_slice()).collect()
+}
+
+/// Settings for the tiny net (its default taps are up.0 and up.1).
+fn opts(ts: &[f64], r: usize) -> DetectOptions {
+    DetectOptions::from_settings(DetectionSettings {
+        ts: ts.to_vec(),
+        r,
+        taps: vec!["up.0".into(), "up.1".into()],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn network_is_evaluated_t_times_r_plus_2_per_image() {
+    let be = cpu();
+    let m = model(&be);
+    let imgs = images(3);
+    for (ts, r) in [
+        (vec![0.125, 0.1, 0.075, 0.05, 0.025], 1usize),
+        (vec![0.2, 0.1], 3),
+    ] {
+        let before = m.net.samples_evaluated();
+        let maps = detect::anomaly_maps(&be, &m, &refs(&imgs), &[0, 0, 0], &opts(&ts, r)).unwrap();
+        let used = m.net.samples_evaluated() - before;
+        assert_eq!(
+            used,
+            (3 * ts.len() * (r + 2)) as u64,
+            "T = {}, r = {r}",
+            ts.len()
+        );
+        assert_eq!(maps.len(), 3);
+        assert!(maps
+            .iter()
+            .all(|m| m.len() == 32 * 32 && m.iter().all(|v| v.is_finite() && *v >= 0.0)));
+    }
+}
+
+#[test]
+fn a_map_does_not_depend_on_the_batch_it_travels_in() {
+    let be = cpu();
+    let m = model(&be);
+    let imgs = images(3);
+    let o = opts(&[0.1, 0.05], 1);
+    let together = detect::anomaly_maps(&be, &m, &refs(&imgs), &[0, 0, 0], &o).unwrap();
+    let alone = detect::anomaly_maps(&be, &m, &[imgs[1].as_slice()], &[0], &o).unwrap();
+    // Only the GEMM blocking differs with the batch size; distances between
+    // nearly equal features cancel, so rounding shows at ~1e-3 of the map.
+    assert_close(
+        "image 1 alone vs in a batch of 3",
+        &alone[0],
+        &together[1],
+        5e-3,
+    );
+    // The seed changes the noise and so the map.
+    let other = detect::anomaly_maps(
+        &be,
+        &m,
+        &[imgs[1].as_slice()],
+        &[0],
+        &DetectOptions { seed: 9, ..o },
+    )
+    .unwrap();
+    let diff = other[0]
+        .iter()
+        .zip(&alone[0])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let scale = alone[0].iter().fold(0f32, |m, v| m.max(*v));
+    assert!(
+        diff > 0.05 * scale,
+        "a different seed gave the same map (max diff {diff}, map max {scale})"
+    );
+}
+
+#[test]
+fn ablations_and_the_sde_sampler_give_maps_of_the_right_shape() {
+    let be = cpu();
+    let m = model(&be);
+    let imgs = images(2);
+    let base = opts(&[0.01, 0.005], 1);
+    let steps = detect::steps_to_eps(m.sde.as_ref(), 0.01);
+    for (mode, sampler, evals) in [
+        (Mode::ScoreDd, Sampler::Sde, 2 * 2 * 3),
+        (Mode::Reconstruction, Sampler::Ode, 2 * steps),
+        (Mode::NoScales, Sampler::Ode, 2 * (steps + 2)),
+    ] {
+        let mut o = base.clone();
+        o.mode = mode;
+        o.settings.sampler = sampler;
+        let before = m.net.samples_evaluated();
+        let maps = detect::anomaly_maps(&be, &m, &refs(&imgs), &[0, 1], &o).unwrap();
+        assert_eq!(m.net.samples_evaluated() - before, evals as u64, "{mode:?}");
+        assert_eq!(maps.len(), 2);
+        for map in &maps {
+            assert_eq!(map.len(), 32 * 32, "{mode:?}");
+            assert!(map.iter().all(|v| v.is_finite() && *v >= 0.0), "{mode:?}");
+            assert!(map.iter().any(|&v| v > 0.0), "{mode:?}: an all-zero map");
+        }
+    }
+}
+
+#[test]
+fn bilinear_upsampling_matches_pytorch_align_corners_false() {
+    // torch.nn.functional.interpolate([[1,2],[3,4]], size=4, mode="bilinear", align_corners=False)
+    let got = detect::bilinear_resize(&[1.0, 2.0, 3.0, 4.0], 2, 2, 4, 4);
+    let want = [
+        1.0, 1.25, 1.75, 2.0, //
+        1.5, 1.75, 2.25, 2.5, //
+        2.5, 2.75, 3.25, 3.5, //
+        3.0, 3.25, 3.75, 4.0,
+    ];
+    assert_close("bilinear 2→4", &got, &want, 1e-7);
+    // Same size is the identity.
+    assert_eq!(detect::bilinear_resize(&want, 4, 4, 4, 4), want.to_vec());
+}
+
+#[test]
+fn aggregation_sums_over_t_upsamples_and_multiplies_taps() {
+    use std::collections::BTreeMap;
+    // Two images, two times, taps at 2×2 and 4×4, output 4×4.
+    let a = detect::TapGrid {
+        images: 2,
+        times: 2,
+        h: 2,
+        w: 2,
+        data: (0..16).map(|v| v as f32).collect(),
+    };
+    let b = detect::TapGrid {
+        images: 2,
+        times: 2,
+        h: 4,
+        w: 4,
+        data: (0..64).map(|v| 1.0 + (v % 5) as f32).collect(),
+    };
+    let grids = BTreeMap::from([("a".to_string(), a.clone()), ("b".to_string(), b.clone())]);
+    let taps = ["a".to_string(), "b".to_string()];
+    let got = detect::combine(&grids, &taps, &[0, 1], 1, 4).unwrap();
+    // Image 1: a's maps are items 2 and 3 ([8..12) + [12..16)), b's items 2 and 3.
+    let sum_a: Vec<f32> = (0..4).map(|p| a.data[8 + p] + a.data[12 + p]).collect();
+    let up_a = detect::bilinear_resize(&sum_a, 2, 2, 4, 4);
+    let want: Vec<f32> = (0..16)
+        .map(|p| up_a[p] * (b.data[32 + p] + b.data[48 + p]))
+        .collect();
+    assert_close("combine", &got, &want, 1e-7);
+    // Only time 0 of image 0, one tap: the upsampled map itself.
+    let one = detect::combine(&grids, &taps[..1], &[0], 0, 4).unwrap();
+    assert_close(
+        "one tap, one t",
+        &one,
+        &detect::bilinear_resize(&a.data[..4], 2, 2, 4, 4),
+        1e-7,
+    );
+    assert!(matches!(
+        detect::combine(&grids, &["c".to_string()], &[0], 0, 4),
+        Err(Error::Invalid(_))
+    ));
+}
+
+#[test]
+fn gaussian_smoothing_keeps_constants_and_mass() {
+    let flat = vec![2.5f32; 16 * 16];
+    assert_close(
+        "constant",
+        &detect::gaussian_blur(&flat, 16, 1.5),
+        &flat,
+        1e-6,
+    );
+    let mut spike = vec![0f32; 16 * 16];
+    spike[8 * 16 + 8] = 1.0;
+    let b = detect::gaussian_blur(&spike, 16, 1.0);
+    let mass: f32 = b.iter().sum();
+    assert!((mass - 1.0).abs() < 1e-5, "mass {mass}");
+    assert!(
+        b[8 * 16 + 8] < 0.2 && b[8 * 16 + 9] > 0.05 && (b[8 * 16 + 7] - b[8 * 16 + 9]).abs() < 1e-7
+    );
+    assert_eq!(detect::gaussian_blur(&spike, 16, 0.0), spike);
+}
+
+#[test]
+fn bad_settings_and_images_are_refused() {
+    let be = cpu();
+    let m = model(&be);
+    let img = images(1);
+    let bad = |o: DetectOptions| {
+        matches!(
+            detect::anomaly_maps(&be, &m, &refs(&img), &[0], &o),
+            Err(Error::Invalid(_))
+        )
+    };
+    assert!(bad(opts(&[], 1)), "no times");
+    assert!(bad(opts(&[1.5], 1)), "t > 1");
+    assert!(bad(opts(&[0.0], 1)), "t = 0");
+    assert!(bad(opts(&[0.1], 0)), "r = 0");
+    let mut o = opts(&[0.1], 1);
+    o.settings.taps = vec!["up.9".into()];
+    assert!(bad(o), "unknown tap");
+    let mut o = opts(&[0.1], 1);
+    o.settings.smooth = -1.0;
+    assert!(bad(o), "negative smoothing");
+    // An image of the wrong size (the CLI resizes; the library refuses).
+    let small = vec![0.5f32; 16 * 16];
+    assert!(matches!(
+        detect::anomaly_maps(&be, &m, &[small.as_slice()], &[0], &opts(&[0.1], 1)),
+        Err(Error::Invalid(_))
+    ));
+}
+
+#[test]
+fn gpu_maps_match_cpu_maps() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let (mc, mg) = (model(&c), model(&g));
+    let imgs = images(2);
+    let o = opts(&[0.125, 0.1, 0.075, 0.05, 0.025], 1);
+    let a = detect::anomaly_maps(&c, &mc, &refs(&imgs), &[0, 0], &o).unwrap();
+    let b = detect::anomaly_maps(&g, &mg, &refs(&imgs), &[0, 0], &o).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        let range =
+            x.iter().fold(0f32, |m, v| m.max(*v)) - x.iter().fold(f32::MAX, |m, v| m.min(*v));
+        let diff = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        // The browser-parity bound, 1e-3 of the map's range.
+        assert!(diff <= 1e-3 * range, "max diff {diff} vs range {range}");
+    }
+}
+
+#[test]
+fn synthetic_defects_change_exactly_their_mask() {
+    let img = images(1).remove(0);
+    for (k, kind) in calibrate::DEFECT_KINDS.iter().enumerate() {
+        let (out, mask) =
+            calibrate::synthetic_defect(&img, 1, 32, *kind, RngStream::new(1, k as u64));
+        let inside = mask.iter().filter(|&&m| m != 0).count();
+        assert!(inside >= 4, "{kind:?}: mask of {inside} px");
+        for p in 0..32 * 32 {
+            if mask[p] == 0 {
+                assert_eq!(
+                    out[p], img[p],
+                    "{kind:?}: pixel {p} outside the mask changed"
+                );
+            }
+        }
+        let change: f32 = (0..32 * 32)
+            .filter(|&p| mask[p] != 0)
+            .map(|p| (out[p] - img[p]).abs())
+            .sum::<f32>()
+            / inside as f32;
+        let floor = if *kind == DefectKind::CutPaste {
+            0.01
+        } else {
+            0.1
+        };
+        assert!(
+            change > floor,
+            "{kind:?}: mean change {change} inside the mask"
+        );
+        // Deterministic in the stream.
+        let again = calibrate::synthetic_defect(&img, 1, 32, *kind, RngStream::new(1, k as u64));
+        assert_eq!((out, mask), again);
+    }
+}
+
+#[test]
+fn calibration_quantiles_and_normalisation() {
+    let scores = [1.0, 2.0, 3.0, 4.0, 5.0];
+    assert_eq!(calibrate::quantile(&scores, 0.5), 3.0);
+    assert_eq!(calibrate::quantile(&scores, 0.9), 4.6);
+    let c = calibrate::calibration_from_scores(&scores, 0.9).unwrap();
+    assert!((c.threshold - 4.6).abs() < 1e-12);
+    assert!((c.low - 3.0).abs() < 1e-12 && (c.high - 6.2).abs() < 1e-12);
+    assert_eq!(c.normalise(3.0), 0.0);
+    assert!((c.normalise(4.6) - 0.5).abs() < 1e-12);
+    assert!((c.normalise(5.4) - 0.75).abs() < 1e-12);
+    assert_eq!(c.normalise(100.0), 1.0);
+    assert_eq!(c.normalise(-5.0), 0.0);
+    assert!(c.is_defect(4.6) && !c.is_defect(4.59));
+    assert!(calibrate::calibration_from_scores(&[], 0.9).is_err());
+    assert!(calibrate::calibration_from_scores(&scores, 1.5).is_err());
+    assert!(calibrate::calibration_from_scores(&[1.0, f64::NAN], 0.5).is_err());
+    // All scores equal: still a usable, ordered calibration.
+    let flat = calibrate::calibration_from_scores(&[2.0; 4], 0.99).unwrap();
+    assert!(flat.low < flat.threshold && flat.threshold < flat.high);
+}
+
+#[test]
+fn automatic_selection_picks_grid_settings_at_least_as_good_as_the_default() {
+    let be = cpu();
+    let m = model(&be);
+    let normals = images(4);
+    let base = m.meta.detection.clone();
+    assert_eq!(base.taps, ["up.0", "up.1"]);
+    let sel_opts = SelectOptions {
+        t_grid: vec![0.025, 0.05, 0.1, 0.2],
+        max_times: 2,
+        max_taps: 2,
+        batch: 4,
+        seed: 0,
+    };
+    let (settings, sel) =
+        calibrate::select_settings(&be, &m, &normals, &base, &sel_opts, &mut |_, _, _| {}).unwrap();
+    assert!(!settings.taps.is_empty() && settings.taps.len() <= 2);
+    let known = m.net.tap_names();
+    assert!(settings.taps.iter().all(|t| known.contains(t)));
+    assert!(!settings.ts.is_empty() && settings.ts.len() <= 2 || settings == base);
+    assert!(sel.chosen_pixel_auroc >= sel.default_pixel_auroc);
+    assert!(sel.candidates > known.len());
+    assert_eq!((sel.normals, sel.defects), (4, 4));
+    // Selection's maps are detection's maps: same noise for the same t.
+    let o = DetectOptions::from_settings(settings.clone());
+    let maps = detect::anomaly_maps(&be, &m, &refs(&normals), &[0; 4], &o).unwrap();
+    assert_eq!(maps.len(), 4);
+    assert!(matches!(
+        calibrate::select_settings(&be, &m, &normals[..1], &base, &sel_opts, &mut |_, _, _| {}),
+        Err(Error::Invalid(_))
+    ));
+}

@@ -1,0 +1,219 @@
+//! End to end, as a user runs it: `scoredd demo` synthesises the `stripes`
+//! textures (seed 0), trains the `tiny` model for 500 steps on the CPU,
+//! chooses {t} and taps on synthetic defects, calibrates and evaluates; the
+//! report must show image and pixel AUROC ≥ 0.90. Then `scoredd detect` on
+//! good, defective, odd-sized and broken inputs with the model it produced.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scoredd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_scoredd"))
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed:\n{err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{what} should have failed");
+    assert!(
+        err.contains("error:") && !err.contains("panicked"),
+        "{what}: {err}"
+    );
+    err
+}
+
+fn first_file(dir: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v.remove(0)
+}
+
+#[test]
+fn demo_reaches_the_accuracy_bar_and_detect_handles_bad_input() {
+    let dir = std::env::temp_dir().join(format!("scoredd-e2e-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let out = scoredd()
+        .args([
+            "demo",
+            "--backend",
+            "cpu",
+            "--steps",
+            "500",
+            "--seed",
+            "0",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = ok(&out, "demo");
+    assert!(stdout.contains("report.md"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let image = report["image_auroc"].as_f64().unwrap();
+    let pixel = report["pixel_auroc"].as_f64().unwrap();
+    assert!(
+        image >= 0.90 && pixel >= 0.90,
+        "image AUROC {image}, pixel AUROC {pixel}"
+    );
+    for kind in ["cut", "scratch", "spot", "stain"] {
+        assert!(
+            report["per_defect"][kind]["image_auroc"].as_f64().is_some(),
+            "{kind}"
+        );
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("| **all** |") && md.contains("chosen automatically"),
+        "{md}"
+    );
+    let gallery = image::open(dir.join("gallery.png")).unwrap();
+    assert!(gallery.width() > 400 && gallery.height() > 200);
+    let model = dir.join("model.safetensors");
+
+    // The reconstruction ablation and the SDE sampler through `eval`, on a subset.
+    for (mode, sampler) in [("reconstruction", "ode"), ("no-scales", "sde")] {
+        let out_dir = dir.join(mode);
+        let out = scoredd()
+            .args([
+                "eval",
+                "--backend",
+                "cpu",
+                "--mode",
+                mode,
+                "--sampler",
+                sampler,
+            ])
+            .args([
+                "--ts",
+                "0.02",
+                "--limit",
+                "10",
+                "--category",
+                "stripes",
+                "--data",
+            ])
+            .arg(dir.join("data"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        ok(&out, mode);
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(r["images"], 10, "{mode}");
+        assert!(r["settings"].as_str().unwrap().contains(mode), "{mode}");
+        assert!(r["pixel_auroc"].as_f64().is_some(), "{mode}");
+    }
+
+    // detect: a good image, a defective one, an odd-sized copy, and broken files in a folder.
+    let data = dir.join("data").join("stripes");
+    let inputs = dir.join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::copy(first_file(&data.join("test/good")), inputs.join("good.png")).unwrap();
+    std::fs::copy(first_file(&data.join("test/spot")), inputs.join("spot.png")).unwrap();
+    image::open(inputs.join("spot.png"))
+        .unwrap()
+        .resize_exact(100, 80, image::imageops::FilterType::Triangle)
+        .save(inputs.join("spot-odd-size.png"))
+        .unwrap();
+    std::fs::write(inputs.join("notes.png"), b"not an image").unwrap();
+    let png = std::fs::read(inputs.join("good.png")).unwrap();
+    std::fs::write(inputs.join("cut-short.png"), &png[..png.len() / 2]).unwrap();
+    let maps = dir.join("maps");
+    let out = scoredd()
+        .args(["detect", "--backend", "cpu", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&maps)
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    let stdout = ok(&out, "detect");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipped") && err.contains("notes.png") && err.contains("cut-short.png"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spot-odd-size.png is 100×80; resized"),
+        "{err}"
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let by_name = |n: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"].as_str().unwrap().ends_with(n))
+            .unwrap()
+    };
+    assert_eq!(by_name("spot.png")["verdict"], "defect", "{stdout}");
+    assert_eq!(by_name("good.png")["verdict"], "good", "{stdout}");
+    for l in &lines {
+        let n = l["normalized"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&n));
+        assert!(Path::new(l["overlay"].as_str().unwrap()).is_file());
+        let mask = image::open(l["mask"].as_str().unwrap()).unwrap().to_luma8();
+        assert_eq!(mask.dimensions(), (32, 32));
+    }
+    // The defect's mask is not empty, the good image's is.
+    let lit = |n: &str| {
+        image::open(by_name(n)["mask"].as_str().unwrap())
+            .unwrap()
+            .to_luma8()
+            .pixels()
+            .filter(|p| p.0[0] > 0)
+            .count()
+    };
+    assert!(lit("spot.png") > 0 && lit("good.png") == 0);
+
+    // Only bad inputs, a missing path, a model of other channels: explained errors.
+    let out = scoredd()
+        .args(["detect", "--backend", "cpu", "--model"])
+        .arg(&model)
+        .arg(inputs.join("notes.png"))
+        .output()
+        .unwrap();
+    assert!(failed(&out, "a non-image").contains("no usable images"));
+    let out = scoredd()
+        .args(["detect", "--backend", "cpu", "--model"])
+        .arg(&model)
+        .arg(dir.join("nope.png"))
+        .output()
+        .unwrap();
+    assert!(failed(&out, "a missing file").contains("does not exist"));
+    // The header (JSON inside a JSON string, hence the backslash) says 3
+    // channels, the weights are for 1; same byte length, so the file parses.
+    let mut bytes = std::fs::read(&model).unwrap();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"channels\\\":1")
+        .expect("channels in the header");
+    bytes[at + 11] = b'3';
+    let rgb = dir.join("rgb.safetensors");
+    std::fs::write(&rgb, bytes).unwrap();
+    let out = scoredd()
+        .args(["detect", "--backend", "cpu", "--model"])
+        .arg(&rgb)
+        .arg(inputs.join("good.png"))
+        .output()
+        .unwrap();
+    let err = failed(&out, "a model whose weights do not fit its channels");
+    assert!(err.contains("rgb.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,505 @@
+//! Anomaly-map pictures: the colour map against published inferno values, overlay
+//! arithmetic, outlines, text boxes, tile and gallery layout, and bad input.
+//! `cargo test --release --test viz -- --ignored` also writes /tmp/viz_preview.png.
+
+use image::{Rgb, RgbImage};
+use scoredd::viz::{
+    colorbar, colormap, dimmed_gray, draw_outline, draw_text, finite_range, gallery, image_to_rgb,
+    luma, overlay, text_height, text_width, tile, upscale, Tile, ALPHA_MAX, NAN_GREY,
+};
+use scoredd::Error;
+
+fn near(a: [u8; 3], b: [u8; 3], tol: i32) -> bool {
+    a.iter()
+        .zip(&b)
+        .all(|(&x, &y)| (x as i32 - y as i32).abs() <= tol)
+}
+
+#[test]
+fn colormap_endpoints_and_clamping() {
+    assert_eq!(colormap(0.0), [0, 0, 4]);
+    assert_eq!(colormap(1.0), [252, 255, 164]);
+    assert_eq!(colormap(-3.0), colormap(0.0));
+    assert_eq!(colormap(7.0), colormap(1.0));
+    assert_eq!(colormap(f32::INFINITY), colormap(1.0));
+    assert_eq!(colormap(f32::NEG_INFINITY), colormap(0.0));
+    assert_eq!(colormap(f32::NAN), NAN_GREY);
+}
+
+#[test]
+fn colormap_matches_published_inferno() {
+    // Rows i of matplotlib's _inferno_data (at v = i / 255), times 255.
+    let published: [(usize, [f32; 3]); 6] = [
+        (32, [0.129285, 0.047293, 0.290788]),
+        (64, [0.341500, 0.062325, 0.429425]),
+        (100, [0.565854, 0.143567, 0.408258]),
+        (128, [0.735683, 0.215906, 0.330245]),
+        (192, [0.978422, 0.557937, 0.034931]),
+        (230, [0.964394, 0.843848, 0.273391]),
+    ];
+    for &(i, rgb) in &published {
+        let want = rgb.map(|c| (c * 255.0).round() as u8);
+        let got = colormap(i as f32 / 255.0);
+        assert!(
+            near(got, want, 2),
+            "inferno[{i}]: got {got:?}, expected {want:?}"
+        );
+    }
+}
+
+#[test]
+fn colormap_luminance_rises_monotonically() {
+    let lum = |c: [u8; 3]| 0.2126 * c[0] as f32 + 0.7152 * c[1] as f32 + 0.0722 * c[2] as f32;
+    // Fine steps: non-decreasing up to 8-bit rounding (at most ½ per channel).
+    let mut prev = -1.0;
+    for i in 0..=1000 {
+        let v = i as f32 / 1000.0;
+        let l = lum(colormap(v));
+        assert!(l >= prev - 1.0, "luminance falls at v = {v}: {prev} → {l}");
+        prev = prev.max(l);
+    }
+    // Coarse steps: strictly increasing.
+    for k in 0..32 {
+        let (a, b) = (k as f32 / 32.0, (k + 1) as f32 / 32.0);
+        assert!(
+            lum(colormap(b)) > lum(colormap(a)),
+            "luminance not rising from {a} to {b}"
+        );
+    }
+    assert!(lum(colormap(1.0)) - lum(colormap(0.0)) > 200.0);
+}
+
+#[test]
+fn image_to_rgb_replicates_grey_and_keeps_colour() {
+    let g = image_to_rgb(&[0.0, 0.5, 1.0, 2.0], 1, 2);
+    assert_eq!(g.dimensions(), (2, 2));
+    assert_eq!(g.get_pixel(1, 0).0, [128, 128, 128]);
+    assert_eq!(g.get_pixel(0, 1).0, [255, 255, 255]);
+    assert_eq!(g.get_pixel(1, 1).0, [255, 255, 255]); // clamped
+                                                      // CHW: plane R, then G, then B.
+    let c = image_to_rgb(&[1.0, 0.0, 0.0, 1.0, 0.0, f32::NAN], 3, 1);
+    assert_eq!(c.dimensions(), (1, 1));
+    assert_eq!(c.get_pixel(0, 0).0, [255, 0, 0]);
+    let c = image_to_rgb(&[0.0, 1.0, 0.2], 3, 1);
+    assert_eq!(c.get_pixel(0, 0).0, [0, 255, 51]);
+    // Short data and odd channel counts do not panic.
+    let s = image_to_rgb(&[1.0], 3, 4);
+    assert_eq!(s.dimensions(), (4, 4));
+    assert_eq!(s.get_pixel(3, 3).0, [0, 0, 0]);
+    assert_eq!(image_to_rgb(&[], 0, 3).dimensions(), (3, 3));
+}
+
+#[test]
+fn overlay_of_zero_map_is_the_dimmed_grey_image() {
+    let mut img = RgbImage::from_pixel(4, 4, Rgb([100, 100, 100]));
+    img.put_pixel(2, 1, Rgb([200, 50, 10]));
+    let out = overlay(&img, &[0.0; 16], (0.0, 1.0)).unwrap();
+    // luma(100, 100, 100) = 100, × 0.7 = 70; luma(200, 50, 10) = 90.29 → 90, × 0.7 = 63.
+    assert_eq!(out.get_pixel(0, 0).0, [70, 70, 70]);
+    assert_eq!(luma([200, 50, 10]), 90);
+    assert_eq!(dimmed_gray([200, 50, 10]), 63);
+    assert_eq!(out.get_pixel(2, 1).0, [63, 63, 63]);
+    for (p, q) in out.pixels().zip(img.pixels()) {
+        let g = dimmed_gray(q.0);
+        assert_eq!(p.0, [g, g, g]);
+    }
+    // Below the range is the same as at its bottom.
+    let below = overlay(&img, &[-5.0; 16], (0.0, 1.0)).unwrap();
+    assert_eq!(below, out);
+    // lo == hi: everything counts as zero.
+    let flat = overlay(&img, &[3.0; 16], (3.0, 3.0)).unwrap();
+    assert_eq!(flat, out);
+}
+
+#[test]
+fn overlay_of_high_value_shows_the_colour_map() {
+    let img = RgbImage::from_pixel(3, 1, Rgb([100, 100, 100]));
+    let out = overlay(&img, &[10.0, 20.0, 15.0], (10.0, 20.0)).unwrap();
+    let top = colormap(1.0);
+    let hot = out.get_pixel(1, 0).0;
+    let tol = ((1.0 - ALPHA_MAX) * 255.0).ceil() as i32 + 1;
+    assert!(near(hot, top, tol), "{hot:?} vs colormap(1) = {top:?}");
+    // Hotter pixels are more colourful (further from grey) than the middle one.
+    let spread = |c: [u8; 3]| *c.iter().max().unwrap() as i32 - *c.iter().min().unwrap() as i32;
+    assert!(spread(hot) > spread(out.get_pixel(2, 0).0));
+    assert_eq!(out.get_pixel(0, 0).0, [70, 70, 70]);
+}
+
+#[test]
+fn overlay_paints_non_finite_values_grey_and_rejects_wrong_lengths() {
+    let img = RgbImage::from_pixel(2, 2, Rgb([10, 200, 30]));
+    let out = overlay(
+        &img,
+        &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5],
+        (0.0, 1.0),
+    )
+    .unwrap();
+    for x in 0..2 {
+        assert_eq!(out.get_pixel(x, 0).0, NAN_GREY);
+    }
+    assert_eq!(out.get_pixel(0, 1).0, NAN_GREY);
+    // A NaN or infinite range counts as degenerate, not as an error.
+    assert!(overlay(&img, &[0.5; 4], (f32::NAN, 1.0)).is_ok());
+    assert!(overlay(&img, &[0.5; 4], (0.0, f32::INFINITY)).is_ok());
+    for bad in [3usize, 5, 0] {
+        match overlay(&img, &vec![0.0; bad], (0.0, 1.0)) {
+            Err(Error::Invalid(msg)) => assert!(msg.contains("overlay"), "{msg}"),
+            other => panic!("length {bad}: expected Invalid, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn finite_range_skips_non_finite_values() {
+    let a = [1.0, f32::NAN, -2.0];
+    let b = [f32::INFINITY, 5.0];
+    assert_eq!(finite_range([&a[..], &b[..]]), (-2.0, 5.0));
+    assert_eq!(finite_range([&[f32::NAN][..]]), (0.0, 0.0));
+}
+
+#[test]
+fn outline_of_a_square_is_its_ring() {
+    let mut mask = vec![0u8; 100];
+    for y in 3..7 {
+        for x in 2..6 {
+            mask[y * 10 + x] = 1;
+        }
+    }
+    let count = |mask: &[u8]| {
+        let mut img = RgbImage::new(10, 10);
+        draw_outline(&mut img, mask, [255, 0, 0]);
+        let on: Vec<(u32, u32)> = img
+            .enumerate_pixels()
+            .filter(|(_, _, p)| p.0 == [255, 0, 0])
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        on
+    };
+    let on = count(&mask);
+    assert_eq!(on.len(), 12);
+    assert!(on
+        .iter()
+        .all(|&(x, y)| (2..6).contains(&x) && (3..7).contains(&y)));
+    assert!(!on.contains(&(3, 4)) && !on.contains(&(4, 5))); // the inside stays
+                                                             // 0/255 masks work the same.
+    let m255: Vec<u8> = mask.iter().map(|&v| v * 255).collect();
+    assert_eq!(count(&m255), on);
+    // A full mask: its outline is the image border.
+    assert_eq!(count(&[1u8; 100]).len(), 36);
+    // The wrong length draws nothing.
+    assert!(count(&[1u8; 99]).is_empty());
+    assert!(count(&[]).is_empty());
+}
+
+#[test]
+fn upscale_repeats_pixels() {
+    let mut img = RgbImage::new(7, 5);
+    img.put_pixel(6, 4, Rgb([9, 8, 7]));
+    let up = upscale(&img, 3);
+    assert_eq!(up.dimensions(), (21, 15));
+    assert_eq!(up.get_pixel(18, 12).0, [9, 8, 7]);
+    assert_eq!(up.get_pixel(20, 14).0, [9, 8, 7]);
+    assert_eq!(up.get_pixel(17, 14).0, [0, 0, 0]);
+    assert_eq!(upscale(&img, 0).dimensions(), (7, 5));
+    assert_eq!(upscale(&RgbImage::new(0, 0), 4).dimensions(), (0, 0));
+}
+
+#[test]
+fn text_stays_in_its_box() {
+    assert_eq!(text_width("", 2), 0);
+    assert_eq!(text_width("a", 1), 5);
+    assert_eq!(text_width("abc", 2), 34);
+    assert_eq!(text_width("ab\nlonger", 1), 35);
+    assert_eq!(text_height("x", 3), 24);
+    assert_eq!(text_height("x\ny", 1), 18);
+    let sample = "Score 0.83 (crack_012) = +5% #/,:";
+    for scale in 1..=3 {
+        let mut img = RgbImage::new(300, 40);
+        let (x, y) = (7, 5);
+        draw_text(&mut img, x, y, sample, scale, [255, 255, 255]);
+        let (w, h) = (text_width(sample, scale), text_height(sample, scale));
+        let mut lit = 0;
+        for (px, py, p) in img.enumerate_pixels() {
+            if p.0 != [0, 0, 0] {
+                lit += 1;
+                let inside = px as i32 >= x
+                    && (px as i32) < x + w as i32
+                    && py as i32 >= y
+                    && (py as i32) < y + h as i32;
+                assert!(inside, "scale {scale}: pixel ({px}, {py}) outside the box");
+            }
+        }
+        assert!(
+            lit > 50 * scale * scale,
+            "scale {scale}: only {lit} pixels drawn"
+        );
+    }
+    // Every printable glyph except space draws something.
+    for c in 33u8..=126 {
+        let mut img = RgbImage::new(6, 8);
+        draw_text(&mut img, 0, 0, &(c as char).to_string(), 1, [255, 255, 255]);
+        assert!(
+            img.pixels().any(|p| p.0 != [0, 0, 0]),
+            "glyph {:?} is blank",
+            c as char
+        );
+    }
+    // Clipped or exotic text does not panic.
+    let mut img = RgbImage::new(10, 10);
+    draw_text(&mut img, -20, -3, "clipped σ text ✓", 2, [1, 2, 3]);
+    draw_text(&mut img, 8, 8, "edge", 4, [1, 2, 3]);
+    draw_text(&mut img, i32::MAX - 5, i32::MIN + 5, "far", 1, [1, 2, 3]);
+    assert_eq!(text_width("σ✓", 1), 11);
+}
+
+#[test]
+fn colorbar_runs_from_hi_at_the_top_to_lo_at_the_bottom() {
+    for h in [0u32, 10, 100, 300] {
+        let bar = colorbar(h, (0.0, 1.0));
+        assert!(bar.width() >= 60);
+        assert_eq!(bar.height(), h.max(16));
+    }
+    let bar = colorbar(200, (0.25, 0.75));
+    let col = 10; // inside the bar
+    let top = (0..200).find(|&y| near(bar.get_pixel(col, y).0, colormap(1.0), 3));
+    let bottom = (0..200)
+        .rev()
+        .find(|&y| near(bar.get_pixel(col, y).0, colormap(0.0), 3));
+    let (top, bottom) = (top.expect("no hi colour"), bottom.expect("no lo colour"));
+    assert!(top < 20 && bottom > 180, "top {top}, bottom {bottom}");
+    // Labels: dark text right of the bar.
+    let ink = bar
+        .enumerate_pixels()
+        .filter(|(x, _, p)| *x > 24 && p.0 == [25, 25, 25])
+        .count();
+    assert!(ink > 100, "{ink} label pixels");
+    // Degenerate and odd ranges still draw.
+    colorbar(50, (1.0, 1.0));
+    colorbar(50, (f32::NAN, f32::INFINITY));
+    colorbar(300, (-1e-7, 3e7));
+}
+
+fn synthetic(size: u32, cx: f32, cy: f32) -> (RgbImage, Vec<f32>, Vec<u8>) {
+    let img = RgbImage::from_fn(size, size, |x, y| {
+        let v = 90 + ((x * 7 + y * 3) % 40) as u8;
+        Rgb([v, v + 10, v + 20])
+    });
+    let mut map = Vec::new();
+    let mut mask = Vec::new();
+    let s = size as f32;
+    for y in 0..size {
+        for x in 0..size {
+            let (dx, dy) = (x as f32 - cx * s, y as f32 - cy * s);
+            map.push((-(dx * dx + dy * dy) / (2.0 * (0.08 * s).powi(2))).exp());
+            mask.push(u8::from(dx.abs() < 0.1 * s && dy.abs() < 0.1 * s));
+        }
+    }
+    (img, map, mask)
+}
+
+#[test]
+fn tile_and_gallery_sizes() {
+    let (img, map, mask) = synthetic(16, 0.5, 0.5);
+    let t2 = tile(
+        &Tile {
+            image: &img,
+            map: &map,
+            truth: Some(&mask),
+            predicted: None,
+            caption: "crack 012".into(),
+        },
+        (0.0, 1.0),
+        64,
+    )
+    .unwrap();
+    let t3 = tile(
+        &Tile {
+            image: &img,
+            map: &map,
+            truth: None,
+            predicted: Some(&mask),
+            caption: "crack 012".into(),
+        },
+        (0.0, 1.0),
+        64,
+    )
+    .unwrap();
+    let gap = t2.width() - 128;
+    assert!(gap > 0 && gap < 20);
+    assert_eq!(t3.width(), 3 * 64 + 2 * gap);
+    assert!(
+        t2.height() >= 64 + 14 && t2.height() < 64 + 30,
+        "{}",
+        t2.height()
+    );
+    assert_eq!(t2.height(), t3.height());
+    // First panel is the input, upscaled 4×.
+    assert_eq!(t2.get_pixel(5, 9).0, img.get_pixel(1, 2).0);
+    // The ground-truth outline shows on the overlay panel.
+    let x0 = 64 + gap;
+    assert!((0..64).any(|y| (0..64).any(|x| t2.get_pixel(x0 + x, y).0 == [40, 255, 90])));
+    // No caption: just the panels.
+    let bare = tile(
+        &Tile {
+            image: &img,
+            map: &map,
+            truth: None,
+            predicted: None,
+            caption: String::new(),
+        },
+        (0.0, 1.0),
+        32,
+    )
+    .unwrap();
+    assert_eq!(bare.dimensions(), (64 + gap, 32));
+
+    let tiles = vec![t2.clone(), t3.clone(), t2.clone(), t3.clone(), t2.clone()];
+    let g = gallery(&tiles, 3, "bottle  AUROC 0.97", (0.0, 1.0));
+    assert!(g.width() >= 3 * t3.width() + bar_width(), "{}", g.width());
+    assert!(g.height() >= 2 * t3.height() + 14);
+    assert!(g.height() < 2 * t3.height() + 80, "{}", g.height());
+    let one_col = gallery(&tiles, 0, "t", (0.0, 1.0));
+    assert!(one_col.height() >= 5 * t3.height());
+    let many = gallery(&tiles[..2], 10, "t", (0.0, 1.0));
+    assert!(many.width() < 3 * t3.width() + 200);
+    let empty = gallery(&[], 4, "nothing to show", (0.0, 1.0));
+    assert!(empty.width() >= text_width("nothing to show", 2));
+    assert!(empty.height() > 14 && empty.height() < 100);
+    gallery(&[], 0, "", (0.0, 0.0));
+}
+
+fn bar_width() -> u32 {
+    colorbar(100, (0.0, 1.0)).width()
+}
+
+#[test]
+fn tile_rejects_mismatched_lengths_and_survives_nan() {
+    let (img, map, mask) = synthetic(8, 0.5, 0.5);
+    let make = |map: &[f32], truth: Option<&[u8]>, predicted: Option<&[u8]>, size: u32| {
+        tile(
+            &Tile {
+                image: &img,
+                map,
+                truth,
+                predicted,
+                caption: "x".into(),
+            },
+            (0.0, 1.0),
+            size,
+        )
+    };
+    assert!(matches!(
+        make(&map[1..], None, None, 32),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        make(&map, Some(&mask[1..]), None, 32),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        make(&map, None, Some(&[1u8; 65]), 32),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(make(&map, None, None, 0), Err(Error::Invalid(_))));
+    let nan = vec![f32::NAN; 64];
+    let t = make(&nan, Some(&mask), Some(&mask), 16).unwrap();
+    assert!(t.width() > 48);
+    // A tile smaller than the image and a non-multiple size work too.
+    assert!(make(&map, Some(&mask), None, 5).is_ok());
+    assert!(make(&map, Some(&mask), None, 37).is_ok());
+    // Caption too long for scale 2 falls back to scale 1 and clips.
+    let long = "a very long caption that will never fit in such a small tile at all";
+    let t = tile(
+        &Tile {
+            image: &img,
+            map: &map,
+            truth: None,
+            predicted: None,
+            caption: long.into(),
+        },
+        (0.0, 1.0),
+        16,
+    )
+    .unwrap();
+    // Panels plus one scale-1 line.
+    assert!(
+        t.height() > 16 + 7 && t.height() - 16 < 14,
+        "{}",
+        t.height()
+    );
+}
+
+/// Renders a sample gallery to /tmp/viz_preview.png for a human to look at.
+#[test]
+#[ignore]
+fn preview_gallery() {
+    let size = 64;
+    let cases = [
+        ("crack 012", 0.3, 0.4, true),
+        ("good 003", 0.5, 0.5, false),
+        ("hole 007", 0.7, 0.65, true),
+        ("scratch 021", 0.45, 0.2, true),
+    ];
+    let mut tiles = Vec::new();
+    let mut stored = Vec::new();
+    for &(name, cx, cy, defect) in &cases {
+        let (img, mut map, mask) = synthetic(size, cx, cy);
+        if !defect {
+            map.iter_mut().for_each(|v| *v *= 0.2);
+        }
+        // Real anomaly maps are noisy: add some texture.
+        for (i, v) in map.iter_mut().enumerate() {
+            let h = (i as u32).wrapping_mul(2654435761) >> 16;
+            *v += 0.12 * (h % 1000) as f32 / 1000.0;
+        }
+        if name.starts_with("hole") {
+            // A few missing values, to see how NaN looks.
+            map[5 * size as usize + 5..5 * size as usize + 12].fill(f32::NAN);
+        }
+        stored.push((name, img, map, mask, defect));
+    }
+    let range = finite_range(stored.iter().map(|s| &s.2[..]));
+    for (name, img, map, mask, defect) in &stored {
+        let score = map.iter().cloned().fold(0.0f32, f32::max);
+        let predicted: Vec<u8> = map.iter().map(|&v| u8::from(v > 0.5)).collect();
+        let caption = format!(
+            "{name}  score {score:.2}  {}",
+            if score > 0.5 { "DEFECT" } else { "ok" }
+        );
+        let t = Tile {
+            image: img,
+            map,
+            truth: defect.then_some(&mask[..]),
+            predicted: Some(&predicted),
+            caption,
+        };
+        tiles.push(tile(&t, range, 128).unwrap());
+    }
+    let g = gallery(
+        &tiles,
+        2,
+        "scoredd eval - synthetic\ninput | anomaly map + truth | predicted",
+        range,
+    );
+    scoredd::plot::save_png(&g, std::path::Path::new("/tmp/viz_preview.png")).unwrap();
+    // Small print, magnified: scale-1 text and a short colour bar.
+    let mut small = RgbImage::from_pixel(200, 70, Rgb([255, 255, 255]));
+    draw_text(&mut small, 2, 2, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1, [0, 0, 0]);
+    draw_text(
+        &mut small,
+        2,
+        12,
+        "abcdefghijklmnopqrstuvwxyz",
+        1,
+        [0, 0, 0],
+    );
+    draw_text(&mut small, 2, 22, "0123456789 .,:-_/%()=+#", 1, [0, 0, 0]);
+    draw_text(&mut small, 2, 32, "jpg qy: score 0.83 (12%)", 1, [0, 0, 0]);
+    let bar = colorbar(70, (-0.0123, 0.456));
+    image::imageops::replace(&mut small, &bar, 200 - bar.width() as i64, 0);
+    scoredd::plot::save_png(
+        &upscale(&small, 3),
+        std::path::Path::new("/tmp/viz_text.png"),
+    )
+    .unwrap();
+}
