@@ -230,12 +230,17 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| format!("image{i}"));
-        // Two inputs may share a stem (a.png, a.jpg, or the same name in two folders).
-        let stem = if used.insert(stem.clone()) {
-            stem
-        } else {
-            format!("{stem}-{i}")
-        };
+        // Two inputs may share a stem (a.png and a.jpg, or 000.png in two
+        // folders): then the folder name goes in front, then the index.
+        let parent = Path::new(path)
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = [stem.clone(), format!("{parent}-{stem}"), format!("{parent}-{stem}-{i}")]
+            .into_iter()
+            .find(|s| used.insert(s.clone()))
+            .unwrap_or_else(|| format!("image{i}"));
         let rgb = viz::image_to_rgb(&loaded.images[i], c.channels, size);
         let score = detect::image_score(map) as f64;
         let overlay_path = args.out.join(format!("{stem}.overlay.png"));
