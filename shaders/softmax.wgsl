@@ -22,7 +22,9 @@ struct Params {
 var<workgroup> red_max: array<f32, 64>;
 var<workgroup> red_sum: array<f32, 64>;
 
-const LOWEST: f32 = -3.40282347e38;
+// -f32::MAX written exactly: browsers (Tint) reject -3.40282347e38, which is
+// just past it before rounding.
+const LOWEST: f32 = -3.4028234663852886e38;
 
 @compute @workgroup_size(64)
 fn softmax(

@@ -32,6 +32,7 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
+#[allow(clippy::large_enum_variant)] // one per page; boxing buys nothing
 enum Engine {
     Cpu {
         be: CpuBackend,
@@ -123,7 +124,7 @@ impl Detector {
         if prefer_gpu {
             match open_gpu(&file).await {
                 Ok((be, model)) => {
-                    let why = format!("WebGPU: {} ({})", adapter_name(&be), be.describe());
+                    let why = format!("WebGPU ({})", adapter_words(&be));
                     return Ok(Detector {
                         inner: Rc::new(Inner {
                             engine: Engine::Gpu { be, model },
@@ -206,12 +207,20 @@ impl Detector {
     }
 }
 
-fn adapter_name(be: &GpuBackend) -> String {
-    let n = &be.ctx.info.name;
-    if n.is_empty() {
-        "adapter".into()
+/// The adapter in words; browsers often hide its name.
+fn adapter_words(be: &GpuBackend) -> String {
+    let i = &be.ctx.info;
+    let kind = match i.device_type {
+        wgpu::DeviceType::Cpu => "a software adapter, emulated on the CPU",
+        wgpu::DeviceType::IntegratedGpu => "an integrated GPU",
+        wgpu::DeviceType::DiscreteGpu => "a discrete GPU",
+        wgpu::DeviceType::VirtualGpu => "a virtual GPU",
+        wgpu::DeviceType::Other => "a GPU",
+    };
+    if i.name.is_empty() {
+        kind.to_string()
     } else {
-        n.clone()
+        format!("{}, {kind}", i.name)
     }
 }
 

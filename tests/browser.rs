@@ -131,10 +131,13 @@ fn page_detects_like_the_cli_on_webgpu_and_cpu_wasm() {
     let reference = write_reference(&out);
 
     // Build into a target dir of its own: the one this test runs from is locked
-    // by the running `cargo test`.
+    // by the running `cargo test`. SCOREDD_WASM_TARGET_DIR overrides it.
+    let wasm_target = std::env::var_os("SCOREDD_WASM_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("web-wasm"));
     let status = Command::new("bash")
         .arg(root().join("web/build.sh"))
-        .env("CARGO_TARGET_DIR", target_dir().join("web-wasm"))
+        .env("CARGO_TARGET_DIR", wasm_target)
         .status()
         .expect("run web/build.sh");
     assert!(status.success(), "web/build.sh failed");

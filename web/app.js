@@ -41,6 +41,7 @@ const state = {
   queue: Promise.resolve(),
   last: null,       // the latest result (for the test)
   lastError: null,
+  detections: 0,    // maps computed so far (the threshold slider must not add any)
   timings: { start: performance.now() },
 };
 window.scoredd = state;
@@ -169,6 +170,7 @@ async function detectOne(item) {
   await nextPaint();
   const rgba = rgbaOf(item.bitmap);
   const res = await det.detect(new Uint8Array(rgba.buffer), item.bitmap.width, item.bitmap.height);
+  state.detections += 1;
   return res;
 }
 
@@ -183,7 +185,9 @@ async function detectAll(items) {
       if (state.timings.firstMap === undefined) state.timings.firstMap = performance.now();
     } catch (e) {
       entry.error = message(e);
-      showError(`${item.name}: ${entry.error}`);
+      const hint = state.detector && state.detector.backendKind() === 'webgpu' && /GPU/.test(entry.error)
+        ? ' — tick “use the CPU” to run without WebGPU' : '';
+      showError(`${item.name}: ${entry.error}${hint}`);
     }
     state.results.push(entry);
     if (entry.result || state.current < 0) state.current = state.results.length - 1;
@@ -339,7 +343,7 @@ function drawColorbar(entry) {
   const cal = state.meta && state.meta.calibration;
   let labels;
   if (cal) {
-    labels = [[0, fmt(cal.low)], [0.5, fmt(cal.threshold) + ' thr'], [1, fmt(cal.high)]];
+    labels = [[0, fmt(cal.low)], [0.5, fmt(cal.threshold)], [1, fmt(cal.high)]];
   } else if (entry && entry.result) {
     const [lo, hi] = mapRange(entry.result.map);
     labels = [[0, fmt(lo)], [0.5, fmt((lo + hi) / 2)], [1, fmt(hi)]];
@@ -492,6 +496,7 @@ async function main() {
     await init();
   } catch (e) {
     showError(`This browser could not start the WebAssembly module: ${message(e)}`);
+    state.failed = true;
     return;
   }
   state.timings.wasmReady = performance.now();

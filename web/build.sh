@@ -3,7 +3,7 @@
 #   1. the library for wasm32-unknown-unknown (release, WebAssembly SIMD on),
 #   2. wasm-bindgen --target web (the CLI pinned to Cargo.lock's wasm-bindgen,
 #      installed with cargo if missing or another version),
-#   3. wasm-opt -O3 when binaryen is installed (optional),
+#   3. wasm-opt -O3 when binaryen 116+ is installed (optional),
 #   4. the page, the bundled model and the sample images.
 # Then serve it:   python3 -m http.server -d web/dist 8080
 #
@@ -52,16 +52,23 @@ wasm="$target_dir/$triple/release/scoredd.wasm"
 
 rm -rf "$dist.tmp"
 mkdir -p "$dist.tmp/pkg"
-wasm-bindgen --target web --no-typescript --out-dir "$dist.tmp/pkg" "$wasm"
+wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
+  --out-dir "$dist.tmp/pkg" "$wasm"
 raw_size=$(stat -c %s "$dist.tmp/pkg/scoredd_bg.wasm")
-if [ "${SCOREDD_NO_WASM_OPT:-0}" != 1 ] && command -v wasm-opt >/dev/null; then
-  say "wasm-opt -O3"
+# binaryen before 116 (Debian bookworm has 108) mistypes wasm-bindgen's externref
+# table: the module then fails to instantiate ("WebAssembly.Table.set(): Argument 1
+# is invalid"). Older ones are skipped unless SCOREDD_WASM_OPT=force.
+opt_version=$(wasm-opt --version 2>/dev/null | awk '{ print $3 }' || true)
+if [ "${SCOREDD_NO_WASM_OPT:-0}" = 1 ] || [ -z "$opt_version" ]; then
+  say "wasm-opt not found (binaryen 116+) or disabled: keeping wasm-bindgen's output"
+elif [ "${opt_version%%[^0-9]*}" -lt 116 ] && [ "${SCOREDD_WASM_OPT:-}" != force ]; then
+  say "wasm-opt $opt_version is older than 116 and breaks externref tables: skipped"
+else
+  say "wasm-opt -O3 (binaryen $opt_version)"
   wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     "$dist.tmp/pkg/scoredd_bg.wasm" -o "$dist.tmp/pkg/scoredd_bg.opt.wasm"
   mv "$dist.tmp/pkg/scoredd_bg.opt.wasm" "$dist.tmp/pkg/scoredd_bg.wasm"
-else
-  say "wasm-opt not found (apt-get install binaryen) or disabled: keeping the unoptimised wasm"
 fi
 opt_size=$(stat -c %s "$dist.tmp/pkg/scoredd_bg.wasm")
 

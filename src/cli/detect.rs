@@ -237,10 +237,14 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
             .and_then(|p| p.file_name())
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let stem = [stem.clone(), format!("{parent}-{stem}"), format!("{parent}-{stem}-{i}")]
-            .into_iter()
-            .find(|s| used.insert(s.clone()))
-            .unwrap_or_else(|| format!("image{i}"));
+        let stem = [
+            stem.clone(),
+            format!("{parent}-{stem}"),
+            format!("{parent}-{stem}-{i}"),
+        ]
+        .into_iter()
+        .find(|s| used.insert(s.clone()))
+        .unwrap_or_else(|| format!("image{i}"));
         let rgb = viz::image_to_rgb(&loaded.images[i], c.channels, size);
         let score = detect::image_score(map) as f64;
         let overlay_path = args.out.join(format!("{stem}.overlay.png"));

@@ -107,7 +107,7 @@ function foreignSafetensors() {
 // --- page helpers ------------------------------------------------------------------------
 async function waitIdle(page, what) {
   // The page's job queue drains when nothing is loading or detecting.
-  await page.waitForFunction(() => window.scoredd && window.scoredd.ready === true, null, { timeout: RUN_TIMEOUT });
+  await page.waitForFunction(() => window.scoredd && (window.scoredd.ready === true || window.scoredd.failed), null, { timeout: RUN_TIMEOUT });
   await page.evaluate(() => window.scoredd.queue);
   return what;
 }
@@ -237,6 +237,29 @@ async function main() {
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         check('phone-sized screen: no horizontal scrolling', overflow <= 1, `${overflow} px too wide`);
         await page.screenshot({ path: path.join(out, 'browser-phone.png'), fullPage: true });
+      }
+      if (label === 'cpu') {
+        // Batch: every sample at once, a list of results; the threshold slider
+        // changes the verdicts without computing anything again.
+        const manifest = JSON.parse(fs.readFileSync(path.join(dist, 'samples', 'samples.json'), 'utf8'));
+        await page.setInputFiles('#image-file', manifest.samples.map((s) => path.join(dist, 'samples', s.file)));
+        await waitIdle(page);
+        const items = await page.$$eval('#batch-list li', (lis) => lis.map((li) => li.textContent));
+        check('batch: one result per image', items.length === manifest.samples.length && !items.some((t) => /failed|:/.test(t) && !/DEFECT|OK/.test(t)), items.join(' | '));
+        const before = await page.evaluate(() => ({ n: window.scoredd.detections, summary: document.getElementById('batch-summary').textContent }));
+        const defectsAt = async (v) => {
+          await page.$eval('#threshold', (el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }, String(v));
+          const shown = await page.$$eval('#batch-list .tag.defect', (t) => t.length);
+          const want = await page.evaluate((v) => window.scoredd.results.filter((r) => r.result && r.result.normalised >= v).length, v);
+          return { shown, want };
+        };
+        const low = await defectsAt(0.01), high = await defectsAt(0.99), mid = await defectsAt(0.5);
+        const after = await page.evaluate(() => window.scoredd.detections);
+        check('threshold slider: verdicts move, nothing recomputed',
+          [low, high, mid].every((d) => d.shown === d.want) && low.shown >= mid.shown && mid.shown >= high.shown && after === before.n,
+          `defective at 0.01 / 0.5 / 0.99: ${low.shown} / ${mid.shown} / ${high.shown}; maps computed while sliding: ${after - before.n}; ${before.summary}`);
+        report.batch = { items, summary: before.summary };
+        await page.screenshot({ path: path.join(out, 'browser-batch.png'), fullPage: true });
       }
       if (logs.some((l) => l.startsWith('pageerror'))) {
         check(`${label}: no uncaught page errors`, false, logs.filter((l) => l.startsWith('pageerror')).join(' | '));

@@ -1,6 +1,10 @@
 //! The GPU backend: every op a WGSL compute kernel from `shaders/`, run through wgpu
 //! on Vulkan, Metal, DX12 or the browser's WebGPU.
 
+// In the browser wgpu's handles are neither Send nor Sync; tensors still share
+// buffers through Arc so the code is one for both targets.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 mod context;
 pub mod kernels;
 mod layer_ops;
@@ -522,3 +526,32 @@ impl Backend for GpuBackend {
 }
 
 // The network ops: implemented in their own files.
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    /// The browser's readback path, run natively: the same values as `read`,
+    /// for a tensor that is still being computed when the read starts.
+    #[test]
+    fn read_async_matches_read() {
+        let g = match GpuBackend::new() {
+            Ok(g) => g,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true but the GPU backend failed to open: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                return;
+            }
+        };
+        let a = g.upload(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+        let b = g.upload(&[1.0, 0.5, -1.0, 2.0, 0.0, 1.0], &[3, 2]).unwrap();
+        let c = g.matmul(&a, &b).unwrap();
+        let got = pollster::block_on(g.read_async(&c)).unwrap();
+        assert_eq!(got, vec![-1.0, 7.5, -1.0, 18.0]);
+        assert_eq!(got, g.read(&c).unwrap());
+        let empty = g.zeros(&[0]).unwrap();
+        assert!(pollster::block_on(g.read_async(&empty)).unwrap().is_empty());
+    }
+}
