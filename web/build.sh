@@ -45,7 +45,8 @@ fi
 say "compiling the library for $triple (release)"
 # cdylib only here, so native builds stay rlib-only. simd128 turns on
 # matrixmultiply's WebAssembly SIMD GEMM (every current browser has it).
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128" \
+# No debug info: wasm-bindgen strips names anyway, and it halves the link time.
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128" CARGO_PROFILE_RELEASE_DEBUG=0 \
   cargo rustc --lib --release --target "$triple" --crate-type cdylib
 wasm="$target_dir/$triple/release/scoredd.wasm"
 [ -f "$wasm" ] || { say "expected $wasm after the build"; exit 1; }

@@ -159,7 +159,7 @@ fn calibrate_on<B: NnBackend>(
     bar.finish_and_clear();
     let cal = calibrate::calibration_from_scores(&scores, args.quantile)?;
     println!(
-        "threshold {:.5} (quantile {} of {} normal images; median {:.5}); scores map to [0, 1] with the threshold at 0.5",
+        "threshold {:.4e} (quantile {} of {} normal images; median {:.4e}); scores map to [0, 1] with the threshold at 0.5",
         cal.threshold,
         cal.quantile,
         cal.normals,

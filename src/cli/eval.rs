@@ -66,7 +66,8 @@ pub fn run(choice: BackendChoice, args: EvalArgs) -> Result<Report, Error> {
     let file = ModelFile::load(&args.model)?;
     let (backend, why) = open_backend(choice)?;
     eprintln!("{why}");
-    with_backend!(&backend, |b| eval_on(b, &file, &args, why.clone()))
+    let name = why.trim_start_matches("backend: ").to_string();
+    with_backend!(&backend, |b| eval_on(b, &file, &args, name.clone()))
 }
 
 fn category_dir(data: &Path, category: Option<&str>) -> Result<PathBuf, Error> {
@@ -319,7 +320,7 @@ fn markdown(r: &Report, file: &ModelFile, sde: &str, overall: &Metrics) -> Strin
     if let Some(v) = &r.verdicts {
         let _ = writeln!(
             s,
-            "Verdicts at the calibrated threshold {:.4}: accuracy {:.3}, defects caught {:.3}, false alarms on good images {:.3}.\n",
+            "Verdicts at the calibrated threshold {:.4e}: accuracy {:.3}, defects caught {:.3}, false alarms on good images {:.3}.\n",
             v.threshold, v.accuracy, v.true_positive_rate, v.false_positive_rate
         );
     } else {
