@@ -322,10 +322,9 @@ fn no_images_error(dir: &Path, what: &str, skipped: &[Skipped]) -> Error {
     Error::Invalid(msg)
 }
 
-/// Loads every image of one folder (non-recursive) in parallel.
-fn load_folder(dir: &Path, spec: ImageSpec, what: &str) -> Result<Loaded> {
-    spec.validate()?;
-    let (files, mut skipped) = image_files(dir, what)?;
+/// Decodes `files` in parallel: the usable ones in order, the others added
+/// to `skipped` with their reason.
+fn decode_files(files: &[PathBuf], spec: ImageSpec, skipped: &mut Vec<Skipped>) -> Loaded {
     let decoded: Vec<_> = files.par_iter().map(|p| load_one(p, spec)).collect();
     let mut loaded = Loaded::default();
     for (p, r) in files.iter().zip(decoded) {
@@ -341,6 +340,14 @@ fn load_folder(dir: &Path, spec: ImageSpec, what: &str) -> Result<Loaded> {
             }),
         }
     }
+    loaded
+}
+
+/// Loads every image of one folder (non-recursive) in parallel.
+fn load_folder(dir: &Path, spec: ImageSpec, what: &str) -> Result<Loaded> {
+    spec.validate()?;
+    let (files, mut skipped) = image_files(dir, what)?;
+    let mut loaded = decode_files(&files, spec, &mut skipped);
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     log_skipped(&skipped);
     if loaded.images.is_empty() {
@@ -372,21 +379,7 @@ pub fn inputs(paths: &[PathBuf], spec: ImageSpec) -> Result<Loaded> {
             )));
         }
     }
-    let decoded: Vec<_> = files.par_iter().map(|p| load_one(p, spec)).collect();
-    let mut loaded = Loaded::default();
-    for (p, r) in files.iter().zip(decoded) {
-        match r {
-            Ok((img, dims)) => {
-                loaded.images.push(img);
-                loaded.paths.push(display(p));
-                loaded.original_sizes.push(dims);
-            }
-            Err(reason) => skipped.push(Skipped {
-                path: display(p),
-                reason,
-            }),
-        }
-    }
+    let mut loaded = decode_files(&files, spec, &mut skipped);
     if loaded.images.is_empty() {
         let what = match skipped.first() {
             Some(s) => format!(
