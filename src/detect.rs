@@ -223,6 +223,46 @@ impl<T> DeviceDistances<T> {
     }
 }
 
+/// Every image noised to every t in `ts` (image-major, noise from
+/// [`stream`]) and walked back `r` paired steps: the run both Score-DD and
+/// the reconstruction ablation start from.
+#[allow(clippy::too_many_arguments)]
+fn paired_run<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    ts: &[f64],
+    r: usize,
+    sampler: Sampler,
+    seed: u64,
+) -> Result<crate::method::PairedRun<B::Tensor>> {
+    if images.len() != ids.len() {
+        return Err(Error::Invalid(format!(
+            "{} images but {} ids",
+            images.len(),
+            ids.len()
+        )));
+    }
+    let x0 = upload_repeated(be, model, images, ts.len())?;
+    let t: Vec<f64> = (0..images.len()).flat_map(|_| ts.iter().copied()).collect();
+    let streams: Vec<u64> = ids
+        .iter()
+        .flat_map(|&id| ts.iter().map(move |&t| stream(id, t)))
+        .collect();
+    paired_reverse(
+        be,
+        model.sde.as_ref(),
+        model,
+        &x0,
+        &t,
+        r,
+        sampler,
+        RngStream::new(seed, 0),
+        &streams,
+    )
+}
+
 /// The costly part of Score-DD, queued on the backend: for every image and
 /// every t in `ts`, r paired steps, one feature pass over [x'; x''] at t_r,
 /// and the per-pixel distance of each tap in `taps`. One network batch of
@@ -239,32 +279,9 @@ pub fn tap_distances_device<B: NnBackend>(
     taps: &[String],
     seed: u64,
 ) -> Result<DeviceDistances<B::Tensor>> {
-    if images.len() != ids.len() {
-        return Err(Error::Invalid(format!(
-            "{} images but {} ids",
-            images.len(),
-            ids.len()
-        )));
-    }
     let n = images.len();
     let times = ts.len();
-    let x0 = upload_repeated(be, model, images, times)?;
-    let t: Vec<f64> = (0..n).flat_map(|_| ts.iter().copied()).collect();
-    let streams: Vec<u64> = ids
-        .iter()
-        .flat_map(|&id| ts.iter().map(move |&t| stream(id, t)))
-        .collect();
-    let run = paired_reverse(
-        be,
-        model.sde.as_ref(),
-        model,
-        &x0,
-        &t,
-        r,
-        sampler,
-        RngStream::new(seed, 0),
-        &streams,
-    )?;
+    let run = paired_run(be, model, images, ids, ts, r, sampler, seed)?;
     let both = stack_pair(be, &run.state.whole, &run.state.own)?;
     let t2: Vec<f64> = run.t_end.iter().chain(&run.t_end).copied().collect();
     let f = model.net.forward(
@@ -534,26 +551,8 @@ pub fn start<B: NnBackend>(
             )?))
         }
         Mode::Reconstruction => {
-            if images.len() != ids.len() {
-                return Err(Error::Invalid(format!(
-                    "{} images but {} ids",
-                    images.len(),
-                    ids.len()
-                )));
-            }
-            let x0 = upload_repeated(be, model, images, 1)?;
-            let streams: Vec<u64> = ids.iter().map(|&id| stream(id, tmax)).collect();
-            let run = paired_reverse(
-                be,
-                model.sde.as_ref(),
-                model,
-                &x0,
-                &vec![tmax; images.len()],
-                steps_to_eps(model.sde.as_ref(), tmax),
-                s.sampler,
-                RngStream::new(opts.seed, 0),
-                &streams,
-            )?;
+            let r = steps_to_eps(model.sde.as_ref(), tmax);
+            let run = paired_run(be, model, images, ids, &[tmax], r, s.sampler, opts.seed)?;
             Ok(Pending {
                 tensors: vec![run.state.whole, run.state.own],
                 plan: Plan::Reconstruction {
