@@ -263,12 +263,12 @@ fn paired_run<B: NnBackend>(
     )
 }
 
-/// The costly part of Score-DD, queued on the backend: for every image and
-/// every t in `ts`, r paired steps, one feature pass over [x'; x''] at t_r,
-/// and the per-pixel distance of each tap in `taps`. One network batch of
-/// n·T samples per step and one of 2·n·T for the features.
+/// For every image and every t in `ts`, r paired steps and one feature pass
+/// over [x'; x''] at t_r: each tap's features `[2·n·T, C, h, w]`, the
+/// learned-score path first. One network batch of n·T samples per step and
+/// one of 2·n·T for the features.
 #[allow(clippy::too_many_arguments)]
-pub fn tap_distances_device<B: NnBackend>(
+pub fn pair_features<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
     images: &[&[f32]],
@@ -278,9 +278,7 @@ pub fn tap_distances_device<B: NnBackend>(
     sampler: Sampler,
     taps: &[String],
     seed: u64,
-) -> Result<DeviceDistances<B::Tensor>> {
-    let n = images.len();
-    let times = ts.len();
+) -> Result<BTreeMap<String, B::Tensor>> {
     let run = paired_run(be, model, images, ids, ts, r, sampler, seed)?;
     let both = stack_pair(be, &run.state.whole, &run.state.own)?;
     let t2: Vec<f64> = run.t_end.iter().chain(&run.t_end).copied().collect();
@@ -295,6 +293,26 @@ pub fn tap_distances_device<B: NnBackend>(
             ..Default::default()
         },
     )?;
+    Ok(f.taps)
+}
+
+/// The costly part of Score-DD, queued on the backend: [`pair_features`] and
+/// the per-pixel distance of each tap in `taps`.
+#[allow(clippy::too_many_arguments)]
+pub fn tap_distances_device<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    ts: &[f64],
+    r: usize,
+    sampler: Sampler,
+    taps: &[String],
+    seed: u64,
+) -> Result<DeviceDistances<B::Tensor>> {
+    let n = images.len();
+    let times = ts.len();
+    let f = pair_features(be, model, images, ids, ts, r, sampler, taps, seed)?;
     let mut out = DeviceDistances {
         taps: taps.to_vec(),
         tensors: Vec::new(),
@@ -304,7 +322,6 @@ pub fn tap_distances_device<B: NnBackend>(
     };
     for name in taps {
         let feat = f
-            .taps
             .get(name)
             .ok_or_else(|| Error::Invalid(format!("the network did not return tap {name:?}")))?;
         let d = be.pair_distance(feat)?;

@@ -48,6 +48,14 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
             at = i;
         }
     }
+    // `SCOREDD_TOLERANCE_REPORT=1 cargo test -- --nocapture` prints how much
+    // of each bound is used: the way to find bounds that sit on their figure.
+    if std::env::var_os("SCOREDD_TOLERANCE_REPORT").is_some() {
+        eprintln!(
+            "tolerance: {:.3} of the bound used by {what} ({worst:.2e} vs {rel:.0e} × {scale:.2e})",
+            worst / (rel * scale)
+        );
+    }
     assert!(
         worst <= rel * scale,
         "{what}: max |diff| {worst:e} at {at} ({} vs {}) exceeds {rel:e} × scale {scale:e}",
