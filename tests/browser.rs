@@ -29,9 +29,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+#[path = "support/skip.rs"]
+mod skip;
+use skip::{skip, under_ci};
 
 /// The target directory this test was built into (CARGO_TARGET_TMPDIR is `<target>/tmp`).
 fn target_dir() -> PathBuf {
@@ -117,11 +117,7 @@ fn write_reference(out: &Path) -> PathBuf {
 fn page_detects_like_the_cli_on_webgpu_and_cpu_wasm() {
     let missing = missing_tools();
     if !missing.is_empty() {
-        let msg = format!("browser test needs: {}", missing.join("; "));
-        if under_ci() {
-            panic!("{msg}");
-        }
-        eprintln!("skipping: {msg}");
+        skip(&format!("the browser test needs: {}", missing.join("; ")));
         return;
     }
     let out = std::env::var_os("SCOREDD_BROWSER_OUT")
