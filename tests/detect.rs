@@ -303,10 +303,30 @@ fn gpu_maps_match_cpu_maps() {
     let ts = [0.125, 0.1, 0.075, 0.05, 0.025];
     let o = opts(&ts, 1);
     let taps = o.settings.taps.clone();
-    let fc = detect::pair_features(&c, &mc, &refs(&imgs), &[0, 0], &ts, 1, Sampler::Ode, &taps, 0)
-        .unwrap();
-    let fg = detect::pair_features(&g, &mg, &refs(&imgs), &[0, 0], &ts, 1, Sampler::Ode, &taps, 0)
-        .unwrap();
+    let fc = detect::pair_features(
+        &c,
+        &mc,
+        &refs(&imgs),
+        &[0, 0],
+        &ts,
+        1,
+        Sampler::Ode,
+        &taps,
+        0,
+    )
+    .unwrap();
+    let fg = detect::pair_features(
+        &g,
+        &mg,
+        &refs(&imgs),
+        &[0, 0],
+        &ts,
+        1,
+        Sampler::Ode,
+        &taps,
+        0,
+    )
+    .unwrap();
     let mut rho = Vec::new();
     let mut tap_max = Vec::new();
     for tap in &taps {
@@ -355,7 +375,8 @@ fn gpu_maps_match_cpu_maps() {
         let sum_t = |d: &[f32]| -> Vec<f32> {
             (0..imgs.len())
                 .flat_map(|i| {
-                    (0..hw).map(move |p| (0..ts.len()).map(|j| d[(i * ts.len() + j) * hw + p]).sum())
+                    (0..hw)
+                        .map(move |p| (0..ts.len()).map(|j| d[(i * ts.len() + j) * hw + p]).sum())
                 })
                 .collect()
         };
