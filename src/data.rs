@@ -57,6 +57,12 @@ pub const DATA_STREAM: u64 = 0x0000_DA7A_0000_0001;
 /// thumbnails, broken exports).
 pub const MIN_SIDE: u32 = 8;
 
+/// Largest image accepted, in pixels (64 megapixels, e.g. 8192 × 8192). The
+/// header is read first, so a file that claims more is refused before anything
+/// is allocated; the largest buffer then decoded (16-bit RGBA) is 512 MiB, the
+/// `image` crate's default allocation limit.
+pub const MAX_PIXELS: u64 = 64 << 20;
+
 /// Largest accepted [`ImageSpec::size`].
 pub const MAX_SIZE: usize = 4096;
 
@@ -191,6 +197,22 @@ fn jpeg_is_complete(b: &[u8]) -> bool {
     }
 }
 
+/// Decodes an image whose format is known, refusing one over [`MAX_PIXELS`]
+/// from its header alone. Err is a reason.
+fn decode_limited<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+) -> std::result::Result<DynamicImage, String> {
+    let cannot = |e: image::ImageError| format!("cannot decode: {}", e.to_string().trim_end());
+    let decoder = reader.into_decoder().map_err(cannot)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(format!(
+            "{w}×{h} is over the limit of {MAX_PIXELS} pixels (64 megapixels); not decoded"
+        ));
+    }
+    DynamicImage::from_decoder(decoder).map_err(cannot)
+}
+
 /// Decodes a file, sniffing its format from the content (falling back on the
 /// extension). Err is a reason.
 fn decode(path: &Path) -> std::result::Result<DynamicImage, String> {
@@ -209,9 +231,7 @@ fn decode(path: &Path) -> std::result::Result<DynamicImage, String> {
         }
         _ => {}
     }
-    let img = reader
-        .decode()
-        .map_err(|e| format!("cannot decode: {}", e.to_string().trim_end()))?;
+    let img = decode_limited(reader)?;
     if img.width() < MIN_SIDE || img.height() < MIN_SIDE {
         return Err(format!(
             "{}×{} is smaller than the minimum {MIN_SIDE}×{MIN_SIDE}",
@@ -448,7 +468,7 @@ fn load_mask(
             display(mask_path)
         )));
     }
-    let m = image::ImageReader::open(mask_path)
+    let reader = image::ImageReader::open(mask_path)
         .map_err(|e| Error::Io {
             path: display(mask_path),
             source: e,
@@ -457,12 +477,11 @@ fn load_mask(
         .map_err(|e| Error::Io {
             path: display(mask_path),
             source: e,
-        })?
-        .decode()
-        .map_err(|e| Error::Image {
-            path: display(mask_path),
-            detail: format!("cannot decode mask of {}: {e}", display(image_path)),
         })?;
+    let m = decode_limited(reader).map_err(|reason| Error::Image {
+        path: display(mask_path),
+        detail: format!("mask of {}: {reason}", display(image_path)),
+    })?;
     if (m.width(), m.height()) != image_dims {
         return Err(Error::Invalid(format!(
             "mask {} is {}×{} but its image {} is {}×{}",

@@ -52,6 +52,19 @@ fn default_fourier_scale() -> f32 {
     16.0
 }
 
+// Bounds on a config, so a hostile or mistyped file (a model file's metadata,
+// `train --config my.json`) is rejected before anything is built or allocated.
+/// Largest `image_size` (the data pipeline's `data::MAX_SIZE`).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+/// Most resolution levels (`ch_mult.len()`); 12 levels already take 4096 px to 2 px.
+pub const MAX_LEVELS: usize = 12;
+/// Most channels at any level (`nf · ch_mult[i]`).
+pub const MAX_CHANNELS: usize = 8192;
+/// Most residual blocks per level.
+pub const MAX_RES_BLOCKS: usize = 64;
+/// Most parameters in a network (4 GiB of f32, far above the paper's 256 px model).
+pub const MAX_PARAMS: u64 = 1 << 30;
+
 impl UNetConfig {
     /// 32 px, nf 16, ch_mult (1,2), 1 block, no attention — for CI.
     pub fn tiny(channels: usize, embedding: TimeEmbedding) -> Self {
@@ -119,6 +132,38 @@ impl UNetConfig {
         {
             return bad("nf must be a positive multiple of 4, ch_mult non-empty and positive, num_res_blocks ≥ 1".into());
         }
+        // Checked before the shift below, which overflows from 65 levels on.
+        if self.ch_mult.len() > MAX_LEVELS {
+            return bad(format!(
+                "at most {MAX_LEVELS} levels (ch_mult entries), got {}",
+                self.ch_mult.len()
+            ));
+        }
+        if self.image_size > MAX_IMAGE_SIZE {
+            return bad(format!(
+                "image_size must be at most {MAX_IMAGE_SIZE}, got {}",
+                self.image_size
+            ));
+        }
+        let too_wide = |&m: &usize| self.nf.checked_mul(m).is_none_or(|c| c > MAX_CHANNELS);
+        if self.ch_mult.iter().any(too_wide) {
+            return bad(format!(
+                "nf × ch_mult must be at most {MAX_CHANNELS} channels (nf {}, ch_mult {:?})",
+                self.nf, self.ch_mult
+            ));
+        }
+        if self.num_res_blocks > MAX_RES_BLOCKS {
+            return bad(format!(
+                "num_res_blocks must be at most {MAX_RES_BLOCKS}, got {}",
+                self.num_res_blocks
+            ));
+        }
+        if !self.fourier_scale.is_finite() {
+            return bad(format!(
+                "fourier_scale must be finite, got {}",
+                self.fourier_scale
+            ));
+        }
         let levels = self.ch_mult.len() as u32;
         if self.image_size == 0 || !self.image_size.is_multiple_of(1usize << (levels - 1)) {
             return bad(format!(
@@ -131,6 +176,19 @@ impl UNetConfig {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         Ok(())
+    }
+
+    /// Parses and validates a JSON config (`scoredd train --config my.json`)
+    /// as [`UNet::new`] does, parameter count included (building the layer
+    /// list allocates no weights); `path` names the file in every error.
+    pub fn from_json(bytes: &[u8], path: &str) -> Result<Self> {
+        let cfg: UNetConfig = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Invalid(format!("{path}: not a valid model config: {e}")))?;
+        UNet::new(cfg.clone()).map_err(|e| match e {
+            Error::Invalid(m) => Error::Invalid(format!("{path}: {m}")),
+            e => e,
+        })?;
+        Ok(cfg)
     }
 
     pub fn tdim(&self) -> usize {
@@ -294,6 +352,15 @@ impl UNet {
         }
         let norm_out = GroupNorm::new(&mut ps, "norm_out", ch);
         let conv_out = Conv::new(&mut ps, "conv_out", ch, c.channels, 3, 1, 0.0);
+        // Only shapes so far: refuse a network too big to ever allocate.
+        let params = ps.shapes.iter().fold(0u64, |n, s| {
+            n.saturating_add(s.iter().fold(1u64, |p, &d| p.saturating_mul(d as u64)))
+        });
+        if params > MAX_PARAMS {
+            return Err(Error::Invalid(format!(
+                "model config: {params} parameters, more than the limit of {MAX_PARAMS}"
+            )));
+        }
         Ok(UNet {
             config,
             spec: ps,
