@@ -385,9 +385,48 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
     s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
 }
 
-/// The verdict threshold at quantile `q` of normal images' scores, with the
-/// median mapped to 0 and as far above the threshold as the median is below
-/// it mapped to 1.
+/// The split-conformal threshold for a false-alarm rate of at most 1 − q:
+/// the k-th smallest of n normal scores with k = ⌈(n + 1)·q⌉. For a new
+/// normal image exchangeable with them, P(score ≥ threshold) ≤ 1 − k/(n + 1)
+/// (continuous scores), whatever their distribution. With too few normals
+/// (k > n) no order statistic guarantees 1 − q: the largest score is used and
+/// the bound is 1/(n + 1). Returns (threshold, bound on the false-alarm rate).
+pub fn conformal_threshold(normal_scores: &[f64], q: f64) -> (f64, f64) {
+    let mut s = normal_scores.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    // The 1e-9 keeps e.g. 10 × 0.7 = 7.000000000000001 at k = 7.
+    let k = (((n + 1) as f64 * q - 1e-9).ceil() as usize).clamp(1, n.max(1));
+    (
+        s.get(k - 1).copied().unwrap_or(f64::NAN),
+        1.0 - k as f64 / (n + 1) as f64,
+    )
+}
+
+/// Fewest normal images whose conformal threshold guarantees a false-alarm
+/// rate of 1 − q (k = ⌈(n + 1)·q⌉ ≤ n).
+pub fn normals_needed(q: f64) -> usize {
+    // ⌈(n + 1)·q⌉ ≤ n ⇔ n ≥ q / (1 − q).
+    ((q / (1.0 - q).max(1e-9) - 1e-9).ceil() as usize).max(1)
+}
+
+/// Images `calibrate --auto` would like held out of training: `select` to
+/// choose the settings plus enough for a threshold guaranteeing 1 − q.
+pub fn holdout_wanted(q: f64, select: usize) -> usize {
+    select + normals_needed(q)
+}
+
+/// The default `train --holdout` fraction for `n` images: enough for
+/// [`holdout_wanted`] at q = 0.99 with 32 images for the choice, but never
+/// less than 10 % nor more than 25 % of the data.
+pub fn default_holdout(n: usize) -> f64 {
+    (holdout_wanted(0.99, 32) as f64 / n.max(1) as f64).clamp(0.1, 0.25)
+}
+
+/// The verdict threshold for a false-alarm rate of at most 1 − q on normal
+/// images (split conformal: [`conformal_threshold`]; the scores must come from
+/// normals not used to choose the settings), with the median mapped to 0 and
+/// as far above the threshold as the median is below it mapped to 1.
 pub fn calibration_from_scores(normal_scores: &[f64], q: f64) -> Result<Calibration> {
     if normal_scores.is_empty() {
         return Err(Error::Invalid(
@@ -404,7 +443,7 @@ pub fn calibration_from_scores(normal_scores: &[f64], q: f64) -> Result<Calibrat
             "a normal image scored NaN or infinity".into(),
         ));
     }
-    let threshold = quantile(normal_scores, q);
+    let (threshold, bound) = conformal_threshold(normal_scores, q);
     let low = quantile(normal_scores, 0.5);
     let spread = (threshold - low).max(threshold.abs() * 1e-3).max(1e-12);
     Ok(Calibration {
@@ -413,6 +452,7 @@ pub fn calibration_from_scores(normal_scores: &[f64], q: f64) -> Result<Calibrat
         high: threshold + spread,
         quantile: q,
         normals: normal_scores.len(),
+        false_alarm_bound: Some(bound),
     })
 }
 

@@ -121,6 +121,22 @@ pub struct VerdictStats {
     pub true_positive_rate: f64,
     /// Good images called defective.
     pub false_positive_rate: f64,
+    /// Good test images, and how many of them were called defective.
+    pub good_images: usize,
+    pub false_alarms: usize,
+    /// 95 % Wilson interval of the false-alarm rate, from the good test images.
+    pub false_positive_interval: (f64, f64),
+}
+
+/// The 95 % Wilson score interval of a binomial rate k/n (NaNs when n = 0).
+pub fn wilson_interval(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let (z, n, p) = (1.959_964, n as f64, k as f64 / n as f64);
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / (1.0 + z * z / n);
+    ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
 pub fn verdict_stats(items: &[TestItem], maps: &[Vec<f32>], threshold: f64) -> VerdictStats {
@@ -147,5 +163,8 @@ pub fn verdict_stats(items: &[TestItem], maps: &[Vec<f32>], threshold: f64) -> V
         accuracy: rate(tp + (neg - fp), pos + neg),
         true_positive_rate: rate(tp, pos),
         false_positive_rate: rate(fp, neg),
+        good_images: neg,
+        false_alarms: fp,
+        false_positive_interval: wilson_interval(fp, neg),
     }
 }

@@ -60,6 +60,11 @@ pub struct Calibration {
     /// How many held-out normal images the threshold came from.
     #[serde(default)]
     pub normals: usize,
+    /// Guaranteed bound on the false-alarm rate for new normal images
+    /// (split conformal, `calibrate::conformal_threshold`): 1 − q when there
+    /// were enough normals, else 1/(normals + 1). None in older files.
+    #[serde(default)]
+    pub false_alarm_bound: Option<f64>,
 }
 
 impl Calibration {

@@ -43,7 +43,18 @@ pub struct TrainConfig {
     /// `data::holdout_split`) for the detector's calibration.
     #[serde(default)]
     pub holdout: f64,
+    /// Divergence rollbacks so far: each halves `lr` and reseeds the data
+    /// loader ([`TrainConfig::loader_seed`]). Kept so resuming is exact.
+    #[serde(default)]
+    pub rollbacks: u64,
+    /// Non-finite steps skipped in a row at the last step (run state, kept
+    /// in the checkpoint for the same reason).
+    #[serde(default)]
+    pub skipped_in_a_row: u64,
 }
+
+/// Non-finite steps in a row after which training counts as diverged.
+pub const MAX_SKIPPED_IN_A_ROW: u64 = 3;
 
 impl TrainConfig {
     /// DESIGN.md's recipe for an SDE named `sde` ("ve", "vp", "subvp").
@@ -58,6 +69,24 @@ impl TrainConfig {
             ema_rate: if sde == "ve" { 0.999 } else { 0.9999 },
             max_norm: 1.0,
             holdout: 0.0,
+            rollbacks: 0,
+            skipped_in_a_row: 0,
+        }
+    }
+
+    /// The data loader's seed: the run's seed, changed by each rollback so
+    /// the batches that led to a divergence are not replayed.
+    pub fn loader_seed(&self) -> u64 {
+        self.seed ^ self.rollbacks
+    }
+
+    /// The learning rate applied at `step` (1-based): `lr` after a linear
+    /// warm-up over `warmup` steps.
+    pub fn learning_rate(&self, step: u64) -> f32 {
+        if self.warmup == 0 {
+            self.lr
+        } else {
+            self.lr * (step as f32 / self.warmup as f32).min(1.0)
         }
     }
 
@@ -88,6 +117,10 @@ pub struct StepReport {
     pub loss: f32,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
+    /// The learning rate applied (after warm-up).
+    pub lr: f32,
+    /// The step was not finite and left the weights unchanged.
+    pub skipped: bool,
 }
 
 /// A model being trained: its weights, their EMA, Adam's moments, the step count.
@@ -258,14 +291,9 @@ impl<B: NnBackend + TrainOps> Trainer<B> {
         for g in grads.values.iter().flatten() {
             total = be.add_sum_squares(&total, g)?;
         }
-        let warm = if cfg.warmup == 0 {
-            1.0
-        } else {
-            (step as f32 / cfg.warmup as f32).min(1.0)
-        };
         let hp = AdamStep {
             max_norm: cfg.max_norm,
-            ..AdamStep::new(cfg.lr * warm, step)
+            ..AdamStep::new(cfg.learning_rate(step), step)
         };
         let decay = cfg.ema_rate.min((1.0 + step as f32) / (10.0 + step as f32));
         for (i, g) in grads.values.iter().enumerate() {
@@ -282,22 +310,54 @@ impl<B: NnBackend + TrainOps> Trainer<B> {
         }
         self.step = step;
         self.model.meta.step = step;
-        if !read {
+        // Every step reads its gradient norm (one number): a non-finite step
+        // was skipped on the device (Adam leaves the weights as they were);
+        // several in a row mean the run has diverged.
+        let grad_norm = be.read(&total)?[0].sqrt();
+        if !grad_norm.is_finite() {
+            self.config.skipped_in_a_row += 1;
+            if self.config.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW {
+                return Err(Error::Diverged {
+                    step,
+                    detail: format!(
+                        "{} steps in a row were skipped; the last: {}",
+                        self.config.skipped_in_a_row,
+                        self.non_finite_report(be, &grads)?
+                    ),
+                });
+            }
+        } else {
+            self.config.skipped_in_a_row = 0;
+        }
+        if !read && grad_norm.is_finite() {
             return Ok(None);
         }
         let loss = be.read(&loss)?[0];
-        let grad_norm = be.read(&total)?[0].sqrt();
-        if !loss.is_finite() || !grad_norm.is_finite() {
+        if !loss.is_finite() && grad_norm.is_finite() {
             return Err(Error::Diverged {
                 step,
-                detail: self.non_finite_report(be, &grads)?,
+                detail: "the loss is not finite (the gradients are)".into(),
             });
         }
         Ok(Some(StepReport {
             step,
             loss,
             grad_norm,
+            lr: self.config.learning_rate(step),
+            skipped: !grad_norm.is_finite(),
         }))
+    }
+
+    /// The trainer to continue with after a divergence: the state of the
+    /// checkpoint `last` with half the learning rate and one more rollback
+    /// recorded (which reseeds the data loader). Everything that decides later
+    /// steps is in the returned trainer's checkpoint.
+    pub fn rolled_back(&self, be: &B, last: &ModelFile) -> Result<Self> {
+        let mut back = Trainer::resume(be, last)?;
+        back.config.lr = self.config.lr * 0.5;
+        back.config.rollbacks = self.config.rollbacks + 1;
+        back.config.skipped_in_a_row = 0;
+        Ok(back)
     }
 
     /// Names the parameters whose gradients are not finite.

@@ -440,21 +440,49 @@ fn calibration_quantiles_and_normalisation() {
     let scores = [1.0, 2.0, 3.0, 4.0, 5.0];
     assert_eq!(calibrate::quantile(&scores, 0.5), 3.0);
     assert_eq!(calibrate::quantile(&scores, 0.9), 4.6);
-    let c = calibrate::calibration_from_scores(&scores, 0.9).unwrap();
-    assert!((c.threshold - 4.6).abs() < 1e-12);
-    assert!((c.low - 3.0).abs() < 1e-12 && (c.high - 6.2).abs() < 1e-12);
-    assert_eq!(c.normalise(3.0), 0.0);
-    assert!((c.normalise(4.6) - 0.5).abs() < 1e-12);
-    assert!((c.normalise(5.4) - 0.75).abs() < 1e-12);
+    // Split conformal: the k-th of n = 9 scores, k = ⌈(n + 1)·q⌉ = 7 for q = 0.7.
+    let nine: Vec<f64> = (1..=9).map(f64::from).collect();
+    let c = calibrate::calibration_from_scores(&nine, 0.7).unwrap();
+    assert_eq!(c.threshold, 7.0);
+    assert!((c.false_alarm_bound.unwrap() - 0.3).abs() < 1e-12);
+    assert!((c.low - 5.0).abs() < 1e-12 && (c.high - 9.0).abs() < 1e-12);
+    assert_eq!(c.normalise(5.0), 0.0);
+    assert!((c.normalise(7.0) - 0.5).abs() < 1e-12);
+    assert!((c.normalise(8.0) - 0.75).abs() < 1e-12);
     assert_eq!(c.normalise(100.0), 1.0);
     assert_eq!(c.normalise(-5.0), 0.0);
-    assert!(c.is_defect(4.6) && !c.is_defect(4.59));
+    assert!(c.is_defect(7.0) && !c.is_defect(6.99));
+    // Too few normals for 1 − q: the largest score, and the bound says so.
+    let few = calibrate::calibration_from_scores(&scores, 0.99).unwrap();
+    assert_eq!(few.threshold, 5.0);
+    assert!((few.false_alarm_bound.unwrap() - 1.0 / 6.0).abs() < 1e-12);
+    assert_eq!(calibrate::normals_needed(0.99), 99);
+    assert_eq!(calibrate::normals_needed(0.9), 9);
     assert!(calibrate::calibration_from_scores(&[], 0.9).is_err());
     assert!(calibrate::calibration_from_scores(&scores, 1.5).is_err());
     assert!(calibrate::calibration_from_scores(&[1.0, f64::NAN], 0.5).is_err());
     // All scores equal: still a usable, ordered calibration.
     let flat = calibrate::calibration_from_scores(&[2.0; 4], 0.99).unwrap();
     assert!(flat.low < flat.threshold && flat.threshold < flat.high);
+}
+
+/// The guarantee itself, by simulation: with n = 19 normals and q = 0.9 the
+/// threshold is the 18th score and a new normal image exceeds it with
+/// probability exactly 1 − 18/20 = 0.1 (over draws of the normals).
+#[test]
+fn conformal_threshold_keeps_the_false_alarm_rate() {
+    let rng = RngStream::new(3, 0xca1);
+    let (trials, fresh) = (4000u64, 25u64);
+    let mut alarms = 0u64;
+    for trial in 0..trials {
+        let u = |i: u64| rng.derive(trial).uniform(i) as f64;
+        let normals: Vec<f64> = (0..19).map(u).collect();
+        let cal = calibrate::calibration_from_scores(&normals, 0.9).unwrap();
+        alarms += (19..19 + fresh).filter(|&i| cal.is_defect(u(i))).count() as u64;
+    }
+    let rate = alarms as f64 / (trials * fresh) as f64;
+    // The rate's standard error here is about 0.005 (draws share normals).
+    assert!((rate - 0.1).abs() < 0.02, "false-alarm rate {rate}, expected 0.1");
 }
 
 #[test]

@@ -4,8 +4,10 @@
 mod common;
 
 use common::{cpu, gpu};
+use scoredd::backend::cpu::CpuBackend;
 use scoredd::backend::train_ops::TrainOps;
 use scoredd::backend::{Backend, NnBackend};
+use scoredd::data::{self, Augment, ImageSpec};
 use scoredd::model_file::ModelFile;
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
@@ -164,8 +166,83 @@ fn divergence_is_reported_and_never_writes_nan_weights() {
     assert!(!detail.is_empty());
     for w in t.model.params.values.iter().chain(&t.ema) {
         assert!(
-            c.read(w).unwrap().iter().all(|v| !v.is_nan()),
-            "NaN reached the weights"
+            c.read(w).unwrap().iter().all(|v| v.is_finite()),
+            "a non-finite value reached the weights"
         );
     }
+}
+
+/// One step of the CLI's loop in miniature: the batch for the next step from
+/// `make_batch` with the trainer's loader seed, or NaNs if the step is listed
+/// in `poison` and the run has not rolled back yet.
+fn loader_step(c: &CpuBackend, t: &mut Trainer<CpuBackend>, poison: &[u64]) -> scoredd::Result<()> {
+    let imgs: Vec<Vec<f32>> = images(16).chunks(1024).map(|v| v.to_vec()).collect();
+    let mut b = data::make_batch(
+        &imgs,
+        ImageSpec::gray(32),
+        8,
+        &Augment::none(),
+        t.config.loader_seed(),
+        t.step,
+    )
+    .unwrap();
+    if t.config.rollbacks == 0 && poison.contains(&(t.step + 1)) {
+        b.data.iter_mut().for_each(|v| *v = f32::NAN);
+    }
+    let x = c.upload(&b.data, &b.shape).unwrap();
+    t.train_step(c, &x, false).map(|_| ())
+}
+
+#[test]
+fn non_finite_steps_are_skipped_then_roll_back_and_resume_exactly() {
+    let c = cpu();
+    let mut t = trainer(&c, 1e-3);
+    let poison = [4, 5, 6];
+    for _ in 0..3 {
+        loader_step(&c, &mut t, &poison).unwrap();
+    }
+    let last = t.checkpoint(&c).unwrap();
+    // Two non-finite steps are skipped; the third in a row is a divergence.
+    loader_step(&c, &mut t, &poison).unwrap();
+    loader_step(&c, &mut t, &poison).unwrap();
+    assert_eq!(t.config.skipped_in_a_row, 2);
+    let err = loader_step(&c, &mut t, &poison).unwrap_err();
+    assert!(
+        matches!(err, scoredd::Error::Diverged { step: 6, .. }),
+        "{err}"
+    );
+    let mut t = t.rolled_back(&c, &last).unwrap();
+    assert_eq!((t.step, t.config.rollbacks), (3, 1));
+    assert_eq!(t.config.lr, 0.5e-3);
+    // Killed at step 8, after the rollback; the straight run goes on to 12.
+    for _ in 3..8 {
+        loader_step(&c, &mut t, &poison).unwrap();
+    }
+    let killed = t.checkpoint(&c).unwrap().to_bytes().unwrap();
+    for _ in 8..12 {
+        loader_step(&c, &mut t, &poison).unwrap();
+    }
+    let mut r = Trainer::resume(&c, &ModelFile::from_bytes(&killed, "killed").unwrap()).unwrap();
+    assert_eq!((r.step, r.config.rollbacks, r.config.lr), (8, 1, 0.5e-3));
+    for _ in 8..12 {
+        loader_step(&c, &mut r, &poison).unwrap();
+    }
+    let (a, b) = (t.checkpoint(&c).unwrap(), r.checkpoint(&c).unwrap());
+    assert_eq!(a.weights, b.weights, "EMA weights differ after resuming");
+    assert_eq!(
+        a.extra, b.extra,
+        "raw weights or Adam state differ after resuming"
+    );
+    assert_eq!(a.meta.training, b.meta.training);
+}
+
+#[test]
+fn learning_rate_warms_up_linearly() {
+    let cfg = TrainConfig {
+        lr: 1e-3,
+        warmup: 4,
+        ..TrainConfig::recipe("ve", 8, 0)
+    };
+    let lrs: Vec<f32> = (1..=6).map(|s| cfg.learning_rate(s)).collect();
+    assert_eq!(lrs, [0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3, 1e-3]);
 }

@@ -10,7 +10,7 @@ use scoredd::backend::{open_backend, BackendChoice, NnBackend};
 use scoredd::calibrate::{self, SelectOptions};
 use scoredd::data::{self, ImageSpec, Loaded};
 use scoredd::detect;
-use scoredd::model_file::ModelFile;
+use scoredd::model_file::{Calibration, DetectionSettings, ModelFile, Selection};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::{with_backend, Error};
 
@@ -106,65 +106,124 @@ fn calibrate_on<B: NnBackend>(
                 .into(),
         ));
     }
+    let (select_idx, threshold_idx) =
+        split_normals(held.images.len(), args.auto, args.select_images)?;
     if args.auto {
-        let n = held.images.len().min(args.select_images.max(2));
-        let bar = ProgressBar::new(1);
-        let (settings, sel) = calibrate::select_settings(
-            be,
-            &model,
-            &held.images[..n],
-            &opts.settings,
-            &SelectOptions {
-                batch: args.flags.batch.clamp(1, 4),
-                seed: args.flags.seed,
-                ..Default::default()
-            },
-            &mut |what, done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-                bar.set_message(what.to_string());
-            },
-        )?;
-        bar.finish_and_clear();
-        println!(
-            "automatic choice on {} normal images + {} synthetic defects ({} combinations): t {:?}, taps {} → pixel AUROC {:.3}, image AUROC {:.3} (default t {:?}, taps {}: {:.3}, {:.3})",
-            sel.normals,
-            sel.defects,
-            sel.candidates,
-            settings.ts,
-            settings.taps.join("+"),
-            sel.chosen_pixel_auroc,
-            sel.chosen_image_auroc,
-            sel.default_ts,
-            sel.default_taps.join("+"),
-            sel.default_pixel_auroc,
-            sel.default_image_auroc
-        );
-        opts.settings = settings.clone();
-        file.meta.detection = settings;
+        let normals: Vec<Vec<f32>> = select_idx.iter().map(|&i| held.images[i].clone()).collect();
+        let (settings, sel) = choose_settings(be, &model, &normals, &opts, args)?;
+        opts.settings = settings;
         file.meta.selection = Some(sel);
-    } else {
-        file.meta.detection = opts.settings.clone();
     }
+    file.meta.detection = opts.settings.clone();
     eprintln!("{}", describe(&opts));
-    let bar = image_bar(held.images.len(), "scoring normal images");
+    let threshold_images: Vec<Vec<f32>> = threshold_idx
+        .iter()
+        .map(|&i| held.images[i].clone())
+        .collect();
+    let bar = image_bar(threshold_images.len(), "scoring normal images");
     let scores = calibrate::image_scores(
         be,
         &model,
-        &held.images,
+        &threshold_images,
         &opts,
         args.flags.batch,
         &mut |d| bar.set_position(d as u64),
     )?;
     bar.finish_and_clear();
     let cal = calibrate::calibration_from_scores(&scores, args.quantile)?;
-    println!(
-        "threshold {:.4e} (quantile {} of {} normal images; median {:.4e}); scores map to [0, 1] with the threshold at 0.5",
-        cal.threshold,
-        cal.quantile,
-        cal.normals,
-        calibrate::quantile(&scores, 0.5)
-    );
+    report_threshold(&cal, &scores, args.auto);
     file.meta.calibration = Some(cal);
     Ok(())
+}
+
+/// Which held-out normals choose the settings and which set the threshold.
+/// They are disjoint: a threshold taken from the images the settings were
+/// tuned on sits too low for new good images. Alternate images go to the
+/// choice (at most `select_max`), all the others to the threshold.
+fn split_normals(
+    n: usize,
+    auto: bool,
+    select_max: usize,
+) -> Result<(Vec<usize>, Vec<usize>), Error> {
+    if !auto {
+        return Ok((Vec::new(), (0..n).collect()));
+    }
+    if n < 4 {
+        return Err(Error::Invalid(format!(
+            "--auto needs at least 4 held-out normal images (2 to choose the settings, 2 for the threshold), got {n}"
+        )));
+    }
+    let take = select_max.clamp(2, n / 2);
+    let select: Vec<usize> = (0..n).step_by(2).take(take).collect();
+    let rest = (0..n).filter(|i| !select.contains(i)).collect();
+    Ok((select, rest))
+}
+
+/// `calibrate --auto`: {t} and taps chosen on synthetic defects pasted onto `normals`.
+fn choose_settings<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    normals: &[Vec<f32>],
+    opts: &detect::DetectOptions,
+    args: &CalibrateArgs,
+) -> Result<(DetectionSettings, Selection), Error> {
+    let bar = ProgressBar::new(1);
+    let (settings, sel) = calibrate::select_settings(
+        be,
+        model,
+        normals,
+        &opts.settings,
+        &SelectOptions {
+            batch: args.flags.batch.clamp(1, 4),
+            seed: args.flags.seed,
+            ..Default::default()
+        },
+        &mut |what, done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(what.to_string());
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "automatic choice on {} normal images + {} synthetic defects ({} combinations): t {:?}, taps {} → pixel AUROC {:.3}, image AUROC {:.3} (default t {:?}, taps {}: {:.3}, {:.3})",
+        sel.normals,
+        sel.defects,
+        sel.candidates,
+        settings.ts,
+        settings.taps.join("+"),
+        sel.chosen_pixel_auroc,
+        sel.chosen_image_auroc,
+        sel.default_ts,
+        sel.default_taps.join("+"),
+        sel.default_pixel_auroc,
+        sel.default_image_auroc
+    );
+    Ok((settings, sel))
+}
+
+/// Says where the threshold sits and what it guarantees, warning when there
+/// are too few normals for the asked false-alarm rate.
+fn report_threshold(cal: &Calibration, scores: &[f64], auto: bool) {
+    let bound = cal.false_alarm_bound.unwrap_or(f64::NAN);
+    let asked = 1.0 - cal.quantile;
+    println!(
+        "threshold {:.4e} from {} normal images{} (median {:.4e}): at most {:.1} % false alarms on new good images (asked {:.1} %); scores map to [0, 1] with the threshold at 0.5",
+        cal.threshold,
+        cal.normals,
+        if auto { " not used to choose the settings" } else { "" },
+        calibrate::quantile(scores, 0.5),
+        100.0 * bound,
+        100.0 * asked
+    );
+    let needed = calibrate::normals_needed(cal.quantile);
+    if cal.normals < needed {
+        eprintln!(
+            "warning: {} normal images can guarantee a false-alarm rate of {:.1} % at best, not the {:.1} % asked; the threshold is their largest score. Hold out more good images (train --holdout) or pass --normals with at least {needed}{}.",
+            cal.normals,
+            100.0 * bound,
+            100.0 * asked,
+            if auto { " besides those that choose the settings" } else { "" }
+        );
+    }
 }

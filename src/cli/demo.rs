@@ -63,7 +63,7 @@ pub fn run(choice: BackendChoice, args: DemoArgs) -> Result<(), Error> {
                 categories: Some(vec![cat.clone()]),
                 seed: args.seed,
                 size: 64,
-                train: 160,
+                train: 320,
                 test_good: 20,
                 test_per_defect: 10,
             })?;
@@ -91,7 +91,7 @@ pub fn run(choice: BackendChoice, args: DemoArgs) -> Result<(), Error> {
             hflip: false,
             vflip: false,
             crop: 0.0,
-            holdout: 0.1,
+            holdout: None, // 25 % of 320: 16 normals choose {t}/taps, 64 set the threshold
             minutes: args.minutes,
             out: model.clone(),
             resume: None,
@@ -111,7 +111,7 @@ pub fn run(choice: BackendChoice, args: DemoArgs) -> Result<(), Error> {
             normals: None,
             auto: true,
             quantile: 0.99,
-            select_images: 32,
+            select_images: 16,
             out: None,
             flags: DetectFlags {
                 batch: 8,

@@ -10,7 +10,7 @@ use scoredd::backend::{open_backend, BackendChoice, NnBackend};
 use scoredd::data::{self, ImageSpec, TestSet};
 use scoredd::detect::{self, DetectOptions};
 use scoredd::evaluate::{self, Metrics};
-use scoredd::model_file::ModelFile;
+use scoredd::model_file::{Calibration, ModelFile};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::{plot, viz, with_backend, Error};
 
@@ -317,12 +317,13 @@ fn markdown(r: &Report, file: &ModelFile, sde: &str, overall: &Metrics) -> Strin
         "\nTime: {:.1} s for {} images, {:.3} s per image ({:.2} images/s, batches of {}).\n",
         r.seconds, r.images, r.seconds_per_image, r.images_per_second, r.batch
     );
-    if let Some(v) = &r.verdicts {
+    if let (Some(v), Some(cal)) = (&r.verdicts, &m.calibration) {
         let _ = writeln!(
             s,
             "Verdicts at the calibrated threshold {:.4e}: accuracy {:.3}, defects caught {:.3}, false alarms on good images {:.3}.\n",
             v.threshold, v.accuracy, v.true_positive_rate, v.false_positive_rate
         );
+        let _ = writeln!(s, "{}\n", false_alarm_note(v, cal));
     } else {
         let _ = writeln!(
             s,
@@ -350,5 +351,34 @@ fn markdown(r: &Report, file: &ModelFile, sde: &str, overall: &Metrics) -> Strin
         s,
         "![gallery](gallery.png)\n\nGallery: input | heat map with the ground-truth outline | predicted mask; highest-scoring images of each type first."
     );
+    s
+}
+
+/// Nominal against observed false alarms, in words a user can act on.
+fn false_alarm_note(v: &evaluate::VerdictStats, cal: &Calibration) -> String {
+    let (lo, hi) = v.false_positive_interval;
+    let nominal = 1.0 - cal.quantile;
+    let bound = cal.false_alarm_bound;
+    let mut s = format!(
+        "False alarms: {} of {} good test images ({:.1} %, 95 % interval {:.1}–{:.1} %); calibration asked for {:.1} % on {} held-out normal images",
+        v.false_alarms,
+        v.good_images,
+        100.0 * v.false_positive_rate,
+        100.0 * lo,
+        100.0 * hi,
+        100.0 * nominal,
+        cal.normals
+    );
+    match bound {
+        Some(b) => {
+            let _ = write!(s, " and guarantees at most {:.1} %.", 100.0 * b);
+            if lo > b {
+                s.push_str(" The observed rate is above that: the good test images differ from the held-out normals (another lighting, batch or camera?), or the model has not seen enough good images. Calibrate on normals like the test images.");
+            } else if hi < b * 0.5 && v.good_images > 0 {
+                s.push_str(" The observed rate is well below the bound: the threshold is conservative for these images.");
+            }
+        }
+        None => s.push_str(" (this model was calibrated before false-alarm bounds were recorded: recalibrate to get one)."),
+    }
     s
 }

@@ -16,7 +16,7 @@ use scoredd::nn::score_model::ScoreModel;
 use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
 use scoredd::sde::SdeConfig;
 use scoredd::train::{TrainConfig, Trainer};
-use scoredd::{plot, with_backend, Error};
+use scoredd::{calibrate, plot, with_backend, Error};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SdeKind {
@@ -59,7 +59,8 @@ pub struct TrainArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f32,
-    /// Learning-rate warm-up steps (default: min(5000, steps/10)).
+    /// Learning-rate warm-up steps (default: min(5000, steps/10); with
+    /// --minutes, 5 % of the steps the measured step rate fits in the budget).
     #[arg(long)]
     pub warmup: Option<u64>,
     #[arg(long, default_value_t = 0)]
@@ -76,9 +77,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     pub crop: f32,
     /// Fraction of the images NOT trained on, kept for `scoredd calibrate`
-    /// (every k-th image in file-name order; 0 trains on all).
-    #[arg(long, default_value_t = 0.1)]
-    pub holdout: f64,
+    /// (every k-th image in file-name order; 0 trains on all). Default: enough
+    /// for `calibrate --auto` (32 to choose settings + 99 for a 1 % false-alarm
+    /// threshold), within 10–25 % of the images.
+    #[arg(long)]
+    pub holdout: Option<f64>,
     /// Stop after this many minutes (the model is saved as usual).
     #[arg(long)]
     pub minutes: Option<f64>,
@@ -111,14 +114,11 @@ pub fn run(choice: BackendChoice, args: TrainArgs) -> Result<(), Error> {
 
 fn model_config(args: &TrainArgs, embedding: TimeEmbedding) -> Result<UNetConfig, Error> {
     if args.config.ends_with(".json") {
-        let text = std::fs::read_to_string(&args.config).map_err(|source| Error::Io {
+        let bytes = std::fs::read(&args.config).map_err(|source| Error::Io {
             path: args.config.clone(),
             source,
         })?;
-        let cfg: UNetConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", args.config)))?;
-        cfg.validate()?;
-        return Ok(cfg);
+        return UNetConfig::from_json(&bytes, &args.config);
     }
     UNetConfig::preset(&args.config, args.channels, embedding)
 }
@@ -213,20 +213,24 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
             let model = ScoreModel::new(be, cfg, sde.clone(), args.seed)?;
             let mut tc = TrainConfig::recipe(model.sde.name(), args.batch, args.seed);
             tc.lr = args.lr;
-            tc.warmup = args.warmup.unwrap_or((args.steps / 10).min(5000));
+            tc.warmup = match (args.warmup, args.minutes) {
+                (Some(w), _) => w,
+                // Sized from the measured step rate after a few steps.
+                (None, Some(_)) => BudgetWarmup::PROVISIONAL,
+                (None, None) => (args.steps / 10).min(5000),
+            };
             tc.reduce = if args.reduce == ReduceArg::Sum {
                 Reduce::Sum
             } else {
                 Reduce::Mean
             };
             tc.likelihood_weighting = args.likelihood_weighting;
-            if !(0.0..0.5).contains(&args.holdout) {
+            if let Some(h) = args.holdout.filter(|h| !(0.0..0.5).contains(h)) {
                 return Err(Error::Invalid(format!(
-                    "--holdout must be in [0, 0.5), got {}",
-                    args.holdout
+                    "--holdout must be in [0, 0.5), got {h}"
                 )));
             }
-            tc.holdout = args.holdout;
+            tc.holdout = args.holdout.unwrap_or(f64::NAN); // NaN: chosen once the data is loaded
             Trainer::new(be, model, tc)?
         }
     };
@@ -239,7 +243,11 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
     for s in &all.skipped {
         eprintln!("skipped {}: {}", s.path, s.reason);
     }
+    if trainer.config.holdout.is_nan() {
+        trainer.config.holdout = calibrate::default_holdout(all.images.len());
+    }
     let (train_idx, held) = data::holdout_split(all.images.len(), trainer.config.holdout);
+    warn_if_few_held_out(held.len());
     let loaded = data::select(&all, &train_idx);
     if !held.is_empty() {
         eprintln!(
@@ -282,7 +290,7 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
         spec,
         trainer.config.batch,
         augment,
-        trainer.config.seed,
+        trainer.config.loader_seed(),
         start_step,
         BatchLoader::DEFAULT_PREFETCH,
     )?;
@@ -319,10 +327,13 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
     let t0 = Instant::now();
     let mut smoothed: Option<f32> = None;
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
-    let mut rollbacks = 0;
     let deadline = args
         .minutes
         .map(|m| t0 + std::time::Duration::from_secs_f64(m.max(0.0) * 60.0));
+    let mut budget_warmup = match (args.minutes, args.warmup, &args.resume) {
+        (Some(m), None, None) => Some(BudgetWarmup::new(m * 60.0)),
+        _ => None,
+    };
     while trainer.step < end_step {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             bar.println(format!(
@@ -363,23 +374,28 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
                 writeln!(
                     log,
                     "{},{},{},{},{:.3}",
-                    r.step, r.loss, r.grad_norm, trainer.config.lr, secs
+                    r.step, r.loss, r.grad_norm, r.lr, secs
                 )
                 .map_err(io_err)?;
-                xs.push(r.step as f64);
-                ys.push(r.loss as f64);
+                if r.skipped {
+                    bar.println(format!(
+                        "step {}: non-finite gradients, step skipped (weights unchanged)",
+                        r.step
+                    ));
+                } else {
+                    xs.push(r.step as f64);
+                    ys.push(r.loss as f64);
+                }
             }
             Ok(None) => {}
             Err(Error::Diverged { step, detail })
-                if args.on_diverge == OnDiverge::Rollback && rollbacks < 3 =>
+                if args.on_diverge == OnDiverge::Rollback && trainer.config.rollbacks < 3 =>
             {
-                rollbacks += 1;
-                let mut back =
-                    Trainer::resume(be, &ModelFile::from_bytes(&last_ckpt, "last checkpoint")?)?;
-                back.config.lr = trainer.config.lr * 0.5;
+                let back = trainer
+                    .rolled_back(be, &ModelFile::from_bytes(&last_ckpt, "last checkpoint")?)?;
                 bar.println(format!(
-                    "step {step}: {detail}; back to step {} with learning rate {}",
-                    back.step, back.config.lr
+                    "step {step}: {detail}; back to step {} with learning rate {} (rollback {})",
+                    back.step, back.config.lr, back.config.rollbacks
                 ));
                 trainer = back;
                 loader = BatchLoader::new(
@@ -387,10 +403,15 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
                     spec,
                     trainer.config.batch,
                     augment,
-                    trainer.config.seed ^ rollbacks,
+                    trainer.config.loader_seed(),
                     trainer.step,
                     BatchLoader::DEFAULT_PREFETCH,
                 )?;
+                // The rolled-back state is the new last checkpoint: a kill now
+                // resumes with the halved rate and the new loader seed.
+                let file = trainer.checkpoint(be)?;
+                file.save(&args.out)?;
+                last_ckpt = file.to_bytes()?;
                 continue;
             }
             Err(e) => {
@@ -399,6 +420,16 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
             }
         }
         bar.inc(1);
+        if let Some(plan) = budget_warmup.as_mut() {
+            let done = trainer.step - start_step;
+            if let Some((w, total)) = plan.observe(done, end_step - start_step, t0.elapsed()) {
+                trainer.config.warmup = w;
+                bar.println(format!(
+                    "time budget: about {total} steps at the measured rate; learning-rate warm-up over {w} steps"
+                ));
+                budget_warmup = None;
+            }
+        }
         if trainer.step % args.checkpoint_every == 0 {
             let file = trainer.checkpoint(be)?;
             file.save(&args.out)?;
@@ -426,4 +457,62 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
 
 fn save<B: NnBackend + TrainOps>(be: &B, t: &Trainer<B>, path: &Path) -> Result<(), Error> {
     t.checkpoint(be)?.save(path)
+}
+
+/// Says when the held-out images cannot give `calibrate --auto` both its
+/// settings choice and a threshold with a guaranteed 1 % false-alarm rate.
+fn warn_if_few_held_out(held: usize) {
+    let wanted = calibrate::holdout_wanted(0.99, 32);
+    if held > 0 && held < wanted {
+        let threshold_normals = held - (held / 2).min(32);
+        eprintln!(
+            "note: {held} images held out; `calibrate --auto` will choose settings on {} and set the threshold on {threshold_normals}, which guarantees at most {:.1} % false alarms (1 % needs {wanted} held out: more good images or a larger --holdout)",
+            held - threshold_normals,
+            100.0 / (threshold_normals + 1) as f64
+        );
+    }
+}
+
+/// Warm-up for a run given a time budget (`--minutes`): the first steps run
+/// with a provisional warm-up while the step rate is measured, then the
+/// warm-up is set to 5 % of the steps the budget allows, so it ends early in
+/// the run whatever the machine (the checkpoint stores the choice).
+struct BudgetWarmup {
+    budget_s: f64,
+    first_step_done: Option<std::time::Duration>,
+}
+
+impl BudgetWarmup {
+    /// Long enough that the measuring steps run at a small rate.
+    const PROVISIONAL: u64 = 1000;
+    /// Steps timed (after the first, which pays one-off costs).
+    const MEASURED: u64 = 3;
+
+    fn new(budget_s: f64) -> Self {
+        BudgetWarmup {
+            budget_s,
+            first_step_done: None,
+        }
+    }
+
+    /// Called after each step with the steps done, the most allowed and the
+    /// time since the start; returns (warm-up, expected steps) once decided.
+    fn observe(
+        &mut self,
+        done: u64,
+        max_steps: u64,
+        elapsed: std::time::Duration,
+    ) -> Option<(u64, u64)> {
+        if done == 1 {
+            self.first_step_done = Some(elapsed);
+        }
+        let first = self.first_step_done?;
+        if done < 1 + Self::MEASURED {
+            return None;
+        }
+        let rate = Self::MEASURED as f64 / (elapsed - first).as_secs_f64().max(1e-6);
+        let left = (self.budget_s - elapsed.as_secs_f64()).max(0.0);
+        let total = (done + (rate * left) as u64).min(max_steps);
+        Some(((total / 20).clamp(done + 1, 5000), total))
+    }
 }
