@@ -4,7 +4,7 @@
 //! T·(r+2) = 15 network evaluations per image — for 1 image and a batch of 8,
 //! on the CPU backend and the GPU backend (lavapipe on a machine without a
 //! GPU), next to the PyTorch reference's `Score-DD T5 r1` figures
-//! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, `nommap` mode;
+//! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, the faster of its malloc modes;
 //! measure it on the same machine for a fair ratio). Target: ≤ 1.0× PyTorch.
 
 #[global_allocator]
@@ -34,18 +34,12 @@ fn median(reps: usize, mut f: impl FnMut()) -> f64 {
     t[reps / 2]
 }
 
+#[path = "support/peer.rs"]
+mod peer;
+
+/// The reference's `small` figure for `key`, in ms (faster malloc mode).
 fn peer_ms(key: &str) -> Option<f64> {
-    let path = std::env::var("PEER_RESULTS").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/peer/results_cpu.json"
-        )
-        .into()
-    });
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["modes"]["nommap"]["models"]["small"][key]["median_s"]
-        .as_f64()
-        .map(|s| s * 1e3)
+    peer::peer_ms("small", key).map(|(ms, _)| ms)
 }
 
 /// Milliseconds to detect `b` images (maps read back to the host).
@@ -82,7 +76,7 @@ fn main() {
     row("cpu backend", c1, c8);
     let peer = (peer_ms("score_dd_b1"), peer_ms("score_dd_b8"));
     if let (Some(p1), Some(p8)) = peer {
-        row("PyTorch reference (nommap)", p1, p8);
+        row("PyTorch reference (faster malloc mode)", p1, p8);
         println!(
             "cpu backend / PyTorch: {:.2}× (1 image), {:.2}× (8 images)",
             c1 / p1,

@@ -5,7 +5,7 @@
 //! counted once); then for `small` (64 px, RGB) at batch 8 the forward and
 //! forward+backward times and GFLOP/s on the CPU backend and the GPU backend
 //! (lavapipe here), and the ratio to the PyTorch reference's figures
-//! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, `nommap` mode).
+//! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, the faster of its malloc modes).
 //! Target: CPU backend ≤ 1.0× PyTorch's time.
 
 #[global_allocator]
@@ -105,18 +105,12 @@ fn time_train_step<B: NnBackend + TrainOps>(
     })
 }
 
+#[path = "support/peer.rs"]
+mod peer;
+
+/// The reference's `small` figure for `key`, in ms (faster malloc mode).
 fn peer_ms(key: &str) -> Option<f64> {
-    let path = std::env::var("PEER_RESULTS").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/peer/results_cpu.json"
-        )
-        .into()
-    });
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["modes"]["nommap"]["models"]["small"][key]["median_s"]
-        .as_f64()
-        .map(|s| s * 1e3)
+    peer::peer_ms("small", key).map(|(ms, _)| ms)
 }
 
 fn main() {
@@ -210,6 +204,18 @@ fn main() {
             fb * 1e3 / pt
         );
     }
+    // The reference's tiny (32 px, gray) training step runs at batch 16.
+    let tiny = UNetConfig::tiny(1, TimeEmbedding::Fourier);
+    let tts = time_train_step(&cpu, &tiny, 16, reps);
+    print!("tiny train step b16   {:>12.1} ms", tts * 1e3);
+    match peer::peer_ms("tiny", "train_step") {
+        Some((pt, mode)) => println!(
+            "; pytorch ({mode}) {pt:.1} ms; cpu / pytorch {:.2}× (target ≤ 1.0)",
+            tts * 1e3 / pt
+        ),
+        None => println!(),
+    }
+    println!("reference figures: {}", peer::source());
     match GpuBackend::new() {
         Ok(g) => {
             let mg = ScoreModel::new(&g, cfg.clone(), SdeConfig::ve(50.0), 0).unwrap();

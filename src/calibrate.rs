@@ -420,7 +420,10 @@ pub fn holdout_wanted(q: f64, select: usize) -> usize {
 /// [`holdout_wanted`] at q = 0.99 with 32 images for the choice, but never
 /// less than 10 % nor more than 25 % of the data.
 pub fn default_holdout(n: usize) -> f64 {
-    (holdout_wanted(0.99, 32) as f64 / n.max(1) as f64).clamp(0.1, 0.25)
+    // `data::holdout_split` keeps every k-th image: k = ⌊n / wanted⌋ holds out
+    // at least `wanted`.
+    let k = (n / holdout_wanted(0.99, 32)).clamp(4, 10);
+    1.0 / k as f64
 }
 
 /// The verdict threshold for a false-alarm rate of at most 1 − q on normal

@@ -336,7 +336,7 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
     };
     while trainer.step < end_step {
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            bar.println(format!(
+            say(&bar, format!(
                 "time budget of {} min reached at step {}",
                 args.minutes.unwrap_or(0.0),
                 trainer.step
@@ -378,7 +378,7 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
                 )
                 .map_err(io_err)?;
                 if r.skipped {
-                    bar.println(format!(
+                    say(&bar, format!(
                         "step {}: non-finite gradients, step skipped (weights unchanged)",
                         r.step
                     ));
@@ -393,7 +393,7 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
             {
                 let back = trainer
                     .rolled_back(be, &ModelFile::from_bytes(&last_ckpt, "last checkpoint")?)?;
-                bar.println(format!(
+                say(&bar, format!(
                     "step {step}: {detail}; back to step {} with learning rate {} (rollback {})",
                     back.step, back.config.lr, back.config.rollbacks
                 ));
@@ -424,7 +424,7 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
             let done = trainer.step - start_step;
             if let Some((w, total)) = plan.observe(done, end_step - start_step, t0.elapsed()) {
                 trainer.config.warmup = w;
-                bar.println(format!(
+                say(&bar, format!(
                     "time budget: about {total} steps at the measured rate; learning-rate warm-up over {w} steps"
                 ));
                 budget_warmup = None;
@@ -514,5 +514,15 @@ impl BudgetWarmup {
         let left = (self.budget_s - elapsed.as_secs_f64()).max(0.0);
         let total = (done + (rate * left) as u64).min(max_steps);
         Some(((total / 20).clamp(done + 1, 5000), total))
+    }
+}
+
+/// A message beside the progress bar, or on stderr when the bar is hidden
+/// (output not a terminal), so logs of unattended runs keep it.
+fn say(bar: &ProgressBar, msg: String) {
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        bar.println(msg);
     }
 }

@@ -541,7 +541,9 @@ impl UNet {
                 };
                 tap(format!("down.{i}.block.{j}"), &h);
                 hs.push(h.clone());
-                bt.push(BlockTape { res: rs, attn });
+                if opts.record {
+                    bt.push(BlockTape { res: rs, attn });
+                }
             }
             let ds = match &level.down {
                 Some(d) => {
@@ -552,7 +554,9 @@ impl UNet {
                 }
                 None => None,
             };
-            down_tape.push((bt, ds));
+            if opts.record {
+                down_tape.push((bt, ds));
+            }
         }
         let (y, m0) = self.mid.0.forward(be, p, &h, &ctx)?;
         h = y;
@@ -587,7 +591,9 @@ impl UNet {
                     None => None,
                 };
                 tap(format!("up.{i}.block.{j}"), &h);
-                bt.push(BlockTape { res: rs, attn });
+                if opts.record {
+                    bt.push(BlockTape { res: rs, attn });
+                }
             }
             tap(format!("up.{i}"), &h);
             let us = match &level.up {
@@ -598,7 +604,9 @@ impl UNet {
                 }
                 None => None,
             };
-            up_tape.push((bt, us));
+            if opts.record {
+                up_tape.push((bt, us));
+            }
         }
         let (hn_out, norm_out) = self.norm_out.forward(be, p, &h)?;
         let a_out = be.silu(&hn_out)?;
