@@ -1,18 +1,133 @@
 //! naga parses and validates every WGSL file in shaders/ (as the GPU backend
 //! compiles it: kernels that draw random numbers get philox.wgsl prepended),
-//! and every file is used by a registered kernel.
+//! every file is used by a registered kernel, and each kernel's Rust
+//! declaration (parameter struct, binding count) matches its WGSL.
 
-use scoredd::backend::gpu::kernels::{all_kernels, PHILOX_LIBRARY};
+use std::collections::HashSet;
 
-fn validate(name: &str, src: &str) {
+use naga::valid::ModuleInfo;
+use naga::{AddressSpace, Module, ScalarKind, ShaderStage, TypeInner};
+use scoredd::backend::gpu::kernels::{all_kernels, KernelInfo, PHILOX_LIBRARY};
+use scoredd::backend::gpu::params::uniform_size;
+
+fn validate(name: &str, src: &str) -> (Module, ModuleInfo) {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
-    naga::valid::Validator::new(
+    let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::empty(),
     )
     .validate(&module)
     .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    (module, info)
+}
+
+/// A WGSL type spelt as the Rust parameter structs spell it (`u32`, `[u32; 4]`).
+fn rust_spelling(module: &Module, ty: naga::Handle<naga::Type>) -> String {
+    let scalar = |s: naga::Scalar| match (s.kind, s.width) {
+        (ScalarKind::Uint, 4) => "u32".to_string(),
+        (ScalarKind::Sint, 4) => "i32".to_string(),
+        (ScalarKind::Float, 4) => "f32".to_string(),
+        _ => format!("{s:?}"),
+    };
+    match &module.types[ty].inner {
+        TypeInner::Scalar(s) => scalar(*s),
+        TypeInner::Vector { size, scalar: s } => format!("[{}; {}]", scalar(*s), *size as u8),
+        other => format!("{other:?}"),
+    }
+}
+
+/// What is wrong with `k`'s Rust declaration against its WGSL (empty: nothing).
+fn declaration_mismatches(k: &KernelInfo) -> Vec<String> {
+    let src = k.wgsl();
+    let (module, info) = validate(k.entry, &src);
+    let Some(index) = module
+        .entry_points
+        .iter()
+        .position(|ep| ep.name == k.entry && ep.stage == ShaderStage::Compute)
+    else {
+        return vec![format!(
+            "no compute entry point `{}` in {}",
+            k.entry, k.file
+        )];
+    };
+    let uses = info.get_entry_point(index);
+    let mut wrong = Vec::new();
+    let mut uniforms = Vec::new();
+    let mut storage = Vec::new();
+    for (h, var) in module.global_variables.iter() {
+        let Some(b) = var.binding else {
+            continue; // workgroup memory, private globals
+        };
+        if uses[h].is_empty() {
+            continue;
+        }
+        let name = var.name.as_deref().unwrap_or("?");
+        if b.group != 0 {
+            wrong.push(format!("`{name}` is in group {}, not 0", b.group));
+        }
+        match var.space {
+            AddressSpace::Uniform => uniforms.push((b.binding, var.ty)),
+            AddressSpace::Storage { .. } => storage.push(b.binding),
+            other => wrong.push(format!("`{name}` is in address space {other:?}")),
+        }
+    }
+    // GpuContext::dispatch binds the parameters at 0 and the buffers at 1, 2, ….
+    storage.sort_unstable();
+    let expected: Vec<u32> = (1..=k.bindings as u32).collect();
+    if storage != expected {
+        wrong.push(format!(
+            "uses storage bindings {storage:?}; the declaration says {} (bindings {expected:?})",
+            k.bindings
+        ));
+    }
+    let [(0, ty)] = uniforms[..] else {
+        wrong.push(format!(
+            "uses uniform bindings {:?}; expected exactly one, at binding 0",
+            uniforms.iter().map(|u| u.0).collect::<Vec<_>>()
+        ));
+        return wrong;
+    };
+    let TypeInner::Struct { members, span } = &module.types[ty].inner else {
+        wrong.push("its uniform is not a struct".to_string());
+        return wrong;
+    };
+    if *span as usize != uniform_size(k.params_size) {
+        wrong.push(format!(
+            "uniform struct is {span} bytes; {} is {} (uploaded as {})",
+            k.params_type,
+            k.params_size,
+            uniform_size(k.params_size)
+        ));
+    }
+    let wgsl: Vec<(String, usize, String)> = members
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone().unwrap_or_default(),
+                m.offset as usize,
+                rust_spelling(&module, m.ty),
+            )
+        })
+        .collect();
+    let rust: Vec<(String, usize, String)> = k
+        .params_fields
+        .iter()
+        .map(|f| {
+            (
+                f.name.to_string(),
+                f.offset,
+                f.ty.replace(' ', "").replace(';', "; "),
+            )
+        })
+        .collect();
+    if wgsl != rust {
+        wrong.push(format!(
+            "{}'s fields (name, offset, type) differ from the WGSL's:\n      rust: {rust:?}\n      wgsl: {wgsl:?}",
+            k.params_type
+        ));
+    }
+    wrong
 }
 
 #[test]
@@ -20,6 +135,27 @@ fn every_kernel_validates() {
     for k in all_kernels() {
         validate(k.entry, &k.wgsl());
     }
+}
+
+/// naga reflection of each entry point against its `kernels!` line: the
+/// uniform at binding 0 is the declared parameter struct (same fields, offsets,
+/// types and padded size), and the storage buffers it uses are exactly
+/// bindings 1 ..= `bindings`.
+#[test]
+fn every_kernel_matches_its_rust_declaration() {
+    let kernels = all_kernels();
+    assert!(kernels.len() >= 46, "only {} kernels listed", kernels.len());
+    let mut seen = HashSet::new();
+    let mut report = Vec::new();
+    for k in &kernels {
+        if !seen.insert((k.file, k.entry)) {
+            report.push(format!("{}::{} is declared twice", k.file, k.entry));
+        }
+        for w in declaration_mismatches(k) {
+            report.push(format!("{}::{}: {w}", k.file, k.entry));
+        }
+    }
+    assert!(report.is_empty(), "\n  {}", report.join("\n  "));
 }
 
 #[test]
@@ -53,4 +189,32 @@ fn every_shader_file_is_registered() {
             path.display()
         );
     }
+}
+
+/// The reflection check above notices a declaration that drifted.
+#[test]
+fn the_declaration_check_catches_drift() {
+    use scoredd::backend::gpu::kernels::{ADAM_STEP, AXPBY};
+    use scoredd::backend::gpu::params::{ElementwiseParams, KernelParams};
+    assert!(declaration_mismatches(&AXPBY.info).is_empty());
+
+    let mut k = AXPBY.info;
+    k.bindings = 2;
+    assert!(declaration_mismatches(&k)[0].contains("storage bindings"));
+
+    let mut k = AXPBY.info;
+    k.params_size = 64;
+    assert!(declaration_mismatches(&k)[0].contains("bytes"));
+
+    // The same size and offsets, but `alpha` read as a u32.
+    let mut fields = ElementwiseParams::FIELDS.to_vec();
+    fields[4].ty = "u32";
+    let mut k = AXPBY.info;
+    k.params_fields = Box::leak(fields.into_boxed_slice());
+    assert!(declaration_mismatches(&k)[0].contains("fields"));
+
+    // Another kernel's parameters, of the same size.
+    let mut k = ADAM_STEP.info;
+    k.params_fields = <scoredd::backend::gpu::params::BmmParams as KernelParams>::FIELDS;
+    assert!(declaration_mismatches(&k)[0].contains("fields"));
 }

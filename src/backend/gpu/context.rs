@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use super::kernels::{Kernel, PipelineCache};
+use super::params::{uniform_size, KernelParams};
 use crate::error::{Error, Result};
 
 /// How many dispatches we record before submitting: enough to amortise
@@ -202,16 +203,27 @@ impl GpuContext {
         f(enc)
     }
 
-    /// Records one dispatch of `kernel` with a uniform `params` block at binding 0
+    /// Records one dispatch of `kernel` with its uniform `params` at binding 0
     /// and `binds` at bindings 1…; submits only every few hundred dispatches.
-    pub fn dispatch(
+    pub fn dispatch<P: KernelParams>(
         &self,
-        kernel: Kernel,
+        kernel: Kernel<P>,
         constants: &[(&'static str, u32)],
-        params: &[u8],
+        params: &P,
         binds: &[Bind],
         groups: (u32, u32, u32),
     ) -> Result<()> {
+        let kernel = kernel.info;
+        if binds.len() != kernel.bindings {
+            return Err(Error::Gpu {
+                op: kernel.entry.to_string(),
+                detail: format!(
+                    "{} storage buffers bound; the kernel declares {}",
+                    binds.len(),
+                    kernel.bindings
+                ),
+            });
+        }
         let max = self.limits.max_compute_workgroups_per_dimension;
         if groups.0 > max || groups.1 > max || groups.2 > max {
             return Err(Error::TooLarge {
@@ -228,8 +240,9 @@ impl GpuContext {
             .pipelines
             .borrow_mut()
             .get(&self.device, kernel, constants);
-        let mut padded = params.to_vec();
-        padded.resize(params.len().max(16).div_ceil(16) * 16, 0);
+        let bytes = bytemuck::bytes_of(params);
+        let mut padded = bytes.to_vec();
+        padded.resize(uniform_size(bytes.len()), 0);
         let uniform = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {

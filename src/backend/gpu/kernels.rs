@@ -1,150 +1,171 @@
 //! The WGSL kernels, embedded from `shaders/` at compile time (the browser build
 //! has no file system), and the cache that compiles each (kernel, constants)
 //! pair into a pipeline once.
+//!
+//! Adding a kernel: write the entry point in `shaders/` (uniform parameters at
+//! binding 0, storage buffers at 1, 2, …), declare its parameter struct in
+//! [`super::params`] with the WGSL struct's fields, add one line to the
+//! `kernels!` table below, and dispatch it with
+//! `ctx.dispatch(kernels::NAME, &[], &params, &binds, groups)`.
+//! `tests/shaders_validate.rs` checks the line and the struct against the WGSL.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
 
-/// One WGSL entry point: the file it lives in and whether it calls the Philox
-/// library (`shaders/philox.wgsl`, prepended to the source).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Kernel {
+use super::params::*;
+
+/// What the pipeline cache and the tests need to know of one WGSL entry point,
+/// with its parameter type erased: [`all_kernels`] lists these.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelInfo {
+    /// The entry point's name.
     pub entry: &'static str,
+    /// Its file in `shaders/`.
     pub file: &'static str,
     source: &'static str,
-    uses_rng: bool,
+    /// Whether it calls the Philox library (`shaders/philox.wgsl`, prepended).
+    pub uses_rng: bool,
+    /// The Rust parameter struct's name.
+    pub params_type: &'static str,
+    /// `size_of` the parameter struct (before [`uniform_size`] rounding).
+    pub params_size: usize,
+    /// The parameter struct's fields, to compare with the WGSL's.
+    pub params_fields: &'static [ParamField],
+    /// Storage buffers bound after the uniform: bindings 1 ..= `bindings`.
+    pub bindings: usize,
 }
 
-macro_rules! kernel {
-    ($name:ident, $file:literal, $entry:literal, $rng:expr) => {
-        pub const $name: Kernel = Kernel {
-            entry: $entry,
-            file: $file,
-            source: include_str!(concat!("../../../shaders/", $file)),
-            uses_rng: $rng,
-        };
+/// An entry point is identified by (file, entry): the rest is derived from them.
+impl PartialEq for KernelInfo {
+    fn eq(&self, other: &Self) -> bool {
+        (self.file, self.entry) == (other.file, other.entry)
+    }
+}
+
+impl Eq for KernelInfo {}
+
+impl Hash for KernelInfo {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.file, self.entry).hash(state);
+    }
+}
+
+/// One WGSL entry point whose uniform block (binding 0) is a `P`: dispatching
+/// it takes a `&P`, so parameters cannot be handed to the wrong kernel.
+pub struct Kernel<P> {
+    pub info: KernelInfo,
+    params: PhantomData<fn(P)>,
+}
+
+impl<P> Clone for Kernel<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P> Copy for Kernel<P> {}
+
+impl<P> std::fmt::Debug for Kernel<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.info.fmt(f)
+    }
+}
+
+/// Declares every kernel, one line each, and the list [`all_kernels`] returns:
+///
+/// `NAME: ParamsType = "file.wgsl"::entry_point, bindings: N[, rng];`
+///
+/// `bindings` counts the storage buffers after the uniform; `rng` prepends
+/// the Philox library.
+macro_rules! kernels {
+    (@rng) => { false };
+    (@rng rng) => { true };
+    ($(
+        $(#[$meta:meta])*
+        $name:ident : $params:ty = $file:literal :: $entry:ident,
+            bindings: $bindings:literal $(, $rng:ident)? ;
+    )*) => {
+        $(
+            $(#[$meta])*
+            pub const $name: Kernel<$params> = Kernel {
+                info: KernelInfo {
+                    entry: stringify!($entry),
+                    file: $file,
+                    source: include_str!(concat!("../../../shaders/", $file)),
+                    uses_rng: kernels!(@rng $($rng)?),
+                    params_type: <$params as KernelParams>::NAME,
+                    params_size: std::mem::size_of::<$params>(),
+                    params_fields: <$params as KernelParams>::FIELDS,
+                    bindings: $bindings,
+                },
+                params: PhantomData,
+            };
+        )*
+
+        /// Every kernel declared in this file.
+        const ALL: &[KernelInfo] = &[$($name.info),*];
     };
 }
 
-kernel!(MATMUL_VEC4, "matmul.wgsl", "matmul_vec4", false);
-kernel!(
-    MATMUL_TRANSPOSE,
-    "matmul_transpose.wgsl",
-    "matmul_transpose",
-    false
-);
-kernel!(MATMUL_ANY, "matmul_any.wgsl", "matmul_any", false);
-kernel!(CONV2D_K1S1, "conv2d.wgsl", "conv2d_k1s1", false);
-kernel!(CONV2D_K1S2, "conv2d.wgsl", "conv2d_k1s2", false);
-kernel!(CONV2D_K3S1, "conv2d.wgsl", "conv2d_k3s1", false);
-kernel!(CONV2D_K3S2, "conv2d.wgsl", "conv2d_k3s2", false);
-kernel!(
-    CONV_WEIGHT_PACK,
-    "conv_weight_pack.wgsl",
-    "conv_weight_pack",
-    false
-);
-kernel!(PERTURB, "perturb.wgsl", "perturb", true);
-kernel!(PAIRED_STEP, "paired_step.wgsl", "paired_step", true);
-kernel!(RNG_FILL, "rng_fill.wgsl", "rng_fill", true);
-// LayerOps (gpu/layer_ops.rs)
-kernel!(AXPBY, "elementwise.wgsl", "axpby", false);
-kernel!(MUL, "elementwise.wgsl", "mul", false);
-kernel!(SILU, "elementwise.wgsl", "silu", false);
-kernel!(SILU_BACKWARD, "elementwise.wgsl", "silu_backward", false);
-kernel!(ADD_BIAS, "elementwise.wgsl", "add_bias", false);
-kernel!(
-    ADD_SAMPLE_BIAS,
-    "elementwise.wgsl",
-    "add_sample_bias",
-    false
-);
-kernel!(CONCAT_CHANNELS, "channels.wgsl", "concat_channels", false);
-kernel!(SLICE_CHANNELS, "channels.wgsl", "slice_channels", false);
-kernel!(UPSAMPLE2X, "resample.wgsl", "upsample2x", false);
-kernel!(AVGPOOL2X, "resample.wgsl", "avgpool2x", false);
-kernel!(FIR_UP, "fir.wgsl", "fir_up", false);
-kernel!(FIR_DOWN, "fir.wgsl", "fir_down", false);
-kernel!(REDUCE_ROWS, "reduce.wgsl", "reduce_rows", false);
-kernel!(SUM_BATCH, "reduce.wgsl", "sum_batch", false);
-kernel!(PAIR_DISTANCE, "pair_distance.wgsl", "pair_distance", false);
-kernel!(GROUP_NORM, "group_norm.wgsl", "group_norm", false);
-kernel!(
-    GROUP_NORM_BACKWARD_DX,
-    "group_norm_backward.wgsl",
-    "group_norm_backward_dx",
-    false
-);
-kernel!(
-    GROUP_NORM_PARAM_GRAD,
-    "group_norm_param_grad.wgsl",
-    "group_norm_param_grad",
-    false
-);
-kernel!(DROPOUT_MASK, "dropout.wgsl", "dropout_mask", true);
+kernels! {
+    MATMUL_VEC4: MatmulParams = "matmul.wgsl"::matmul_vec4, bindings: 3;
+    MATMUL_TRANSPOSE: MatmulTransposeParams = "matmul_transpose.wgsl"::matmul_transpose, bindings: 2;
+    MATMUL_ANY: MatmulAnyParams = "matmul_any.wgsl"::matmul_any, bindings: 3;
+    CONV2D_K1S1: Conv2dParams = "conv2d.wgsl"::conv2d_k1s1, bindings: 4;
+    CONV2D_K1S2: Conv2dParams = "conv2d.wgsl"::conv2d_k1s2, bindings: 4;
+    CONV2D_K3S1: Conv2dParams = "conv2d.wgsl"::conv2d_k3s1, bindings: 4;
+    CONV2D_K3S2: Conv2dParams = "conv2d.wgsl"::conv2d_k3s2, bindings: 4;
+    CONV_WEIGHT_PACK: ConvWeightPackParams = "conv_weight_pack.wgsl"::conv_weight_pack, bindings: 2;
+    PERTURB: PerturbParams = "perturb.wgsl"::perturb, bindings: 4, rng;
+    PAIRED_STEP: PairedStepParams = "paired_step.wgsl"::paired_step, bindings: 6, rng;
+    RNG_FILL: RngFillParams = "rng_fill.wgsl"::rng_fill, bindings: 1, rng;
 
-// MatOps (gpu/mat_ops.rs)
-kernel!(STRIDED_PACK, "strided_pack.wgsl", "strided_pack", false);
-kernel!(BMM, "bmm.wgsl", "bmm", false);
-kernel!(
-    CONV2D_BACKWARD_INPUT_K1S2,
-    "conv2d_backward_input.wgsl",
-    "conv2d_backward_input_k1s2",
-    false
-);
-kernel!(
-    CONV2D_BACKWARD_INPUT_K3S2,
-    "conv2d_backward_input.wgsl",
-    "conv2d_backward_input_k3s2",
-    false
-);
-kernel!(
-    CONV2D_BACKWARD_WEIGHT,
-    "conv2d_backward_weight.wgsl",
-    "conv2d_backward_weight",
-    false
-);
-kernel!(
-    CONV2D_BACKWARD_REDUCE,
-    "conv2d_backward_reduce.wgsl",
-    "conv2d_backward_reduce",
-    false
-);
-kernel!(
-    CONV2D_BACKWARD_BIAS,
-    "conv2d_backward_bias.wgsl",
-    "conv2d_backward_bias",
-    false
-);
-kernel!(SOFTMAX, "softmax.wgsl", "softmax", false);
-kernel!(
-    SOFTMAX_BACKWARD,
-    "softmax_backward.wgsl",
-    "softmax_backward",
-    false
-);
-kernel!(SOFTMAX_ROW, "softmax.wgsl", "softmax_row", false);
-kernel!(
-    SOFTMAX_BACKWARD_ROW,
-    "softmax_backward.wgsl",
-    "softmax_backward_row",
-    false
-);
+    // LayerOps (gpu/layer_ops.rs)
+    AXPBY: ElementwiseParams = "elementwise.wgsl"::axpby, bindings: 3;
+    MUL: ElementwiseParams = "elementwise.wgsl"::mul, bindings: 3;
+    SILU: ElementwiseParams = "elementwise.wgsl"::silu, bindings: 2;
+    SILU_BACKWARD: ElementwiseParams = "elementwise.wgsl"::silu_backward, bindings: 3;
+    ADD_BIAS: ElementwiseParams = "elementwise.wgsl"::add_bias, bindings: 3;
+    ADD_SAMPLE_BIAS: ElementwiseParams = "elementwise.wgsl"::add_sample_bias, bindings: 3;
+    CONCAT_CHANNELS: ChannelsParams = "channels.wgsl"::concat_channels, bindings: 3;
+    SLICE_CHANNELS: ChannelsParams = "channels.wgsl"::slice_channels, bindings: 2;
+    UPSAMPLE2X: ResampleParams = "resample.wgsl"::upsample2x, bindings: 2;
+    AVGPOOL2X: ResampleParams = "resample.wgsl"::avgpool2x, bindings: 2;
+    FIR_UP: FirParams = "fir.wgsl"::fir_up, bindings: 2;
+    FIR_DOWN: FirParams = "fir.wgsl"::fir_down, bindings: 2;
+    REDUCE_ROWS: ReduceParams = "reduce.wgsl"::reduce_rows, bindings: 2;
+    SUM_BATCH: ReduceParams = "reduce.wgsl"::sum_batch, bindings: 2;
+    PAIR_DISTANCE: PairDistanceParams = "pair_distance.wgsl"::pair_distance, bindings: 2;
+    GROUP_NORM: GroupNormParams = "group_norm.wgsl"::group_norm, bindings: 5;
+    GROUP_NORM_BACKWARD_DX: GroupNormBackwardParams = "group_norm_backward.wgsl"::group_norm_backward_dx, bindings: 5;
+    GROUP_NORM_PARAM_GRAD: GroupNormParamGradParams = "group_norm_param_grad.wgsl"::group_norm_param_grad, bindings: 5;
+    DROPOUT_MASK: DropoutParams = "dropout.wgsl"::dropout_mask, bindings: 1, rng;
 
-// TrainOps (gpu/train_ops.rs)
-kernel!(
-    SUM_SQUARES_PARTIAL,
-    "sum_squares.wgsl",
-    "sum_squares_partial",
-    false
-);
-kernel!(SUM_PARTIALS, "sum_squares.wgsl", "sum_partials", false);
-kernel!(DSM_LOSS_PARTIAL, "dsm_loss.wgsl", "dsm_loss_partial", false);
-kernel!(ADAM_STEP, "optim.wgsl", "adam_step", false);
-kernel!(EMA_UPDATE, "ema.wgsl", "ema_update", false);
+    // MatOps (gpu/mat_ops.rs)
+    STRIDED_PACK: StridedPackParams = "strided_pack.wgsl"::strided_pack, bindings: 2;
+    BMM: BmmParams = "bmm.wgsl"::bmm, bindings: 3;
+    CONV2D_BACKWARD_INPUT_K1S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k1s2, bindings: 3;
+    CONV2D_BACKWARD_INPUT_K3S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k3s2, bindings: 3;
+    CONV2D_BACKWARD_WEIGHT: Conv2dBackwardWeightParams = "conv2d_backward_weight.wgsl"::conv2d_backward_weight, bindings: 3;
+    CONV2D_BACKWARD_REDUCE: Conv2dBackwardReduceParams = "conv2d_backward_reduce.wgsl"::conv2d_backward_reduce, bindings: 2;
+    CONV2D_BACKWARD_BIAS: Conv2dBackwardBiasParams = "conv2d_backward_bias.wgsl"::conv2d_backward_bias, bindings: 2;
+    SOFTMAX: SoftmaxParams = "softmax.wgsl"::softmax, bindings: 2;
+    SOFTMAX_BACKWARD: SoftmaxParams = "softmax_backward.wgsl"::softmax_backward, bindings: 3;
+    SOFTMAX_ROW: SoftmaxParams = "softmax.wgsl"::softmax_row, bindings: 2;
+    SOFTMAX_BACKWARD_ROW: SoftmaxParams = "softmax_backward.wgsl"::softmax_backward_row, bindings: 3;
+
+    // TrainOps (gpu/train_ops.rs)
+    SUM_SQUARES_PARTIAL: SumSquaresParams = "sum_squares.wgsl"::sum_squares_partial, bindings: 2;
+    SUM_PARTIALS: SumSquaresParams = "sum_squares.wgsl"::sum_partials, bindings: 3;
+    DSM_LOSS_PARTIAL: DsmLossParams = "dsm_loss.wgsl"::dsm_loss_partial, bindings: 5;
+    ADAM_STEP: AdamParams = "optim.wgsl"::adam_step, bindings: 5;
+    EMA_UPDATE: EmaParams = "ema.wgsl"::ema_update, bindings: 2;
+}
 
 pub const PHILOX_LIBRARY: &str = include_str!("../../../shaders/philox.wgsl");
 
-impl Kernel {
+impl KernelInfo {
     /// The full WGSL text handed to the compiler.
     pub fn wgsl(&self) -> String {
         if self.uses_rng {
@@ -161,14 +182,14 @@ pub type Constants = Vec<(&'static str, u32)>;
 #[derive(Default)]
 pub struct PipelineCache {
     modules: HashMap<&'static str, wgpu::ShaderModule>,
-    pipelines: HashMap<(Kernel, Constants), wgpu::ComputePipeline>,
+    pipelines: HashMap<(KernelInfo, Constants), wgpu::ComputePipeline>,
 }
 
 impl PipelineCache {
     pub fn get(
         &mut self,
         device: &wgpu::Device,
-        kernel: Kernel,
+        kernel: KernelInfo,
         constants: &[(&'static str, u32)],
     ) -> wgpu::ComputePipeline {
         let key = (kernel, constants.to_vec());
@@ -202,54 +223,7 @@ impl PipelineCache {
     }
 }
 
-/// Every kernel, for tests that validate them all with naga.
-pub fn all_kernels() -> Vec<Kernel> {
-    vec![
-        MATMUL_VEC4,
-        MATMUL_TRANSPOSE,
-        MATMUL_ANY,
-        CONV2D_K1S1,
-        CONV2D_K1S2,
-        CONV2D_K3S1,
-        CONV2D_K3S2,
-        CONV_WEIGHT_PACK,
-        PERTURB,
-        PAIRED_STEP,
-        RNG_FILL,
-        AXPBY,
-        MUL,
-        SILU,
-        SILU_BACKWARD,
-        ADD_BIAS,
-        ADD_SAMPLE_BIAS,
-        CONCAT_CHANNELS,
-        SLICE_CHANNELS,
-        UPSAMPLE2X,
-        AVGPOOL2X,
-        FIR_UP,
-        FIR_DOWN,
-        REDUCE_ROWS,
-        SUM_BATCH,
-        PAIR_DISTANCE,
-        GROUP_NORM,
-        GROUP_NORM_BACKWARD_DX,
-        GROUP_NORM_PARAM_GRAD,
-        DROPOUT_MASK,
-        STRIDED_PACK,
-        BMM,
-        CONV2D_BACKWARD_INPUT_K1S2,
-        CONV2D_BACKWARD_INPUT_K3S2,
-        CONV2D_BACKWARD_WEIGHT,
-        CONV2D_BACKWARD_REDUCE,
-        CONV2D_BACKWARD_BIAS,
-        SOFTMAX,
-        SOFTMAX_BACKWARD,
-        SOFTMAX_ROW,
-        SOFTMAX_BACKWARD_ROW,
-        SUM_SQUARES_PARTIAL,
-        SUM_PARTIALS,
-        DSM_LOSS_PARTIAL,
-        ADAM_STEP,
-        EMA_UPDATE,
-    ]
+/// Every kernel, for tests that check them all against their WGSL with naga.
+pub fn all_kernels() -> Vec<KernelInfo> {
+    ALL.to_vec()
 }

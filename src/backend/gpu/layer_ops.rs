@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use super::context::Bind;
 use super::kernels::{self, Kernel};
-use super::{grid_1d, u32_of, GpuBackend, GpuTensor};
+use super::params::*;
+use super::{grid_1d, rng_key, u32_of, GpuBackend, GpuTensor};
 use crate::backend::nn_ops::{GroupNormGrads, GroupNormOut, LayerOps};
 use crate::backend::numel;
 use crate::backend::shape_check::{channel_dims, group_size, image_dims, pair_dims, same_shape};
@@ -48,9 +49,19 @@ fn elems(op: &'static str, t: &GpuTensor) -> Result<u32> {
     u32_of(op, "elements", t.numel())
 }
 
-/// The uniform block of `elementwise.wgsl`.
-fn ew_params(n: u32, c: u32, inner: u32, alpha: f32, beta: f32) -> [u32; 8] {
-    [n, c, inner, 0, alpha.to_bits(), beta.to_bits(), 0, 0]
+/// `resample.wgsl`'s parameters for `n` outputs from `h × w` planes.
+fn plane(n: u32, h: u32, w: u32) -> ResampleParams {
+    ResampleParams {
+        n,
+        h,
+        w,
+        ..Default::default()
+    }
+}
+
+/// `fir.wgsl`'s parameters, the result scaled by `scale`.
+fn fir(scale: f32) -> impl FnOnce(u32, u32, u32) -> FirParams {
+    move |n, h, w| FirParams { n, h, w, scale }
 }
 
 impl GpuBackend {
@@ -59,7 +70,13 @@ impl GpuBackend {
     }
 
     /// `threads` invocations of a 1-D kernel (64 per workgroup).
-    fn launch_1d(&self, kernel: Kernel, params: &[u8], binds: &[Bind], threads: u64) -> Result<()> {
+    fn launch_1d<P: KernelParams>(
+        &self,
+        kernel: Kernel<P>,
+        params: &P,
+        binds: &[Bind],
+        threads: u64,
+    ) -> Result<()> {
         self.ctx.dispatch(
             kernel,
             &[],
@@ -70,11 +87,11 @@ impl GpuBackend {
     }
 
     /// One workgroup per item (the kernels linearise x and y with num_workgroups).
-    fn launch_per_workgroup(
+    fn launch_per_workgroup<P: KernelParams>(
         &self,
         op: &'static str,
-        kernel: Kernel,
-        params: &[u8],
+        kernel: Kernel<P>,
+        params: &P,
         binds: &[Bind],
         items: usize,
     ) -> Result<()> {
@@ -100,7 +117,7 @@ impl GpuBackend {
     fn elementwise(
         &self,
         op: &'static str,
-        kernel: Kernel,
+        kernel: Kernel<ElementwiseParams>,
         a: &GpuTensor,
         b: Option<&GpuTensor>,
         c: usize,
@@ -113,43 +130,40 @@ impl GpuBackend {
             elems(op, b)?;
         }
         let out = self.tensor(op, &a.shape)?;
-        let params = ew_params(
+        let params = ElementwiseParams {
             n,
-            u32_of(op, "channels", c)?,
-            u32_of(op, "elements per channel", inner)?,
+            c: u32_of(op, "channels", c)?,
+            inner: u32_of(op, "elements per channel", inner)?,
             alpha,
             beta,
-        );
+            ..Default::default()
+        };
         let mut binds = vec![Bind::Storage(&out.buf), Bind::Storage(&a.buf)];
         if let Some(b) = b {
             binds.push(Bind::Storage(&b.buf));
         }
-        self.launch_1d(kernel, bytemuck::cast_slice(&params), &binds, n as u64)?;
+        self.launch_1d(kernel, &params, &binds, n as u64)?;
         Ok(out)
     }
 
-    /// A kernel of `resample.wgsl` / `fir.wgsl`: planes of `h × w` → `out_shape`.
-    fn resample(
+    /// A kernel of `resample.wgsl` / `fir.wgsl`: planes of `h × w` → `out_shape`,
+    /// its parameters made by `params(n, h, w)` (output elements, input height and width).
+    fn resample<P: KernelParams>(
         &self,
         op: &'static str,
-        kernel: Kernel,
+        kernel: Kernel<P>,
         x: &GpuTensor,
         out_shape: &[usize],
         (h, w): (usize, usize),
-        scale: f32,
+        params: impl FnOnce(u32, u32, u32) -> P,
     ) -> Result<GpuTensor> {
         elems(op, x)?;
         let out = self.tensor(op, out_shape)?;
         let n = elems(op, &out)?;
-        let params: [u32; 4] = [
-            n,
-            u32_of(op, "height", h)?,
-            u32_of(op, "width", w)?,
-            scale.to_bits(),
-        ];
+        let params = params(n, u32_of(op, "height", h)?, u32_of(op, "width", w)?);
         self.launch_1d(
             kernel,
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(&out.buf), Bind::Storage(&x.buf)],
             n as u64,
         )?;
@@ -169,16 +183,16 @@ impl GpuBackend {
         elems(op, x)?;
         let out = self.tensor(op, out_shape)?;
         let rows = out.numel();
-        let params: [u32; 4] = [
-            u32_of(op, "rows", rows)?,
-            u32_of(op, "batch", nb)?,
-            u32_of(op, "row length", len)?,
-            u32_of(op, "batch stride", stride_b)?,
-        ];
+        let params = ReduceParams {
+            rows: u32_of(op, "rows", rows)?,
+            nb: u32_of(op, "batch", nb)?,
+            len: u32_of(op, "row length", len)?,
+            stride_b: u32_of(op, "batch stride", stride_b)?,
+        };
         self.launch_per_workgroup(
             op,
             kernels::REDUCE_ROWS,
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(&out.buf), Bind::Storage(&x.buf)],
             rows,
         )?;
@@ -201,15 +215,15 @@ impl GpuBackend {
         if b == 0 || cn * s == 0 {
             return Ok(out);
         }
-        let params: [u32; 4] = [
+        let params = ChannelsParams {
             n,
-            u32_of(op, "output row", cn * s)?,
-            u32_of(op, "input row", c * s)?,
-            u32_of(op, "channel offset", c0 * s)?,
-        ];
+            row_a: u32_of(op, "output row", cn * s)?,
+            row_b: u32_of(op, "input row", c * s)?,
+            off: u32_of(op, "channel offset", c0 * s)?,
+        };
         self.launch_1d(
             kernels::SLICE_CHANNELS,
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(&out.buf), Bind::Storage(&x.buf)],
             n as u64,
         )?;
@@ -276,20 +290,18 @@ impl LayerOps for GpuBackend {
         let y = self.tensor(OP, &x.shape)?;
         let stats = self.tensor(OP, &[b, groups, 2])?;
         let bg = elems(OP, &stats)? / 2;
-        let params: [u32; 8] = [
+        let params = GroupNormParams {
             bg,
-            u32_of(OP, "groups", groups)?,
-            u32_of(OP, "channels per group", cg)?,
-            u32_of(OP, "elements per channel", s)?,
-            eps.to_bits(),
-            0,
-            0,
-            0,
-        ];
+            groups: u32_of(OP, "groups", groups)?,
+            cg: u32_of(OP, "channels per group", cg)?,
+            s: u32_of(OP, "elements per channel", s)?,
+            eps,
+            ..Default::default()
+        };
         self.launch_per_workgroup(
             OP,
             kernels::GROUP_NORM,
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&y.buf),
                 Bind::Storage(&stats.buf),
@@ -331,11 +343,16 @@ impl LayerOps for GpuBackend {
             u32_of(OP, "channels per group", cg)?,
             u32_of(OP, "elements per channel", s)?,
         );
-        let params: [u32; 4] = [bg, groups32, cg32, s32];
+        let params = GroupNormBackwardParams {
+            bg,
+            groups: groups32,
+            cg: cg32,
+            s: s32,
+        };
         self.launch_per_workgroup(
             OP,
             kernels::GROUP_NORM_BACKWARD_DX,
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&dx.buf),
                 Bind::Storage(&x.buf),
@@ -345,16 +362,16 @@ impl LayerOps for GpuBackend {
             ],
             bg as usize,
         )?;
-        let params: [u32; 4] = [
-            u32_of(OP, "channels", c)?,
-            u32_of(OP, "batch", b)?,
-            cg32,
-            s32,
-        ];
+        let params = GroupNormParamGradParams {
+            c: u32_of(OP, "channels", c)?,
+            batch: u32_of(OP, "batch", b)?,
+            cg: cg32,
+            s: s32,
+        };
         self.launch_per_workgroup(
             OP,
             kernels::GROUP_NORM_PARAM_GRAD,
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&dgamma.buf),
                 Bind::Storage(&dbeta.buf),
@@ -397,7 +414,7 @@ impl LayerOps for GpuBackend {
         const OP: &str = "upsample2x";
         let (_, h, w) = image_dims(OP, &x.shape)?;
         let out = doubled(OP, &x.shape)?;
-        self.resample(OP, kernels::UPSAMPLE2X, x, &out, (h, w), 1.0)
+        self.resample(OP, kernels::UPSAMPLE2X, x, &out, (h, w), plane)
     }
 
     fn avgpool2x(&self, x: &GpuTensor) -> Result<GpuTensor> {
@@ -405,14 +422,14 @@ impl LayerOps for GpuBackend {
         let (_, h, w) = image_dims(OP, &x.shape)?;
         even_dims(OP, &x.shape, h, w)?;
         let out = [x.shape[0], x.shape[1], h / 2, w / 2];
-        self.resample(OP, kernels::AVGPOOL2X, x, &out, (h, w), 1.0)
+        self.resample(OP, kernels::AVGPOOL2X, x, &out, (h, w), plane)
     }
 
     fn fir_up(&self, x: &GpuTensor) -> Result<GpuTensor> {
         const OP: &str = "fir_up";
         let (_, h, w) = image_dims(OP, &x.shape)?;
         let out = doubled(OP, &x.shape)?;
-        self.resample(OP, kernels::FIR_UP, x, &out, (h, w), 1.0)
+        self.resample(OP, kernels::FIR_UP, x, &out, (h, w), fir(1.0))
     }
 
     fn fir_down(&self, x: &GpuTensor) -> Result<GpuTensor> {
@@ -420,7 +437,7 @@ impl LayerOps for GpuBackend {
         let (_, h, w) = image_dims(OP, &x.shape)?;
         even_dims(OP, &x.shape, h, w)?;
         let out = [x.shape[0], x.shape[1], h / 2, w / 2];
-        self.resample(OP, kernels::FIR_DOWN, x, &out, (h, w), 1.0)
+        self.resample(OP, kernels::FIR_DOWN, x, &out, (h, w), fir(1.0))
     }
 
     /// fir_up's adjoint is 4·fir_down (its per-axis taps are twice fir_down's).
@@ -429,7 +446,7 @@ impl LayerOps for GpuBackend {
         let (_, h, w) = image_dims(OP, &dy.shape)?;
         even_dims(OP, &dy.shape, h, w)?;
         let out = [dy.shape[0], dy.shape[1], h / 2, w / 2];
-        self.resample(OP, kernels::FIR_DOWN, dy, &out, (h, w), 4.0)
+        self.resample(OP, kernels::FIR_DOWN, dy, &out, (h, w), fir(4.0))
     }
 
     /// fir_down's adjoint is fir_up/4.
@@ -437,7 +454,7 @@ impl LayerOps for GpuBackend {
         const OP: &str = "fir_down_backward";
         let (_, h, w) = image_dims(OP, &dy.shape)?;
         let out = doubled(OP, &dy.shape)?;
-        self.resample(OP, kernels::FIR_UP, dy, &out, (h, w), 0.25)
+        self.resample(OP, kernels::FIR_UP, dy, &out, (h, w), fir(0.25))
     }
 
     fn concat_channels(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
@@ -465,15 +482,15 @@ impl LayerOps for GpuBackend {
         if n == 0 {
             return Ok(out);
         }
-        let params: [u32; 4] = [
+        let params = ChannelsParams {
             n,
-            u32_of(OP, "first row", ca * sa)?,
-            u32_of(OP, "second row", cb * sa)?,
-            0,
-        ];
+            row_a: u32_of(OP, "first row", ca * sa)?,
+            row_b: u32_of(OP, "second row", cb * sa)?,
+            off: 0,
+        };
         self.launch_1d(
             kernels::CONCAT_CHANNELS,
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&out.buf),
                 Bind::Storage(&a.buf),
@@ -512,19 +529,16 @@ impl LayerOps for GpuBackend {
         let n = elems(OP, &out)?;
         // The same f32 expression as the CPU backend, so kept values match bit for bit.
         let keep: f32 = 1.0 / (1.0 - p);
-        let params: [u32; 8] = [
+        let params = DropoutParams {
             n,
-            p.to_bits(),
-            keep.to_bits(),
-            0,
-            rng.seed as u32,
-            (rng.seed >> 32) as u32,
-            rng.stream as u32,
-            (rng.stream >> 32) as u32,
-        ];
+            p,
+            scale: keep,
+            key: rng_key(rng),
+            ..Default::default()
+        };
         self.launch_1d(
             kernels::DROPOUT_MASK,
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(&out.buf)],
             (n as u64).div_ceil(4),
         )?;
@@ -539,10 +553,14 @@ impl LayerOps for GpuBackend {
         elems(OP, x)?;
         let out = self.tensor(OP, rest)?;
         let d = elems(OP, &out)?;
-        let params: [u32; 4] = [d, u32_of(OP, "batch", b)?, 0, 0];
+        let params = ReduceParams {
+            rows: d,
+            nb: u32_of(OP, "batch", b)?,
+            ..Default::default()
+        };
         self.launch_1d(
             kernels::SUM_BATCH,
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(&out.buf), Bind::Storage(&x.buf)],
             d as u64,
         )?;
@@ -554,15 +572,15 @@ impl LayerOps for GpuBackend {
         let (n, c, s) = pair_dims(OP, &x.shape)?;
         let out = self.tensor(OP, &[n, x.shape[2], x.shape[3]])?;
         elems(OP, x)?;
-        let params: [u32; 4] = [
-            u32_of(OP, "pairs", n)?,
-            u32_of(OP, "channels", c)?,
-            u32_of(OP, "pixels", s)?,
-            0,
-        ];
+        let params = PairDistanceParams {
+            n: u32_of(OP, "pairs", n)?,
+            c: u32_of(OP, "channels", c)?,
+            s: u32_of(OP, "pixels", s)?,
+            ..Default::default()
+        };
         self.launch_1d(
             kernels::PAIR_DISTANCE,
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(&out.buf), Bind::Storage(&x.buf)],
             (n * s) as u64,
         )?;

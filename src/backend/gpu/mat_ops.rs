@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::context::Bind;
+use super::params::*;
 use super::{grid_1d, grid_2d, kernels, u32_of, GpuBackend, GpuTensor, WG};
 use crate::backend::{numel, Conv2dGrads, Conv2dSpec, ConvGeometry, MatOps};
 use crate::error::{Error, Result};
@@ -156,20 +157,20 @@ impl GpuBackend {
             return Ok(dst);
         }
         // Wrapping: a negative stride becomes its two's complement.
-        let params: [u32; 8] = [
-            v.batch as u32,
-            v.rows as u32,
-            v.cols as u32,
-            v.cols_pad as u32,
-            v.base as u32,
-            v.s_batch as u32,
-            v.s_row as u32,
-            v.s_col as u32,
-        ];
+        let params = StridedPackParams {
+            batch: v.batch as u32,
+            rows: v.rows as u32,
+            cols: v.cols as u32,
+            cols_pad: v.cols_pad as u32,
+            base: v.base as u32,
+            s_batch: v.s_batch as u32,
+            s_row: v.s_row as u32,
+            s_col: v.s_col as u32,
+        };
         self.ctx.dispatch(
             kernels::STRIDED_PACK,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(src), Bind::Storage(&dst)],
             grid_1d(
                 total as u64,
@@ -210,20 +211,21 @@ impl GpuBackend {
         )?;
         let pad = g.k as i64 - 1 - g.padding as i64;
         let tiles_x = g.w.div_ceil(8);
-        let params: [u32; 12] = [
-            g.batch as u32,
-            g.c_out as u32,
-            g.h_out as u32,
-            g.w_out as u32,
-            g.c_in as u32,
-            cin_pad as u32,
-            g.h as u32,
-            g.w as u32,
-            pad as i32 as u32,
-            tiles_x as u32,
-            0,
-            0,
-        ];
+        // The forward kernel with dy as its input and dx as its output.
+        let params = Conv2dParams {
+            batch: g.batch as u32,
+            c_in: g.c_out as u32,
+            h: g.h_out as u32,
+            w: g.w_out as u32,
+            c_out: g.c_in as u32,
+            c_out_pad: cin_pad as u32,
+            h_out: g.h as u32,
+            w_out: g.w as u32,
+            padding: pad as i32 as u32,
+            tiles_x: tiles_x as u32,
+            has_bias: 0,
+            ..Default::default()
+        };
         let tiles = numel(OP, &[g.batch, g.h, tiles_x])?;
         u32_of(OP, "input-gradient tiles", tiles)?;
         let groups = grid_2d(
@@ -243,7 +245,7 @@ impl GpuBackend {
         self.ctx.dispatch(
             kernel,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&dy.buf),
                 Bind::Storage(&packed),
@@ -282,20 +284,19 @@ impl GpuBackend {
         )?;
         let tiles_x = (g.w + g.padding).div_ceil(8);
         u32_of(OP, "W + padding", tiles_x * 8)?;
-        let params: [u32; 12] = [
-            g.batch as u32,
-            g.c_out as u32,
-            g.h_out as u32,
-            g.w_out as u32,
-            g.c_in as u32,
-            cin_pad as u32,
-            g.h as u32,
-            g.w as u32,
-            g.padding as u32,
-            tiles_x as u32,
-            0,
-            0,
-        ];
+        let params = Conv2dBackwardInputParams {
+            batch: g.batch as u32,
+            c_dy: g.c_out as u32,
+            ho: g.h_out as u32,
+            wo: g.w_out as u32,
+            c_x: g.c_in as u32,
+            c_x_pad: cin_pad as u32,
+            h: g.h as u32,
+            w: g.w as u32,
+            padding: g.padding as u32,
+            tiles_x: tiles_x as u32,
+            ..Default::default()
+        };
         let tiles = numel(OP, &[g.batch, g.h, tiles_x])?;
         u32_of(OP, "input-gradient tiles", tiles)?;
         let groups = grid_2d(
@@ -313,7 +314,7 @@ impl GpuBackend {
         self.ctx.dispatch(
             kernel,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&dy.buf),
                 Bind::Storage(&packed),
@@ -380,24 +381,24 @@ impl GpuBackend {
         let splits = rows.div_ceil(rows_per_split);
         let n = dw.numel();
         u32_of(OP, "split weight-gradient elements", n * splits)?;
-        let params: [u32; 16] = [
-            g.c_in as u32,
-            g.c_out as u32,
-            g.k as u32,
-            kk as u32,
-            g.h as u32,
-            g.w as u32,
-            g.h_out as u32,
-            g.w_out as u32,
-            g.stride as u32,
-            g.padding as u32,
-            (cin_pad / 4) as u32,
-            (cout_pad / 4) as u32,
-            nci8 as u32,
-            nco8 as u32,
-            u32_of(OP, "batch × output rows", rows)?,
-            rows_per_split as u32,
-        ];
+        let params = Conv2dBackwardWeightParams {
+            c_in: g.c_in as u32,
+            c_out: g.c_out as u32,
+            k: g.k as u32,
+            kk: kk as u32,
+            h: g.h as u32,
+            w: g.w as u32,
+            ho: g.h_out as u32,
+            wo: g.w_out as u32,
+            stride: g.stride as u32,
+            padding: g.padding as u32,
+            cip4: (cin_pad / 4) as u32,
+            cop4: (cout_pad / 4) as u32,
+            nci8: nci8 as u32,
+            nco8: nco8 as u32,
+            rows: u32_of(OP, "batch × output rows", rows)?,
+            rows_per_split: rows_per_split as u32,
+        };
         let groups = grid_3d(OP, [lanes.div_ceil(WG as usize), kk, splits], max, &|| {
             format!("weight gradient {:?}", dw.shape)
         })?;
@@ -409,7 +410,7 @@ impl GpuBackend {
         self.ctx.dispatch(
             kernels::CONV2D_BACKWARD_WEIGHT,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&dyt),
                 Bind::Storage(&xt),
@@ -418,11 +419,15 @@ impl GpuBackend {
             groups,
         )?;
         if let Some(part) = part {
-            let params: [u32; 4] = [n as u32, splits as u32, 0, 0];
+            let params = Conv2dBackwardReduceParams {
+                n: n as u32,
+                splits: splits as u32,
+                ..Default::default()
+            };
             self.ctx.dispatch(
                 kernels::CONV2D_BACKWARD_REDUCE,
                 &[],
-                bytemuck::bytes_of(&params),
+                &params,
                 &[Bind::Storage(&part), Bind::Storage(&dw.buf)],
                 grid_1d(n as u64, max),
             )?;
@@ -491,16 +496,16 @@ impl MatOps for GpuBackend {
             return Ok(Conv2dGrads { dx, dw, db });
         }
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        let params: [u32; 4] = [
-            g.batch as u32,
-            g.c_out as u32,
-            (g.h_out * g.w_out) as u32,
-            0,
-        ];
+        let params = Conv2dBackwardBiasParams {
+            batch: g.batch as u32,
+            c_out: g.c_out as u32,
+            plane: (g.h_out * g.w_out) as u32,
+            ..Default::default()
+        };
         self.ctx.dispatch(
             kernels::CONV2D_BACKWARD_BIAS,
             &[],
-            bytemuck::bytes_of(&params),
+            &params,
             &[Bind::Storage(&dy.buf), Bind::Storage(&db.buf)],
             grid_rows(g.c_out, max),
         )?;
@@ -571,28 +576,26 @@ impl MatOps for GpuBackend {
         };
         let (m_blocks, n_blocks) = (d.m.div_ceil(8), d.n.div_ceil(8));
         let blocks = m_blocks * n_blocks;
-        let params: [u32; 12] = [
-            d.m as u32,
-            d.n as u32,
-            d.k as u32,
-            (m_pad / 4) as u32,
-            (n_pad / 4) as u32,
-            if d.a_batched {
+        let params = BmmParams {
+            m: d.m as u32,
+            n: d.n as u32,
+            k: d.k as u32,
+            m4: (m_pad / 4) as u32,
+            n4: (n_pad / 4) as u32,
+            a_batch4: if d.a_batched {
                 (d.k * m_pad / 4) as u32
             } else {
                 0
             },
-            if d.b_batched {
+            b_batch4: if d.b_batched {
                 (d.k * n_pad / 4) as u32
             } else {
                 0
             },
-            n_blocks as u32,
-            u32_of(OP, "8×8 output blocks", blocks)?,
-            0,
-            0,
-            0,
-        ];
+            n_blocks: n_blocks as u32,
+            blocks: u32_of(OP, "8×8 output blocks", blocks)?,
+            ..Default::default()
+        };
         let groups = grid_3d(
             OP,
             [blocks.div_ceil(WG as usize), d.batch, 1],
@@ -602,7 +605,7 @@ impl MatOps for GpuBackend {
         self.ctx.dispatch(
             kernels::BMM,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&at),
                 Bind::Storage(&bp),
@@ -638,20 +641,23 @@ impl GpuBackend {
     fn dispatch_rows(
         &self,
         per_workgroup: bool,
-        kernels: [kernels::Kernel; 2],
+        kernels: [kernels::Kernel<SoftmaxParams>; 2],
         rows: usize,
         len: usize,
         binds: &[Bind],
     ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        let params: [u32; 4] = [rows as u32, len as u32, 0, 0];
+        let params = SoftmaxParams {
+            rows: rows as u32,
+            len: len as u32,
+            ..Default::default()
+        };
         let (kernel, groups) = if per_workgroup {
             (kernels[0], grid_rows(rows, max))
         } else {
             (kernels[1], grid_1d(rows as u64, max))
         };
-        self.ctx
-            .dispatch(kernel, &[], bytemuck::bytes_of(&params), binds, groups)
+        self.ctx.dispatch(kernel, &[], &params, binds, groups)
     }
 
     /// [`MatOps::softmax`] with the row mapping chosen by the caller: one

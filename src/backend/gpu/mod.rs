@@ -9,6 +9,7 @@ mod context;
 pub mod kernels;
 mod layer_ops;
 mod mat_ops;
+pub mod params;
 mod train_ops;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use bytemuck::{Pod, Zeroable};
 
 use context::Bind;
 pub use context::GpuContext;
+use params::*;
 
 use super::{
     matmul_dims, numel, paired_step_len, per_sample_len, Backend, BackendKind, Conv2dSpec,
@@ -87,15 +89,19 @@ fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
     })
 }
 
-/// Per-sample random key as the WGSL kernels read it: (seed lo, seed hi, stream lo, stream hi).
-fn sample_key(rng: RngStream, stream: u64) -> [u32; 4] {
-    let s = rng.derive(stream);
+/// A Philox key as the WGSL kernels read it: (seed lo, seed hi, stream lo, stream hi).
+fn rng_key(rng: RngStream) -> [u32; 4] {
     [
-        s.seed as u32,
-        (s.seed >> 32) as u32,
-        s.stream as u32,
-        (s.stream >> 32) as u32,
+        rng.seed as u32,
+        (rng.seed >> 32) as u32,
+        rng.stream as u32,
+        (rng.stream >> 32) as u32,
     ]
+}
+
+/// Per-sample random key: [`rng_key`] of the sample's derived stream.
+fn sample_key(rng: RngStream, stream: u64) -> [u32; 4] {
+    rng_key(rng.derive(stream))
 }
 
 #[repr(C)]
@@ -230,26 +236,16 @@ impl Backend for GpuBackend {
         const OP: &str = "random";
         let out = self.tensor(OP, shape)?;
         let n = u32_of(OP, "elements", out.numel())?;
-        let k = [
-            rng.seed as u32,
-            (rng.seed >> 32) as u32,
-            rng.stream as u32,
-            (rng.stream >> 32) as u32,
-        ];
-        let params: [u32; 8] = [
+        let params = RngFillParams {
             n,
-            (dist == Distribution::Normal) as u32,
-            0,
-            0,
-            k[0],
-            k[1],
-            k[2],
-            k[3],
-        ];
+            normal: (dist == Distribution::Normal) as u32,
+            key: rng_key(rng),
+            ..Default::default()
+        };
         self.ctx.dispatch(
             kernels::RNG_FILL,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(&out.buf)],
             grid_1d(
                 (n as u64).div_ceil(4),
@@ -273,7 +269,12 @@ impl Backend for GpuBackend {
         }
         if n % 4 != 0 || k == 0 {
             // B's rows must start on vec4 boundaries for the fast kernel.
-            let params: [u32; 4] = [m as u32, n as u32, k as u32, 0];
+            let params = MatmulAnyParams {
+                m: m as u32,
+                n: n as u32,
+                k: k as u32,
+                ..Default::default()
+            };
             let groups = grid_2d(
                 OP,
                 (n.div_ceil(4) as u64).div_ceil(WG as u64),
@@ -284,7 +285,7 @@ impl Backend for GpuBackend {
             self.ctx.dispatch(
                 kernels::MATMUL_ANY,
                 &[],
-                bytemuck::bytes_of(&params),
+                &params,
                 &[
                     Bind::Storage(&a.buf),
                     Bind::Storage(&b.buf),
@@ -298,15 +299,25 @@ impl Backend for GpuBackend {
         // (O(M·K), small next to the O(M·K·N) product).
         let m_pad = m.div_ceil(8) * 8;
         let at = self.ctx.storage(OP, (k as u64) * (m_pad as u64) * 4)?;
-        let tparams: [u32; 4] = [m as u32, k as u32, m_pad as u32, 0];
+        let tparams = MatmulTransposeParams {
+            m: m as u32,
+            k: k as u32,
+            m_pad: m_pad as u32,
+            ..Default::default()
+        };
         self.ctx.dispatch(
             kernels::MATMUL_TRANSPOSE,
             &[],
-            bytemuck::bytes_of(&tparams),
+            &tparams,
             &[Bind::Storage(&a.buf), Bind::Storage(&at)],
             grid_1d(k as u64 * m_pad as u64, max),
         )?;
-        let params: [u32; 4] = [m as u32, n as u32, k as u32, m_pad as u32];
+        let params = MatmulParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            m_pad: m_pad as u32,
+        };
         let groups = grid_2d(
             OP,
             (n.div_ceil(8) as u64).div_ceil(WG as u64),
@@ -317,7 +328,7 @@ impl Backend for GpuBackend {
         self.ctx.dispatch(
             kernels::MATMUL_VEC4,
             &[],
-            bytemuck::bytes_of(&params),
+            &params,
             &[
                 Bind::Storage(&at),
                 Bind::Storage(&b.buf),
@@ -359,35 +370,35 @@ impl Backend for GpuBackend {
         let c_out_pad = g.c_out.div_ceil(8) * 8;
         let rows = g.c_in * g.k * g.k;
         let packed = self.ctx.storage(OP, (rows * c_out_pad * 4) as u64)?;
-        let pack_params: [u32; 4] = [
-            u32_of(OP, "Cout", g.c_out)?,
-            u32_of(OP, "Cin", g.c_in)?,
-            (g.k * g.k) as u32,
-            c_out_pad as u32,
-        ];
+        let pack_params = ConvWeightPackParams {
+            c_out: u32_of(OP, "Cout", g.c_out)?,
+            c_in: u32_of(OP, "Cin", g.c_in)?,
+            kk: (g.k * g.k) as u32,
+            c_out_pad: c_out_pad as u32,
+        };
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         self.ctx.dispatch(
             kernels::CONV_WEIGHT_PACK,
             &[],
-            bytemuck::bytes_of(&pack_params),
+            &pack_params,
             &[Bind::Storage(&w.buf), Bind::Storage(&packed)],
             grid_1d((rows * c_out_pad) as u64, max),
         )?;
         let tiles_x = g.w_out.div_ceil(8);
-        let params: [u32; 12] = [
-            u32_of(OP, "batch", g.batch)?,
-            u32_of(OP, "Cin", g.c_in)?,
-            u32_of(OP, "H", g.h)?,
-            u32_of(OP, "W", g.w)?,
-            g.c_out as u32,
-            c_out_pad as u32,
-            u32_of(OP, "Ho", g.h_out)?,
-            u32_of(OP, "Wo", g.w_out)?,
-            u32_of(OP, "padding", g.padding)?,
-            tiles_x as u32,
-            bias.is_some() as u32,
-            0,
-        ];
+        let params = Conv2dParams {
+            batch: u32_of(OP, "batch", g.batch)?,
+            c_in: u32_of(OP, "Cin", g.c_in)?,
+            h: u32_of(OP, "H", g.h)?,
+            w: u32_of(OP, "W", g.w)?,
+            c_out: g.c_out as u32,
+            c_out_pad: c_out_pad as u32,
+            h_out: u32_of(OP, "Ho", g.h_out)?,
+            w_out: u32_of(OP, "Wo", g.w_out)?,
+            padding: u32_of(OP, "padding", g.padding)?,
+            tiles_x: tiles_x as u32,
+            has_bias: bias.is_some() as u32,
+            ..Default::default()
+        };
         numel(OP, &[g.batch, g.c_in, g.h, g.w]).and_then(|n| u32_of(OP, "input elements", n))?;
         numel(OP, &g.out_shape()).and_then(|n| u32_of(OP, "output elements", n))?;
         let tiles = (g.batch * g.h_out * tiles_x) as u64;
@@ -406,7 +417,7 @@ impl Backend for GpuBackend {
         self.ctx.dispatch(
             kernel,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&x.buf),
                 Bind::Storage(&packed),
@@ -442,12 +453,16 @@ impl Backend for GpuBackend {
             })
             .collect();
         let coef_buf = self.upload_pod(OP, &gpu_coef)?;
-        let params: [u32; 4] = [d as u32, coef.len() as u32, 0, 0];
+        let params = PerturbParams {
+            d: d as u32,
+            batch: coef.len() as u32,
+            ..Default::default()
+        };
         let threads = d.div_ceil(4) as u64 * coef.len() as u64;
         self.ctx.dispatch(
             kernels::PERTURB,
             &[],
-            bytemuck::bytes_of(&params),
+            &params,
             &[
                 Bind::Storage(&coef_buf),
                 Bind::Storage(&x0.buf),
@@ -497,17 +512,17 @@ impl Backend for GpuBackend {
             })
             .collect();
         let coef_buf = self.upload_pod(OP, &gpu_coef)?;
-        let params: [u32; 4] = [
-            d as u32,
-            coef.len() as u32,
-            (sampler == Sampler::Sde) as u32,
-            0,
-        ];
+        let params = PairedStepParams {
+            d: d as u32,
+            batch: coef.len() as u32,
+            sde: (sampler == Sampler::Sde) as u32,
+            ..Default::default()
+        };
         let threads = d.div_ceil(4) as u64 * coef.len() as u64;
         self.ctx.dispatch(
             kernels::PAIRED_STEP,
             &[],
-            bytemuck::bytes_of(&params),
+            &params,
             &[
                 Bind::Storage(&coef_buf),
                 Bind::Storage(&st.x0.buf),

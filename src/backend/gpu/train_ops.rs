@@ -9,10 +9,9 @@
 //! `shaders/optim.wgsl` (Adam) and `shaders/ema.wgsl`, the last two one
 //! invocation per element on [`grid_1d`].
 
-use bytemuck::{Pod, Zeroable};
-
 use super::context::Bind;
 use super::kernels;
+use super::params::*;
 use super::{grid_1d, u32_of, GpuBackend, GpuTensor, WG};
 use crate::backend::train_ops::{check, AdamStep, Reduce, TrainOps};
 use crate::error::Result;
@@ -28,22 +27,6 @@ fn partial_groups(n: u64) -> u32 {
     n.div_ceil(WG as u64 * PER_THREAD).clamp(1, MAX_PARTIALS) as u32
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct AdamParamsGpu {
-    n: u32,
-    clip: u32,
-    _p: [u32; 2],
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    bc1: f32,
-    bc2: f32,
-    max_norm: f32,
-    _p2: u32,
-}
-
 impl GpuBackend {
     /// Second level: `[1]` = Σ partials (+ acc[0]).
     fn finish_sum(
@@ -54,13 +37,17 @@ impl GpuBackend {
         acc: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {
         let out = self.tensor(op, &[1])?;
-        let params: [u32; 4] = [count, acc.is_some() as u32, 0, 0];
+        let params = SumSquaresParams {
+            n: count,
+            accumulate: acc.is_some() as u32,
+            ..Default::default()
+        };
         // Without an accumulator, bind the partials again (read-only, unread).
         let acc_buf = acc.map(|a| &*a.buf).unwrap_or(partials);
         self.ctx.dispatch(
             kernels::SUM_PARTIALS,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&out.buf),
                 Bind::Storage(partials),
@@ -82,11 +69,14 @@ impl GpuBackend {
         let groups = partial_groups(n as u64);
         let partials = self.ctx.storage(op, groups as u64 * 4)?;
         if n > 0 {
-            let params: [u32; 4] = [n, 0, 0, 0];
+            let params = SumSquaresParams {
+                n,
+                ..Default::default()
+            };
             self.ctx.dispatch(
                 kernels::SUM_SQUARES_PARTIAL,
                 &[],
-                bytemuck::cast_slice(&params),
+                &params,
                 &[Bind::Storage(&partials), Bind::Storage(&x.buf)],
                 (groups, 1, 1),
             )?;
@@ -113,11 +103,16 @@ impl TrainOps for GpuBackend {
         let dout = self.tensor(OP, &out.shape)?;
         let groups = partial_groups(n as u64);
         let partials = self.ctx.storage(OP, groups as u64 * 4)?;
-        let params: [u32; 4] = [n, d as u32, sign.to_bits(), 0];
+        let params = DsmLossParams {
+            n,
+            d: d as u32,
+            sign,
+            ..Default::default()
+        };
         self.ctx.dispatch(
             kernels::DSM_LOSS_PARTIAL,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[
                 Bind::Storage(&partials),
                 Bind::Storage(&dout.buf),
@@ -179,10 +174,9 @@ impl TrainOps for GpuBackend {
         self.make_unique(OP, param)?;
         self.make_unique(OP, m)?;
         self.make_unique(OP, v)?;
-        let params = AdamParamsGpu {
+        let params = AdamParams {
             n,
             clip: hp.clips() as u32,
-            _p: [0; 2],
             lr: hp.lr,
             beta1: hp.beta1,
             beta2: hp.beta2,
@@ -190,12 +184,12 @@ impl TrainOps for GpuBackend {
             bc1,
             bc2,
             max_norm: hp.max_norm,
-            _p2: 0,
+            ..Default::default()
         };
         self.ctx.dispatch(
             kernels::ADAM_STEP,
             &[],
-            bytemuck::bytes_of(&params),
+            &params,
             &[
                 Bind::Storage(&param.buf),
                 Bind::Storage(&m.buf),
@@ -218,11 +212,15 @@ impl TrainOps for GpuBackend {
             return Ok(());
         }
         self.make_unique(OP, ema)?;
-        let params: [u32; 4] = [n, 0, rate.to_bits(), 0];
+        let params = EmaParams {
+            n,
+            rate,
+            ..Default::default()
+        };
         self.ctx.dispatch(
             kernels::EMA_UPDATE,
             &[],
-            bytemuck::cast_slice(&params),
+            &params,
             &[Bind::Storage(&ema.buf), Bind::Storage(&param.buf)],
             grid_1d(
                 n as u64,
