@@ -74,6 +74,7 @@ fn main() {
     let cpu = CpuBackend::new();
     let (c1, c8) = (time_detect(&cpu, 1, reps), time_detect(&cpu, 8, reps));
     row("cpu backend", c1, c8);
+    println!("reference figures: {}", peer::source());
     let peer = (peer_ms("score_dd_b1"), peer_ms("score_dd_b8"));
     if let (Some(p1), Some(p8)) = peer {
         row("PyTorch reference (faster malloc mode)", p1, p8);
