@@ -208,7 +208,7 @@ fn report_threshold(cal: &Calibration, scores: &[f64], auto: bool) {
     let bound = cal.false_alarm_bound.unwrap_or(f64::NAN);
     let asked = 1.0 - cal.quantile;
     println!(
-        "threshold {:.4e} from {} normal images{} (median {:.4e}): at most {:.1} % false alarms on new good images (asked {:.1} %); scores map to [0, 1] with the threshold at 0.5",
+        "threshold {:.4e} from {} normal images{} (median {:.4e}): at most {:.2} % false alarms on new good images (asked {:.2} %); scores map to [0, 1] with the threshold at 0.5",
         cal.threshold,
         cal.normals,
         if auto { " not used to choose the settings" } else { "" },
@@ -219,7 +219,7 @@ fn report_threshold(cal: &Calibration, scores: &[f64], auto: bool) {
     let needed = calibrate::normals_needed(cal.quantile);
     if cal.normals < needed {
         eprintln!(
-            "warning: {} normal images can guarantee a false-alarm rate of {:.1} % at best, not the {:.1} % asked; the threshold is their largest score. Hold out more good images (train --holdout) or pass --normals with at least {needed}{}.",
+            "warning: {} normal images can guarantee a false-alarm rate of {:.2} % at best, not the {:.2} % asked; the threshold is their largest score. Hold out more good images (train --holdout) or pass --normals with at least {needed}{}.",
             cal.normals,
             100.0 * bound,
             100.0 * asked,

@@ -371,7 +371,7 @@ fn false_alarm_note(v: &evaluate::VerdictStats, cal: &Calibration) -> String {
     );
     match bound {
         Some(b) => {
-            let _ = write!(s, " and guarantees at most {:.1} %.", 100.0 * b);
+            let _ = write!(s, " and guarantees at most {:.2} %.", 100.0 * b);
             if lo > b {
                 s.push_str(" The observed rate is above that: the good test images differ from the held-out normals (another lighting, batch or camera?), or the model has not seen enough good images. Calibrate on normals like the test images.");
             } else if hi < b * 0.5 && v.good_images > 0 {

@@ -466,7 +466,7 @@ fn warn_if_few_held_out(held: usize) {
     if held > 0 && held < wanted {
         let threshold_normals = held - (held / 2).min(32);
         eprintln!(
-            "note: {held} images held out; `calibrate --auto` will choose settings on {} and set the threshold on {threshold_normals}, which guarantees at most {:.1} % false alarms (1 % needs {wanted} held out: more good images or a larger --holdout)",
+            "note: {held} images held out; `calibrate --auto` will choose settings on {} and set the threshold on {threshold_normals}, which guarantees at most {:.2} % false alarms (1 % needs {wanted} held out: more good images or a larger --holdout)",
             held - threshold_normals,
             100.0 / (threshold_normals + 1) as f64
         );

@@ -8,6 +8,7 @@ pub mod gemm;
 // The network ops (`MatOps`, `LayerOps`): implemented in their own files.
 mod layer_ops;
 mod mat_ops;
+pub mod memory;
 // rayon natively, serial std iterators on wasm32.
 mod par;
 // The training ops (`TrainOps`).
@@ -63,6 +64,7 @@ impl Default for CpuBackend {
 
 impl CpuBackend {
     pub fn new() -> Self {
+        memory::keep_freed_memory();
         CpuBackend {
             threads: par::current_num_threads().max(1),
         }
