@@ -53,6 +53,10 @@ pub struct DetectOptions {
     /// Seed of the noise; with the same seed an image always gets the same map,
     /// whatever batch it is in and on every backend.
     pub seed: u64,
+    /// Side of the (square) images and maps, if not the model's `image_size`:
+    /// the U-net is fully convolutional, so a model trained on 32 px images
+    /// can map a 64 px image in one pass.
+    pub size: Option<usize>,
 }
 
 impl DetectOptions {
@@ -62,7 +66,13 @@ impl DetectOptions {
             settings,
             mode: Mode::ScoreDd,
             seed: 0,
+            size: None,
         }
+    }
+
+    /// Side of the images this detection takes and the maps it returns.
+    pub fn size_for<B: NnBackend>(&self, model: &ScoreModel<B>) -> usize {
+        self.size.unwrap_or(model.net.config.image_size)
     }
 }
 
@@ -112,6 +122,8 @@ pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Re
             "start time {bad} is outside ({eps}, 1]"
         )));
     }
+    let size = opts.size_for(model);
+    model.net.config.check_input_size(size, size)?;
     if s.r == 0 {
         return Err(Error::Invalid(
             "r (reverse steps) must be at least 1".into(),
@@ -138,7 +150,9 @@ pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Re
     Ok(())
 }
 
-/// Uploads images `[n, C, S, S]` each repeated `times` times (image-major).
+/// Uploads images `[n, C, S, S]` each repeated `times` times (image-major);
+/// S is the side of the first image (the model's `image_size` or any side
+/// the U-net takes), and every image must have it.
 fn upload_repeated<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
@@ -146,26 +160,24 @@ fn upload_repeated<B: NnBackend>(
     times: usize,
 ) -> Result<B::Tensor> {
     let c = &model.net.config;
-    let numel = c.channels * c.image_size * c.image_size;
+    let size = images.first().map_or(c.image_size, |img| {
+        ((img.len() / c.channels) as f64).sqrt().round() as usize
+    });
+    let numel = c.channels * size * size;
     let mut host = Vec::with_capacity(images.len() * times * numel);
     for (i, img) in images.iter().enumerate() {
         if img.len() != numel {
             return Err(Error::Invalid(format!(
-                "image {i} has {} values; the model takes {}×{}×{} = {numel}",
+                "image {i} has {} values; detection at {size} px takes {}×{size}×{size} = {numel}",
                 img.len(),
                 c.channels,
-                c.image_size,
-                c.image_size
             )));
         }
         for _ in 0..times {
             host.extend_from_slice(img);
         }
     }
-    be.upload(
-        &host,
-        &[images.len() * times, c.channels, c.image_size, c.image_size],
-    )
+    be.upload(&host, &[images.len() * times, c.channels, size, size])
 }
 
 /// Stacks two `[n, …]` tensors into `[2n, …]` (the batch [x'; x'']).
@@ -522,8 +534,8 @@ impl<T> Pending<T> {
     }
 }
 
-/// Queues detection of a batch of images (CHW in [0, 1] at the model's size)
-/// on the backend. `ids[i]` names image i's noise; pass zeros to give every
+/// Queues detection of a batch of images (CHW in [0, 1], `opts.size` px
+/// square, by default the model's size) on the backend. `ids[i]` names image i's noise; pass zeros to give every
 /// image the same noise (its map then depends only on the image). The images
 /// travel through the network as one batch: split big sets with
 /// [`anomaly_maps_batched`].
@@ -536,7 +548,15 @@ pub fn start<B: NnBackend>(
 ) -> Result<Pending<B::Tensor>> {
     validate(model, opts)?;
     let s = &opts.settings;
-    let size = model.net.config.image_size;
+    let size = opts.size_for(model);
+    let numel = model.net.config.channels * size * size;
+    if let Some(i) = images.iter().position(|img| img.len() != numel) {
+        return Err(Error::Invalid(format!(
+            "image {i} has {} values; detection at {size} px takes {}×{size}×{size} = {numel}",
+            images[i].len(),
+            model.net.config.channels
+        )));
+    }
     let tmax = s.ts.iter().copied().fold(f64::MIN, f64::max);
     let features = |d: DeviceDistances<B::Tensor>| Pending {
         plan: Plan::Features {

@@ -482,7 +482,10 @@ fn conformal_threshold_keeps_the_false_alarm_rate() {
     }
     let rate = alarms as f64 / (trials * fresh) as f64;
     // The rate's standard error here is about 0.005 (draws share normals).
-    assert!((rate - 0.1).abs() < 0.02, "false-alarm rate {rate}, expected 0.1");
+    assert!(
+        (rate - 0.1).abs() < 0.02,
+        "false-alarm rate {rate}, expected 0.1"
+    );
 }
 
 #[test]
@@ -516,4 +519,78 @@ fn automatic_selection_picks_grid_settings_at_least_as_good_as_the_default() {
         calibrate::select_settings(&be, &m, &normals[..1], &base, &sel_opts, &mut |_, _, _| {}),
         Err(Error::Invalid(_))
     ));
+}
+
+/// A smooth 64×64 gray image, and the same with a bright 6×6 square planted
+/// at (40, 20).
+fn large_pair() -> (Vec<f32>, Vec<f32>) {
+    let clean: Vec<f32> = (0..64 * 64)
+        .map(|p| {
+            let (x, y) = ((p % 64) as f32, (p / 64) as f32);
+            0.5 + 0.2 * (x * 0.2).sin() * (y * 0.1).cos()
+        })
+        .collect();
+    let mut defect = clean.clone();
+    for y in 20..26 {
+        for x in 40..46 {
+            defect[y * 64 + x] = 1.0;
+        }
+    }
+    (clean, defect)
+}
+
+/// The U-net is fully convolutional: a model built for 32 px maps a 64 px
+/// image in one pass, on both backends alike, and the planted square scores
+/// above the clean image, with its map's peak on the square.
+#[test]
+fn a_32_px_model_maps_a_64_px_image() {
+    let (clean, defect) = large_pair();
+    let o = DetectOptions {
+        size: Some(64),
+        ..opts(&[0.1, 0.05], 1)
+    };
+    let run = |maps: Vec<Vec<f32>>| {
+        for m in &maps {
+            assert_eq!(m.len(), 64 * 64);
+            assert!(m.iter().all(|v| v.is_finite() && *v >= 0.0));
+        }
+        let (c, d) = (detect::image_score(&maps[0]), detect::image_score(&maps[1]));
+        assert!(d > c, "planted defect scores {d}, clean image {c}");
+        let peak = (0..64 * 64)
+            .max_by(|&a, &b| maps[1][a].total_cmp(&maps[1][b]))
+            .unwrap();
+        let (px, py) = (peak % 64, peak / 64);
+        assert!(
+            (36..50).contains(&px) && (16..30).contains(&py),
+            "the map peaks at ({px}, {py}), not near the square at (40..46, 20..26)"
+        );
+        maps
+    };
+    let c = cpu();
+    let cm = run(detect::anomaly_maps(&c, &model(&c), &[&clean, &defect], &[0, 0], &o).unwrap());
+    // Sides must be multiples of the tiny net's downsampling (2).
+    let bad = DetectOptions {
+        size: Some(31),
+        ..o.clone()
+    };
+    let err = detect::anomaly_maps(&c, &model(&c), &[&clean], &[0], &bad).unwrap_err();
+    assert!(err.to_string().contains("multiples of 2"), "{err}");
+    // The model's own size no longer fits a 64 px image without --detect-size.
+    assert!(detect::anomaly_maps(&c, &model(&c), &[&clean], &[0], &opts(&[0.1], 1)).is_err());
+    if let Some(g) = gpu() {
+        let gm =
+            run(detect::anomaly_maps(&g, &model(&g), &[&clean, &defect], &[0, 0], &o).unwrap());
+        for (a, b) in gm.iter().zip(&cm) {
+            let scale = b.iter().fold(0f32, |m, v| m.max(*v));
+            // As in gpu_maps_match_cpu_maps: a product of two taps of
+            // distances between nearly equal features (measured 1.3e-3 of the
+            // scale on lavapipe; that test bounds the stages exactly).
+            let rel = max_abs_diff(a, b) / scale;
+            eprintln!("GPU vs CPU at 64 px: {rel:.2e} of the map's scale");
+            assert!(
+                rel <= 1e-2,
+                "GPU vs CPU at 64 px: {rel:.2e} of the map's scale"
+            );
+        }
+    }
 }

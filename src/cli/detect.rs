@@ -40,6 +40,12 @@ pub struct DetectFlags {
     /// Images per network batch (each image is T·(r+2) network evaluations).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Detect at this size (px, square; a multiple of the model's total
+    /// downsampling) instead of the model's training size: the network is
+    /// fully convolutional, so a model trained on small images or crops can
+    /// look at a larger image in one pass.
+    #[arg(long)]
+    pub detect_size: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,6 +92,7 @@ impl DetectFlags {
                 ModeArg::NoScales => Mode::NoScales,
             },
             seed: self.seed,
+            size: self.detect_size,
         }
     }
 }
@@ -185,22 +192,20 @@ pub fn zoom(size: usize) -> u32 {
 fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Result<(), Error> {
     let model = ScoreModel::from_file(be, file)?;
     let c = model.net.config.clone();
-    let spec = ImageSpec {
-        size: c.image_size,
-        channels: c.channels,
-    };
     let opts = args.flags.options(&file.meta);
     detect::validate(&model, &opts)?;
+    let size = opts.size_for(&model);
+    let spec = ImageSpec {
+        size,
+        channels: c.channels,
+    };
     let loaded = data::inputs(&args.inputs, spec)?;
     for s in &loaded.skipped {
         eprintln!("skipped {}: {}", s.path, s.reason);
     }
     for (p, &(w, h)) in loaded.paths.iter().zip(&loaded.original_sizes) {
-        if (w as usize, h as usize) != (c.image_size, c.image_size) {
-            eprintln!(
-                "note: {p} is {w}×{h}; resized to the model's {}×{}",
-                c.image_size, c.image_size
-            );
+        if (w as usize, h as usize) != (size, size) {
+            eprintln!("note: {p} is {w}×{h}; resized to {size}×{size} (--detect-size to change)");
         }
     }
     make_dir(&args.out)?;
@@ -223,7 +228,6 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
             args.model.display()
         );
     }
-    let size = c.image_size;
     let mut used = std::collections::HashSet::new();
     for (i, (path, map)) in loaded.paths.iter().zip(&maps).enumerate() {
         let stem = Path::new(path)

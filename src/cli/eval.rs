@@ -96,9 +96,9 @@ fn eval_on<B: NnBackend>(
 ) -> Result<Report, Error> {
     let model = ScoreModel::from_file(be, file)?;
     let c = model.net.config.clone();
-    let size = c.image_size;
     let opts = args.flags.options(&file.meta);
     detect::validate(&model, &opts)?;
+    let size = opts.size_for(&model);
     let root = category_dir(&args.data, args.category.as_deref())?;
     let mut set = data::mvtec_test(
         &root,
@@ -223,7 +223,7 @@ fn write_gallery(
     opts: &DetectOptions,
 ) -> Result<(), Error> {
     let c = &file.meta.model;
-    let size = c.image_size;
+    let size = opts.size.unwrap_or(c.image_size);
     // From "typical normal" to the strongest response, so strong defects
     // do not all saturate.
     let top = maps

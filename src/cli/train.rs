@@ -336,11 +336,14 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
     };
     while trainer.step < end_step {
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            say(&bar, format!(
-                "time budget of {} min reached at step {}",
-                args.minutes.unwrap_or(0.0),
-                trainer.step
-            ));
+            say(
+                &bar,
+                format!(
+                    "time budget of {} min reached at step {}",
+                    args.minutes.unwrap_or(0.0),
+                    trainer.step
+                ),
+            );
             break;
         }
         if stop.load(Ordering::SeqCst) {
@@ -378,10 +381,13 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
                 )
                 .map_err(io_err)?;
                 if r.skipped {
-                    say(&bar, format!(
-                        "step {}: non-finite gradients, step skipped (weights unchanged)",
-                        r.step
-                    ));
+                    say(
+                        &bar,
+                        format!(
+                            "step {}: non-finite gradients, step skipped (weights unchanged)",
+                            r.step
+                        ),
+                    );
                 } else {
                     xs.push(r.step as f64);
                     ys.push(r.loss as f64);
@@ -393,10 +399,13 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
             {
                 let back = trainer
                     .rolled_back(be, &ModelFile::from_bytes(&last_ckpt, "last checkpoint")?)?;
-                say(&bar, format!(
+                say(
+                    &bar,
+                    format!(
                     "step {step}: {detail}; back to step {} with learning rate {} (rollback {})",
                     back.step, back.config.lr, back.config.rollbacks
-                ));
+                ),
+                );
                 trainer = back;
                 loader = BatchLoader::new(
                     images.clone(),

@@ -178,6 +178,31 @@ impl UNetConfig {
         Ok(())
     }
 
+    /// Input sides must be multiples of this (the total downsampling).
+    pub fn size_multiple(&self) -> usize {
+        1 << self.ch_mult.len().saturating_sub(1)
+    }
+
+    /// Checks that the network can take `h × w` inputs. It is fully
+    /// convolutional (attention and taps follow the input's size), so any
+    /// multiple of [`UNetConfig::size_multiple`] up to the largest image size
+    /// works, not only the `image_size` it was trained at.
+    pub fn check_input_size(&self, h: usize, w: usize) -> Result<()> {
+        let m = self.size_multiple();
+        for side in [h, w] {
+            if side == 0 || side > MAX_IMAGE_SIZE || !side.is_multiple_of(m) {
+                return Err(Error::shape(
+                    "unet",
+                    format!(
+                        "input {h}×{w}: sides must be multiples of {m} up to {MAX_IMAGE_SIZE} (the model was trained at {})",
+                        self.image_size
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Parses and validates a JSON config (`scoredd train --config my.json`)
     /// as [`UNet::new`] does, parameter count included (building the layer
     /// list allocates no weights); `path` names the file in every error.
@@ -472,19 +497,16 @@ impl UNet {
     ) -> Result<Forward<B::Tensor>> {
         let c = &self.config;
         let shape = be.shape(x).to_vec();
-        if shape.len() != 4
-            || shape[1] != c.channels
-            || shape[2] != c.image_size
-            || shape[3] != c.image_size
-        {
+        if shape.len() != 4 || shape[1] != c.channels {
             return Err(Error::shape(
                 "unet",
                 format!(
-                    "input {shape:?}, but the model takes [B, {}, {}, {}]",
-                    c.channels, c.image_size, c.image_size
+                    "input {shape:?}, but the model takes [B, {}, H, W]",
+                    c.channels
                 ),
             ));
         }
+        c.check_input_size(shape[2], shape[3])?;
         if t.len() != shape[0] {
             return Err(Error::shape(
                 "unet",
