@@ -235,117 +235,32 @@ pub fn select_settings<B: NnBackend>(
     }
     let c = &model.net.config;
     let size = c.image_size;
-    // One synthetic defect per normal image, kinds in turn.
-    let root = RngStream::new(opts.seed, 0x5e1ec7);
-    let mut images: Vec<Vec<f32>> = normals.to_vec();
-    let mut masks: Vec<Vec<u8>> = vec![vec![0u8; size * size]; normals.len()];
-    for (i, n) in normals.iter().enumerate() {
-        let kind = DEFECT_KINDS[i % DEFECT_KINDS.len()];
-        let (img, mask) = synthetic_defect(n, c.channels, size, kind, root.derive(i as u64));
-        images.push(img);
-        masks.push(mask);
-    }
+    let (images, masks) = with_synthetic_defects(normals, c.channels, size, opts.seed);
     let taps = model.net.tap_names();
     let total = images.len();
     let grids = grids_for(be, model, &images, base, &taps, opts, &mut |d| {
         progress("scoring the time grid on synthetic defects", d, total)
     })?;
-    let labels: Vec<bool> = (0..images.len()).map(|i| i >= normals.len()).collect();
-    let mask_refs: Vec<&[u8]> = masks.iter().map(|m| m.as_slice()).collect();
-    let mut candidates = 0usize;
-    let mut evaluate = |tap_set: &[String], js: &[usize]| -> Result<Score> {
-        candidates += 1;
-        let maps = (0..images.len())
-            .map(|i| detect::combine(&grids, tap_set, js, i, size))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
-        let scores: Vec<f64> = maps.iter().map(|m| detect::image_score(m) as f64).collect();
-        Ok(Score {
-            pixel: metrics::pixel_auroc(&refs, &mask_refs)?,
-            image: metrics::auroc(&scores, &labels)?,
-        })
+    let mut scorer = Scorer {
+        grids: &grids,
+        labels: (0..images.len()).map(|i| i >= normals.len()).collect(),
+        masks: masks.iter().map(|m| m.as_slice()).collect(),
+        size,
+        candidates: 0,
     };
-    let nt = opts.t_grid.len();
-    let windows: Vec<Vec<usize>> = (1..=opts.max_times.min(nt))
-        .flat_map(|len| (0..=nt - len).map(move |a| (a..a + len).collect()))
-        .collect();
-    // The base settings, on their nearest grid times.
-    let nearest = |t: f64| {
-        (0..nt)
-            .min_by(|&a, &b| {
-                (opts.t_grid[a] - t)
-                    .abs()
-                    .total_cmp(&(opts.t_grid[b] - t).abs())
-            })
-            .unwrap_or(0)
-    };
-    let mut base_js: Vec<usize> = base.ts.iter().map(|&t| nearest(t)).collect();
-    base_js.sort_unstable();
-    base_js.dedup();
-    let base_taps: Vec<String> = base
-        .taps
-        .iter()
-        .filter(|t| taps.contains(t))
-        .cloned()
-        .collect();
-    let base_score = if base_taps.is_empty() {
-        Score {
-            pixel: 0.0,
-            image: 0.0,
-        }
-    } else {
-        evaluate(&base_taps, &base_js)?
-    };
+    let windows = time_windows(opts.t_grid.len(), opts.max_times);
+    let base_score = score_base(&mut scorer, base, &taps, &opts.t_grid)?;
     // Stage 1: every single tap with every window.
-    let steps = taps.len() * windows.len();
-    let mut ranked: Vec<(Score, String, usize)> = Vec::new();
-    for (k, tap) in taps.iter().enumerate() {
-        for (w, js) in windows.iter().enumerate() {
-            ranked.push((evaluate(std::slice::from_ref(tap), js)?, tap.clone(), w));
-        }
-        progress("trying single taps", (k + 1) * windows.len(), steps);
-    }
-    ranked.sort_by(|a, b| {
-        (b.0.pixel, b.0.image)
-            .partial_cmp(&(a.0.pixel, a.0.image))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    let (mut best, first, w0) = ranked[0].clone();
-    let mut chosen = vec![first];
-    let mut best_w = w0;
-    // The few best windows seen with single taps are the ones tried for combinations.
-    let mut top_windows: Vec<usize> = Vec::new();
-    for (_, _, w) in &ranked {
-        if !top_windows.contains(w) {
-            top_windows.push(*w);
-        }
-        if top_windows.len() == 5 {
-            break;
-        }
-    }
+    let ranked = rank_single_taps(&mut scorer, &taps, &windows, progress)?;
     // Stage 2: add taps greedily while pixel AUROC improves by > 0.002.
-    while chosen.len() < opts.max_taps {
-        let mut round: Option<(Score, String, usize)> = None;
-        for tap in taps.iter().filter(|t| !chosen.contains(t)) {
-            let mut set = chosen.clone();
-            set.push(tap.clone());
-            for &w in &top_windows {
-                let sc = evaluate(&set, &windows[w])?;
-                if round.as_ref().is_none_or(|(r, _, _)| sc.better_than(r)) {
-                    round = Some((sc, tap.clone(), w));
-                }
-            }
-        }
-        progress("combining taps", chosen.len() + 1, opts.max_taps);
-        match round {
-            Some((sc, tap, w)) if sc.pixel > best.pixel + 0.002 => {
-                best = sc;
-                chosen.push(tap);
-                best_w = w;
-            }
-            _ => break,
-        }
-    }
+    let (best, chosen, best_w) = add_taps_greedily(
+        &mut scorer,
+        &taps,
+        &windows,
+        &ranked,
+        opts.max_taps,
+        progress,
+    )?;
     // Keep the base settings unless the search found something better.
     let (settings, score) = if best.better_than(&base_score) {
         (
@@ -368,9 +283,166 @@ pub fn select_settings<B: NnBackend>(
         default_image_auroc: base_score.image,
         chosen_pixel_auroc: score.pixel,
         chosen_image_auroc: score.image,
-        candidates,
+        candidates: scorer.candidates,
     };
     Ok((settings, selection))
+}
+
+/// The normal images followed by one synthetic defect pasted onto each
+/// (kinds in turn), with the defect masks (empty for the normals).
+fn with_synthetic_defects(
+    normals: &[Vec<f32>],
+    channels: usize,
+    size: usize,
+    seed: u64,
+) -> (Vec<Vec<f32>>, Vec<Vec<u8>>) {
+    let root = RngStream::new(seed, 0x5e1ec7);
+    let mut images: Vec<Vec<f32>> = normals.to_vec();
+    let mut masks: Vec<Vec<u8>> = vec![vec![0u8; size * size]; normals.len()];
+    for (i, n) in normals.iter().enumerate() {
+        let kind = DEFECT_KINDS[i % DEFECT_KINDS.len()];
+        let (img, mask) = synthetic_defect(n, channels, size, kind, root.derive(i as u64));
+        images.push(img);
+        masks.push(mask);
+    }
+    (images, masks)
+}
+
+/// Scores candidate (taps, time indices) on the synthetic set, counting them.
+struct Scorer<'a> {
+    grids: &'a BTreeMap<String, TapGrid>,
+    /// True for the images with a defect.
+    labels: Vec<bool>,
+    masks: Vec<&'a [u8]>,
+    size: usize,
+    candidates: usize,
+}
+
+impl Scorer<'_> {
+    fn score(&mut self, tap_set: &[String], js: &[usize]) -> Result<Score> {
+        self.candidates += 1;
+        let maps = (0..self.labels.len())
+            .map(|i| detect::combine(self.grids, tap_set, js, i, self.size))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
+        let scores: Vec<f64> = maps.iter().map(|m| detect::image_score(m) as f64).collect();
+        Ok(Score {
+            pixel: metrics::pixel_auroc(&refs, &self.masks)?,
+            image: metrics::auroc(&scores, &self.labels)?,
+        })
+    }
+}
+
+/// Every run of 1 to `max_times` consecutive indices into a grid of `nt` times.
+fn time_windows(nt: usize, max_times: usize) -> Vec<Vec<usize>> {
+    (1..=max_times.min(nt))
+        .flat_map(|len| (0..=nt - len).map(move |a| (a..a + len).collect()))
+        .collect()
+}
+
+/// The base settings' score, on their nearest grid times (zero when none of
+/// their taps exists in this model).
+fn score_base(
+    scorer: &mut Scorer,
+    base: &DetectionSettings,
+    taps: &[String],
+    t_grid: &[f64],
+) -> Result<Score> {
+    let nt = t_grid.len();
+    let nearest = |t: f64| {
+        (0..nt)
+            .min_by(|&a, &b| (t_grid[a] - t).abs().total_cmp(&(t_grid[b] - t).abs()))
+            .unwrap_or(0)
+    };
+    let mut base_js: Vec<usize> = base.ts.iter().map(|&t| nearest(t)).collect();
+    base_js.sort_unstable();
+    base_js.dedup();
+    let base_taps: Vec<String> = base
+        .taps
+        .iter()
+        .filter(|t| taps.contains(t))
+        .cloned()
+        .collect();
+    if base_taps.is_empty() {
+        Ok(Score {
+            pixel: 0.0,
+            image: 0.0,
+        })
+    } else {
+        scorer.score(&base_taps, &base_js)
+    }
+}
+
+/// Every single tap with every window, best first: (score, tap, window index).
+fn rank_single_taps(
+    scorer: &mut Scorer,
+    taps: &[String],
+    windows: &[Vec<usize>],
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Vec<(Score, String, usize)>> {
+    let steps = taps.len() * windows.len();
+    let mut ranked: Vec<(Score, String, usize)> = Vec::new();
+    for (k, tap) in taps.iter().enumerate() {
+        for (w, js) in windows.iter().enumerate() {
+            ranked.push((scorer.score(std::slice::from_ref(tap), js)?, tap.clone(), w));
+        }
+        progress("trying single taps", (k + 1) * windows.len(), steps);
+    }
+    ranked.sort_by(|a, b| {
+        (b.0.pixel, b.0.image)
+            .partial_cmp(&(a.0.pixel, a.0.image))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    Ok(ranked)
+}
+
+/// From the best single tap, adds taps (up to `max_taps`) while pixel AUROC
+/// improves by > 0.002, trying the few best windows seen with single taps.
+/// Returns the best score, its taps and its window index.
+fn add_taps_greedily(
+    scorer: &mut Scorer,
+    taps: &[String],
+    windows: &[Vec<usize>],
+    ranked: &[(Score, String, usize)],
+    max_taps: usize,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<(Score, Vec<String>, usize)> {
+    let (mut best, first, w0) = ranked[0].clone();
+    let mut chosen = vec![first];
+    let mut best_w = w0;
+    // The few best windows seen with single taps are the ones tried for combinations.
+    let mut top_windows: Vec<usize> = Vec::new();
+    for (_, _, w) in ranked {
+        if !top_windows.contains(w) {
+            top_windows.push(*w);
+        }
+        if top_windows.len() == 5 {
+            break;
+        }
+    }
+    while chosen.len() < max_taps {
+        let mut round: Option<(Score, String, usize)> = None;
+        for tap in taps.iter().filter(|t| !chosen.contains(t)) {
+            let mut set = chosen.clone();
+            set.push(tap.clone());
+            for &w in &top_windows {
+                let sc = scorer.score(&set, &windows[w])?;
+                if round.as_ref().is_none_or(|(r, _, _)| sc.better_than(r)) {
+                    round = Some((sc, tap.clone(), w));
+                }
+            }
+        }
+        progress("combining taps", chosen.len() + 1, max_taps);
+        match round {
+            Some((sc, tap, w)) if sc.pixel > best.pixel + 0.002 => {
+                best = sc;
+                chosen.push(tap);
+                best_w = w;
+            }
+            _ => break,
+        }
+    }
+    Ok((best, chosen, best_w))
 }
 
 /// Linear-interpolated quantile of `v` (q in [0, 1]).

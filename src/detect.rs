@@ -24,6 +24,7 @@ use crate::rng::RngStream;
 /// What is compared.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Mode {
     /// The method: T scales, r steps, feature distances at t_r.
     #[default]

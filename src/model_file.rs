@@ -6,125 +6,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use serde::{Deserialize, Serialize};
-
-use crate::backend::Sampler;
+use crate::backend::NnBackend;
 use crate::error::{Error, Result};
-use crate::nn::unet::{UNet, UNetConfig};
-use crate::sde::SdeConfig;
+use crate::nn::score_model::ScoreModel;
+use crate::nn::unet::UNet;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-/// Bumped when the file layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+pub use crate::config::{Calibration, DetectionSettings, ModelMeta, Selection, FORMAT_VERSION};
+
 const META_KEY: &str = "scoredd";
-
-/// Score-DD settings stored with the model (the detector's defaults).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DetectionSettings {
-    /// Start times {t} as fractions of [0, 1].
-    pub ts: Vec<f64>,
-    /// Reverse steps per start time.
-    pub r: usize,
-    pub sampler: Sampler,
-    /// Feature maps compared (names from `UNet::tap_names`).
-    pub taps: Vec<String>,
-    /// Gaussian smoothing of the map, σ in model pixels (0 = off).
-    #[serde(default)]
-    pub smooth: f32,
-}
-
-impl Default for DetectionSettings {
-    fn default() -> Self {
-        // The paper's {250, 200, 150, 100, 50}/2000 with one step; decoder level taps.
-        DetectionSettings {
-            ts: vec![0.125, 0.1, 0.075, 0.05, 0.025],
-            r: 1,
-            sampler: Sampler::Ode,
-            taps: vec!["up.1".into(), "up.2".into()],
-            smooth: 0.0,
-        }
-    }
-}
-
-/// How raw image scores map to a [0, 1] score and a verdict.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
-    /// Raw score at or above which an image is called defective.
-    pub threshold: f64,
-    /// Raw scores mapped to 0 and 1 (e.g. median and a high quantile of normal images).
-    pub low: f64,
-    pub high: f64,
-    /// Quantile of the held-out normal scores the threshold sits at.
-    #[serde(default)]
-    pub quantile: f64,
-    /// How many held-out normal images the threshold came from.
-    #[serde(default)]
-    pub normals: usize,
-    /// Guaranteed bound on the false-alarm rate for new normal images
-    /// (split conformal, `calibrate::conformal_threshold`): 1 − q when there
-    /// were enough normals, else 1/(normals + 1). None in older files.
-    #[serde(default)]
-    pub false_alarm_bound: Option<f64>,
-}
-
-impl Calibration {
-    /// A raw score mapped piecewise-linearly to [0, 1]: `low` → 0, the
-    /// threshold → 0.5, `high` → 1 (clamped), so 0.5 is the verdict line.
-    pub fn normalise(&self, score: f64) -> f64 {
-        let v = if score < self.threshold {
-            0.5 * (score - self.low) / (self.threshold - self.low).max(f64::MIN_POSITIVE)
-        } else {
-            0.5 + 0.5 * (score - self.threshold)
-                / (self.high - self.threshold).max(f64::MIN_POSITIVE)
-        };
-        if v.is_nan() {
-            1.0
-        } else {
-            v.clamp(0.0, 1.0)
-        }
-    }
-
-    /// Whether a raw score is called defective.
-    pub fn is_defect(&self, score: f64) -> bool {
-        score >= self.threshold
-    }
-}
-
-/// How the detector's {t} and taps were chosen (by `scoredd calibrate --auto`):
-/// pixel/image AUROC on synthetic defects pasted onto held-out normal images.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Selection {
-    pub normals: usize,
-    pub defects: usize,
-    pub default_ts: Vec<f64>,
-    pub default_taps: Vec<String>,
-    pub default_pixel_auroc: f64,
-    pub default_image_auroc: f64,
-    pub chosen_pixel_auroc: f64,
-    pub chosen_image_auroc: f64,
-    /// Combinations scored.
-    pub candidates: usize,
-}
-
-/// Everything but the weights.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelMeta {
-    pub format: u32,
-    pub model: UNetConfig,
-    pub sde: SdeConfig,
-    /// Training steps taken.
-    pub step: u64,
-    #[serde(default)]
-    pub detection: DetectionSettings,
-    #[serde(default)]
-    pub calibration: Option<Calibration>,
-    /// Present when {t} and taps were chosen automatically.
-    #[serde(default)]
-    pub selection: Option<Selection>,
-    /// The training recipe, in files written by `scoredd train` (for resuming).
-    #[serde(default)]
-    pub training: Option<crate::train::TrainConfig>,
-}
 
 /// A model in host memory: metadata, one weight vector per parameter of
 /// `UNet::new(meta.model)` in declaration order, and extra named tensors
@@ -296,6 +186,37 @@ impl ModelFile {
         std::fs::rename(&tmp, path).map_err(|source| Error::Io {
             path: path.display().to_string(),
             source,
+        })
+    }
+}
+
+// A score model to and from its file. Here rather than in `nn::score_model`
+// so that `nn` does not depend on this module (which depends on `nn`).
+impl<B: NnBackend> ScoreModel<B> {
+    /// A model on `be` from a loaded file.
+    pub fn from_file(be: &B, file: &ModelFile) -> Result<Self> {
+        let net = UNet::new(file.meta.model.clone())?;
+        let params = net.spec.store(be, &file.weights)?;
+        Ok(ScoreModel {
+            net,
+            params,
+            sde: file.meta.sde.build()?,
+            meta: file.meta.clone(),
+        })
+    }
+
+    /// The model as a file (weights read back from the backend).
+    pub fn to_file(&self, be: &B) -> Result<ModelFile> {
+        let weights = self
+            .params
+            .values
+            .iter()
+            .map(|t| be.read(t))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelFile {
+            meta: self.meta.clone(),
+            weights,
+            extra: Default::default(),
         })
     }
 }

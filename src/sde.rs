@@ -188,6 +188,30 @@ impl Sde for SubVpSde {
     }
 }
 
+/// The three SDE families, without their parameters (`scoredd train --sde`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum SdeKind {
+    /// Variance exploding (NCSN++).
+    Ve,
+    /// Variance preserving (DDPM++).
+    Vp,
+    /// Sub-variance preserving.
+    Subvp,
+}
+
+impl SdeKind {
+    /// The SDE of this kind with DESIGN.md's parameters for images of side
+    /// `image_size`: σmax 50 for small images (≤ 64 px), 348 for MVTec-size ones.
+    pub fn config(self, image_size: usize) -> SdeConfig {
+        match self {
+            SdeKind::Ve => SdeConfig::ve(if image_size <= 64 { 50.0 } else { 348.0 }),
+            SdeKind::Vp => SdeConfig::vp(),
+            SdeKind::Subvp => SdeConfig::subvp(),
+        }
+    }
+}
+
 /// An SDE as stored in a model file or given on the command line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

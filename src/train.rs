@@ -4,9 +4,7 @@
 //! Every random draw is a pure function of (seed, step), so a run resumed from
 //! a checkpoint continues exactly as if it had never stopped.
 
-use serde::{Deserialize, Serialize};
-
-use crate::backend::train_ops::{AdamStep, Reduce, TrainOps};
+use crate::backend::train_ops::{AdamStep, TrainOps};
 use crate::backend::NnBackend;
 use crate::error::{Error, Result};
 use crate::model_file::ModelFile;
@@ -22,93 +20,10 @@ const DROPOUT_STREAM: u64 = 0x7155_0003;
 /// Smallest training time: t ~ U[T_EPS, 1].
 pub const T_EPS: f64 = 1e-5;
 
-/// The training recipe, stored in checkpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub batch: usize,
-    pub lr: f32,
-    /// Linear learning-rate warm-up over this many steps.
-    pub warmup: u64,
-    pub seed: u64,
-    #[serde(default)]
-    pub reduce: Reduce,
-    #[serde(default)]
-    pub likelihood_weighting: bool,
-    /// EMA rate (0.999 for VE, 0.9999 for VP/sub-VP), with the warm-up
-    /// min(rate, (1 + n)/(10 + n)).
-    pub ema_rate: f32,
-    /// Global gradient-norm clip.
-    pub max_norm: f32,
-    /// Fraction of the training images left out (every k-th, see
-    /// `data::holdout_split`) for the detector's calibration.
-    #[serde(default)]
-    pub holdout: f64,
-    /// Divergence rollbacks so far: each halves `lr` and reseeds the data
-    /// loader ([`TrainConfig::loader_seed`]). Kept so resuming is exact.
-    #[serde(default)]
-    pub rollbacks: u64,
-    /// Non-finite steps skipped in a row at the last step (run state, kept
-    /// in the checkpoint for the same reason).
-    #[serde(default)]
-    pub skipped_in_a_row: u64,
-}
+pub use crate::config::TrainConfig;
 
 /// Non-finite steps in a row after which training counts as diverged.
 pub const MAX_SKIPPED_IN_A_ROW: u64 = 3;
-
-impl TrainConfig {
-    /// DESIGN.md's recipe for an SDE named `sde` ("ve", "vp", "subvp").
-    pub fn recipe(sde: &str, batch: usize, seed: u64) -> Self {
-        TrainConfig {
-            batch,
-            lr: 2e-4,
-            warmup: 5000,
-            seed,
-            reduce: Reduce::Mean,
-            likelihood_weighting: false,
-            ema_rate: if sde == "ve" { 0.999 } else { 0.9999 },
-            max_norm: 1.0,
-            holdout: 0.0,
-            rollbacks: 0,
-            skipped_in_a_row: 0,
-        }
-    }
-
-    /// The data loader's seed: the run's seed, changed by each rollback so
-    /// the batches that led to a divergence are not replayed.
-    pub fn loader_seed(&self) -> u64 {
-        self.seed ^ self.rollbacks
-    }
-
-    /// The learning rate applied at `step` (1-based): `lr` after a linear
-    /// warm-up over `warmup` steps.
-    pub fn learning_rate(&self, step: u64) -> f32 {
-        if self.warmup == 0 {
-            self.lr
-        } else {
-            self.lr * (step as f32 / self.warmup as f32).min(1.0)
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if self.batch == 0 {
-            return Err(Error::Invalid("--batch must be at least 1".into()));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "learning rate must be positive, got {}",
-                self.lr
-            )));
-        }
-        if !(0.0..1.0).contains(&self.ema_rate) {
-            return Err(Error::Invalid(format!(
-                "EMA rate must be in [0, 1), got {}",
-                self.ema_rate
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// What a step reports when it read back.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -218,3 +218,71 @@ fn the_declaration_check_catches_drift() {
     k.params_fields = <scoredd::backend::gpu::params::BmmParams as KernelParams>::FIELDS;
     assert!(declaration_mismatches(&k)[0].contains("fields"));
 }
+
+#[path = "support/skip.rs"]
+mod skip;
+
+/// The unrolled kernels are generated (shaders/gen_unrolled.py): the
+/// committed files must be exactly what the script writes, so an edit to a
+/// generated file (lost at the next run) or to the script without rerunning
+/// it fails here. Needs `python3` (skipped without it, except under CI).
+#[test]
+fn generated_shaders_match_their_generator() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shaders = root.join("shaders");
+    let out = std::env::temp_dir().join(format!("scoredd-gen-unrolled-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let run = std::process::Command::new("python3")
+        .arg(shaders.join("gen_unrolled.py"))
+        .arg(&out)
+        .output();
+    let run = match run {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&out);
+            skip::skip(&format!(
+                "cannot run python3 ({e}): install it (.ci/setup does)"
+            ));
+            return;
+        }
+    };
+    assert!(
+        run.status.success(),
+        "python3 shaders/gen_unrolled.py failed ({}): {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut generated: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    generated.sort();
+    let mut differ = Vec::new();
+    for path in &generated {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let want = std::fs::read(path).unwrap();
+        match std::fs::read(shaders.join(&name)) {
+            Ok(have) if have == want => {}
+            Ok(have) => {
+                let line = have
+                    .split(|&b| b == b'\n')
+                    .zip(want.split(|&b| b == b'\n'))
+                    .position(|(a, b)| a != b)
+                    .map_or_else(
+                        || "lengths differ".to_string(),
+                        |i| format!("first difference on line {}", i + 1),
+                    );
+                differ.push(format!("shaders/{name} ({line})"));
+            }
+            Err(e) => differ.push(format!("shaders/{name} (not committed: {e})")),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(!generated.is_empty(), "gen_unrolled.py wrote no files");
+    assert!(
+        differ.is_empty(),
+        "generated shaders differ from shaders/gen_unrolled.py's output: {}; run `python3 shaders/gen_unrolled.py` from the repository root (and edit the script, not the generated file)",
+        differ.join(", ")
+    );
+}

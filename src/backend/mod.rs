@@ -137,6 +137,7 @@ pub struct PerturbCoef {
 /// Which reverse-time process the paired step integrates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Sampler {
     /// Probability-flow ODE (paper's Algorithm 1): deterministic.
     Ode,

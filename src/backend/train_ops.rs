@@ -20,6 +20,7 @@ use crate::error::Result;
 /// How the DSM loss reduces a sample's squared residuals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Reduce {
     /// Mean over the sample's elements of r².
     #[default]

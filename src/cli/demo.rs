@@ -6,14 +6,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use scoredd::backend::train_ops::Reduce;
 use scoredd::backend::BackendChoice;
+use scoredd::sde::SdeKind;
 use scoredd::Error;
 
 use super::calibrate::CalibrateArgs;
 use super::detect::DetectFlags;
 use super::eval::EvalArgs;
 use super::synth::SynthArgs;
-use super::train::{OnDiverge, ReduceArg, SdeKind, TrainArgs};
+use super::train::{OnDiverge, TrainArgs};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -86,7 +88,7 @@ pub fn run(choice: BackendChoice, args: DemoArgs) -> Result<(), Error> {
             lr: args.lr,
             warmup: Some((args.steps / 10).min(500)),
             seed: args.seed,
-            reduce: ReduceArg::Mean,
+            reduce: Reduce::Mean,
             likelihood_weighting: false,
             hflip: false,
             vflip: false,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use scoredd::backend::{open_backend, BackendChoice, NnBackend, Sampler};
 use scoredd::data::{self, ImageSpec};
@@ -24,13 +24,13 @@ pub struct DetectFlags {
     #[arg(long)]
     pub r: Option<usize>,
     #[arg(long, value_enum)]
-    pub sampler: Option<SamplerArg>,
+    pub sampler: Option<Sampler>,
     /// Feature maps compared, comma-separated (e.g. up.1,up.2).
     #[arg(long, value_delimiter = ',')]
     pub taps: Option<Vec<String>>,
     /// score-dd (the method) or an ablation: reconstruction, no-scales.
-    #[arg(long, value_enum, default_value_t = ModeArg::ScoreDd)]
-    pub mode: ModeArg,
+    #[arg(long, value_enum, default_value_t = Mode::ScoreDd)]
+    pub mode: Mode,
     /// Gaussian smoothing of the map, σ in model pixels (0 = off).
     #[arg(long)]
     pub smooth: Option<f32>,
@@ -48,20 +48,6 @@ pub struct DetectFlags {
     pub detect_size: Option<usize>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SamplerArg {
-    Ode,
-    Sde,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    #[default]
-    ScoreDd,
-    Reconstruction,
-    NoScales,
-}
-
 impl DetectFlags {
     /// The model's stored settings with these flags applied.
     pub fn options(&self, meta: &ModelMeta) -> DetectOptions {
@@ -73,10 +59,7 @@ impl DetectFlags {
             s.r = r;
         }
         if let Some(sm) = self.sampler {
-            s.sampler = match sm {
-                SamplerArg::Ode => Sampler::Ode,
-                SamplerArg::Sde => Sampler::Sde,
-            };
+            s.sampler = sm;
         }
         if let Some(t) = &self.taps {
             s.taps = t.clone();
@@ -86,11 +69,7 @@ impl DetectFlags {
         }
         DetectOptions {
             settings: s,
-            mode: match self.mode {
-                ModeArg::ScoreDd => Mode::ScoreDd,
-                ModeArg::Reconstruction => Mode::Reconstruction,
-                ModeArg::NoScales => Mode::NoScales,
-            },
+            mode: self.mode,
             seed: self.seed,
             size: self.detect_size,
         }

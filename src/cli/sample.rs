@@ -19,18 +19,12 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
     /// Reverse SDE (Euler–Maruyama) or the probability-flow ODE.
-    #[arg(long, value_enum, default_value_t = SamplerArg::Sde)]
-    pub sampler: SamplerArg,
+    #[arg(long, value_enum, default_value_t = Sampler::Sde)]
+    pub sampler: Sampler,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SamplerArg {
-    Sde,
-    Ode,
 }
 
 pub fn run(choice: BackendChoice, args: SampleArgs) -> Result<(), Error> {
@@ -42,11 +36,7 @@ pub fn run(choice: BackendChoice, args: SampleArgs) -> Result<(), Error> {
 
 fn sample_on<B: NnBackend>(be: &B, file: &ModelFile, args: &SampleArgs) -> Result<(), Error> {
     let model = ScoreModel::from_file(be, file)?;
-    let sampler = if args.sampler == SamplerArg::Ode {
-        Sampler::Ode
-    } else {
-        Sampler::Sde
-    };
+    let sampler = args.sampler;
     let bar = ProgressBar::new(args.steps as u64);
     let x = sample::sample(
         be,

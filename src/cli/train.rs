@@ -14,16 +14,9 @@ use scoredd::data::{self, Augment, BatchLoader, ImageSpec, Loaded};
 use scoredd::model_file::ModelFile;
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
-use scoredd::sde::SdeConfig;
-use scoredd::train::{TrainConfig, Trainer};
+use scoredd::sde::SdeKind;
+use scoredd::train::{StepReport, TrainConfig, Trainer};
 use scoredd::{calibrate, plot, with_backend, Error};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SdeKind {
-    Ve,
-    Vp,
-    Subvp,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnDiverge {
@@ -65,8 +58,8 @@ pub struct TrainArgs {
     pub warmup: Option<u64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = ReduceArg::Mean)]
-    pub reduce: ReduceArg,
+    #[arg(long, value_enum, default_value_t = Reduce::Mean)]
+    pub reduce: Reduce,
     #[arg(long)]
     pub likelihood_weighting: bool,
     /// Random horizontal / vertical flips and random crops (max fraction trimmed).
@@ -98,12 +91,6 @@ pub struct TrainArgs {
     pub checkpoint_every: u64,
     #[arg(long, value_enum, default_value_t = OnDiverge::Rollback)]
     pub on_diverge: OnDiverge,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ReduceArg {
-    Mean,
-    Sum,
 }
 
 pub fn run(choice: BackendChoice, args: TrainArgs) -> Result<(), Error> {
@@ -183,6 +170,29 @@ pub fn load_training_images(
 }
 
 fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Error> {
+    check_step_counts(args)?;
+    let mut trainer = match &args.resume {
+        Some(path) => {
+            let t = Trainer::resume(be, &ModelFile::load(path)?)?;
+            eprintln!("resuming {} at step {}", path.display(), t.step);
+            t
+        }
+        None => new_trainer(be, args)?,
+    };
+    let (images, spec) = load_training_split(&mut trainer, args)?;
+    let start_step = trainer.step;
+    let end_step = args.steps.max(start_step);
+    if start_step >= end_step {
+        eprintln!(
+            "already at step {start_step} ≥ --steps {}: nothing to do",
+            args.steps
+        );
+        return Ok(());
+    }
+    Run::start(be, args, trainer, Arc::new(images), spec)?.run()
+}
+
+fn check_step_counts(args: &TrainArgs) -> Result<(), Error> {
     if args.steps == 0 {
         return Err(Error::Invalid("--steps must be at least 1".into()));
     }
@@ -191,49 +201,45 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
             "--log-every and --checkpoint-every must be at least 1".into(),
         ));
     }
-    let mut trainer = match &args.resume {
-        Some(path) => {
-            let t = Trainer::resume(be, &ModelFile::load(path)?)?;
-            eprintln!("resuming {} at step {}", path.display(), t.step);
-            t
-        }
-        None => {
-            let embedding = if args.sde == SdeKind::Ve {
-                TimeEmbedding::Fourier
-            } else {
-                TimeEmbedding::Sinusoidal
-            };
-            let cfg = model_config(args, embedding)?;
-            // σmax: 50 for small images, 348 for MVTec-size ones (DESIGN.md).
-            let sde = match args.sde {
-                SdeKind::Ve => SdeConfig::ve(if cfg.image_size <= 64 { 50.0 } else { 348.0 }),
-                SdeKind::Vp => SdeConfig::vp(),
-                SdeKind::Subvp => SdeConfig::subvp(),
-            };
-            let model = ScoreModel::new(be, cfg, sde.clone(), args.seed)?;
-            let mut tc = TrainConfig::recipe(model.sde.name(), args.batch, args.seed);
-            tc.lr = args.lr;
-            tc.warmup = match (args.warmup, args.minutes) {
-                (Some(w), _) => w,
-                // Sized from the measured step rate after a few steps.
-                (None, Some(_)) => BudgetWarmup::PROVISIONAL,
-                (None, None) => (args.steps / 10).min(5000),
-            };
-            tc.reduce = if args.reduce == ReduceArg::Sum {
-                Reduce::Sum
-            } else {
-                Reduce::Mean
-            };
-            tc.likelihood_weighting = args.likelihood_weighting;
-            if let Some(h) = args.holdout.filter(|h| !(0.0..0.5).contains(h)) {
-                return Err(Error::Invalid(format!(
-                    "--holdout must be in [0, 0.5), got {h}"
-                )));
-            }
-            tc.holdout = args.holdout.unwrap_or(f64::NAN); // NaN: chosen once the data is loaded
-            Trainer::new(be, model, tc)?
-        }
+    Ok(())
+}
+
+/// A fresh model and training recipe from the command line.
+fn new_trainer<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<Trainer<B>, Error> {
+    let embedding = if args.sde == SdeKind::Ve {
+        TimeEmbedding::Fourier
+    } else {
+        TimeEmbedding::Sinusoidal
     };
+    let cfg = model_config(args, embedding)?;
+    let sde = args.sde.config(cfg.image_size);
+    let model = ScoreModel::new(be, cfg, sde.clone(), args.seed)?;
+    let mut tc = TrainConfig::recipe(model.sde.name(), args.batch, args.seed);
+    tc.lr = args.lr;
+    tc.warmup = match (args.warmup, args.minutes) {
+        (Some(w), _) => w,
+        // Sized from the measured step rate after a few steps.
+        (None, Some(_)) => BudgetWarmup::PROVISIONAL,
+        (None, None) => (args.steps / 10).min(5000),
+    };
+    tc.reduce = args.reduce;
+    tc.likelihood_weighting = args.likelihood_weighting;
+    if let Some(h) = args.holdout.filter(|h| !(0.0..0.5).contains(h)) {
+        return Err(Error::Invalid(format!(
+            "--holdout must be in [0, 0.5), got {h}"
+        )));
+    }
+    tc.holdout = args.holdout.unwrap_or(f64::NAN); // NaN: chosen once the data is loaded
+    Trainer::new(be, model, tc)
+}
+
+/// Loads the images at the model's size, settles the hold-out fraction if it
+/// was left to the data, and returns the images trained on (the hold-out
+/// split left out), saying what was found.
+fn load_training_split<B: NnBackend + TrainOps>(
+    trainer: &mut Trainer<B>,
+    args: &TrainArgs,
+) -> Result<(Vec<Vec<f32>>, ImageSpec), Error> {
     let mc = trainer.model.net.config.clone();
     let spec = ImageSpec {
         size: mc.image_size,
@@ -270,198 +276,308 @@ fn train_on<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<(), Err
         trainer.model.sde.name(),
         trainer.config.batch
     );
-    let augment = Augment {
-        hflip: args.hflip,
-        vflip: args.vflip,
-        crop: args.crop,
-    };
-    let start_step = trainer.step;
-    let end_step = args.steps.max(start_step);
-    if start_step >= end_step {
-        eprintln!(
-            "already at step {start_step} ≥ --steps {}: nothing to do",
-            args.steps
-        );
-        return Ok(());
-    }
-    let images = Arc::new(loaded.images);
-    let mut loader = BatchLoader::new(
-        images.clone(),
-        spec,
-        trainer.config.batch,
-        augment,
-        trainer.config.loader_seed(),
-        start_step,
-        BatchLoader::DEFAULT_PREFETCH,
-    )?;
+    Ok((loaded.images, spec))
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // A second Ctrl-C while saving is ignored; the handler only sets the flag.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+/// A training run in progress: the trainer and everything the step loop
+/// updates (data loader, loss log, progress bar, last checkpoint, curve).
+struct Run<'a, B: NnBackend + TrainOps> {
+    be: &'a B,
+    args: &'a TrainArgs,
+    trainer: Trainer<B>,
+    images: Arc<Vec<Vec<f32>>>,
+    spec: ImageSpec,
+    augment: Augment,
+    loader: BatchLoader,
+    stop: Arc<AtomicBool>,
+    log: std::fs::File,
+    log_path: PathBuf,
+    bar: ProgressBar,
+    /// The last checkpoint written, as bytes: where a rollback goes back to.
+    last_ckpt: Vec<u8>,
+    t0: Instant,
+    start_step: u64,
+    end_step: u64,
+    smoothed: Option<f32>,
+    /// The loss curve: steps and losses read back.
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    budget_warmup: Option<BudgetWarmup>,
+}
 
-    let log_path = args.out.with_extension("log.csv");
-    let new_log = args.resume.is_none() || !log_path.exists();
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|source| Error::Io {
-            path: log_path.display().to_string(),
-            source,
-        })?;
-    let io_err = |source| Error::Io {
-        path: log_path.display().to_string(),
-        source,
-    };
-    if new_log {
-        writeln!(log, "step,loss,grad_norm,lr,seconds").map_err(io_err)?;
-    }
-    let bar = ProgressBar::new(end_step - start_step);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ({eta} left)")
+impl<'a, B: NnBackend + TrainOps> Run<'a, B> {
+    /// Data loader, Ctrl-C handler, loss log and progress bar for a run from
+    /// `trainer.step` to `--steps`.
+    fn start(
+        be: &'a B,
+        args: &'a TrainArgs,
+        trainer: Trainer<B>,
+        images: Arc<Vec<Vec<f32>>>,
+        spec: ImageSpec,
+    ) -> Result<Self, Error> {
+        let augment = Augment {
+            hflip: args.hflip,
+            vflip: args.vflip,
+            crop: args.crop,
+        };
+        let start_step = trainer.step;
+        let end_step = args.steps.max(start_step);
+        let loader = BatchLoader::new(
+            images.clone(),
+            spec,
+            trainer.config.batch,
+            augment,
+            trainer.config.loader_seed(),
+            start_step,
+            BatchLoader::DEFAULT_PREFETCH,
+        )?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // A second Ctrl-C while saving is ignored; the handler only sets the flag.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+
+        let log_path = args.out.with_extension("log.csv");
+        let log = open_log(&log_path, args.resume.is_none() || !log_path.exists())?;
+        let bar = ProgressBar::new(end_step - start_step);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:30}] {msg} ({eta} left)",
+            )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
-    );
-    let mut last_ckpt = trainer.checkpoint(be)?.to_bytes()?;
-    let t0 = Instant::now();
-    let mut smoothed: Option<f32> = None;
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
-    let deadline = args
-        .minutes
-        .map(|m| t0 + std::time::Duration::from_secs_f64(m.max(0.0) * 60.0));
-    let mut budget_warmup = match (args.minutes, args.warmup, &args.resume) {
-        (Some(m), None, None) => Some(BudgetWarmup::new(m * 60.0)),
-        _ => None,
-    };
-    while trainer.step < end_step {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            say(
-                &bar,
-                format!(
-                    "time budget of {} min reached at step {}",
-                    args.minutes.unwrap_or(0.0),
-                    trainer.step
-                ),
-            );
-            break;
-        }
-        if stop.load(Ordering::SeqCst) {
-            bar.abandon_with_message("interrupted");
-            save(be, &trainer, &args.out)?;
-            plot::save_png(
-                &plot::curve(&xs, &ys, 640, 320),
-                &args.out.with_extension("loss.png"),
-            )?;
-            eprintln!(
-                "interrupted at step {}: checkpoint saved to {} (continue with --resume {})",
-                trainer.step,
-                args.out.display(),
-                args.out.display()
-            );
-            return Ok(());
-        }
-        let batch = loader.next_batch()?;
-        let x = be.upload(&batch.data, &batch.shape)?;
-        let read = (trainer.step + 1) % args.log_every == 0 || trainer.step + 1 == end_step;
-        match trainer.train_step(be, &x, read) {
-            Ok(Some(r)) => {
-                let s = smoothed.map_or(r.loss, |s| 0.9 * s + 0.1 * r.loss);
-                smoothed = Some(s);
-                let secs = t0.elapsed().as_secs_f64();
-                let done = (trainer.step - start_step) as f64;
-                bar.set_message(format!(
-                    "loss {s:.4} | {:.1} img/s",
-                    done * trainer.config.batch as f64 / secs
-                ));
-                writeln!(
-                    log,
-                    "{},{},{},{},{:.3}",
-                    r.step, r.loss, r.grad_norm, r.lr, secs
-                )
-                .map_err(io_err)?;
-                if r.skipped {
-                    say(
-                        &bar,
-                        format!(
-                            "step {}: non-finite gradients, step skipped (weights unchanged)",
-                            r.step
-                        ),
-                    );
-                } else {
-                    xs.push(r.step as f64);
-                    ys.push(r.loss as f64);
-                }
+        );
+        let last_ckpt = trainer.checkpoint(be)?.to_bytes()?;
+        let budget_warmup = match (args.minutes, args.warmup, &args.resume) {
+            (Some(m), None, None) => Some(BudgetWarmup::new(m * 60.0)),
+            _ => None,
+        };
+        Ok(Run {
+            be,
+            args,
+            trainer,
+            images,
+            spec,
+            augment,
+            loader,
+            stop,
+            log,
+            log_path,
+            bar,
+            last_ckpt,
+            t0: Instant::now(),
+            start_step,
+            end_step,
+            smoothed: None,
+            xs: Vec::new(),
+            ys: Vec::new(),
+            budget_warmup,
+        })
+    }
+
+    /// Steps until `--steps`, the time budget or Ctrl-C, then saves.
+    fn run(mut self) -> Result<(), Error> {
+        let deadline = self
+            .args
+            .minutes
+            .map(|m| self.t0 + std::time::Duration::from_secs_f64(m.max(0.0) * 60.0));
+        while self.trainer.step < self.end_step {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                say(
+                    &self.bar,
+                    format!(
+                        "time budget of {} min reached at step {}",
+                        self.args.minutes.unwrap_or(0.0),
+                        self.trainer.step
+                    ),
+                );
+                break;
             }
+            if self.stop.load(Ordering::SeqCst) {
+                return self.interrupted();
+            }
+            if !self.step()? {
+                continue; // rolled back
+            }
+            self.bar.inc(1);
+            self.settle_budget_warmup();
+            if self.trainer.step.is_multiple_of(self.args.checkpoint_every) {
+                self.checkpoint()?;
+            }
+        }
+        self.finish()
+    }
+
+    /// One training step, its report logged when read back. False when the
+    /// step diverged and the run went back to the last checkpoint.
+    fn step(&mut self) -> Result<bool, Error> {
+        let batch = self.loader.next_batch()?;
+        let x = self.be.upload(&batch.data, &batch.shape)?;
+        let read = (self.trainer.step + 1).is_multiple_of(self.args.log_every)
+            || self.trainer.step + 1 == self.end_step;
+        match self.trainer.train_step(self.be, &x, read) {
+            Ok(Some(r)) => self.record(&r)?,
             Ok(None) => {}
             Err(Error::Diverged { step, detail })
-                if args.on_diverge == OnDiverge::Rollback && trainer.config.rollbacks < 3 =>
+                if self.args.on_diverge == OnDiverge::Rollback
+                    && self.trainer.config.rollbacks < 3 =>
             {
-                let back = trainer
-                    .rolled_back(be, &ModelFile::from_bytes(&last_ckpt, "last checkpoint")?)?;
-                say(
-                    &bar,
-                    format!(
-                    "step {step}: {detail}; back to step {} with learning rate {} (rollback {})",
-                    back.step, back.config.lr, back.config.rollbacks
-                ),
-                );
-                trainer = back;
-                loader = BatchLoader::new(
-                    images.clone(),
-                    spec,
-                    trainer.config.batch,
-                    augment,
-                    trainer.config.loader_seed(),
-                    trainer.step,
-                    BatchLoader::DEFAULT_PREFETCH,
-                )?;
-                // The rolled-back state is the new last checkpoint: a kill now
-                // resumes with the halved rate and the new loader seed.
-                let file = trainer.checkpoint(be)?;
-                file.save(&args.out)?;
-                last_ckpt = file.to_bytes()?;
-                continue;
+                self.roll_back(step, &detail)?;
+                return Ok(false);
             }
             Err(e) => {
-                bar.abandon();
+                self.bar.abandon();
                 return Err(e);
             }
         }
-        bar.inc(1);
-        if let Some(plan) = budget_warmup.as_mut() {
-            let done = trainer.step - start_step;
-            if let Some((w, total)) = plan.observe(done, end_step - start_step, t0.elapsed()) {
-                trainer.config.warmup = w;
-                say(&bar, format!(
-                    "time budget: about {total} steps at the measured rate; learning-rate warm-up over {w} steps"
-                ));
-                budget_warmup = None;
-            }
+        Ok(true)
+    }
+
+    /// A read-back step: progress message, log line, loss curve point.
+    fn record(&mut self, r: &StepReport) -> Result<(), Error> {
+        let s = self.smoothed.map_or(r.loss, |s| 0.9 * s + 0.1 * r.loss);
+        self.smoothed = Some(s);
+        let secs = self.t0.elapsed().as_secs_f64();
+        let done = (self.trainer.step - self.start_step) as f64;
+        self.bar.set_message(format!(
+            "loss {s:.4} | {:.1} img/s",
+            done * self.trainer.config.batch as f64 / secs
+        ));
+        writeln!(
+            self.log,
+            "{},{},{},{},{:.3}",
+            r.step, r.loss, r.grad_norm, r.lr, secs
+        )
+        .map_err(|source| Error::Io {
+            path: self.log_path.display().to_string(),
+            source,
+        })?;
+        if r.skipped {
+            say(
+                &self.bar,
+                format!(
+                    "step {}: non-finite gradients, step skipped (weights unchanged)",
+                    r.step
+                ),
+            );
+        } else {
+            self.xs.push(r.step as f64);
+            self.ys.push(r.loss as f64);
         }
-        if trainer.step % args.checkpoint_every == 0 {
-            let file = trainer.checkpoint(be)?;
-            file.save(&args.out)?;
-            last_ckpt = file.to_bytes()?;
+        Ok(())
+    }
+
+    /// After a divergence at `step`: back to the last checkpoint with half the
+    /// learning rate and a reseeded data loader.
+    fn roll_back(&mut self, step: u64, detail: &str) -> Result<(), Error> {
+        let back = self.trainer.rolled_back(
+            self.be,
+            &ModelFile::from_bytes(&self.last_ckpt, "last checkpoint")?,
+        )?;
+        say(
+            &self.bar,
+            format!(
+                "step {step}: {detail}; back to step {} with learning rate {} (rollback {})",
+                back.step, back.config.lr, back.config.rollbacks
+            ),
+        );
+        self.trainer = back;
+        self.loader = BatchLoader::new(
+            self.images.clone(),
+            self.spec,
+            self.trainer.config.batch,
+            self.augment,
+            self.trainer.config.loader_seed(),
+            self.trainer.step,
+            BatchLoader::DEFAULT_PREFETCH,
+        )?;
+        // The rolled-back state is the new last checkpoint: a kill now
+        // resumes with the halved rate and the new loader seed.
+        self.checkpoint()
+    }
+
+    /// With a time budget: sets the warm-up once the step rate is measured.
+    fn settle_budget_warmup(&mut self) {
+        let Some(plan) = self.budget_warmup.as_mut() else {
+            return;
+        };
+        let done = self.trainer.step - self.start_step;
+        if let Some((w, total)) =
+            plan.observe(done, self.end_step - self.start_step, self.t0.elapsed())
+        {
+            self.trainer.config.warmup = w;
+            say(&self.bar, format!(
+                "time budget: about {total} steps at the measured rate; learning-rate warm-up over {w} steps"
+            ));
+            self.budget_warmup = None;
         }
     }
-    bar.finish_with_message(format!("loss {:.4}", smoothed.unwrap_or(f32::NAN)));
-    save(be, &trainer, &args.out)?;
-    let plot_path = args.out.with_extension("loss.png");
-    plot::save_png(&plot::curve(&xs, &ys, 640, 320), &plot_path)?;
-    println!(
-        "trained {} steps in {:.0} s; model: {}; loss log: {}; loss curve: {}",
-        trainer.step - start_step,
-        t0.elapsed().as_secs_f64(),
-        args.out.display(),
-        log_path.display(),
-        plot_path.display()
-    );
-    println!(
-        "see what it learned: scoredd sample --model {}",
-        args.out.display()
-    );
-    Ok(())
+
+    /// Saves a checkpoint to `--out` and keeps it as the rollback point.
+    fn checkpoint(&mut self) -> Result<(), Error> {
+        let file = self.trainer.checkpoint(self.be)?;
+        file.save(&self.args.out)?;
+        self.last_ckpt = file.to_bytes()?;
+        Ok(())
+    }
+
+    /// Ctrl-C: saves the checkpoint and the loss curve, says how to resume.
+    fn interrupted(self) -> Result<(), Error> {
+        let out = &self.args.out;
+        self.bar.abandon_with_message("interrupted");
+        save(self.be, &self.trainer, out)?;
+        plot::save_png(
+            &plot::curve(&self.xs, &self.ys, 640, 320),
+            &out.with_extension("loss.png"),
+        )?;
+        eprintln!(
+            "interrupted at step {}: checkpoint saved to {} (continue with --resume {})",
+            self.trainer.step,
+            out.display(),
+            out.display()
+        );
+        Ok(())
+    }
+
+    /// The end of the run: the model, the loss curve and a summary.
+    fn finish(self) -> Result<(), Error> {
+        let out = &self.args.out;
+        self.bar
+            .finish_with_message(format!("loss {:.4}", self.smoothed.unwrap_or(f32::NAN)));
+        save(self.be, &self.trainer, out)?;
+        let plot_path = out.with_extension("loss.png");
+        plot::save_png(&plot::curve(&self.xs, &self.ys, 640, 320), &plot_path)?;
+        println!(
+            "trained {} steps in {:.0} s; model: {}; loss log: {}; loss curve: {}",
+            self.trainer.step - self.start_step,
+            self.t0.elapsed().as_secs_f64(),
+            out.display(),
+            self.log_path.display(),
+            plot_path.display()
+        );
+        println!(
+            "see what it learned: scoredd sample --model {}",
+            out.display()
+        );
+        Ok(())
+    }
+}
+
+/// The loss log (CSV), appended to; with a header when `new`.
+fn open_log(path: &Path, new: bool) -> Result<std::fs::File, Error> {
+    let io_err = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err)?;
+    if new {
+        writeln!(log, "step,loss,grad_norm,lr,seconds").map_err(io_err)?;
+    }
+    Ok(log)
 }
 
 fn save<B: NnBackend + TrainOps>(be: &B, t: &Trainer<B>, path: &Path) -> Result<(), Error> {

@@ -4,8 +4,6 @@
 
 use std::f32::consts::FRAC_1_SQRT_2;
 
-use serde::{Deserialize, Serialize};
-
 use super::layers::{Conv, GroupNorm, Linear, NormSaved};
 use super::{Grads, ParamSpec, ParamStore};
 use crate::backend::NnBackend;
@@ -293,18 +291,7 @@ impl AttnBlock {
     }
 }
 
-/// How the U-net changes resolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Resample {
-    /// Stride-2 3×3 conv down; nearest ×2 then 3×3 conv up (DDPM++ style).
-    #[default]
-    Conv,
-    /// FIR [1,3,3,1] filter down/up (NCSN++), then a 3×3 conv.
-    Fir,
-    /// 2×2 average pooling down; nearest ×2 up; then a 3×3 conv.
-    Avg,
-}
+pub use crate::config::Resample;
 
 pub struct Downsample {
     kind: Resample,

@@ -4,9 +4,9 @@
 use super::unet::{ForwardOpts, UNet, UNetConfig};
 use super::ParamStore;
 use crate::backend::NnBackend;
+use crate::config::{DetectionSettings, ModelMeta, FORMAT_VERSION};
 use crate::error::Result;
 use crate::method::ScoreFn;
-use crate::model_file::{ModelFile, ModelMeta, FORMAT_VERSION};
 use crate::sde::{Sde, SdeConfig};
 
 pub struct ScoreModel<B: NnBackend> {
@@ -26,7 +26,7 @@ impl<B: NnBackend> ScoreModel<B> {
             model: config,
             sde: sde.clone(),
             step: 0,
-            detection: crate::model_file::DetectionSettings {
+            detection: DetectionSettings {
                 taps: net.default_taps(),
                 ..Default::default()
             },
@@ -42,31 +42,7 @@ impl<B: NnBackend> ScoreModel<B> {
         })
     }
 
-    pub fn from_file(be: &B, file: &ModelFile) -> Result<Self> {
-        let net = UNet::new(file.meta.model.clone())?;
-        let params = net.spec.store(be, &file.weights)?;
-        Ok(ScoreModel {
-            net,
-            params,
-            sde: file.meta.sde.build()?,
-            meta: file.meta.clone(),
-        })
-    }
-
-    /// The model as a file (weights read back from the backend).
-    pub fn to_file(&self, be: &B) -> Result<ModelFile> {
-        let weights = self
-            .params
-            .values
-            .iter()
-            .map(|t| be.read(t))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ModelFile {
-            meta: self.meta.clone(),
-            weights,
-            extra: Default::default(),
-        })
-    }
+    // `from_file` and `to_file` are in `model_file`, with the file format.
 
     /// Sign of the output parametrisation (DESIGN.md): VE's network predicts
     /// −z (s = out/σ), VP's and sub-VP's predict z (s = −out/σ).

@@ -6,11 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 use super::blocks::{
-    AttnBlock, AttnSaved, BlockCtx, Downsample, ResBlock, ResSaved, Resample, ResampleSaved,
-    Upsample,
+    AttnBlock, AttnSaved, BlockCtx, Downsample, ResBlock, ResSaved, ResampleSaved, Upsample,
 };
 use super::layers::{Conv, GroupNorm, Linear, NormSaved};
 use super::{Grads, Init, ParamSpec, ParamStore};
@@ -19,190 +16,16 @@ use crate::error::{Error, Result};
 use crate::rng::RngStream;
 use crate::sde::Sde;
 
-/// How the network sees time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TimeEmbedding {
-    /// Gaussian Fourier features of log σ(t), scale 16 (for VE).
-    Fourier,
-    /// Sinusoidal embedding of 999·t (for VP and sub-VP).
-    Sinusoidal,
-}
+pub use crate::config::{
+    TimeEmbedding, UNetConfig, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_LEVELS, MAX_RES_BLOCKS,
+};
 
-/// The architecture. Serialised into the model file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UNetConfig {
-    pub image_size: usize,
-    pub channels: usize,
-    pub nf: usize,
-    pub ch_mult: Vec<usize>,
-    pub num_res_blocks: usize,
-    /// Resolutions (in pixels) that get self-attention after each residual block.
-    pub attn_resolutions: Vec<usize>,
-    #[serde(default)]
-    pub dropout: f32,
-    #[serde(default)]
-    pub resample: Resample,
-    pub embedding: TimeEmbedding,
-    #[serde(default = "default_fourier_scale")]
-    pub fourier_scale: f32,
-}
-
-fn default_fourier_scale() -> f32 {
-    16.0
-}
-
-// Bounds on a config, so a hostile or mistyped file (a model file's metadata,
-// `train --config my.json`) is rejected before anything is built or allocated.
-/// Largest `image_size` (the data pipeline's `data::MAX_SIZE`).
-pub const MAX_IMAGE_SIZE: usize = 4096;
-/// Most resolution levels (`ch_mult.len()`); 12 levels already take 4096 px to 2 px.
-pub const MAX_LEVELS: usize = 12;
-/// Most channels at any level (`nf · ch_mult[i]`).
-pub const MAX_CHANNELS: usize = 8192;
-/// Most residual blocks per level.
-pub const MAX_RES_BLOCKS: usize = 64;
 /// Most parameters in a network (4 GiB of f32, far above the paper's 256 px model).
 pub const MAX_PARAMS: u64 = 1 << 30;
 
+// The config's parts that need the network itself (the config type is in
+// `crate::config`, which depends on nothing here).
 impl UNetConfig {
-    /// 32 px, nf 16, ch_mult (1,2), 1 block, no attention — for CI.
-    pub fn tiny(channels: usize, embedding: TimeEmbedding) -> Self {
-        UNetConfig {
-            image_size: 32,
-            channels,
-            nf: 16,
-            ch_mult: vec![1, 2],
-            num_res_blocks: 1,
-            attn_resolutions: vec![],
-            dropout: 0.0,
-            resample: Resample::Conv,
-            embedding,
-            fourier_scale: 16.0,
-        }
-    }
-
-    /// 64 px, nf 32, ch_mult (1,2,2,2), 2 blocks, attention at 8 px — CPU, browser, demos.
-    pub fn small(channels: usize, embedding: TimeEmbedding) -> Self {
-        UNetConfig {
-            image_size: 64,
-            nf: 32,
-            ch_mult: vec![1, 2, 2, 2],
-            num_res_blocks: 2,
-            attn_resolutions: vec![8],
-            ..Self::tiny(channels, embedding)
-        }
-    }
-
-    /// The paper's MVTec model: 256 px, nf 128, ch_mult (1,1,2,2,2,2,2), 2 blocks, attention at 16 px.
-    pub fn ncsnpp256(channels: usize, embedding: TimeEmbedding) -> Self {
-        UNetConfig {
-            image_size: 256,
-            nf: 128,
-            ch_mult: vec![1, 1, 2, 2, 2, 2, 2],
-            num_res_blocks: 2,
-            attn_resolutions: vec![16],
-            resample: Resample::Fir,
-            ..Self::tiny(channels, embedding)
-        }
-    }
-
-    /// A named preset.
-    pub fn preset(name: &str, channels: usize, embedding: TimeEmbedding) -> Result<Self> {
-        match name {
-            "tiny" => Ok(Self::tiny(channels, embedding)),
-            "small" => Ok(Self::small(channels, embedding)),
-            "ncsnpp256" => Ok(Self::ncsnpp256(channels, embedding)),
-            _ => Err(Error::Invalid(format!(
-                "unknown model config {name:?} (tiny, small, ncsnpp256 or a .json file)"
-            ))),
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Invalid(format!("model config: {m}")));
-        if self.channels != 1 && self.channels != 3 {
-            return bad(format!("channels must be 1 or 3, got {}", self.channels));
-        }
-        if self.nf == 0
-            || !self.nf.is_multiple_of(4)
-            || self.ch_mult.is_empty()
-            || self.ch_mult.contains(&0)
-            || self.num_res_blocks == 0
-        {
-            return bad("nf must be a positive multiple of 4, ch_mult non-empty and positive, num_res_blocks ≥ 1".into());
-        }
-        // Checked before the shift below, which overflows from 65 levels on.
-        if self.ch_mult.len() > MAX_LEVELS {
-            return bad(format!(
-                "at most {MAX_LEVELS} levels (ch_mult entries), got {}",
-                self.ch_mult.len()
-            ));
-        }
-        if self.image_size > MAX_IMAGE_SIZE {
-            return bad(format!(
-                "image_size must be at most {MAX_IMAGE_SIZE}, got {}",
-                self.image_size
-            ));
-        }
-        let too_wide = |&m: &usize| self.nf.checked_mul(m).is_none_or(|c| c > MAX_CHANNELS);
-        if self.ch_mult.iter().any(too_wide) {
-            return bad(format!(
-                "nf × ch_mult must be at most {MAX_CHANNELS} channels (nf {}, ch_mult {:?})",
-                self.nf, self.ch_mult
-            ));
-        }
-        if self.num_res_blocks > MAX_RES_BLOCKS {
-            return bad(format!(
-                "num_res_blocks must be at most {MAX_RES_BLOCKS}, got {}",
-                self.num_res_blocks
-            ));
-        }
-        if !self.fourier_scale.is_finite() {
-            return bad(format!(
-                "fourier_scale must be finite, got {}",
-                self.fourier_scale
-            ));
-        }
-        let levels = self.ch_mult.len() as u32;
-        if self.image_size == 0 || !self.image_size.is_multiple_of(1usize << (levels - 1)) {
-            return bad(format!(
-                "image_size {} must be divisible by 2^{}",
-                self.image_size,
-                levels - 1
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
-        }
-        Ok(())
-    }
-
-    /// Input sides must be multiples of this (the total downsampling).
-    pub fn size_multiple(&self) -> usize {
-        1 << self.ch_mult.len().saturating_sub(1)
-    }
-
-    /// Checks that the network can take `h × w` inputs. It is fully
-    /// convolutional (attention and taps follow the input's size), so any
-    /// multiple of [`UNetConfig::size_multiple`] up to the largest image size
-    /// works, not only the `image_size` it was trained at.
-    pub fn check_input_size(&self, h: usize, w: usize) -> Result<()> {
-        let m = self.size_multiple();
-        for side in [h, w] {
-            if side == 0 || side > MAX_IMAGE_SIZE || !side.is_multiple_of(m) {
-                return Err(Error::shape(
-                    "unet",
-                    format!(
-                        "input {h}×{w}: sides must be multiples of {m} up to {MAX_IMAGE_SIZE} (the model was trained at {})",
-                        self.image_size
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Parses and validates a JSON config (`scoredd train --config my.json`)
     /// as [`UNet::new`] does, parameter count included (building the layer
     /// list allocates no weights); `path` names the file in every error.
@@ -214,10 +37,6 @@ impl UNetConfig {
             e => e,
         })?;
         Ok(cfg)
-    }
-
-    pub fn tdim(&self) -> usize {
-        4 * self.nf
     }
 
     fn emb_in(&self) -> usize {
@@ -272,11 +91,64 @@ pub struct Tape<T> {
     temb_act: T,
     x: T,
     down: Vec<LevelTape<T>>,
-    mid: (ResSaved<T>, Option<AttnSaved<T>>, ResSaved<T>),
+    mid: MidTape<T>,
     up: Vec<LevelTape<T>>,
     norm_out: NormSaved<T>,
     hn_out: T,
     a_out: T,
+}
+
+/// The middle's tape: residual block, attention (if any), residual block.
+type MidTape<T> = (ResSaved<T>, Option<AttnSaved<T>>, ResSaved<T>);
+
+/// The time embedding's intermediate tensors in one forward pass.
+struct TimeEmbeddingPass<T> {
+    input: T,
+    t0: T,
+    t1_in: T,
+    t1: T,
+    /// SiLU of the embedding: what every residual block adds.
+    act: T,
+}
+
+/// What the stages of one forward pass share: the backend and parameters,
+/// the blocks' context, whether to record a tape, and the taps collected.
+struct Pass<'a, B: NnBackend> {
+    be: &'a B,
+    p: &'a ParamStore<B::Tensor>,
+    ctx: BlockCtx<'a, B::Tensor>,
+    record: bool,
+    /// Names of the feature maps asked for.
+    wanted: &'a [String],
+    taps: BTreeMap<String, B::Tensor>,
+}
+
+impl<B: NnBackend> Pass<'_, B> {
+    /// Keeps feature map `name` if it was asked for.
+    fn tap(&mut self, name: String, v: &B::Tensor) {
+        if self.wanted.contains(&name) {
+            self.taps.insert(name, v.clone());
+        }
+    }
+
+    /// A residual block, then its attention block if it has one.
+    fn block(
+        &self,
+        rb: &ResBlock,
+        at: Option<&AttnBlock>,
+        x: &B::Tensor,
+    ) -> Result<(B::Tensor, BlockTape<B::Tensor>)> {
+        let (mut h, res) = rb.forward(self.be, self.p, x, &self.ctx)?;
+        let attn = match at {
+            Some(a) => {
+                let (y, s) = a.forward(self.be, self.p, &h)?;
+                h = y;
+                Some(s)
+            }
+            None => None,
+        };
+        Ok((h, BlockTape { res, attn }))
+    }
 }
 
 /// A forward pass's results: the raw network output (≈ −z, see [`UNet::score`]),
@@ -495,8 +367,48 @@ impl UNet {
         t: &[f64],
         opts: &ForwardOpts,
     ) -> Result<Forward<B::Tensor>> {
+        self.check_forward_input(be.shape(x), t, opts)?;
+        self.evaluated.fetch_add(t.len() as u64, Ordering::Relaxed);
+        let temb = self.time_embedding(be, p, sde, t)?;
+        let mut pass = Pass {
+            be,
+            p,
+            ctx: BlockCtx {
+                temb_act: &temb.act,
+                dropout: opts.dropout.map(|r| (self.config.dropout, r)),
+            },
+            record: opts.record,
+            wanted: opts.taps,
+            taps: BTreeMap::new(),
+        };
+        let h = self.conv_in.forward(be, p, x)?;
+        let (h, hs, down) = self.encode(&mut pass, h)?;
+        let (h, mid) = self.middle(&mut pass, h)?;
+        let (h, up) = self.decode(&mut pass, h, hs)?;
+        let taps = pass.taps;
+        let (hn_out, norm_out) = self.norm_out.forward(be, p, &h)?;
+        let a_out = be.silu(&hn_out)?;
+        let out = self.conv_out.forward(be, p, &a_out)?;
+        let tape = opts.record.then(|| Tape {
+            temb_in: temb.input,
+            t0: temb.t0,
+            t1_in: temb.t1_in,
+            t1: temb.t1,
+            temb_act: temb.act.clone(),
+            x: x.clone(),
+            down,
+            mid,
+            up,
+            norm_out,
+            hn_out,
+            a_out,
+        });
+        Ok(Forward { out, taps, tape })
+    }
+
+    /// Checks a forward pass's input shape, times and requested taps.
+    fn check_forward_input(&self, shape: &[usize], t: &[f64], opts: &ForwardOpts) -> Result<()> {
         let c = &self.config;
-        let shape = be.shape(x).to_vec();
         if shape.len() != 4 || shape[1] != c.channels {
             return Err(Error::shape(
                 "unet",
@@ -520,7 +432,17 @@ impl UNet {
                 known.join(", ")
             )));
         }
-        self.evaluated.fetch_add(shape[0] as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The time embedding on the backend: input → dense → SiLU → dense → SiLU.
+    fn time_embedding<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        sde: &dyn Sde,
+        t: &[f64],
+    ) -> Result<TimeEmbeddingPass<B::Tensor>> {
         // The fixed frequencies come from the store's host copy: no readback.
         let fw = match self.fourier_w {
             Some(id) => match p.fixed_host.get(id.0).and_then(|h| h.as_ref()) {
@@ -529,42 +451,43 @@ impl UNet {
             },
             None => vec![],
         };
-        let temb_in = be.upload(&self.embed_times(sde, t, &fw), &[t.len(), c.emb_in()])?;
-        let t0 = self.temb0.forward(be, p, &temb_in)?;
+        let input = be.upload(
+            &self.embed_times(sde, t, &fw),
+            &[t.len(), self.config.emb_in()],
+        )?;
+        let t0 = self.temb0.forward(be, p, &input)?;
         let t1_in = be.silu(&t0)?;
         let t1 = self.temb1.forward(be, p, &t1_in)?;
-        let temb_act = be.silu(&t1)?;
-        let ctx = BlockCtx {
-            temb_act: &temb_act,
-            dropout: opts.dropout.map(|r| (c.dropout, r)),
-        };
+        let act = be.silu(&t1)?;
+        Ok(TimeEmbeddingPass {
+            input,
+            t0,
+            t1_in,
+            t1,
+            act,
+        })
+    }
 
-        let mut taps = BTreeMap::new();
-        let mut tap = |name: String, v: &B::Tensor| {
-            if opts.taps.contains(&name) {
-                taps.insert(name, v.clone());
-            }
-        };
-        let mut h = self.conv_in.forward(be, p, x)?;
+    /// The encoder from `conv_in`'s output `h`: its output, the skip stack
+    /// the decoder consumes, and (when recording) its tape.
+    #[allow(clippy::type_complexity)]
+    fn encode<B: NnBackend>(
+        &self,
+        pass: &mut Pass<B>,
+        mut h: B::Tensor,
+    ) -> Result<(B::Tensor, Vec<B::Tensor>, Vec<LevelTape<B::Tensor>>)> {
+        let (be, p) = (pass.be, pass.p);
         let mut hs = vec![h.clone()];
         let mut down_tape = Vec::new();
         for (i, level) in self.down.iter().enumerate() {
             let mut bt = Vec::new();
             for (j, (rb, at)) in level.blocks.iter().enumerate() {
-                let (y, rs) = rb.forward(be, p, &h, &ctx)?;
+                let (y, saved) = pass.block(rb, at.as_ref(), &h)?;
                 h = y;
-                let attn = match at {
-                    Some(a) => {
-                        let (y, s) = a.forward(be, p, &h)?;
-                        h = y;
-                        Some(s)
-                    }
-                    None => None,
-                };
-                tap(format!("down.{i}.block.{j}"), &h);
+                pass.tap(format!("down.{i}.block.{j}"), &h);
                 hs.push(h.clone());
-                if opts.record {
-                    bt.push(BlockTape { res: rs, attn });
+                if pass.record {
+                    bt.push(saved);
                 }
             }
             let ds = match &level.down {
@@ -576,23 +499,35 @@ impl UNet {
                 }
                 None => None,
             };
-            if opts.record {
+            if pass.record {
                 down_tape.push((bt, ds));
             }
         }
-        let (y, m0) = self.mid.0.forward(be, p, &h, &ctx)?;
-        h = y;
-        let mattn = match &self.mid.1 {
-            Some(a) => {
-                let (y, s) = a.forward(be, p, &h)?;
-                h = y;
-                Some(s)
-            }
-            None => None,
-        };
-        let (y, m1) = self.mid.2.forward(be, p, &h, &ctx)?;
-        h = y;
-        tap("mid".into(), &h);
+        Ok((h, hs, down_tape))
+    }
+
+    /// The middle: residual block, attention (if any), residual block.
+    fn middle<B: NnBackend>(
+        &self,
+        pass: &mut Pass<B>,
+        h: B::Tensor,
+    ) -> Result<(B::Tensor, MidTape<B::Tensor>)> {
+        let (h, first) = pass.block(&self.mid.0, self.mid.1.as_ref(), &h)?;
+        let (h, m1) = self.mid.2.forward(pass.be, pass.p, &h, &pass.ctx)?;
+        pass.tap("mid".into(), &h);
+        Ok((h, (first.res, first.attn, m1)))
+    }
+
+    /// The decoder, each block taking the next skip tensor from `hs`: its
+    /// output and (when recording) its tape.
+    #[allow(clippy::type_complexity)]
+    fn decode<B: NnBackend>(
+        &self,
+        pass: &mut Pass<B>,
+        mut h: B::Tensor,
+        mut hs: Vec<B::Tensor>,
+    ) -> Result<(B::Tensor, Vec<LevelTape<B::Tensor>>)> {
+        let (be, p) = (pass.be, pass.p);
         let mut up_tape = Vec::new();
         for (k, level) in self.up.iter().enumerate() {
             let i = self.up.len() - 1 - k;
@@ -602,22 +537,14 @@ impl UNet {
                     .pop()
                     .ok_or_else(|| Error::Invalid("internal: skip stack underflow".into()))?;
                 let cat = be.concat_channels(&h, &s)?;
-                let (y, rs) = rb.forward(be, p, &cat, &ctx)?;
+                let (y, saved) = pass.block(rb, at.as_ref(), &cat)?;
                 h = y;
-                let attn = match at {
-                    Some(a) => {
-                        let (y, s) = a.forward(be, p, &h)?;
-                        h = y;
-                        Some(s)
-                    }
-                    None => None,
-                };
-                tap(format!("up.{i}.block.{j}"), &h);
-                if opts.record {
-                    bt.push(BlockTape { res: rs, attn });
+                pass.tap(format!("up.{i}.block.{j}"), &h);
+                if pass.record {
+                    bt.push(saved);
                 }
             }
-            tap(format!("up.{i}"), &h);
+            pass.tap(format!("up.{i}"), &h);
             let us = match &level.up {
                 Some(u) => {
                     let (y, s) = u.forward(be, p, &h)?;
@@ -626,28 +553,11 @@ impl UNet {
                 }
                 None => None,
             };
-            if opts.record {
+            if pass.record {
                 up_tape.push((bt, us));
             }
         }
-        let (hn_out, norm_out) = self.norm_out.forward(be, p, &h)?;
-        let a_out = be.silu(&hn_out)?;
-        let out = self.conv_out.forward(be, p, &a_out)?;
-        let tape = opts.record.then(|| Tape {
-            temb_in,
-            t0,
-            t1_in,
-            t1,
-            temb_act: temb_act.clone(),
-            x: x.clone(),
-            down: down_tape,
-            mid: (m0, mattn, m1),
-            up: up_tape,
-            norm_out,
-            hn_out,
-            a_out,
-        });
-        Ok(Forward { out, taps, tape })
+        Ok((h, up_tape))
     }
 
     /// Gradients of every trainable parameter given d(loss)/d(out).
