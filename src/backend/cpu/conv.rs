@@ -25,6 +25,39 @@ pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     })
 }
 
+/// Writes the im2col matrix of one image TRANSPOSED ("im2row"): row (oy, ox),
+/// column (ci, ky, kx). The weight gradient dW = dY·colᵀ needs colᵀ; the GEMM
+/// crate packs a strided transpose element by element, which cost more than the
+/// multiplication, so it gets a contiguous one. `out_rows` output rows (oy)
+/// starting at `oy0`, for splitting the work.
+pub(super) fn im2row(g: &ConvGeometry, x: &[f32], oy0: usize, rows: &mut [f32]) {
+    let (k, s, p) = (g.k, g.stride, g.padding as isize);
+    let kd = g.c_in * k * k;
+    for (r, row) in rows.chunks_mut(kd).enumerate() {
+        let (oy, ox) = (oy0 + r / g.w_out, r % g.w_out);
+        for ci in 0..g.c_in {
+            let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+            for ky in 0..k {
+                let iy = (oy * s + ky) as isize - p;
+                let dst = &mut row[(ci * k + ky) * k..][..k];
+                if iy < 0 || iy >= g.h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy as usize * g.w..][..g.w];
+                for (kx, d) in dst.iter_mut().enumerate() {
+                    let ix = (ox * s + kx) as isize - p;
+                    *d = if ix >= 0 && ix < g.w as isize {
+                        src[ix as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
 /// Writes the im2col matrix of one image: row (ci, ky, kx), column (oy, ox).
 pub(super) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.padding as isize);

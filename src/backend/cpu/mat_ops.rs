@@ -3,7 +3,7 @@
 
 use super::par::*;
 
-use super::conv::im2col;
+use super::conv::im2row;
 use super::gemm::{sgemm, MatRef};
 use super::layer_ops::{exp_f32, plane_sums, tensor, CHUNK};
 use super::{alloc_zeros, CpuBackend, CpuTensor};
@@ -79,18 +79,19 @@ fn backward_image(
     }
     let plane = g.h * g.w;
     let rows = g.k * g.k * n;
+    // colᵀ (n × kd), contiguous: see `im2row`.
     sc.col.resize(kd * n, 0.0);
     sc.dcol.resize(kd * n, 0.0);
-    let g1 = ConvGeometry { c_in: 1, ..*g };
+    let line = g.w_out * kd;
     if threads > 1 {
         sc.col
-            .par_chunks_mut(rows)
-            .zip(x.par_chunks(plane))
-            .for_each(|(c, xp)| im2col(&g1, xp, c));
+            .par_chunks_mut(line)
+            .enumerate()
+            .for_each(|(oy, r)| im2row(g, x, oy, r));
     } else {
-        im2col(g, x, &mut sc.col);
+        im2row(g, x, 0, &mut sc.col);
     }
-    sgemm(dy_m, MatRef::new(&sc.col, kd, n).t(), dw, true, threads);
+    sgemm(dy_m, MatRef::new(&sc.col, n, kd), dw, true, threads);
     sgemm(w_t, dy_m, &mut sc.dcol, false, threads);
     if threads > 1 {
         dx.par_chunks_mut(plane)
