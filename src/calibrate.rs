@@ -140,6 +140,10 @@ pub struct SelectOptions {
     /// Images per network batch.
     pub batch: usize,
     pub seed: u64,
+    /// What the search maximises.
+    pub objective: Objective,
+    /// Map smoothing σ (px) tried once {t} and taps are chosen.
+    pub smooth_grid: Vec<f32>,
 }
 
 impl Default for SelectOptions {
@@ -150,20 +154,33 @@ impl Default for SelectOptions {
             max_taps: 3,
             batch: 4,
             seed: 0,
+            objective: Objective::Pixel,
+            smooth_grid: vec![0.0, 1.0, 2.0, 4.0],
         }
     }
 }
+
+pub use crate::config::Objective;
 
 /// Score of one candidate on the synthetic set.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Score {
     pixel: f64,
     image: f64,
+    /// (objective's AUROC, the other): what candidates are ranked by.
+    key: (f64, f64),
 }
 
 impl Score {
+    fn new(pixel: f64, image: f64, objective: Objective) -> Self {
+        let key = match objective {
+            Objective::Pixel => (pixel, image),
+            Objective::Image => (image, pixel),
+        };
+        Score { pixel, image, key }
+    }
     fn better_than(&self, o: &Score) -> bool {
-        (self.pixel, self.image) > (o.pixel, o.image)
+        self.key > o.key
     }
 }
 
@@ -247,6 +264,8 @@ pub fn select_settings<B: NnBackend>(
         masks: masks.iter().map(|m| m.as_slice()).collect(),
         size,
         candidates: 0,
+        objective: opts.objective,
+        smooth: base.smooth,
     };
     let windows = time_windows(opts.t_grid.len(), opts.max_times);
     let base_score = score_base(&mut scorer, base, &taps, &opts.t_grid)?;
@@ -261,12 +280,15 @@ pub fn select_settings<B: NnBackend>(
         opts.max_taps,
         progress,
     )?;
+    // Stage 3: the map smoothing for those taps and times.
+    let (best, smooth) = choose_smoothing(&mut scorer, &chosen, &windows[best_w], best, opts)?;
     // Keep the base settings unless the search found something better.
     let (settings, score) = if best.better_than(&base_score) {
         (
             DetectionSettings {
                 ts: windows[best_w].iter().map(|&j| opts.t_grid[j]).collect(),
                 taps: chosen,
+                smooth,
                 ..base.clone()
             },
             best,
@@ -284,6 +306,7 @@ pub fn select_settings<B: NnBackend>(
         chosen_pixel_auroc: score.pixel,
         chosen_image_auroc: score.image,
         candidates: scorer.candidates,
+        objective: opts.objective,
     };
     Ok((settings, selection))
 }
@@ -316,21 +339,56 @@ struct Scorer<'a> {
     masks: Vec<&'a [u8]>,
     size: usize,
     candidates: usize,
+    objective: Objective,
+    /// Map smoothing σ applied before scoring.
+    smooth: f32,
 }
 
 impl Scorer<'_> {
     fn score(&mut self, tap_set: &[String], js: &[usize]) -> Result<Score> {
         self.candidates += 1;
         let maps = (0..self.labels.len())
-            .map(|i| detect::combine(self.grids, tap_set, js, i, self.size))
+            .map(|i| {
+                let m = detect::combine(self.grids, tap_set, js, i, self.size)?;
+                Ok(detect::gaussian_blur(&m, self.size, self.smooth))
+            })
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
         let scores: Vec<f64> = maps.iter().map(|m| detect::image_score(m) as f64).collect();
-        Ok(Score {
-            pixel: metrics::pixel_auroc(&refs, &self.masks)?,
-            image: metrics::auroc(&scores, &self.labels)?,
-        })
+        Ok(Score::new(
+            metrics::pixel_auroc(&refs, &self.masks)?,
+            metrics::auroc(&scores, &self.labels)?,
+            self.objective,
+        ))
     }
+}
+
+/// Tries each σ of `opts.smooth_grid` (at most an eighth of the image) on
+/// the chosen taps and times; a σ replaces the scorer's own only when it
+/// improves the objective by more than 0.002, so no-smoothing wins ties.
+fn choose_smoothing(
+    scorer: &mut Scorer,
+    taps: &[String],
+    js: &[usize],
+    mut best: Score,
+    opts: &SelectOptions,
+) -> Result<(Score, f32)> {
+    let (start, mut smooth) = (scorer.smooth, scorer.smooth);
+    let limit = scorer.size as f32 / 8.0;
+    for &sigma in opts
+        .smooth_grid
+        .iter()
+        .filter(|&&s| s <= limit && s != start)
+    {
+        let keep = scorer.smooth;
+        scorer.smooth = sigma;
+        let sc = scorer.score(taps, js)?;
+        scorer.smooth = keep;
+        if sc.key.0 > best.key.0 + 0.002 {
+            (best, smooth) = (sc, sigma);
+        }
+    }
+    Ok((best, smooth))
 }
 
 /// Every run of 1 to `max_times` consecutive indices into a grid of `nt` times.
@@ -364,10 +422,7 @@ fn score_base(
         .cloned()
         .collect();
     if base_taps.is_empty() {
-        Ok(Score {
-            pixel: 0.0,
-            image: 0.0,
-        })
+        Ok(Score::new(0.0, 0.0, scorer.objective))
     } else {
         scorer.score(&base_taps, &base_js)
     }
@@ -389,8 +444,8 @@ fn rank_single_taps(
         progress("trying single taps", (k + 1) * windows.len(), steps);
     }
     ranked.sort_by(|a, b| {
-        (b.0.pixel, b.0.image)
-            .partial_cmp(&(a.0.pixel, a.0.image))
+        b.0.key
+            .partial_cmp(&a.0.key)
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     Ok(ranked)
@@ -434,7 +489,7 @@ fn add_taps_greedily(
         }
         progress("combining taps", chosen.len() + 1, max_taps);
         match round {
-            Some((sc, tap, w)) if sc.pixel > best.pixel + 0.002 => {
+            Some((sc, tap, w)) if sc.key.0 > best.key.0 + 0.002 => {
                 best = sc;
                 chosen.push(tap);
                 best_w = w;

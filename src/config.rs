@@ -305,6 +305,22 @@ pub struct Selection {
     pub chosen_image_auroc: f64,
     /// Combinations scored.
     pub candidates: usize,
+    /// What the search maximised.
+    #[serde(default)]
+    pub objective: Objective,
+}
+
+/// What `calibrate::select_settings` maximises on the synthetic defects; the other
+/// AUROC breaks ties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Pixel AUROC: maps that outline defects (localisation).
+    #[default]
+    Pixel,
+    /// Image AUROC: good/defective verdicts per image.
+    Image,
 }
 
 /// Everything but the weights.

@@ -7,7 +7,7 @@ mod common;
 
 use common::{assert_close, cpu, gpu, rand_vec};
 use scoredd::backend::{Backend, LayerOps, NnBackend, Sampler};
-use scoredd::calibrate::{self, DefectKind, SelectOptions};
+use scoredd::calibrate::{self, DefectKind, Objective, SelectOptions};
 use scoredd::detect::{self, DetectOptions, Mode};
 use scoredd::model_file::DetectionSettings;
 use scoredd::nn::score_model::ScoreModel;
@@ -501,6 +501,7 @@ fn automatic_selection_picks_grid_settings_at_least_as_good_as_the_default() {
         max_taps: 2,
         batch: 4,
         seed: 0,
+        ..Default::default()
     };
     let (settings, sel) =
         calibrate::select_settings(&be, &m, &normals, &base, &sel_opts, &mut |_, _, _| {}).unwrap();
@@ -519,6 +520,19 @@ fn automatic_selection_picks_grid_settings_at_least_as_good_as_the_default() {
         calibrate::select_settings(&be, &m, &normals[..1], &base, &sel_opts, &mut |_, _, _| {}),
         Err(Error::Invalid(_))
     ));
+    // Smoothing comes from the grid (σ ≤ 32/8 px); the image objective ranks
+    // by image AUROC, never below the default's.
+    assert!(SelectOptions::default()
+        .smooth_grid
+        .contains(&settings.smooth));
+    let by_image = SelectOptions {
+        objective: Objective::Image,
+        ..sel_opts
+    };
+    let (_, sel) =
+        calibrate::select_settings(&be, &m, &normals, &base, &by_image, &mut |_, _, _| {}).unwrap();
+    assert_eq!(sel.objective, Objective::Image);
+    assert!(sel.chosen_image_auroc >= sel.default_image_auroc);
 }
 
 /// A smooth 64×64 gray image, and the same with a bright 6×6 square planted

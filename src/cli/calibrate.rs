@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::ProgressBar;
 use scoredd::backend::{open_backend, BackendChoice, NnBackend};
-use scoredd::calibrate::{self, SelectOptions};
+use scoredd::calibrate::{self, Objective, SelectOptions};
 use scoredd::data::{self, ImageSpec, Loaded};
 use scoredd::detect;
 use scoredd::model_file::{Calibration, DetectionSettings, ModelFile, Selection};
@@ -41,6 +41,10 @@ pub struct CalibrateArgs {
     /// also pasted with one synthetic defect).
     #[arg(long, default_value_t = 32)]
     pub select_images: usize,
+    /// What --auto maximises on the synthetic defects: `pixel` (maps that
+    /// outline defects) or `image` (per-image verdicts).
+    #[arg(long, value_enum, default_value_t = Objective::Pixel)]
+    pub objective: Objective,
     /// Where to write the calibrated model (default: update --model in place).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -176,6 +180,7 @@ fn choose_settings<B: NnBackend>(
         &SelectOptions {
             batch: args.flags.batch.clamp(1, 4),
             seed: args.flags.seed,
+            objective: args.objective,
             ..Default::default()
         },
         &mut |what, done, total| {
@@ -186,12 +191,14 @@ fn choose_settings<B: NnBackend>(
     )?;
     bar.finish_and_clear();
     println!(
-        "automatic choice on {} normal images + {} synthetic defects ({} combinations): t {:?}, taps {} → pixel AUROC {:.3}, image AUROC {:.3} (default t {:?}, taps {}: {:.3}, {:.3})",
+        "automatic choice ({:?} AUROC first) on {} normal images + {} synthetic defects ({} combinations): t {:?}, taps {}, smoothing σ {} px → pixel AUROC {:.3}, image AUROC {:.3} (default t {:?}, taps {}: {:.3}, {:.3})",
+        sel.objective,
         sel.normals,
         sel.defects,
         sel.candidates,
         settings.ts,
         settings.taps.join("+"),
+        settings.smooth,
         sel.chosen_pixel_auroc,
         sel.chosen_image_auroc,
         sel.default_ts,

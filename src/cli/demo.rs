@@ -114,6 +114,7 @@ pub fn run(choice: BackendChoice, args: DemoArgs) -> Result<(), Error> {
             auto: true,
             quantile: 0.99,
             select_images: 16,
+            objective: scoredd::calibrate::Objective::Pixel,
             out: None,
             flags: DetectFlags {
                 batch: 8,
