@@ -6,6 +6,10 @@
 //! GPU), next to the PyTorch reference's `Score-DD T5 r1` figures
 //! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, the faster of its malloc modes;
 //! measure it on the same machine for a fair ratio). Target: ≤ 1.0× PyTorch.
+//!
+//! First, the peak resident memory of detecting one 256 px image with the
+//! paper's `ncsnpp256` (about 2 minutes on 2 cores; `BENCH_SKIP_NCSNPP=1`
+//! skips it). Target: within 4 GB.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -62,6 +66,35 @@ fn time_detect<B: NnBackend>(be: &B, b: usize, reps: usize) -> f64 {
     }) * 1e3
 }
 
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The paper's MVTec model at 256 px: one image, T 5, r 1, on the CPU. Runs
+/// first, so the process's peak is its own (the bound: 4 GB).
+fn ncsnpp256_peak(cpu: &CpuBackend) {
+    if std::env::var_os("BENCH_SKIP_NCSNPP").is_some() {
+        return;
+    }
+    let before = peak_rss_mib().unwrap_or(f64::NAN);
+    let cfg = UNetConfig::ncsnpp256(3, TimeEmbedding::Fourier);
+    let m = ScoreModel::new(cpu, cfg, SdeConfig::ve(348.0), 0).unwrap();
+    let mut img = vec![0.0; 3 * 256 * 256];
+    RngStream::new(1, 0).fill_uniform(0, &mut img);
+    let opts = DetectOptions::from_settings(m.meta.detection.clone());
+    let t = Instant::now();
+    detect::anomaly_maps(cpu, &m, &[&img], &[0], &opts).unwrap();
+    let peak = peak_rss_mib().unwrap_or(f64::NAN);
+    println!(
+        "ncsnpp256, 256 px, 1 image, T 5, r 1 (cpu): {:.1} s, peak resident {peak:.0} MiB (model built at {before:.0} MiB; bound 4096 MiB)",
+        t.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let reps: usize = std::env::var("BENCH_REPS")
         .ok()
@@ -72,6 +105,7 @@ fn main() {
         println!("{name:<42} {b1:>10.1} {b8:>13.1} {:>12.2}", 8e3 / b8);
     };
     let cpu = CpuBackend::new();
+    ncsnpp256_peak(&cpu);
     let (c1, c8) = (time_detect(&cpu, 1, reps), time_detect(&cpu, 8, reps));
     row("cpu backend", c1, c8);
     println!("reference figures: {}", peer::source());
