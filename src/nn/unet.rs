@@ -357,6 +357,83 @@ impl UNet {
         out
     }
 
+    /// Most samples an inference forward of `h × w` inputs takes at once: a
+    /// budget of ~1 GiB for the live activations, estimated as 32 maps of the
+    /// first level's size per sample (skip stack plus a block's temporaries).
+    /// `small` at 64 px takes 64 at once; `ncsnpp256` at 256 px, one.
+    pub fn inference_batch_limit(&self, h: usize, w: usize) -> usize {
+        const BUDGET_BYTES: usize = 1 << 30;
+        let per_sample = 32 * self.config.nf * h * w * std::mem::size_of::<f32>();
+        (BUDGET_BYTES / per_sample.max(1)).max(1)
+    }
+
+    /// [`UNet::forward`] without a tape, at most
+    /// [`UNet::inference_batch_limit`] samples at a time, outputs and taps
+    /// concatenated back: the same values (up to summation order), with
+    /// activation memory bounded whatever the batch.
+    pub fn forward_inference<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        sde: &dyn Sde,
+        x: &B::Tensor,
+        t: &[f64],
+        taps: &[String],
+    ) -> Result<Forward<B::Tensor>> {
+        let limit = match be.shape(x) {
+            [_, _, h, w] => self.inference_batch_limit(*h, *w),
+            _ => usize::MAX, // forward reports the bad shape
+        };
+        self.forward_in_chunks(be, p, sde, x, t, taps, limit)
+    }
+
+    /// [`UNet::forward_inference`] with an explicit chunk size.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_in_chunks<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        sde: &dyn Sde,
+        x: &B::Tensor,
+        t: &[f64],
+        taps: &[String],
+        limit: usize,
+    ) -> Result<Forward<B::Tensor>> {
+        let shape = be.shape(x).to_vec();
+        let opts = ForwardOpts {
+            taps,
+            ..Default::default()
+        };
+        let limit = limit.max(1);
+        if shape.is_empty() || shape[0] <= limit || t.len() != shape[0] {
+            return self.forward(be, p, sde, x, t, &opts);
+        }
+        let mut parts: Vec<Forward<B::Tensor>> = Vec::new();
+        let mut rest = x.clone();
+        for (k, tc) in t.chunks(limit).enumerate() {
+            let last = (k + 1) * limit >= t.len();
+            let chunk = if last {
+                rest.clone()
+            } else {
+                let (a, b) = split_batch(be, &rest, tc.len())?;
+                rest = b;
+                a
+            };
+            parts.push(self.forward(be, p, sde, &chunk, tc, &opts)?);
+        }
+        let out = concat_batch(be, parts.iter().map(|f| &f.out))?;
+        let mut tapped = BTreeMap::new();
+        for name in parts[0].taps.keys() {
+            let t = concat_batch(be, parts.iter().filter_map(|f| f.taps.get(name)))?;
+            tapped.insert(name.clone(), t);
+        }
+        Ok(Forward {
+            out,
+            taps: tapped,
+            tape: None,
+        })
+    }
+
     /// The raw network output for `x: [B, C, H, W]` with one time per sample.
     pub fn forward<B: NnBackend>(
         &self,
@@ -718,4 +795,47 @@ impl<T> Tape<T> {
         }
         v
     }
+}
+
+/// `[B, …]` → (`[k, …]`, `[B − k, …]`), through the channel split of a
+/// `[1, B, rest]` view.
+fn split_batch<B: NnBackend>(be: &B, x: &B::Tensor, k: usize) -> Result<(B::Tensor, B::Tensor)> {
+    let shape = be.shape(x).to_vec();
+    let rest: usize = shape[1..].iter().product();
+    let (a, b) = be.split_channels(&be.reshape(x, &[1, shape[0], rest])?, k)?;
+    let with_batch = |n: usize| {
+        let mut s = shape.clone();
+        s[0] = n;
+        s
+    };
+    Ok((
+        be.reshape(&a, &with_batch(k))?,
+        be.reshape(&b, &with_batch(shape[0] - k))?,
+    ))
+}
+
+/// The tensors `[b_i, …]` stacked along the batch: `[Σ b_i, …]`.
+fn concat_batch<'a, B: NnBackend>(
+    be: &B,
+    parts: impl Iterator<Item = &'a B::Tensor>,
+) -> Result<B::Tensor>
+where
+    B::Tensor: 'a,
+{
+    let mut acc: Option<(B::Tensor, Vec<usize>)> = None;
+    for t in parts {
+        let shape = be.shape(t).to_vec();
+        let rest: usize = shape[1..].iter().product();
+        let flat = be.reshape(t, &[1, shape[0], rest])?;
+        acc = Some(match acc {
+            None => (flat, shape),
+            Some((a, mut s)) => {
+                s[0] += shape[0];
+                (be.concat_channels(&a, &flat)?, s)
+            }
+        });
+    }
+    let (flat, shape) =
+        acc.ok_or_else(|| Error::Invalid("internal: no batch to concatenate".into()))?;
+    be.reshape(&flat, &shape)
 }
