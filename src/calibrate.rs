@@ -199,17 +199,15 @@ fn grids_for<B: NnBackend>(
     for chunk in images.chunks(opts.batch.max(1)) {
         let refs: Vec<&[f32]> = chunk.iter().map(|v| v.as_slice()).collect();
         let ids = vec![0u64; refs.len()];
-        let g = detect::tap_distances(
-            be,
-            model,
-            &refs,
-            &ids,
-            &opts.t_grid,
-            base.r,
-            base.sampler,
-            taps,
-            opts.seed,
-        )?;
+        let query = detect::PairedQuery {
+            images: &refs,
+            ids: &ids,
+            ts: &opts.t_grid,
+            r: base.r,
+            sampler: base.sampler,
+            seed: opts.seed,
+        };
+        let g = detect::tap_distances(be, model, &query, taps)?;
         for (name, grid) in g {
             match all.get_mut(&name) {
                 Some(e) => {

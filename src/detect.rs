@@ -235,20 +235,27 @@ impl<T> DeviceDistances<T> {
     }
 }
 
-/// Every image noised to every t in `ts` (image-major, noise from
-/// [`stream`]) and walked back `r` paired steps: the run both Score-DD and
+/// What a paired run is asked: the images and the ids naming their noise,
+/// the start times, the reverse steps and sampler, and the seed.
+#[derive(Clone, Copy, Debug)]
+pub struct PairedQuery<'a> {
+    pub images: &'a [&'a [f32]],
+    pub ids: &'a [u64],
+    pub ts: &'a [f64],
+    pub r: usize,
+    pub sampler: Sampler,
+    pub seed: u64,
+}
+
+/// Every image noised to every t in `q.ts` (image-major, noise from
+/// [`stream`]) and walked back `q.r` paired steps: the run both Score-DD and
 /// the reconstruction ablation start from.
-#[allow(clippy::too_many_arguments)]
 fn paired_run<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
-    images: &[&[f32]],
-    ids: &[u64],
-    ts: &[f64],
-    r: usize,
-    sampler: Sampler,
-    seed: u64,
+    q: &PairedQuery,
 ) -> Result<crate::method::PairedRun<B::Tensor>> {
+    let (images, ids, ts) = (q.images, q.ids, q.ts);
     if images.len() != ids.len() {
         return Err(Error::Invalid(format!(
             "{} images but {} ids",
@@ -268,30 +275,24 @@ fn paired_run<B: NnBackend>(
         model,
         &x0,
         &t,
-        r,
-        sampler,
-        RngStream::new(seed, 0),
+        q.r,
+        q.sampler,
+        RngStream::new(q.seed, 0),
         &streams,
     )
 }
 
-/// For every image and every t in `ts`, r paired steps and one feature pass
-/// over [x'; x''] at t_r: each tap's features `[2·n·T, C, h, w]`, the
+/// For every image and every t, r paired steps and one feature pass over
+/// [x'; x''] at t_r: each tap's features `[2·n·T, C, h, w]`, the
 /// learned-score path first. One network batch of n·T samples per step and
 /// one of 2·n·T for the features.
-#[allow(clippy::too_many_arguments)]
 pub fn pair_features<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
-    images: &[&[f32]],
-    ids: &[u64],
-    ts: &[f64],
-    r: usize,
-    sampler: Sampler,
+    q: &PairedQuery,
     taps: &[String],
-    seed: u64,
 ) -> Result<BTreeMap<String, B::Tensor>> {
-    let run = paired_run(be, model, images, ids, ts, r, sampler, seed)?;
+    let run = paired_run(be, model, q)?;
     let both = stack_pair(be, &run.state.whole, &run.state.own)?;
     let t2: Vec<f64> = run.t_end.iter().chain(&run.t_end).copied().collect();
     // In memory-sized chunks: the paper's 256 px model takes one sample at a time.
@@ -303,27 +304,19 @@ pub fn pair_features<B: NnBackend>(
 
 /// The costly part of Score-DD, queued on the backend: [`pair_features`] and
 /// the per-pixel distance of each tap in `taps`.
-#[allow(clippy::too_many_arguments)]
 pub fn tap_distances_device<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
-    images: &[&[f32]],
-    ids: &[u64],
-    ts: &[f64],
-    r: usize,
-    sampler: Sampler,
+    q: &PairedQuery,
     taps: &[String],
-    seed: u64,
 ) -> Result<DeviceDistances<B::Tensor>> {
-    let n = images.len();
-    let times = ts.len();
-    let f = pair_features(be, model, images, ids, ts, r, sampler, taps, seed)?;
+    let f = pair_features(be, model, q, taps)?;
     let mut out = DeviceDistances {
         taps: taps.to_vec(),
         tensors: Vec::new(),
         shapes: Vec::new(),
-        images: n,
-        times,
+        images: q.images.len(),
+        times: q.ts.len(),
     };
     for name in taps {
         let feat = f
@@ -338,19 +331,13 @@ pub fn tap_distances_device<B: NnBackend>(
 }
 
 /// [`tap_distances_device`], read back.
-#[allow(clippy::too_many_arguments)]
 pub fn tap_distances<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
-    images: &[&[f32]],
-    ids: &[u64],
-    ts: &[f64],
-    r: usize,
-    sampler: Sampler,
+    q: &PairedQuery,
     taps: &[String],
-    seed: u64,
 ) -> Result<BTreeMap<String, TapGrid>> {
-    let d = tap_distances_device(be, model, images, ids, ts, r, sampler, taps, seed)?;
+    let d = tap_distances_device(be, model, q, taps)?;
     let host = d
         .tensors
         .iter()
@@ -562,27 +549,27 @@ pub fn start<B: NnBackend>(
         size,
         smooth: s.smooth,
     };
+    let query = PairedQuery {
+        images,
+        ids,
+        ts: &s.ts,
+        r: s.r,
+        sampler: s.sampler,
+        seed: opts.seed,
+    };
+    // The ablations: one full run from max{t} down to ε.
+    let full_run = PairedQuery {
+        ts: &[tmax],
+        r: steps_to_eps(model.sde.as_ref(), tmax),
+        ..query
+    };
     match opts.mode {
-        Mode::ScoreDd => Ok(features(tap_distances_device(
-            be, model, images, ids, &s.ts, s.r, s.sampler, &s.taps, opts.seed,
+        Mode::ScoreDd => Ok(features(tap_distances_device(be, model, &query, &s.taps)?)),
+        Mode::NoScales => Ok(features(tap_distances_device(
+            be, model, &full_run, &s.taps,
         )?)),
-        Mode::NoScales => {
-            let r = steps_to_eps(model.sde.as_ref(), tmax);
-            Ok(features(tap_distances_device(
-                be,
-                model,
-                images,
-                ids,
-                &[tmax],
-                r,
-                s.sampler,
-                &s.taps,
-                opts.seed,
-            )?))
-        }
         Mode::Reconstruction => {
-            let r = steps_to_eps(model.sde.as_ref(), tmax);
-            let run = paired_run(be, model, images, ids, &[tmax], r, s.sampler, opts.seed)?;
+            let run = paired_run(be, model, &full_run)?;
             Ok(Pending {
                 tensors: vec![run.state.whole, run.state.own],
                 plan: Plan::Reconstruction {

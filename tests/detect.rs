@@ -303,30 +303,16 @@ fn gpu_maps_match_cpu_maps() {
     let ts = [0.125, 0.1, 0.075, 0.05, 0.025];
     let o = opts(&ts, 1);
     let taps = o.settings.taps.clone();
-    let fc = detect::pair_features(
-        &c,
-        &mc,
-        &refs(&imgs),
-        &[0, 0],
-        &ts,
-        1,
-        Sampler::Ode,
-        &taps,
-        0,
-    )
-    .unwrap();
-    let fg = detect::pair_features(
-        &g,
-        &mg,
-        &refs(&imgs),
-        &[0, 0],
-        &ts,
-        1,
-        Sampler::Ode,
-        &taps,
-        0,
-    )
-    .unwrap();
+    let query = detect::PairedQuery {
+        images: &refs(&imgs),
+        ids: &[0, 0],
+        ts: &ts,
+        r: 1,
+        sampler: Sampler::Ode,
+        seed: 0,
+    };
+    let fc = detect::pair_features(&c, &mc, &query, &taps).unwrap();
+    let fg = detect::pair_features(&g, &mg, &query, &taps).unwrap();
     let mut rho = Vec::new();
     let mut tap_max = Vec::new();
     for tap in &taps {
