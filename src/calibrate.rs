@@ -519,13 +519,39 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
 pub fn conformal_threshold(normal_scores: &[f64], q: f64) -> (f64, f64) {
     let mut s = normal_scores.to_vec();
     s.sort_by(f64::total_cmp);
-    let n = s.len();
-    // The 1e-9 keeps e.g. 10 × 0.7 = 7.000000000000001 at k = 7.
-    let k = (((n + 1) as f64 * q - 1e-9).ceil() as usize).clamp(1, n.max(1));
+    let k = conformal_rank(s.len(), q);
     (
         s.get(k - 1).copied().unwrap_or(f64::NAN),
-        1.0 - k as f64 / (n + 1) as f64,
+        false_alarm_bound(s.len(), q),
     )
+}
+
+/// k = ⌈(n + 1)·q⌉, clamped to [1, n]: the rank of the conformal threshold.
+fn conformal_rank(n: usize, q: f64) -> usize {
+    // The 1e-9 keeps e.g. 10 × 0.7 = 7.000000000000001 at k = 7.
+    (((n + 1) as f64 * q - 1e-9).ceil() as usize).clamp(1, n.max(1))
+}
+
+/// The false-alarm rate a conformal threshold from `n` normals guarantees
+/// for quantile q: 1 − k/(n + 1) (1 − q with enough normals, else 1/(n + 1)).
+pub fn false_alarm_bound(n: usize, q: f64) -> f64 {
+    1.0 - conformal_rank(n, q) as f64 / (n + 1) as f64
+}
+
+/// The verdict quantile `calibrate` uses by default (1 % false alarms).
+pub const QUANTILE: f64 = 0.99;
+/// Held-out normals `calibrate --auto` chooses its settings on, at most.
+pub const SELECT_IMAGES: usize = 32;
+
+/// `n` held-out normals split for `calibrate --auto`: alternate images (at
+/// most `select_max`, at most half) choose the settings, all the others set
+/// the threshold. Disjoint, because a threshold taken from the images the
+/// settings were tuned on sits too low for new good images.
+pub fn split_held_out(n: usize, select_max: usize) -> (Vec<usize>, Vec<usize>) {
+    let take = select_max.min(n / 2);
+    let select: Vec<usize> = (0..n).step_by(2).take(take).collect();
+    let rest = (0..n).filter(|i| i % 2 == 1 || i / 2 >= take).collect();
+    (select, rest)
 }
 
 /// Fewest normal images whose conformal threshold guarantees a false-alarm
@@ -547,7 +573,7 @@ pub fn holdout_wanted(q: f64, select: usize) -> usize {
 pub fn default_holdout(n: usize) -> f64 {
     // `data::holdout_split` keeps every k-th image: k = ⌊n / wanted⌋ holds out
     // at least `wanted`.
-    let k = (n / holdout_wanted(0.99, 32)).clamp(4, 10);
+    let k = (n / holdout_wanted(QUANTILE, SELECT_IMAGES)).clamp(4, 10);
     1.0 / k as f64
 }
 

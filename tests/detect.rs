@@ -443,6 +443,14 @@ fn calibration_quantiles_and_normalisation() {
     assert_eq!(few.threshold, 5.0);
     assert!((few.false_alarm_bound.unwrap() - 1.0 / 6.0).abs() < 1e-12);
     assert_eq!(calibrate::normals_needed(0.99), 99);
+    assert!((calibrate::false_alarm_bound(9, 0.7) - 0.3).abs() < 1e-12);
+    assert!((calibrate::false_alarm_bound(5, 0.99) - 1.0 / 6.0).abs() < 1e-12);
+    // Held-out normals: alternate ones choose (at most 3 here), the rest set
+    // the threshold; disjoint and complete.
+    let (select, rest) = calibrate::split_held_out(10, 3);
+    assert_eq!(select, [0, 2, 4]);
+    assert_eq!(rest, [1, 3, 5, 6, 7, 8, 9]);
+    assert_eq!(calibrate::split_held_out(5, 32).0, [0, 2]);
     assert_eq!(calibrate::normals_needed(0.9), 9);
     assert!(calibrate::calibration_from_scores(&[], 0.9).is_err());
     assert!(calibrate::calibration_from_scores(&scores, 1.5).is_err());

@@ -35,11 +35,11 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub auto: bool,
     /// Quantile of the normal images' scores used as the verdict threshold.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = calibrate::QUANTILE)]
     pub quantile: f64,
     /// At most this many normal images for the automatic choice (each is
     /// also pasted with one synthetic defect).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = calibrate::SELECT_IMAGES)]
     pub select_images: usize,
     /// What --auto maximises on the synthetic defects: `pixel` (maps that
     /// outline defects) or `image` (per-image verdicts).
@@ -140,10 +140,8 @@ fn calibrate_on<B: NnBackend>(
     Ok(())
 }
 
-/// Which held-out normals choose the settings and which set the threshold.
-/// They are disjoint: a threshold taken from the images the settings were
-/// tuned on sits too low for new good images. Alternate images go to the
-/// choice (at most `select_max`), all the others to the threshold.
+/// Which held-out normals choose the settings and which set the threshold
+/// (all of them without --auto).
 fn split_normals(
     n: usize,
     auto: bool,
@@ -157,10 +155,7 @@ fn split_normals(
             "--auto needs at least 4 held-out normal images (2 to choose the settings, 2 for the threshold), got {n}"
         )));
     }
-    let take = select_max.clamp(2, n / 2);
-    let select: Vec<usize> = (0..n).step_by(2).take(take).collect();
-    let rest = (0..n).filter(|i| !select.contains(i)).collect();
-    Ok((select, rest))
+    Ok(calibrate::split_held_out(n, select_max.max(2)))
 }
 
 /// `calibrate --auto`: {t} and taps chosen on synthetic defects pasted onto `normals`.

@@ -229,7 +229,8 @@ fn new_trainer<B: NnBackend + TrainOps>(be: &B, args: &TrainArgs) -> Result<Trai
             "--holdout must be in [0, 0.5), got {h}"
         )));
     }
-    tc.holdout = args.holdout.unwrap_or(f64::NAN); // NaN: chosen once the data is loaded
+    // Without --holdout the fraction is settled once the data is loaded.
+    tc.holdout = args.holdout.unwrap_or(0.0);
     Trainer::new(be, model, tc)
 }
 
@@ -249,7 +250,7 @@ fn load_training_split<B: NnBackend + TrainOps>(
     for s in &all.skipped {
         eprintln!("skipped {}: {}", s.path, s.reason);
     }
-    if trainer.config.holdout.is_nan() {
+    if args.holdout.is_none() && args.resume.is_none() {
         trainer.config.holdout = calibrate::default_holdout(all.images.len());
     }
     let (train_idx, held) = data::holdout_split(all.images.len(), trainer.config.holdout);
@@ -587,15 +588,17 @@ fn save<B: NnBackend + TrainOps>(be: &B, t: &Trainer<B>, path: &Path) -> Result<
 /// Says when the held-out images cannot give `calibrate --auto` both its
 /// settings choice and a threshold with a guaranteed 1 % false-alarm rate.
 fn warn_if_few_held_out(held: usize) {
-    let wanted = calibrate::holdout_wanted(0.99, 32);
-    if held > 0 && held < wanted {
-        let threshold_normals = held - (held / 2).min(32);
-        eprintln!(
-            "note: {held} images held out; `calibrate --auto` will choose settings on {} and set the threshold on {threshold_normals}, which guarantees at most {:.2} % false alarms (1 % needs {wanted} held out: more good images or a larger --holdout)",
-            held - threshold_normals,
-            100.0 / (threshold_normals + 1) as f64
-        );
+    let wanted = calibrate::holdout_wanted(calibrate::QUANTILE, calibrate::SELECT_IMAGES);
+    if held < 4 || held >= wanted {
+        return;
     }
+    let (select, threshold) = calibrate::split_held_out(held, calibrate::SELECT_IMAGES);
+    eprintln!(
+        "note: {held} images held out; `calibrate --auto` will choose settings on {} and set the threshold on {}, which guarantees at most {:.2} % false alarms (1 % needs {wanted} held out: more good images or a larger --holdout)",
+        select.len(),
+        threshold.len(),
+        100.0 * calibrate::false_alarm_bound(threshold.len(), calibrate::QUANTILE)
+    );
 }
 
 /// Warm-up for a run given a time budget (`--minutes`): the first steps run
