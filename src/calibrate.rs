@@ -343,12 +343,17 @@ struct Scorer<'a> {
 }
 
 impl Scorer<'_> {
+    /// The candidate at the scorer's own smoothing.
     fn score(&mut self, tap_set: &[String], js: &[usize]) -> Result<Score> {
+        self.score_smoothed(tap_set, js, self.smooth)
+    }
+
+    fn score_smoothed(&mut self, tap_set: &[String], js: &[usize], sigma: f32) -> Result<Score> {
         self.candidates += 1;
         let maps = (0..self.labels.len())
             .map(|i| {
                 let m = detect::combine(self.grids, tap_set, js, i, self.size)?;
-                Ok(detect::gaussian_blur(&m, self.size, self.smooth))
+                Ok(detect::gaussian_blur(&m, self.size, sigma))
             })
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
@@ -378,10 +383,7 @@ fn choose_smoothing(
         .iter()
         .filter(|&&s| s <= limit && s != start)
     {
-        let keep = scorer.smooth;
-        scorer.smooth = sigma;
-        let sc = scorer.score(taps, js)?;
-        scorer.smooth = keep;
+        let sc = scorer.score_smoothed(taps, js, sigma)?;
         if sc.key.0 > best.key.0 + 0.002 {
             (best, smooth) = (sc, sigma);
         }
