@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::method::paired_reverse;
 use crate::model_file::DetectionSettings;
 use crate::nn::score_model::ScoreModel;
+use crate::nn::unet::ForwardOpts;
 use crate::rng::RngStream;
 
 /// What is compared.
@@ -295,10 +296,19 @@ pub fn pair_features<B: NnBackend>(
     let run = paired_run(be, model, q)?;
     let both = stack_pair(be, &run.state.whole, &run.state.own)?;
     let t2: Vec<f64> = run.t_end.iter().chain(&run.t_end).copied().collect();
-    // In memory-sized chunks: the paper's 256 px model takes one sample at a time.
-    let f = model
-        .net
-        .forward_inference(be, &model.params, model.sde.as_ref(), &both, &t2, taps)?;
+    // An inference forward runs in memory-sized chunks: the paper's 256 px
+    // model takes one sample at a time.
+    let f = model.net.forward(
+        be,
+        &model.params,
+        model.sde.as_ref(),
+        &both,
+        &t2,
+        &ForwardOpts {
+            taps,
+            ..Default::default()
+        },
+    )?;
     Ok(f.taps)
 }
 

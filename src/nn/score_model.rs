@@ -1,7 +1,7 @@
 //! A score model on a backend: the U-net layout, its parameters there, the SDE,
 //! and the output parametrisation that turns the network output into a score.
 
-use super::unet::{UNet, UNetConfig};
+use super::unet::{ForwardOpts, UNet, UNetConfig};
 use super::ParamStore;
 use crate::backend::NnBackend;
 use crate::config::{DetectionSettings, ModelMeta, FORMAT_VERSION};
@@ -69,9 +69,14 @@ impl<B: NnBackend> ScoreModel<B> {
 
 impl<B: NnBackend> ScoreFn<B> for ScoreModel<B> {
     fn score(&self, backend: &B, x: &B::Tensor, t: &[f64]) -> Result<B::Tensor> {
-        let f = self
-            .net
-            .forward_inference(backend, &self.params, self.sde.as_ref(), x, t, &[])?;
+        let f = self.net.forward(
+            backend,
+            &self.params,
+            self.sde.as_ref(),
+            x,
+            t,
+            &ForwardOpts::default(),
+        )?;
         self.output_to_score(backend, &f.out, t)
     }
 }

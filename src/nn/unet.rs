@@ -168,6 +168,10 @@ pub struct ForwardOpts<'a> {
     pub record: bool,
     /// Dropout stream; dropout is active only when this is set (training).
     pub dropout: Option<RngStream>,
+    /// Most samples evaluated at once when not recording (the batch runs in
+    /// chunks, outputs and taps concatenated back); None: as many as
+    /// [`UNet::inference_batch_limit`]'s memory budget allows.
+    pub max_batch: Option<usize>,
 }
 
 impl UNet {
@@ -367,47 +371,20 @@ impl UNet {
         (BUDGET_BYTES / per_sample.max(1)).max(1)
     }
 
-    /// [`UNet::forward`] without a tape, at most
-    /// [`UNet::inference_batch_limit`] samples at a time, outputs and taps
-    /// concatenated back: the same values (up to summation order), with
-    /// activation memory bounded whatever the batch.
-    pub fn forward_inference<B: NnBackend>(
-        &self,
-        be: &B,
-        p: &ParamStore<B::Tensor>,
-        sde: &dyn Sde,
-        x: &B::Tensor,
-        t: &[f64],
-        taps: &[String],
-    ) -> Result<Forward<B::Tensor>> {
-        let limit = match be.shape(x) {
-            [_, _, h, w] => self.inference_batch_limit(*h, *w),
-            _ => usize::MAX, // forward reports the bad shape
-        };
-        self.forward_in_chunks(be, p, sde, x, t, taps, limit)
-    }
-
-    /// [`UNet::forward_inference`] with an explicit chunk size.
+    /// An inference batch larger than `limit` in chunks of at most `limit`
+    /// samples, outputs and taps concatenated back: the same values (up to
+    /// summation order), with activation memory bounded whatever the batch.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_in_chunks<B: NnBackend>(
+    fn forward_in_chunks<B: NnBackend>(
         &self,
         be: &B,
         p: &ParamStore<B::Tensor>,
         sde: &dyn Sde,
         x: &B::Tensor,
         t: &[f64],
-        taps: &[String],
+        opts: &ForwardOpts,
         limit: usize,
     ) -> Result<Forward<B::Tensor>> {
-        let shape = be.shape(x).to_vec();
-        let opts = ForwardOpts {
-            taps,
-            ..Default::default()
-        };
-        let limit = limit.max(1);
-        if shape.is_empty() || shape[0] <= limit || t.len() != shape[0] {
-            return self.forward(be, p, sde, x, t, &opts);
-        }
         let mut parts: Vec<Forward<B::Tensor>> = Vec::new();
         let mut rest = x.clone();
         for (k, tc) in t.chunks(limit).enumerate() {
@@ -419,7 +396,7 @@ impl UNet {
                 rest = b;
                 a
             };
-            parts.push(self.forward(be, p, sde, &chunk, tc, &opts)?);
+            parts.push(self.forward_whole(be, p, sde, &chunk, tc, opts)?);
         }
         let out = concat_batch(be, parts.iter().map(|f| &f.out))?;
         let mut tapped = BTreeMap::new();
@@ -435,7 +412,31 @@ impl UNet {
     }
 
     /// The raw network output for `x: [B, C, H, W]` with one time per sample.
+    /// Without `record`, a batch larger than `opts.max_batch` (by default the
+    /// memory budget of [`UNet::inference_batch_limit`]) runs in chunks.
     pub fn forward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        sde: &dyn Sde,
+        x: &B::Tensor,
+        t: &[f64],
+        opts: &ForwardOpts,
+    ) -> Result<Forward<B::Tensor>> {
+        let limit = match (opts.max_batch, be.shape(x)) {
+            (Some(m), _) => m.max(1),
+            (None, [_, _, h, w]) => self.inference_batch_limit(*h, *w),
+            _ => usize::MAX, // forward_whole reports the bad shape
+        };
+        let n = be.shape(x).first().copied().unwrap_or(0);
+        if opts.record || n <= limit || t.len() != n {
+            return self.forward_whole(be, p, sde, x, t, opts);
+        }
+        self.forward_in_chunks(be, p, sde, x, t, opts, limit)
+    }
+
+    /// [`UNet::forward`] over the whole batch at once.
+    fn forward_whole<B: NnBackend>(
         &self,
         be: &B,
         p: &ParamStore<B::Tensor>,
