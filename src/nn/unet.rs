@@ -51,8 +51,6 @@ struct Level {
     blocks: Vec<(ResBlock, Option<AttnBlock>)>,
     down: Option<Downsample>,
     up: Option<Upsample>,
-    /// Channels of the skip tensor each up-block concatenates (up levels only).
-    skip_channels: Vec<usize>,
 }
 
 /// The network: its layout (parameter ids) and config; parameter values live
@@ -74,32 +72,35 @@ pub struct UNet {
     evaluated: AtomicU64,
 }
 
-/// One level's tape: its blocks, then its resampling (if any).
-type LevelTape<T> = (Vec<BlockTape<T>>, Option<ResampleSaved<T>>);
-
-struct BlockTape<T> {
-    res: ResSaved<T>,
-    attn: Option<AttnSaved<T>>,
+/// One recorded step of a forward pass, with what its backward needs. The
+/// forward appends steps in execution order and [`UNet::backward`] replays
+/// them in reverse, each by its own layer's or block's `backward`: the
+/// network's wiring is written once, in the forward.
+enum Step<'m, T> {
+    Conv(&'m Conv, T),
+    Norm(&'m GroupNorm, NormSaved<T>),
+    /// SiLU of the saved input.
+    Silu(T),
+    /// A residual block: its input gradient, plus its share of the time
+    /// embedding's gradient.
+    Res(&'m ResBlock, ResSaved<T>),
+    Attn(&'m AttnBlock, AttnSaved<T>),
+    Down(&'m Downsample, ResampleSaved<T>),
+    Up(&'m Upsample, ResampleSaved<T>),
+    /// The current activation was pushed onto the skip stack and goes on:
+    /// its gradient is the path's plus the skip's.
+    PushSkip,
+    /// The top skip (this many channels) was concatenated after the current
+    /// activation's channels: its gradient is split off and kept for the push.
+    ConcatSkip(usize),
 }
 
-/// What a forward pass recorded for its backward.
-pub struct Tape<T> {
-    temb_in: T,
-    t0: T,
-    t1_in: T,
-    t1: T,
-    temb_act: T,
-    x: T,
-    down: Vec<LevelTape<T>>,
-    mid: MidTape<T>,
-    up: Vec<LevelTape<T>>,
-    norm_out: NormSaved<T>,
-    hn_out: T,
-    a_out: T,
+/// What a forward pass recorded for its backward: the time embedding's
+/// intermediates and the network's steps in execution order.
+pub struct Tape<'m, T> {
+    temb: TimeEmbeddingPass<T>,
+    steps: Vec<Step<'m, T>>,
 }
-
-/// The middle's tape: residual block, attention (if any), residual block.
-type MidTape<T> = (ResSaved<T>, Option<AttnSaved<T>>, ResSaved<T>);
 
 /// The time embedding's intermediate tensors in one forward pass.
 struct TimeEmbeddingPass<T> {
@@ -112,18 +113,19 @@ struct TimeEmbeddingPass<T> {
 }
 
 /// What the stages of one forward pass share: the backend and parameters,
-/// the blocks' context, whether to record a tape, and the taps collected.
-struct Pass<'a, B: NnBackend> {
+/// the blocks' context, the steps recorded (when recording) and the taps.
+struct Pass<'a, 'm, B: NnBackend> {
     be: &'a B,
     p: &'a ParamStore<B::Tensor>,
     ctx: BlockCtx<'a, B::Tensor>,
     record: bool,
+    steps: Vec<Step<'m, B::Tensor>>,
     /// Names of the feature maps asked for.
     wanted: &'a [String],
     taps: BTreeMap<String, B::Tensor>,
 }
 
-impl<B: NnBackend> Pass<'_, B> {
+impl<'m, B: NnBackend> Pass<'_, 'm, B> {
     /// Keeps feature map `name` if it was asked for.
     fn tap(&mut self, name: String, v: &B::Tensor) {
         if self.wanted.contains(&name) {
@@ -131,32 +133,74 @@ impl<B: NnBackend> Pass<'_, B> {
         }
     }
 
+    /// Records `step` when recording; otherwise its saved state is dropped
+    /// here, so an inference pass frees each activation once it is consumed.
+    fn record(&mut self, step: Step<'m, B::Tensor>) {
+        if self.record {
+            self.steps.push(step);
+        }
+    }
+
+    fn conv(&mut self, c: &'m Conv, x: &B::Tensor) -> Result<B::Tensor> {
+        let y = c.forward(self.be, self.p, x)?;
+        self.record(Step::Conv(c, x.clone()));
+        Ok(y)
+    }
+
+    fn norm(&mut self, n: &'m GroupNorm, x: &B::Tensor) -> Result<B::Tensor> {
+        let (y, saved) = n.forward(self.be, self.p, x)?;
+        self.record(Step::Norm(n, saved));
+        Ok(y)
+    }
+
+    fn silu(&mut self, x: &B::Tensor) -> Result<B::Tensor> {
+        let y = self.be.silu(x)?;
+        self.record(Step::Silu(x.clone()));
+        Ok(y)
+    }
+
+    fn res(&mut self, rb: &'m ResBlock, x: &B::Tensor) -> Result<B::Tensor> {
+        let (y, saved) = rb.forward(self.be, self.p, x, &self.ctx)?;
+        self.record(Step::Res(rb, saved));
+        Ok(y)
+    }
+
     /// A residual block, then its attention block if it has one.
     fn block(
-        &self,
-        rb: &ResBlock,
-        at: Option<&AttnBlock>,
+        &mut self,
+        rb: &'m ResBlock,
+        at: Option<&'m AttnBlock>,
         x: &B::Tensor,
-    ) -> Result<(B::Tensor, BlockTape<B::Tensor>)> {
-        let (mut h, res) = rb.forward(self.be, self.p, x, &self.ctx)?;
-        let attn = match at {
-            Some(a) => {
-                let (y, s) = a.forward(self.be, self.p, &h)?;
-                h = y;
-                Some(s)
-            }
-            None => None,
-        };
-        Ok((h, BlockTape { res, attn }))
+    ) -> Result<B::Tensor> {
+        let h = self.res(rb, x)?;
+        let Some(a) = at else { return Ok(h) };
+        let (y, saved) = a.forward(self.be, self.p, &h)?;
+        self.record(Step::Attn(a, saved));
+        Ok(y)
+    }
+
+    fn push_skip(&mut self, hs: &mut Vec<B::Tensor>, h: &B::Tensor) {
+        hs.push(h.clone());
+        self.record(Step::PushSkip);
+    }
+
+    /// `h` with the top skip's channels appended.
+    fn concat_skip(&mut self, hs: &mut Vec<B::Tensor>, h: &B::Tensor) -> Result<B::Tensor> {
+        let s = hs
+            .pop()
+            .ok_or_else(|| Error::Invalid("internal: skip stack underflow".into()))?;
+        let cat = self.be.concat_channels(h, &s)?;
+        self.record(Step::ConcatSkip(self.be.shape(&s)[1]));
+        Ok(cat)
     }
 }
 
 /// A forward pass's results: the raw network output (≈ −z, see [`UNet::score`]),
 /// the requested taps, and the tape when recording.
-pub struct Forward<T> {
+pub struct Forward<'m, T> {
     pub out: T,
     pub taps: BTreeMap<String, T>,
-    pub tape: Option<Tape<T>>,
+    pub tape: Option<Tape<'m, T>>,
 }
 
 /// Options of one forward pass.
@@ -213,7 +257,6 @@ impl UNet {
                 blocks,
                 down: ds,
                 up: None,
-                skip_channels: vec![],
             });
         }
         let mid_attn = !c.attn_resolutions.is_empty();
@@ -225,7 +268,6 @@ impl UNet {
         let mut up = Vec::new();
         for (i, &m) in c.ch_mult.iter().enumerate().rev() {
             let mut blocks = Vec::new();
-            let mut skip_channels = Vec::new();
             for j in 0..=c.num_res_blocks {
                 let s = skip
                     .pop()
@@ -237,7 +279,6 @@ impl UNet {
                     .contains(&res)
                     .then(|| AttnBlock::new(&mut ps, &format!("up.{i}.attn.{j}"), ch));
                 blocks.push((rb, at));
-                skip_channels.push(s);
             }
             let us = (i != 0)
                 .then(|| Upsample::new(&mut ps, &format!("up.{i}.upsample"), ch, c.resample));
@@ -248,7 +289,6 @@ impl UNet {
                 blocks,
                 down: None,
                 up: us,
-                skip_channels,
             });
         }
         let norm_out = GroupNorm::new(&mut ps, "norm_out", ch);
@@ -384,7 +424,7 @@ impl UNet {
         t: &[f64],
         opts: &ForwardOpts,
         limit: usize,
-    ) -> Result<Forward<B::Tensor>> {
+    ) -> Result<Forward<'_, B::Tensor>> {
         let mut parts: Vec<Forward<B::Tensor>> = Vec::new();
         let mut rest = x.clone();
         for (k, tc) in t.chunks(limit).enumerate() {
@@ -422,7 +462,7 @@ impl UNet {
         x: &B::Tensor,
         t: &[f64],
         opts: &ForwardOpts,
-    ) -> Result<Forward<B::Tensor>> {
+    ) -> Result<Forward<'_, B::Tensor>> {
         let limit = match (opts.max_batch, be.shape(x)) {
             (Some(m), _) => m.max(1),
             (None, [_, _, h, w]) => self.inference_batch_limit(*h, *w),
@@ -444,7 +484,7 @@ impl UNet {
         x: &B::Tensor,
         t: &[f64],
         opts: &ForwardOpts,
-    ) -> Result<Forward<B::Tensor>> {
+    ) -> Result<Forward<'_, B::Tensor>> {
         self.check_forward_input(be.shape(x), t, opts)?;
         self.evaluated.fetch_add(t.len() as u64, Ordering::Relaxed);
         let temb = self.time_embedding(be, p, sde, t)?;
@@ -456,31 +496,21 @@ impl UNet {
                 dropout: opts.dropout.map(|r| (self.config.dropout, r)),
             },
             record: opts.record,
+            steps: Vec::new(),
             wanted: opts.taps,
             taps: BTreeMap::new(),
         };
-        let h = self.conv_in.forward(be, p, x)?;
-        let (h, hs, down) = self.encode(&mut pass, h)?;
-        let (h, mid) = self.middle(&mut pass, h)?;
-        let (h, up) = self.decode(&mut pass, h, hs)?;
-        let taps = pass.taps;
-        let (hn_out, norm_out) = self.norm_out.forward(be, p, &h)?;
-        let a_out = be.silu(&hn_out)?;
-        let out = self.conv_out.forward(be, p, &a_out)?;
-        let tape = opts.record.then(|| Tape {
-            temb_in: temb.input,
-            t0: temb.t0,
-            t1_in: temb.t1_in,
-            t1: temb.t1,
-            temb_act: temb.act.clone(),
-            x: x.clone(),
-            down,
-            mid,
-            up,
-            norm_out,
-            hn_out,
-            a_out,
-        });
+        let h = pass.conv(&self.conv_in, x)?;
+        let mut hs = Vec::new();
+        pass.push_skip(&mut hs, &h);
+        let h = self.encode(&mut pass, h, &mut hs)?;
+        let h = self.middle(&mut pass, h)?;
+        let h = self.decode(&mut pass, h, &mut hs)?;
+        let h = pass.norm(&self.norm_out, &h)?;
+        let h = pass.silu(&h)?;
+        let out = pass.conv(&self.conv_out, &h)?;
+        let (taps, steps) = (pass.taps, pass.steps);
+        let tape = opts.record.then_some(Tape { temb, steps });
         Ok(Forward { out, taps, tape })
     }
 
@@ -546,99 +576,69 @@ impl UNet {
         })
     }
 
-    /// The encoder from `conv_in`'s output `h`: its output, the skip stack
-    /// the decoder consumes, and (when recording) its tape.
-    #[allow(clippy::type_complexity)]
-    fn encode<B: NnBackend>(
-        &self,
-        pass: &mut Pass<B>,
+    /// The encoder from `conv_in`'s output `h`: its output; every block's
+    /// and downsampler's output is pushed onto the skip stack `hs`.
+    fn encode<'m, B: NnBackend>(
+        &'m self,
+        pass: &mut Pass<'_, 'm, B>,
         mut h: B::Tensor,
-    ) -> Result<(B::Tensor, Vec<B::Tensor>, Vec<LevelTape<B::Tensor>>)> {
-        let (be, p) = (pass.be, pass.p);
-        let mut hs = vec![h.clone()];
-        let mut down_tape = Vec::new();
+        hs: &mut Vec<B::Tensor>,
+    ) -> Result<B::Tensor> {
         for (i, level) in self.down.iter().enumerate() {
-            let mut bt = Vec::new();
             for (j, (rb, at)) in level.blocks.iter().enumerate() {
-                let (y, saved) = pass.block(rb, at.as_ref(), &h)?;
-                h = y;
+                h = pass.block(rb, at.as_ref(), &h)?;
                 pass.tap(format!("down.{i}.block.{j}"), &h);
-                hs.push(h.clone());
-                if pass.record {
-                    bt.push(saved);
-                }
+                pass.push_skip(hs, &h);
             }
-            let ds = match &level.down {
-                Some(d) => {
-                    let (y, s) = d.forward(be, p, &h)?;
-                    h = y;
-                    hs.push(h.clone());
-                    Some(s)
-                }
-                None => None,
-            };
-            if pass.record {
-                down_tape.push((bt, ds));
+            if let Some(d) = &level.down {
+                let (y, saved) = d.forward(pass.be, pass.p, &h)?;
+                pass.record(Step::Down(d, saved));
+                h = y;
+                pass.push_skip(hs, &h);
             }
         }
-        Ok((h, hs, down_tape))
+        Ok(h)
     }
 
     /// The middle: residual block, attention (if any), residual block.
-    fn middle<B: NnBackend>(
-        &self,
-        pass: &mut Pass<B>,
+    fn middle<'m, B: NnBackend>(
+        &'m self,
+        pass: &mut Pass<'_, 'm, B>,
         h: B::Tensor,
-    ) -> Result<(B::Tensor, MidTape<B::Tensor>)> {
-        let (h, first) = pass.block(&self.mid.0, self.mid.1.as_ref(), &h)?;
-        let (h, m1) = self.mid.2.forward(pass.be, pass.p, &h, &pass.ctx)?;
+    ) -> Result<B::Tensor> {
+        let h = pass.block(&self.mid.0, self.mid.1.as_ref(), &h)?;
+        let h = pass.res(&self.mid.2, &h)?;
         pass.tap("mid".into(), &h);
-        Ok((h, (first.res, first.attn, m1)))
+        Ok(h)
     }
 
-    /// The decoder, each block taking the next skip tensor from `hs`: its
-    /// output and (when recording) its tape.
-    #[allow(clippy::type_complexity)]
-    fn decode<B: NnBackend>(
-        &self,
-        pass: &mut Pass<B>,
+    /// The decoder, each block taking the top skip tensor from `hs`.
+    fn decode<'m, B: NnBackend>(
+        &'m self,
+        pass: &mut Pass<'_, 'm, B>,
         mut h: B::Tensor,
-        mut hs: Vec<B::Tensor>,
-    ) -> Result<(B::Tensor, Vec<LevelTape<B::Tensor>>)> {
-        let (be, p) = (pass.be, pass.p);
-        let mut up_tape = Vec::new();
+        hs: &mut Vec<B::Tensor>,
+    ) -> Result<B::Tensor> {
         for (k, level) in self.up.iter().enumerate() {
             let i = self.up.len() - 1 - k;
-            let mut bt = Vec::new();
             for (j, (rb, at)) in level.blocks.iter().enumerate() {
-                let s = hs
-                    .pop()
-                    .ok_or_else(|| Error::Invalid("internal: skip stack underflow".into()))?;
-                let cat = be.concat_channels(&h, &s)?;
-                let (y, saved) = pass.block(rb, at.as_ref(), &cat)?;
-                h = y;
+                let cat = pass.concat_skip(hs, &h)?;
+                h = pass.block(rb, at.as_ref(), &cat)?;
                 pass.tap(format!("up.{i}.block.{j}"), &h);
-                if pass.record {
-                    bt.push(saved);
-                }
             }
             pass.tap(format!("up.{i}"), &h);
-            let us = match &level.up {
-                Some(u) => {
-                    let (y, s) = u.forward(be, p, &h)?;
-                    h = y;
-                    Some(s)
-                }
-                None => None,
-            };
-            if pass.record {
-                up_tape.push((bt, us));
+            if let Some(u) = &level.up {
+                let (y, saved) = u.forward(pass.be, pass.p, &h)?;
+                pass.record(Step::Up(u, saved));
+                h = y;
             }
         }
-        Ok((h, up_tape))
+        Ok(h)
     }
 
-    /// Gradients of every trainable parameter given d(loss)/d(out).
+    /// Gradients of every trainable parameter given d(loss)/d(out): the
+    /// tape's steps replayed in reverse, then the time embedding, which
+    /// collects every residual block's share.
     pub fn backward<B: NnBackend>(
         &self,
         be: &B,
@@ -647,84 +647,34 @@ impl UNet {
         dout: &B::Tensor,
     ) -> Result<Grads<B::Tensor>> {
         let mut g = Grads::new(p.len());
-        let d = self.conv_out.backward(be, p, &tape.a_out, dout, &mut g)?;
-        let d = be.silu_backward(&tape.hn_out, &d)?;
-        let mut dh = self.norm_out.backward(be, p, &tape.norm_out, &d, &mut g)?;
-        let mut dtemb: Option<B::Tensor> = None;
-        let mut add_temb = |be: &B, d: B::Tensor| -> Result<()> {
-            dtemb = Some(match dtemb.take() {
-                None => d,
-                Some(prev) => be.axpby(1.0, &prev, 1.0, &d)?,
-            });
-            Ok(())
+        let mut grad = BackwardState {
+            dh: dout.clone(),
+            dtemb: None,
+            dskips: Vec::new(),
         };
-        // Gradients flowing into the skip stack, pushed in decoder order (last skip first).
-        let mut dskips: Vec<B::Tensor> = Vec::new();
-        for (level, (bt, us)) in self.up.iter().zip(&tape.up).rev() {
-            if let (Some(u), Some(s)) = (&level.up, us) {
-                dh = u.backward(be, p, s, &dh, &mut g)?;
-            }
-            for (((rb, at), b), &sc) in level.blocks.iter().zip(bt).zip(&level.skip_channels).rev()
-            {
-                if let (Some(a), Some(s)) = (at, &b.attn) {
-                    dh = a.backward(be, p, s, &dh, &mut g)?;
-                }
-                let (dcat, dt) = rb.backward(be, p, &b.res, &tape.temb_act, &dh, &mut g)?;
-                add_temb(be, dt)?;
-                let ch = be.shape(&dcat)[1] - sc;
-                let (dprev, dskip) = be.split_channels(&dcat, ch)?;
-                dh = dprev;
-                dskips.push(dskip);
-            }
+        for step in tape.steps.iter().rev() {
+            grad.step(be, p, step, &tape.temb.act, &mut g)?;
         }
-        let (m0, mattn, m1) = &tape.mid;
-        let (d1, dt) = self
-            .mid
-            .2
-            .backward(be, p, m1, &tape.temb_act, &dh, &mut g)?;
-        add_temb(be, dt)?;
-        dh = d1;
-        if let (Some(a), Some(s)) = (&self.mid.1, mattn) {
-            dh = a.backward(be, p, s, &dh, &mut g)?;
-        }
-        let (d0, dt) = self
-            .mid
-            .0
-            .backward(be, p, m0, &tape.temb_act, &dh, &mut g)?;
-        add_temb(be, dt)?;
-        dh = d0;
-        // The decoder popped the skip stack from its top, and we walked the decoder
-        // backwards, so dskips[k] is the gradient of the k-th pushed skip. The
-        // encoder is walked backwards too: take them from the top again.
-        let mut next_skip = dskips.len();
-        let mut take_skip = |be: &B, dh: B::Tensor| -> Result<B::Tensor> {
-            next_skip -= 1;
-            be.axpby(1.0, &dh, 1.0, &dskips[next_skip])
-        };
-        for (level, (bt, ds)) in self.down.iter().zip(&tape.down).rev() {
-            if let (Some(d), Some(s)) = (&level.down, ds) {
-                dh = take_skip(be, dh)?;
-                dh = d.backward(be, p, s, &dh, &mut g)?;
-            }
-            for ((rb, at), b) in level.blocks.iter().zip(bt).rev() {
-                dh = take_skip(be, dh)?;
-                if let (Some(a), Some(s)) = (at, &b.attn) {
-                    dh = a.backward(be, p, s, &dh, &mut g)?;
-                }
-                let (dx, dt) = rb.backward(be, p, &b.res, &tape.temb_act, &dh, &mut g)?;
-                add_temb(be, dt)?;
-                dh = dx;
-            }
-        }
-        dh = take_skip(be, dh)?;
-        self.conv_in.backward(be, p, &tape.x, &dh, &mut g)?;
-        if let Some(dt) = dtemb {
-            let d = be.silu_backward(&tape.t1, &dt)?;
-            let d = self.temb1.backward(be, p, &tape.t1_in, &d, &mut g)?;
-            let d = be.silu_backward(&tape.t0, &d)?;
-            self.temb0.backward(be, p, &tape.temb_in, &d, &mut g)?;
+        if let Some(dt) = grad.dtemb {
+            self.time_embedding_backward(be, p, &tape.temb, &dt, &mut g)?;
         }
         Ok(g)
+    }
+
+    /// The time embedding's backward from the gradient of its activated output.
+    fn time_embedding_backward<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        temb: &TimeEmbeddingPass<B::Tensor>,
+        dact: &B::Tensor,
+        g: &mut Grads<B::Tensor>,
+    ) -> Result<()> {
+        let d = be.silu_backward(&temb.t1, dact)?;
+        let d = self.temb1.backward(be, p, &temb.t1_in, &d, g)?;
+        let d = be.silu_backward(&temb.t0, &d)?;
+        self.temb0.backward(be, p, &temb.input, &d, g)?;
+        Ok(())
     }
 
     /// Forward FLOPs per image (2·MAC of convs, linears and attention matmuls).
@@ -762,36 +712,72 @@ impl UNet {
     }
 }
 
-impl<T> Tape<T> {
+/// The gradients a backward replay carries from step to step.
+struct BackwardState<T> {
+    /// Gradient of the current activation.
+    dh: T,
+    /// Σ of the residual blocks' time-embedding gradients so far.
+    dtemb: Option<T>,
+    /// Gradients of concatenated skips, waiting for their push.
+    dskips: Vec<T>,
+}
+
+impl<T: Clone> BackwardState<T> {
+    /// Takes `dh` back through one recorded step.
+    fn step<B: NnBackend<Tensor = T>>(
+        &mut self,
+        be: &B,
+        p: &ParamStore<T>,
+        step: &Step<T>,
+        temb_act: &T,
+        g: &mut Grads<T>,
+    ) -> Result<()> {
+        let dh = &self.dh;
+        self.dh = match step {
+            Step::Conv(c, x) => c.backward(be, p, x, dh, g)?,
+            Step::Norm(n, saved) => n.backward(be, p, saved, dh, g)?,
+            Step::Silu(x) => be.silu_backward(x, dh)?,
+            Step::Res(rb, saved) => {
+                let (dx, dt) = rb.backward(be, p, saved, temb_act, dh, g)?;
+                self.dtemb = Some(match self.dtemb.take() {
+                    None => dt,
+                    Some(prev) => be.axpby(1.0, &prev, 1.0, &dt)?,
+                });
+                dx
+            }
+            Step::Attn(a, saved) => a.backward(be, p, saved, dh, g)?,
+            Step::Down(d, saved) => d.backward(be, p, saved, dh, g)?,
+            Step::Up(u, saved) => u.backward(be, p, saved, dh, g)?,
+            Step::ConcatSkip(skip_channels) => {
+                let ch = be.shape(dh)[1] - skip_channels;
+                let (dprev, dskip) = be.split_channels(dh, ch)?;
+                self.dskips.push(dskip);
+                dprev
+            }
+            Step::PushSkip => {
+                let dskip = self.dskips.pop().ok_or_else(|| {
+                    Error::Invalid("internal: a skip's gradient is missing".into())
+                })?;
+                be.axpby(1.0, dh, 1.0, &dskip)?
+            }
+        };
+        Ok(())
+    }
+}
+
+impl<T> Tape<'_, T> {
     /// Every tensor the tape holds (the same buffer may appear more than once).
     pub fn tensors(&self) -> Vec<&T> {
-        let mut v = vec![
-            &self.temb_in,
-            &self.t0,
-            &self.t1_in,
-            &self.t1,
-            &self.temb_act,
-            &self.x,
-            &self.hn_out,
-            &self.a_out,
-        ];
-        v.extend(self.norm_out.tensors());
-        fn block<'a, T>(v: &mut Vec<&'a T>, r: &'a ResSaved<T>, a: &'a Option<AttnSaved<T>>) {
-            v.extend(r.tensors());
-            if let Some(a) = a {
-                v.extend(a.tensors());
-            }
-        }
-        for (bt, _) in self.down.iter().chain(&self.up) {
-            for b in bt {
-                block(&mut v, &b.res, &b.attn);
-            }
-        }
-        block(&mut v, &self.mid.0, &self.mid.1);
-        v.extend(self.mid.2.tensors());
-        for (_, rs) in self.down.iter().chain(&self.up) {
-            if let Some(r) = rs {
-                v.extend(r.tensors());
+        let e = &self.temb;
+        let mut v = vec![&e.input, &e.t0, &e.t1_in, &e.t1, &e.act];
+        for step in &self.steps {
+            match step {
+                Step::Conv(_, x) | Step::Silu(x) => v.push(x),
+                Step::Norm(_, s) => v.extend(s.tensors()),
+                Step::Res(_, s) => v.extend(s.tensors()),
+                Step::Attn(_, s) => v.extend(s.tensors()),
+                Step::Down(_, s) | Step::Up(_, s) => v.extend(s.tensors()),
+                Step::PushSkip | Step::ConcatSkip(_) => {}
             }
         }
         v
