@@ -16,117 +16,16 @@ use crate::error::{Error, Result};
 use crate::metrics;
 use crate::model_file::{Calibration, DetectionSettings, Selection};
 use crate::nn::score_model::ScoreModel;
-use crate::rng::RngStream;
 
-/// Kinds of synthetic defect pasted onto normal images.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DefectKind {
-    /// A rectangle copied from elsewhere in the image (flipped), CutPaste-style.
-    CutPaste,
-    /// A thin bright or dark line segment.
-    Scratch,
-    /// A filled ellipse, darker or brighter than its surroundings.
-    Blob,
-}
+mod defects;
 
-pub const DEFECT_KINDS: [DefectKind; 3] =
-    [DefectKind::CutPaste, DefectKind::Scratch, DefectKind::Blob];
+pub use defects::{synthetic_defect, with_synthetic_defects, DefectKind, DEFECT_KINDS};
 
 /// The start-time grid searched (fractions of [0, 1]); contains the paper's
 /// {0.025, …, 0.125} as a window.
 pub const T_GRID: [f64; 11] = [
     0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
 ];
-
-/// Pastes one synthetic defect onto `image` (CHW, `channels × size × size`,
-/// values in [0, 1]); returns the defective image and its mask (1 = changed).
-/// Deterministic in `rng`.
-pub fn synthetic_defect(
-    image: &[f32],
-    channels: usize,
-    size: usize,
-    kind: DefectKind,
-    rng: RngStream,
-) -> (Vec<f32>, Vec<u8>) {
-    let hw = size * size;
-    let u = |i: u64| rng.uniform(i) as f64;
-    let s = size as f64;
-    let mut out = image.to_vec();
-    let mut mask = vec![0u8; hw];
-    // Mean brightness decides whether a mark is dark or bright, so it shows.
-    let mean: f64 = image.iter().map(|&v| v as f64).sum::<f64>() / image.len().max(1) as f64;
-    let bright = mean < 0.5;
-    match kind {
-        DefectKind::CutPaste => {
-            let pw = ((0.12 + 0.18 * u(0)) * s).max(2.0) as usize;
-            let ph = ((0.12 + 0.18 * u(1)) * s).max(2.0) as usize;
-            let (pw, ph) = (pw.min(size - 1), ph.min(size - 1));
-            let sx = (u(2) * (size - pw) as f64) as usize;
-            let sy = (u(3) * (size - ph) as f64) as usize;
-            let dx = (u(4) * (size - pw) as f64) as usize;
-            let dy = (u(5) * (size - ph) as f64) as usize;
-            let gain = 0.8 + 0.4 * u(6) as f32;
-            for c in 0..channels {
-                for y in 0..ph {
-                    for x in 0..pw {
-                        // Flipped both ways, with a brightness change: a misplaced piece.
-                        let v = image[c * hw + (sy + ph - 1 - y) * size + (sx + pw - 1 - x)];
-                        out[c * hw + (dy + y) * size + dx + x] = (v * gain).clamp(0.0, 1.0);
-                    }
-                }
-            }
-            for y in 0..ph {
-                for x in 0..pw {
-                    mask[(dy + y) * size + dx + x] = 1;
-                }
-            }
-        }
-        DefectKind::Scratch => {
-            let (x0, y0) = (u(0) * s, u(1) * s);
-            let angle = u(2) * std::f64::consts::PI;
-            let len = (0.3 + 0.4 * u(3)) * s;
-            let (x1, y1) = (x0 + len * angle.cos(), y0 + len * angle.sin());
-            let half = (0.02 * s).max(0.6);
-            let value = if bright { 0.9 } else { 0.1 } as f32;
-            for y in 0..size {
-                for x in 0..size {
-                    let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
-                    let (vx, vy) = (x1 - x0, y1 - y0);
-                    let tt =
-                        (((px - x0) * vx + (py - y0) * vy) / (vx * vx + vy * vy)).clamp(0.0, 1.0);
-                    let (qx, qy) = (x0 + tt * vx - px, y0 + tt * vy - py);
-                    if (qx * qx + qy * qy).sqrt() <= half {
-                        mask[y * size + x] = 1;
-                        for c in 0..channels {
-                            out[c * hw + y * size + x] = value;
-                        }
-                    }
-                }
-            }
-        }
-        DefectKind::Blob => {
-            let (cx, cy) = (u(0) * s, u(1) * s);
-            let (ra, rb) = ((0.06 + 0.1 * u(2)) * s, (0.06 + 0.1 * u(3)) * s);
-            let angle = u(4) * std::f64::consts::PI;
-            let shift = (0.25 + 0.2 * u(5)) as f32 * if bright { 1.0 } else { -1.0 };
-            let (ca, sa) = (angle.cos(), angle.sin());
-            for y in 0..size {
-                for x in 0..size {
-                    let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
-                    let (a, b) = ((dx * ca + dy * sa) / ra, (-dx * sa + dy * ca) / rb);
-                    if a * a + b * b <= 1.0 {
-                        mask[y * size + x] = 1;
-                        for c in 0..channels {
-                            let v = &mut out[c * hw + y * size + x];
-                            *v = (*v + shift).clamp(0.0, 1.0);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (out, mask)
-}
 
 /// Options of [`select_settings`].
 #[derive(Clone, Debug)]
@@ -307,26 +206,6 @@ pub fn select_settings<B: NnBackend>(
         objective: opts.objective,
     };
     Ok((settings, selection))
-}
-
-/// The normal images followed by one synthetic defect pasted onto each
-/// (kinds in turn), with the defect masks (empty for the normals).
-fn with_synthetic_defects(
-    normals: &[Vec<f32>],
-    channels: usize,
-    size: usize,
-    seed: u64,
-) -> (Vec<Vec<f32>>, Vec<Vec<u8>>) {
-    let root = RngStream::new(seed, 0x5e1ec7);
-    let mut images: Vec<Vec<f32>> = normals.to_vec();
-    let mut masks: Vec<Vec<u8>> = vec![vec![0u8; size * size]; normals.len()];
-    for (i, n) in normals.iter().enumerate() {
-        let kind = DEFECT_KINDS[i % DEFECT_KINDS.len()];
-        let (img, mask) = synthetic_defect(n, channels, size, kind, root.derive(i as u64));
-        images.push(img);
-        masks.push(mask);
-    }
-    (images, masks)
 }
 
 /// Scores candidate (taps, time indices) on the synthetic set, counting them.

@@ -392,7 +392,7 @@ fn synthetic_defects_change_exactly_their_mask() {
         let (out, mask) =
             calibrate::synthetic_defect(&img, 1, 32, *kind, RngStream::new(1, k as u64));
         let inside = mask.iter().filter(|&&m| m != 0).count();
-        assert!(inside >= 4, "{kind:?}: mask of {inside} px");
+        assert!(inside >= 3, "{kind:?}: mask of {inside} px");
         for p in 0..32 * 32 {
             if mask[p] == 0 {
                 assert_eq!(
@@ -406,10 +406,11 @@ fn synthetic_defects_change_exactly_their_mask() {
             .map(|p| (out[p] - img[p]).abs())
             .sum::<f32>()
             / inside as f32;
-        let floor = if *kind == DefectKind::CutPaste {
-            0.01
-        } else {
-            0.1
+        // A pasted patch may resemble what it covers; a stain is faint by design.
+        let floor = match kind {
+            DefectKind::CutPaste => 0.01,
+            DefectKind::Stain => 0.05,
+            _ => 0.1,
         };
         assert!(
             change > floor,
@@ -600,5 +601,37 @@ fn a_32_px_model_maps_a_64_px_image() {
                 "GPU vs CPU at 64 px: {rel:.2e} of the map's scale"
             );
         }
+    }
+}
+
+/// The synthetic check must be hard enough to tell settings apart: the mix
+/// holds specks of a few pixels, one-pixel cracks and large faint stains.
+#[test]
+fn synthetic_mix_has_tiny_thin_and_faint_defects() {
+    let size = 64;
+    let img = vec![0.3f32; size * size];
+    for k in 0..8u64 {
+        let rng = RngStream::new(7, k);
+        let area = |kind| {
+            let (_, m) = calibrate::synthetic_defect(&img, 1, size, kind, rng);
+            m.iter().filter(|&&v| v != 0).count()
+        };
+        let speck = area(DefectKind::Speck);
+        assert!((3..=30).contains(&speck), "speck of {speck} px");
+        // A crack: long (≥ 0.3 of the side in total) but about one pixel wide.
+        let crack = area(DefectKind::Crack);
+        assert!((15..=100).contains(&crack), "crack of {crack} px");
+        let (out, m) = calibrate::synthetic_defect(&img, 1, size, DefectKind::Stain, rng);
+        let inside: Vec<usize> = (0..size * size).filter(|&p| m[p] != 0).collect();
+        assert!(
+            inside.len() >= size * size / 40,
+            "stain of {} px",
+            inside.len()
+        );
+        let change = inside
+            .iter()
+            .map(|&p| (out[p] - img[p]).abs())
+            .fold(0f32, f32::max);
+        assert!((0.05..=0.13).contains(&change), "stain contrast {change}");
     }
 }
