@@ -635,3 +635,63 @@ fn synthetic_mix_has_tiny_thin_and_faint_defects() {
         assert!((0.05..=0.13).contains(&change), "stain contrast {change}");
     }
 }
+
+/// The normal profile: a position that is busy on every good image (here a
+/// bright border column) stops dominating, while a spot that is new on one
+/// image does; applied only at the times it was measured at.
+#[test]
+fn normal_profile_quiets_busy_positions_and_keeps_new_ones() {
+    use std::collections::BTreeMap;
+    let (h, w, n) = (8, 8, 5);
+    // Images 0..4 normal: distance 1 everywhere, 6 on column 0 (a border
+    // artefact). Image 4 is normal plus a defect of 3 at (4, 4).
+    let mut data = Vec::new();
+    for i in 0..n {
+        for p in 0..h * w {
+            let mut v = if p % w == 0 { 6.0 } else { 1.0 };
+            if i == 4 && p == 4 * w + 4 {
+                v += 3.0;
+            }
+            data.push(v);
+        }
+    }
+    let grid = detect::TapGrid {
+        images: n,
+        times: 1,
+        h,
+        w,
+        data,
+    };
+    let grids = BTreeMap::from([("a".to_string(), grid)]);
+    let taps = ["a".to_string()];
+    let argmax = |m: &[f32]| (0..m.len()).max_by(|&x, &y| m[x].total_cmp(&m[y])).unwrap();
+    let plain = detect::combine(&grids, &taps, &[0], 4, 8).unwrap();
+    assert_eq!(argmax(&plain) % 8, 0, "without the profile the border wins");
+    let profile = detect::normal_profile(&grids, &taps, &[0], &[0.1], &[0, 1, 2, 3]).unwrap();
+    let pm = &profile.taps["a"];
+    assert_eq!((pm.h, pm.w), (8, 8));
+    assert_close(
+        "profile of identical normals",
+        &pm.mean,
+        &grids["a"].data[..64],
+        1e-6,
+    );
+    let got = detect::combine_profiled(&grids, &taps, &[0], 4, 8, Some(&profile)).unwrap();
+    assert_eq!(argmax(&got), 4 * 8 + 4, "with it the new spot wins");
+    // A normal image becomes nearly flat: a 6:1 contrast drops to what the
+    // floor (a tenth of the mean level) leaves, 6/6.16 : 1/1.16 ≈ 1.13.
+    let flat = detect::combine_profiled(&grids, &taps, &[0], 0, 8, Some(&profile)).unwrap();
+    let (lo, hi) = flat
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(hi / lo < 1.15, "normal map not flattened: {lo}..{hi}");
+    // A profile at other times does not apply; through the settings it round-trips.
+    let s = DetectionSettings {
+        profile: Some(profile.clone()),
+        ..Default::default()
+    };
+    let back: DetectionSettings =
+        serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    assert!(detect::normal_profile(&grids, &taps, &[0], &[0.1], &[]).is_err());
+}
