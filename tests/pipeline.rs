@@ -335,7 +335,7 @@ fn bad_input_is_a_typed_error() {
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let mut rec = Recorder::default();
-    let mut p = Pipeline::new(&be, &mut rec);
+    let p = &mut Pipeline::new(&be, &mut rec);
 
     // An empty data folder: explained before any step or checkpoint.
     let err = p
@@ -357,7 +357,6 @@ fn bad_input_is_a_typed_error() {
         matches!(&err, Error::Invalid(m) if m.contains("--steps")),
         "{err}"
     );
-    drop(p);
     assert!(!rec
         .seen
         .iter()

@@ -135,6 +135,7 @@ fn demo_on<B: NnBackend>(
         config: args.config.clone(),
     };
     let result = Pipeline::new(be, &mut events).run(plan)?;
+    events.console.end_bar();
     super::train::report(&result.train, &model_path)?;
     let (Some(calibrated), Some(evaluation)) = (&result.calibrated, &result.evaluation) else {
         return Ok(()); // interrupted while training; the report above says how to resume

@@ -7,7 +7,7 @@ use clap::Args;
 use scoredd::backend::{open_backend, BackendChoice, NnBackend, Sampler};
 use scoredd::data::{self, ImageSpec};
 use scoredd::detect::{self, DetectOptions, Mode};
-use scoredd::model_file::{ModelFile, ModelMeta};
+use scoredd::model_file::{Calibration, ModelFile, ModelMeta};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::pipeline::{defect_mask, describe, judge};
 use scoredd::{plot, viz, with_backend, Error};
@@ -157,6 +157,50 @@ fn unique_stem(path: &str, i: usize, used: &mut std::collections::HashSet<String
     .unwrap_or_else(|| format!("image{i}"))
 }
 
+/// Where and how one image's overlay and mask are written.
+struct Pictures<'a> {
+    out: &'a Path,
+    stem: &'a str,
+    size: usize,
+    /// The heat map's display range.
+    range: (f32, f32),
+}
+
+impl Pictures<'_> {
+    /// Writes `<stem>.overlay.png` (and, for a calibrated model,
+    /// `<stem>.mask.png`); returns the image's JSON line without its path.
+    fn write(
+        &self,
+        rgb: &image::RgbImage,
+        map: &[f32],
+        cal: Option<&Calibration>,
+    ) -> Result<serde_json::Value, Error> {
+        let verdict = judge(map, cal);
+        let overlay_path = self.out.join(format!("{}.overlay.png", self.stem));
+        let mut pic = viz::overlay(rgb, map, self.range)?;
+        let mask = cal.map(|cal| defect_mask(map, cal.threshold));
+        if let Some(m) = &mask {
+            viz::draw_outline(&mut pic, m, [255, 255, 255]);
+        }
+        plot::save_png(&viz::upscale(&pic, zoom(self.size)), &overlay_path)?;
+        let mut line = serde_json::json!({
+            "path": "",
+            "score": verdict.score,
+            "overlay": overlay_path.display().to_string(),
+        });
+        if let (Some(normalised), Some(defect), Some(m)) =
+            (verdict.normalised, verdict.defect, &mask)
+        {
+            let mask_path = self.out.join(format!("{}.mask.png", self.stem));
+            save_mask(m, self.size, &mask_path)?;
+            line["normalized"] = normalised.into();
+            line["verdict"] = if defect { "defect" } else { "good" }.into();
+            line["mask"] = mask_path.display().to_string().into();
+        }
+        Ok(line)
+    }
+}
+
 fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Result<(), Error> {
     let model = ScoreModel::from_file(be, file)?;
     let c = model.net.config.clone();
@@ -200,28 +244,14 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
     for (i, (path, map)) in loaded.paths.iter().zip(&maps).enumerate() {
         let stem = unique_stem(path, i, &mut used);
         let rgb = viz::image_to_rgb(&loaded.images[i], c.channels, size);
-        let verdict = judge(map, cal);
-        let overlay_path = args.out.join(format!("{stem}.overlay.png"));
-        let mut pic = viz::overlay(&rgb, map, range)?;
-        let mask = cal.map(|cal| defect_mask(map, cal.threshold));
-        if let Some(m) = &mask {
-            viz::draw_outline(&mut pic, m, [255, 255, 255]);
-        }
-        plot::save_png(&viz::upscale(&pic, zoom(size)), &overlay_path)?;
-        let mut line = serde_json::json!({
-            "path": path,
-            "score": verdict.score,
-            "overlay": overlay_path.display().to_string(),
-        });
-        if let (Some(normalised), Some(defect), Some(m)) =
-            (verdict.normalised, verdict.defect, &mask)
-        {
-            let mask_path = args.out.join(format!("{stem}.mask.png"));
-            save_mask(m, size, &mask_path)?;
-            line["normalized"] = normalised.into();
-            line["verdict"] = if defect { "defect" } else { "good" }.into();
-            line["mask"] = mask_path.display().to_string().into();
-        }
+        let pictures = Pictures {
+            out: &args.out,
+            stem: &stem,
+            size,
+            range,
+        };
+        let mut line = pictures.write(&rgb, map, cal)?;
+        line["path"] = path.as_str().into();
         println!("{line}");
     }
     eprintln!(
