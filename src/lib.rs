@@ -34,6 +34,7 @@ pub mod method;
 pub mod metrics;
 pub mod model_file;
 pub mod nn;
+pub mod pipeline;
 pub mod plot;
 pub mod rng;
 pub mod sample;

@@ -5,7 +5,9 @@
 //!
 //! The detector code is the native one ([`crate::detect`]): the same model
 //! file, the same image preparation as the CLI, seed 0 and image id 0, so a
-//! map in the browser equals the CLI's for the same model and image.
+//! map in the browser equals the CLI's for the same model and image; its
+//! score, normalised score and verdict come from [`crate::pipeline::judge`],
+//! as the CLI's do.
 
 use std::rc::Rc;
 
@@ -19,6 +21,7 @@ use crate::backend::Backend;
 use crate::detect::{self, DetectOptions};
 use crate::model_file::{ModelFile, ModelMeta};
 use crate::nn::score_model::ScoreModel;
+use crate::pipeline::judge;
 
 /// Images with more pixels than this are refused: a photo that size is far
 /// larger than any model input and decoding it would exhaust a phone's memory.
@@ -307,22 +310,24 @@ impl Inner {
             }
         };
         let map = maps.into_iter().next().ok_or("detection returned no map")?;
-        let score = detect::image_score(&map) as f64;
+        let cal = self.meta.calibration.as_ref();
+        let verdict = judge(&map, cal);
         let ms = now_ms() - t0;
 
         let o = js_sys::Object::new();
         let set = |k: &str, v: JsValue| {
             let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), &v);
         };
-        let cal = self.meta.calibration.as_ref();
         let opt = |v: Option<f64>| v.map(JsValue::from_f64).unwrap_or(JsValue::NULL);
         set("map", js_sys::Float32Array::from(map.as_slice()).into());
         set("size", JsValue::from_f64(cfg.image_size as f64));
-        set("score", JsValue::from_f64(score));
-        set("normalised", opt(cal.map(|c| c.normalise(score))));
+        set("score", JsValue::from_f64(verdict.score));
+        set("normalised", opt(verdict.normalised));
         set(
             "defect",
-            cal.map(|c| JsValue::from_bool(c.is_defect(score)))
+            verdict
+                .defect
+                .map(JsValue::from_bool)
                 .unwrap_or(JsValue::NULL),
         );
         set("threshold", opt(cal.map(|c| c.threshold)));
