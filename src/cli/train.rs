@@ -528,7 +528,7 @@ impl<'a, B: NnBackend + TrainOps> Run<'a, B> {
         self.bar.abandon_with_message("interrupted");
         save(self.be, &self.trainer, out)?;
         plot::save_png(
-            &plot::curve(&self.xs, &self.ys, 640, 320),
+            &plot::loss_curve(&self.xs, &self.ys, 800, 450)?,
             &out.with_extension("loss.png"),
         )?;
         eprintln!(
@@ -547,7 +547,7 @@ impl<'a, B: NnBackend + TrainOps> Run<'a, B> {
             .finish_with_message(format!("loss {:.4}", self.smoothed.unwrap_or(f32::NAN)));
         save(self.be, &self.trainer, out)?;
         let plot_path = out.with_extension("loss.png");
-        plot::save_png(&plot::curve(&self.xs, &self.ys, 640, 320), &plot_path)?;
+        plot::save_png(&plot::loss_curve(&self.xs, &self.ys, 800, 450)?, &plot_path)?;
         println!(
             "trained {} steps in {:.0} s; model: {}; loss log: {}; loss curve: {}",
             self.trainer.step - self.start_step,
