@@ -29,7 +29,7 @@ fn noisy_loss(n: usize) -> (Vec<f64>, Vec<f64>) {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let u = (s >> 11) as f64 / (1u64 << 53) as f64;
-            let spike = if x as usize % 97 == 0 { 1.0 } else { 0.0 };
+            let spike = if (x as usize).is_multiple_of(97) { 1.0 } else { 0.0 };
             (2.0 * (-x / 80.0).exp() + 0.05) * (0.6 + 0.8 * u) + spike
         })
         .collect();
@@ -181,10 +181,27 @@ fn smoothed_loss_does_not_lag_behind_a_step() {
 }
 
 #[test]
+fn smoothed_loss_follows_a_steady_trend_to_both_ends() {
+    // Centred windows reproduce a straight line exactly, ends included: no
+    // lead at the start, no lag at the end (a trailing window of the same
+    // width would sit 20 steps behind at the end).
+    let ys: Vec<f64> = (0..1000).map(|i| 2.0 - 0.001 * i as f64).collect();
+    let smooth = smooth_loss(&ys);
+    for (i, (s, y)) in smooth.iter().zip(&ys).enumerate() {
+        assert!((s - y).abs() < 1e-12, "step {i}: {s} vs {y}");
+    }
+}
+
+#[test]
 fn running_mean_and_window_sizes() {
+    // Windows shrink symmetrically at the ends: the end values are their own.
     assert_eq!(
         running_mean(&[1.0, 2.0, 3.0, 10.0], 1),
-        vec![1.5, 2.0, 5.0, 6.5]
+        vec![1.0, 2.0, 5.0, 10.0]
+    );
+    assert_eq!(
+        running_median(&[5.0, 1.0, 4.0, 2.0, 3.0], 2),
+        vec![5.0, 4.0, 3.0, 3.0, 3.0]
     );
     assert!(running_mean(&[], 3).is_empty());
     assert!(running_median(&[], 3).is_empty());

@@ -45,39 +45,40 @@ pub fn smoothing_half_width(n: usize) -> usize {
     (n / 50).clamp(2, 50)
 }
 
-/// The median of `ys[i − half ..= i + half]` for every i (cut at the ends).
+/// `ys[i − m ..= i + m]` with m = `half`, or less near the ends so that the
+/// window stays centred on i (the first and last values are their own window).
+fn centred(ys: &[f64], i: usize, half: usize) -> &[f64] {
+    let m = half.min(i).min(ys.len() - 1 - i);
+    &ys[i - m..=i + m]
+}
+
+/// The median of the centred window of half-width `half` around every value
+/// (narrower near the ends, see [`centred`]).
 ///
 /// Why a *centred median*: a trailing average (or an EMA, even bias-corrected)
 /// only sees the past, so it trails a falling loss by about its window — the
-/// old curve sat visibly above the points. A centred window has no such lag,
-/// and a median, unlike a mean, keeps a step sharp (after a jump it switches
-/// as soon as more than half of the window is past it) and ignores isolated
-/// spikes. Near the ends the window is cut, so the last `half` values look
-/// back only. Non-finite values should be removed first; they sort last.
+/// old curve sat visibly above the points. A centred window has no such lag
+/// (nor, shrunk symmetrically at the ends, a lead at the start or a lag at the
+/// end), and a median, unlike a mean, keeps a step sharp (after a jump it
+/// switches as soon as more than half of the window is past it) and ignores
+/// isolated spikes. Non-finite values should be removed first; they sort last.
 pub fn running_median(ys: &[f64], half: usize) -> Vec<f64> {
-    let n = ys.len();
     let mut buf = Vec::with_capacity(2 * half + 1);
-    (0..n)
+    (0..ys.len())
         .map(|i| {
             buf.clear();
-            buf.extend_from_slice(&ys[i.saturating_sub(half)..(i + half + 1).min(n)]);
+            buf.extend_from_slice(centred(ys, i, half));
             buf.sort_unstable_by(f64::total_cmp);
-            let m = buf.len() / 2;
-            if buf.len() % 2 == 1 {
-                buf[m]
-            } else {
-                0.5 * (buf[m - 1] + buf[m])
-            }
+            buf[buf.len() / 2] // the window has an odd length
         })
         .collect()
 }
 
-/// The mean of `ys[i − half ..= i + half]` for every i (cut at the ends).
+/// The mean of the centred window of half-width `half` around every value.
 pub fn running_mean(ys: &[f64], half: usize) -> Vec<f64> {
-    let n = ys.len();
-    (0..n)
+    (0..ys.len())
         .map(|i| {
-            let w = &ys[i.saturating_sub(half)..(i + half + 1).min(n)];
+            let w = centred(ys, i, half);
             w.iter().sum::<f64>() / w.len() as f64
         })
         .collect()
@@ -87,10 +88,19 @@ pub fn running_mean(ys: &[f64], half: usize) -> Vec<f64> {
 /// [`smoothing_half_width`], then a running mean a quarter as wide to round
 /// off the median's flat runs and jumps. Both windows are centred, so the
 /// curve does not lag: after a step in the loss it is at the new level within
-/// a quarter window (the mean's half-width) of the step.
+/// a quarter window (the mean's half-width) of the step. Its ends are the
+/// first and last losses themselves (their windows shrink to one value).
 pub fn smooth_loss(ys: &[f64]) -> Vec<f64> {
     let half = smoothing_half_width(ys.len());
     running_mean(&running_median(ys, half), (half / 4).max(1))
+}
+
+/// The median of the last 2·`half` + 1 values: what the loss is now, for the
+/// title (the curve's own last value is just the last loss).
+fn recent_median(ys: &[f64], half: usize) -> Option<f64> {
+    let mut last = ys[ys.len().saturating_sub(2 * half + 1)..].to_vec();
+    last.sort_unstable_by(f64::total_cmp);
+    last.get(last.len() / 2).copied()
 }
 
 /// A y axis in plot space (log10 of the loss on a log scale) with its ticks.
@@ -261,8 +271,8 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// The training-loss chart of (step, loss) pairs, `width`×`height` px: a
-/// title with the last smoothed value, both axes with ticks and values, the
-/// raw losses as dots, a centred [`running_median`] as a line, and a legend.
+/// title with the recent median loss, both axes with ticks and values, the
+/// raw losses as dots, the centred [`smooth_loss`] as a line, and a legend.
 /// The y axis is logarithmic when the loss spans a decade ([`loss_scale`]).
 /// Pairs with a non-finite step or loss are left out; extra values in the
 /// longer slice are ignored. Errors: a size of 0 or over 16 384 px.
@@ -277,13 +287,24 @@ pub fn loss_curve(steps: &[f64], losses: &[f64], width: u32, height: u32) -> Res
     let half = smoothing_half_width(pts.len());
     let smooth = smooth_loss(&ys);
     let axis = YAxis::new(&ys);
+    let recent = pts.len().saturating_sub(2 * half + 1);
+    let title = match (pts.get(recent), pts.last(), recent_median(&ys, half)) {
+        (Some(a), Some(b), Some(v)) => format!(
+            "Training loss: {} (median of steps {}–{})",
+            fmt_value(v),
+            a.0,
+            b.0
+        ),
+        _ => "Training loss: no finite values yet".to_string(),
+    };
     render(width, height, "the loss curve", |root| {
-        draw_loss(root, &pts, &smooth, half, &axis)
+        draw_loss(root, &title, &pts, &smooth, half, &axis)
     })
 }
 
 fn draw_loss(
     root: &Area<'_>,
+    title: &str,
     pts: &[(f64, f64)],
     smooth: &[f64],
     half: usize,
@@ -292,10 +313,6 @@ fn draw_loss(
     root.fill(&WHITE)?;
     let x0 = pts.first().map_or(0.0, |p| p.0);
     let x1 = pts.last().map_or(1.0, |p| p.0).max(x0 + 1.0);
-    let title = match (pts.last(), smooth.last()) {
-        (Some(&(x, _)), Some(&s)) => format!("Training loss: {} at step {x}", fmt_value(s)),
-        _ => "Training loss: no finite values yet".to_string(),
-    };
     let mut chart = ChartBuilder::on(root)
         .caption(title, font(20))
         .margin(14)
@@ -347,7 +364,7 @@ fn draw_loss(
         (Mark::Dot(POINT), "loss of each step".to_string()),
         (
             Mark::Line(CURVE),
-            format!("running median of {} steps (centred)", 2 * half + 1),
+            format!("running median of {} points (centred)", 2 * half + 1),
         ),
     ];
     legend(
