@@ -162,7 +162,7 @@ pub fn report(s: &TrainSummary, out: &Path) -> Result<(), Error> {
     }
     let plot_path = out.with_extension("loss.png");
     plot::save_png(
-        &plot::curve(&s.curve_steps, &s.curve_losses, 640, 320),
+        &plot::loss_curve(&s.curve_steps, &s.curve_losses, 800, 450)?,
         &plot_path,
     )?;
     if s.end == TrainEnd::Interrupted {
