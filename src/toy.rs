@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::backend::{Backend, Sampler};
+use crate::backend::{Backend, Sampler, ScoreDdOps};
 use crate::error::Result;
 use crate::method::{paired_reverse, paired_reverse_observed, ScoreFn};
 use crate::plot::{hstack, save_png, Canvas, Color};
@@ -166,7 +166,7 @@ fn batch_of_points(points: &[[f64; 2]], draws: usize) -> Vec<f32> {
 }
 
 /// Runs every setting of the experiment on `backend`.
-pub fn run<B: Backend>(backend: &B, cfg: &ToyConfig) -> Result<ToyReport> {
+pub fn run<B: ScoreDdOps>(backend: &B, cfg: &ToyConfig) -> Result<ToyReport> {
     let sde = paper_sde();
     let score = MixtureScore {
         mixture: GaussianMixture::paper(),
@@ -253,7 +253,7 @@ const POINT_COLORS: [Color; 3] = [[214, 39, 40], [31, 119, 180], [44, 160, 44]];
 /// full reverse runs of the normal points from t = 1 (probability-flow ODE),
 /// whole-score paths ending as dots, some in the wrong mode. Grid lines every
 /// 5 (left) and 10 (right) units, axes through the origin.
-pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()> {
+pub fn plot<B: ScoreDdOps>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()> {
     let sde = paper_sde();
     let mixture = GaussianMixture::paper();
     let score = MixtureScore {

@@ -4,7 +4,7 @@
 mod common;
 
 use scoredd::backend::{
-    Backend, Conv2dSpec, Distribution, PairedState, PerturbCoef, Sampler, StepCoef,
+    Backend, Conv2dSpec, Distribution, NnBackend, PairedState, PerturbCoef, Sampler, StepCoef,
 };
 use scoredd::rng::RngStream;
 use scoredd::Error;
@@ -16,7 +16,7 @@ fn expect_shape<T: std::fmt::Debug>(what: &str, r: scoredd::Result<T>, op: &str)
     }
 }
 
-fn check_all<B: Backend>(b: &B) {
+fn check_all<B: NnBackend>(b: &B) {
     let t = |shape: &[usize]| b.zeros(shape).unwrap();
     expect_shape(
         "upload count",

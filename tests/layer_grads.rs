@@ -20,7 +20,7 @@ mod common;
 
 use common::{assert_close, cpu, rand_vec};
 use scoredd::backend::cpu::{CpuBackend, CpuTensor};
-use scoredd::backend::{Backend, Conv2dSpec, LayerOps, MatOps};
+use scoredd::backend::{Backend, Conv2dSpec, ModuleOps, ScoreDdOps};
 use scoredd::rng::RngStream;
 use scoredd::Error;
 

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{cpu, gpu, rand_vec};
-use scoredd::backend::{Backend, LayerOps};
+use scoredd::backend::{Backend, ModuleOps, ScoreDdOps};
 use scoredd::error::Error;
 use scoredd::rng::RngStream;
 
