@@ -1,7 +1,7 @@
 //! The elementwise ops, declared once: out\[i\] = f(a\[i\], b\[i\], …) over
 //! same-shaped operands, with two optional scalars α, β.
 //!
-//! Each op's line in [`pointwise_ops!`] below gives its WGSL entry point in
+//! Each op's line in `pointwise_ops!` below gives its WGSL entry point in
 //! `shaders/elementwise.wgsl` (also the op's name in errors), its operands,
 //! and, for a backward, the forward op it differentiates. Nothing else in the
 //! backends names an op: [`Backend::pointwise`](super::Backend::pointwise)
@@ -10,13 +10,18 @@
 //! GPU looks the kernel up by entry name in the `kernels!` table and
 //! dispatches it with generic code.
 //!
-//! Adding an op with its backward, e.g. `tanh`:
-//! 1. two lines here: `Tanh = tanh(x);` and
-//!    `TanhBackward = tanh_backward(x, dy), backward of Tanh;`
-//! 2. two `match` arms in `cpu/pointwise.rs`;
-//! 3. two entry points in `shaders/elementwise.wgsl` (the shape of `silu`);
-//! 4. two lines in the `kernels!` table (`gpu/kernels.rs`), bindings = operands + 1;
-//! 5. optionally a convenience method on a trait (`be.tanh(x)`).
+//! Adding an op with its backward, e.g. softplus (tried: 4 files, 28 lines,
+//! no test edited):
+//! 1. two lines here: `Softplus = softplus(x);` and
+//!    `SoftplusBackward = softplus_backward(x, dy), backward of Softplus;`
+//! 2. two `match` arms in `cpu/pointwise.rs`, e.g.
+//!    `Pointwise::Softplus => unary(inputs, out, |x| (1.0 + exp_f32(x)).ln()),`
+//! 3. two entry points in `shaders/elementwise.wgsl`, the shape of `silu`'s
+//!    (a name that is a WGSL built-in, like `tanh`, would shadow it: naga
+//!    refuses that, and the tests say so);
+//! 4. two lines in the `kernels!` table (`gpu/kernels.rs`), bindings =
+//!    operands + 1: `SOFTPLUS: ElementwiseParams = "elementwise.wgsl"::softplus, bindings: 2;`
+//! 5. optionally a convenience method on a trait (`be.softplus(x)`).
 //!
 //! The tests iterate [`Pointwise::ALL`]: every op CPU against GPU, every
 //! backward against finite differences of its forward, every op's kernel

@@ -342,7 +342,7 @@ impl GpuBackend {
         let a_batch = if p.a_batched { p.batch } else { 1 };
         let b_batch = if p.b_batched { p.batch } else { 1 };
         // A k-major ([K][M]) with M % 8 == 0 is already what the kernel reads.
-        let at = if p.ta && p.m % 8 == 0 {
+        let at = if p.ta && p.m.is_multiple_of(8) {
             u32_of(OP, "A elements", a.numel())?;
             a.buf.clone()
         } else {
@@ -363,7 +363,7 @@ impl GpuBackend {
                 },
             )?)
         };
-        let bp = if !p.tb && p.n % 8 == 0 {
+        let bp = if !p.tb && p.n.is_multiple_of(8) {
             u32_of(OP, "B elements", b.numel())?;
             b.buf.clone()
         } else {
