@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::backend::{Backend, Sampler};
+use crate::backend::{Backend, Sampler, ScoreDdOps};
 use crate::error::Result;
 use crate::method::{paired_reverse, paired_reverse_observed, ScoreFn};
 use crate::plot::{path_panels, save_png, Color, Corner, Mark, PathPanel, Trace};
@@ -166,7 +166,7 @@ fn batch_of_points(points: &[[f64; 2]], draws: usize) -> Vec<f32> {
 }
 
 /// Runs every setting of the experiment on `backend`.
-pub fn run<B: Backend>(backend: &B, cfg: &ToyConfig) -> Result<ToyReport> {
+pub fn run<B: ScoreDdOps>(backend: &B, cfg: &ToyConfig) -> Result<ToyReport> {
     let sde = paper_sde();
     let score = MixtureScore {
         mixture: GaussianMixture::paper(),
@@ -255,7 +255,7 @@ type Path2 = Vec<(f64, f64)>;
 
 /// Paired short runs (t = 0.6, r = 5, reverse SDE) of `draws` noise draws per
 /// point: the whole-score and the self-score path of each draw.
-fn short_runs<B: Backend>(
+fn short_runs<B: ScoreDdOps>(
     backend: &B,
     score: &MixtureScore,
     pts: &[[f64; 2]],
@@ -290,7 +290,7 @@ fn short_runs<B: Backend>(
 
 /// Full reverse runs from t = 1 (probability-flow ODE, whole score) of
 /// `draws` noise draws per point.
-fn full_runs<B: Backend>(
+fn full_runs<B: ScoreDdOps>(
     backend: &B,
     score: &MixtureScore,
     pts: &[[f64; 2]],
@@ -327,7 +327,7 @@ fn full_runs<B: Backend>(
 /// full reverse runs of the normal points from t = 1 (probability-flow ODE),
 /// whole-score paths ending as dots, some in the wrong mode. The data density
 /// shades both; each panel has axes with values, a title and a legend.
-pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()> {
+pub fn plot<B: ScoreDdOps>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()> {
     let mixture = GaussianMixture::paper();
     let score = MixtureScore {
         mixture: mixture.clone(),

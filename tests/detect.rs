@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_close, cpu, gpu, rand_vec};
-use scoredd::backend::{Backend, LayerOps, NnBackend, Sampler};
+use scoredd::backend::{Backend, NnBackend, Sampler, ScoreDdOps};
 use scoredd::calibrate::{self, DefectKind, Objective, SelectOptions};
 use scoredd::detect::{self, DetectOptions, Mode};
 use scoredd::model_file::DetectionSettings;
