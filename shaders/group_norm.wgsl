@@ -3,8 +3,12 @@
 // and sum of squared deviations in two passes over it (registers only), then
 // the slices are merged with Chan's pairwise formula in one tree reduction
 // (log2(64) barriers) — no E[x²] − E[x]² cancellation. The same workgroup then
-// writes y = (x − mean)·rstd·gamma[c] + beta[c] and stats [B, G, 2] = (mean, rstd).
+// writes y = (x − mean)·rstd·gamma[c] + beta[c] (its SiLU when act = 1: the
+// U-net's norm → activation pairs in one pass) and stats [B, G, 2] = (mean, rstd).
 // Bindings: 1 = y, 2 = stats, 3 = x, 4 = gamma, 5 = beta.
+// `group_norm_silu_grad`: the fused op's backward up to the norm, one element
+// per invocation: y = dy·silu'(h), h = (x − mean)·rstd·gamma[c] + beta[c]
+// recomputed from the saved stats; binding 6 = dy.
 
 struct Params {
     bg: u32,      // B·G workgroups of work
@@ -12,7 +16,7 @@ struct Params {
     cg: u32,      // channels per group
     s: u32,       // spatial elements per channel
     eps: f32,
-    _p0: u32,
+    act: u32,     // 0: identity, 1: SiLU
     _p1: u32,
     _p2: u32,
 }
@@ -23,6 +27,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read> gamma: array<f32>;
 @group(0) @binding(5) var<storage, read> beta: array<f32>;
+@group(0) @binding(6) var<storage, read> dy: array<f32>;
 
 const WG: u32 = 64u;
 
@@ -89,6 +94,28 @@ fn group_norm(
     let c0 = (bg % p.groups) * p.cg;
     for (var j = lid; j < n; j += WG) {
         let c = c0 + j / p.s;
-        y[base + j] = (x[base + j] - g_mean) * rstd * gamma[c] + beta[c];
+        let h = (x[base + j] - g_mean) * rstd * gamma[c] + beta[c];
+        if (p.act == 1u) {
+            y[base + j] = h / (1.0 + exp(-h));
+        } else {
+            y[base + j] = h;
+        }
     }
+}
+
+@compute @workgroup_size(64)
+fn group_norm_silu_grad(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    let n = p.cg * p.s;
+    if (i >= p.bg * n) {
+        return;
+    }
+    let bg = i / n;
+    let c = (bg % p.groups) * p.cg + (i % n) / p.s;
+    let h = (x[i] - stats[2u * bg]) * stats[2u * bg + 1u] * gamma[c] + beta[c];
+    let sg = 1.0 / (1.0 + exp(-h));
+    y[i] = dy[i] * sg * (1.0 + h * (1.0 - sg));
 }

@@ -947,6 +947,121 @@ fn group_norm_backward_matches_naive() {
     }
 }
 
+fn silu_f64(h: f64) -> f64 {
+    h / (1.0 + (-h).exp())
+}
+
+/// The fused GroupNorm + SiLU: forward = SiLU of the naive GroupNorm (same
+/// statistics), backward = the naive GroupNorm backward of dy·silu'(h), all
+/// in f64; and its backward against central differences of its forward.
+#[test]
+fn group_norm_silu_matches_naive_and_finite_differences() {
+    let c = cpu();
+    let eps = 1e-5f32;
+    for (shape, groups) in [(vec![3, 6, 6, 10], 3), (vec![2, 8, 7], 4), (vec![4, 6], 2)] {
+        let (b, ch) = (shape[0], shape[1]);
+        let s: usize = shape[2..].iter().product();
+        let n = b * ch * s;
+        let x: Vec<f32> = rand_vec(n, 41).iter().map(|v| 2.0 * v + 0.5).collect();
+        let gamma: Vec<f32> = rand_vec(ch, 42).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let beta = rand_vec(ch, 43);
+        let dy: Vec<f32> = rand_vec(n, 44).iter().map(|r| r + 0.3).collect();
+        let (xt, gt, bt) = (
+            up(&c, &x, &shape),
+            up(&c, &gamma, &[ch]),
+            up(&c, &beta, &[ch]),
+        );
+        let fwd = c.group_norm_silu(&xt, &gt, &bt, groups, eps).unwrap();
+        let (h, stats) = naive_group_norm(&x, &gamma, &beta, (b, ch, s), groups, eps as f64);
+        let y: Vec<f32> = h.iter().map(|&h| silu_f64(h as f64) as f32).collect();
+        let what = format!("{shape:?}");
+        assert_close(
+            &format!("group_norm_silu y {what}"),
+            &rd(&c, &fwd.y),
+            &y,
+            2e-5,
+        );
+        assert_close(
+            &format!("group_norm_silu stats {what}"),
+            &rd(&c, &fwd.stats),
+            &stats,
+            1e-6,
+        );
+        let g = c
+            .group_norm_silu_backward(&xt, &gt, &bt, &fwd.stats, &up(&c, &dy, &shape), groups)
+            .unwrap();
+        let dh: Vec<f32> = h
+            .iter()
+            .zip(&dy)
+            .map(|(&h, &d)| {
+                let sg = 1.0 / (1.0 + (-(h as f64)).exp());
+                (d as f64 * sg * (1.0 + h as f64 * (1.0 - sg))) as f32
+            })
+            .collect();
+        let [dx, dg, db] =
+            naive_group_norm_backward(&x, &gamma, &dh, (b, ch, s), groups, eps as f64);
+        assert_close(
+            &format!("group_norm_silu dx {what}"),
+            &rd(&c, &g.dx),
+            &dx,
+            1e-5,
+        );
+        assert_close(
+            &format!("group_norm_silu dgamma {what}"),
+            &rd(&c, &g.dgamma),
+            &dg,
+            1e-5,
+        );
+        assert_close(
+            &format!("group_norm_silu dbeta {what}"),
+            &rd(&c, &g.dbeta),
+            &db,
+            1e-5,
+        );
+        let f = |xv: &[f32], gv: &[f32], bv: &[f32]| {
+            let o = c.group_norm_silu(
+                &up(&c, xv, &shape),
+                &up(&c, gv, &[ch]),
+                &up(&c, bv, &[ch]),
+                groups,
+                eps,
+            );
+            rd(&c, &o.unwrap().y)
+        };
+        let (gx, gg, gb) = (rd(&c, &g.dx), rd(&c, &g.dgamma), rd(&c, &g.dbeta));
+        dir_check(
+            "gn_silu dx",
+            &|v| f(v, &gamma, &beta),
+            &x,
+            &gx,
+            &dy,
+            1e-2,
+            NONLINEAR_TOL,
+            45,
+        );
+        dir_check(
+            "gn_silu dgamma",
+            &|v| f(&x, v, &beta),
+            &gamma,
+            &gg,
+            &dy,
+            1e-2,
+            NONLINEAR_TOL,
+            46,
+        );
+        dir_check(
+            "gn_silu dbeta",
+            &|v| f(&x, &gamma, v),
+            &beta,
+            &gb,
+            &dy,
+            1e-2,
+            NONLINEAR_TOL,
+            47,
+        );
+    }
+}
+
 #[test]
 fn group_norm_bad_shapes() {
     let c = cpu();

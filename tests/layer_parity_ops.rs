@@ -262,6 +262,15 @@ fn group_norm_matches_cpu() {
                 vec![gr.dx, gr.dgamma, gr.dbeta]
             }),
         );
+        check(
+            &format!("group_norm_silu {what}"),
+            on_both!(&c, &g, &inp, |be, t| {
+                let o = be.group_norm_silu(&t[0], &t[1], &t[2], groups, 1e-5)?;
+                let gr =
+                    be.group_norm_silu_backward(&t[0], &t[1], &t[2], &o.stats, &t[3], groups)?;
+                vec![o.y, o.stats, gr.dx, gr.dgamma, gr.dbeta]
+            }),
+        );
     }
 }
 
@@ -437,6 +446,8 @@ fn empty_tensors_match_cpu() {
             on_both!(&c, &g, &inp, |be, t| {
                 let gn = be.group_norm(&t[0], &t[1], &t[1], 2, 1e-5)?;
                 let gr = be.group_norm_backward(&t[0], &t[1], &gn.stats, &t[0], 2)?;
+                let gs = be.group_norm_silu(&t[0], &t[1], &t[1], 2, 1e-5)?;
+                let gsr = be.group_norm_silu_backward(&t[0], &t[1], &t[1], &gs.stats, &t[0], 2)?;
                 let (a, b) = be.split_channels(&t[0], 1)?;
                 vec![
                     be.axpby(1.0, &t[0], 2.0, &t[0])?,
@@ -456,6 +467,9 @@ fn empty_tensors_match_cpu() {
                     gr.dx,
                     gr.dgamma,
                     gr.dbeta,
+                    gs.y,
+                    gsr.dx,
+                    gsr.dgamma,
                     a,
                     b,
                 ]

@@ -29,7 +29,11 @@ fn noisy_loss(n: usize) -> (Vec<f64>, Vec<f64>) {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let u = (s >> 11) as f64 / (1u64 << 53) as f64;
-            let spike = if (x as usize).is_multiple_of(97) { 1.0 } else { 0.0 };
+            let spike = if (x as usize).is_multiple_of(97) {
+                1.0
+            } else {
+                0.0
+            };
             (2.0 * (-x / 80.0).exp() + 0.05) * (0.6 + 0.8 * u) + spike
         })
         .collect();

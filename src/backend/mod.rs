@@ -41,7 +41,7 @@ pub mod train_ops;
 pub use module_ops::{
     Conv2dGrads, Conv2dSpec, GroupNormGrads, GroupNormOut, ModuleKernels, ModuleOps,
 };
-pub use plan::{numel, ConvGeometry};
+pub use plan::{numel, ConvGeometry, NormAct};
 pub use pointwise::Pointwise;
 pub use scoredd_ops::{
     reverse_update, PairedState, PerturbCoef, Sampler, ScoreDdKernels, ScoreDdOps, StepCoef,

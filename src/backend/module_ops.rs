@@ -6,7 +6,8 @@
 //! validated once ([`super::plan`]); mismatches are `Error::Shape` naming the op.
 
 use super::plan::{
-    self, ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, Resample, ResamplePlan, RowsPlan,
+    self, ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, NormAct, Resample, ResamplePlan,
+    RowsPlan,
 };
 use super::pointwise::Pointwise;
 use super::{Backend, BackendKernels};
@@ -99,6 +100,29 @@ pub trait ModuleOps: Backend {
         groups: usize,
     ) -> Result<GroupNormGrads<Self::Tensor>>;
 
+    /// SiLU(GroupNorm(x)) in one pass over memory (the U-net's norm →
+    /// activation pairs): y = silu(x̂·γ + β), stats as [`ModuleOps::group_norm`].
+    fn group_norm_silu(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> Result<GroupNormOut<Self::Tensor>>;
+
+    /// Gradients of [`ModuleOps::group_norm_silu`]: the pre-activation
+    /// x̂·γ + β is recomputed from x, the stats, γ and β (nothing else saved).
+    fn group_norm_silu_backward(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        stats: &Self::Tensor,
+        dy: &Self::Tensor,
+        groups: usize,
+    ) -> Result<GroupNormGrads<Self::Tensor>>;
+
     /// x·sigmoid(x) ([`Pointwise::Silu`]).
     fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
@@ -183,11 +207,13 @@ pub trait ModuleKernels: BackendKernels {
         eps: f32,
     ) -> Result<GroupNormOut<Self::Tensor>>;
 
+    /// `beta` is Some exactly when `p.act` is [`NormAct::Silu`].
     fn group_norm_backward_planned(
         &self,
         p: &GroupNormPlan,
         x: &Self::Tensor,
         gamma: &Self::Tensor,
+        beta: Option<&Self::Tensor>,
         stats: &Self::Tensor,
         dy: &Self::Tensor,
     ) -> Result<GroupNormGrads<Self::Tensor>>;
@@ -258,7 +284,7 @@ impl<K: ModuleKernels> ModuleOps for K {
         eps: f32,
     ) -> Result<GroupNormOut<K::Tensor>> {
         let [sx, sg, sb] = [x, gamma, beta].map(|t| self.shape(t));
-        let p = plan::group_norm(sx, sg, sb, groups)?;
+        let p = plan::group_norm(sx, sg, sb, groups, NormAct::Identity)?;
         self.group_norm_planned(&p, x, gamma, beta, eps)
     }
 
@@ -271,8 +297,35 @@ impl<K: ModuleKernels> ModuleOps for K {
         groups: usize,
     ) -> Result<GroupNormGrads<K::Tensor>> {
         let [sx, sg, ss, sd] = [x, gamma, stats, dy].map(|t| self.shape(t));
-        let p = plan::group_norm_backward(sx, sg, ss, sd, groups)?;
-        self.group_norm_backward_planned(&p, x, gamma, stats, dy)
+        let p = plan::group_norm_backward(sx, sg, None, ss, sd, groups)?;
+        self.group_norm_backward_planned(&p, x, gamma, None, stats, dy)
+    }
+
+    fn group_norm_silu(
+        &self,
+        x: &K::Tensor,
+        gamma: &K::Tensor,
+        beta: &K::Tensor,
+        groups: usize,
+        eps: f32,
+    ) -> Result<GroupNormOut<K::Tensor>> {
+        let [sx, sg, sb] = [x, gamma, beta].map(|t| self.shape(t));
+        let p = plan::group_norm(sx, sg, sb, groups, NormAct::Silu)?;
+        self.group_norm_planned(&p, x, gamma, beta, eps)
+    }
+
+    fn group_norm_silu_backward(
+        &self,
+        x: &K::Tensor,
+        gamma: &K::Tensor,
+        beta: &K::Tensor,
+        stats: &K::Tensor,
+        dy: &K::Tensor,
+        groups: usize,
+    ) -> Result<GroupNormGrads<K::Tensor>> {
+        let [sx, sg, sb, ss, sd] = [x, gamma, beta, stats, dy].map(|t| self.shape(t));
+        let p = plan::group_norm_backward(sx, sg, Some(sb), ss, sd, groups)?;
+        self.group_norm_backward_planned(&p, x, gamma, Some(beta), stats, dy)
     }
 
     fn silu(&self, x: &K::Tensor) -> Result<K::Tensor> {

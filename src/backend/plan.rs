@@ -450,6 +450,17 @@ pub fn conv2d_backward(
     Ok(g)
 }
 
+/// What a GroupNorm applies to its normalised output in the same pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NormAct {
+    /// y = x̂·γ + β.
+    #[default]
+    Identity,
+    /// y = SiLU(x̂·γ + β): the U-net's norm → activation pairs in one pass,
+    /// without keeping the pre-activation (the backward recomputes it).
+    Silu,
+}
+
 /// GroupNorm over `[B, C, …]`: `groups` groups of `cg` channels of S elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupNormPlan {
@@ -459,6 +470,7 @@ pub struct GroupNormPlan {
     pub groups: usize,
     /// Channels per group.
     pub cg: usize,
+    pub act: NormAct,
 }
 
 impl GroupNormPlan {
@@ -482,6 +494,7 @@ fn group_plan(
         s,
         groups,
         cg: 0,
+        act: NormAct::Identity,
     })
 }
 
@@ -501,27 +514,42 @@ pub fn group_norm(
     gamma: &[usize],
     beta: &[usize],
     groups: usize,
+    act: NormAct,
 ) -> Result<GroupNormPlan> {
-    const OP: &str = "group_norm";
-    let mut p = group_plan(OP, x, gamma, groups)?;
-    same_shape(OP, "beta must be [C]", beta, &[p.c])?;
-    p.cg = group_size(OP, p.c, groups)?;
-    numel(OP, &p.stats_shape())?;
+    let op = match act {
+        NormAct::Identity => "group_norm",
+        NormAct::Silu => "group_norm_silu",
+    };
+    let mut p = group_plan(op, x, gamma, groups)?;
+    same_shape(op, "beta must be [C]", beta, &[p.c])?;
+    p.cg = group_size(op, p.c, groups)?;
+    p.act = act;
+    numel(op, &p.stats_shape())?;
     Ok(p)
 }
 
+/// The backward's operands; `beta` only with [`NormAct::Silu`], whose
+/// backward recomputes the pre-activation x̂·γ + β.
 pub fn group_norm_backward(
     x: &[usize],
     gamma: &[usize],
+    beta: Option<&[usize]>,
     stats: &[usize],
     dy: &[usize],
     groups: usize,
 ) -> Result<GroupNormPlan> {
-    const OP: &str = "group_norm_backward";
-    let mut p = group_plan(OP, x, gamma, groups)?;
-    same_shape(OP, "dy must have x's shape", dy, x)?;
-    p.cg = group_size(OP, p.c, groups)?;
-    same_shape(OP, "stats must be [B, groups, 2]", stats, &p.stats_shape())?;
+    let op = match beta {
+        None => "group_norm_backward",
+        Some(_) => "group_norm_silu_backward",
+    };
+    let mut p = group_plan(op, x, gamma, groups)?;
+    if let Some(b) = beta {
+        same_shape(op, "beta must be [C]", b, &[p.c])?;
+        p.act = NormAct::Silu;
+    }
+    same_shape(op, "dy must have x's shape", dy, x)?;
+    p.cg = group_size(op, p.c, groups)?;
+    same_shape(op, "stats must be [B, groups, 2]", stats, &p.stats_shape())?;
     Ok(p)
 }
 

@@ -6,7 +6,7 @@ use std::f32::consts::FRAC_1_SQRT_2;
 
 use super::layers::{Conv, GroupNorm, Linear, NormSaved};
 use super::{Grads, ParamSpec, ParamStore};
-use crate::backend::NnBackend;
+use crate::backend::{NnBackend, NormAct};
 use crate::error::Result;
 use crate::rng::RngStream;
 
@@ -35,20 +35,20 @@ pub struct ResBlock {
     skip: Option<Conv>,
 }
 
+/// The norms fuse their SiLU, so the pre-activations are not kept: the
+/// backward recomputes them from the norms' inputs and statistics.
 pub struct ResSaved<T> {
     x: T,
     n0: NormSaved<T>,
-    h0n: T,
     a0: T,
     n1: NormSaved<T>,
-    h2n: T,
     a1: T,
     mask: Option<T>,
 }
 
 impl<T> ResSaved<T> {
     pub fn tensors(&self) -> Vec<&T> {
-        let mut v = vec![&self.x, &self.h0n, &self.a0, &self.h2n, &self.a1];
+        let mut v = vec![&self.x, &self.a0, &self.a1];
         v.extend(self.n0.tensors());
         v.extend(self.n1.tensors());
         v.extend(self.mask.as_ref());
@@ -101,13 +101,11 @@ impl ResBlock {
         x: &B::Tensor,
         ctx: &BlockCtx<B::Tensor>,
     ) -> Result<(B::Tensor, ResSaved<B::Tensor>)> {
-        let (h0n, n0) = self.norm0.forward(be, p, x)?;
-        let a0 = be.silu(&h0n)?;
+        let (a0, n0) = self.norm0.forward_act(be, p, x, NormAct::Silu)?;
         let h1 = self.conv0.forward(be, p, &a0)?;
         let tb = self.temb.forward(be, p, ctx.temb_act)?;
         let h1 = be.add_sample_bias(&h1, &tb)?;
-        let (h2n, n1) = self.norm1.forward(be, p, &h1)?;
-        let mut a1 = be.silu(&h2n)?;
+        let (mut a1, n1) = self.norm1.forward_act(be, p, &h1, NormAct::Silu)?;
         let mut mask = None;
         if let Some((rate, rng)) = ctx.dropout {
             if rate > 0.0 {
@@ -128,10 +126,8 @@ impl ResBlock {
             ResSaved {
                 x: x.clone(),
                 n0,
-                h0n,
                 a0,
                 n1,
-                h2n,
                 a1,
                 mask,
             },
@@ -153,13 +149,11 @@ impl ResBlock {
         if let Some(m) = &s.mask {
             da1 = be.mul(&da1, m)?;
         }
-        let dh2n = be.silu_backward(&s.h2n, &da1)?;
-        let dh1 = self.norm1.backward(be, p, &s.n1, &dh2n, g)?;
+        let dh1 = self.norm1.backward(be, p, &s.n1, &da1, g)?;
         let dtb = be.sample_bias_grad(&dh1)?;
         let dtemb = self.temb.backward(be, p, temb_act, &dtb, g)?;
         let da0 = self.conv0.backward(be, p, &s.a0, &dh1, g)?;
-        let dh0n = be.silu_backward(&s.h0n, &da0)?;
-        let dx = self.norm0.backward(be, p, &s.n0, &dh0n, g)?;
+        let dx = self.norm0.backward(be, p, &s.n0, &da0, g)?;
         let dskip = match &self.skip {
             Some(c) => c.backward(be, p, &s.x, &d, g)?,
             None => d,

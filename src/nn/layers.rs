@@ -3,7 +3,7 @@
 //! parameter gradients to [`Grads`] and returns the input gradient.
 
 use super::{Grads, Init, ParamId, ParamSpec, ParamStore};
-use crate::backend::{Conv2dSpec, NnBackend};
+use crate::backend::{Conv2dSpec, NnBackend, NormAct};
 use crate::error::Result;
 
 /// 2-D convolution with bias (square kernel, "same" padding for 3×3).
@@ -140,6 +140,8 @@ pub fn group_count(c: usize) -> usize {
 pub struct NormSaved<T> {
     pub x: T,
     pub stats: T,
+    /// Whether the forward fused a SiLU after the norm.
+    pub act: NormAct,
 }
 
 impl<T> NormSaved<T> {
@@ -163,22 +165,32 @@ impl GroupNorm {
         p: &ParamStore<B::Tensor>,
         x: &B::Tensor,
     ) -> Result<(B::Tensor, NormSaved<B::Tensor>)> {
-        let out = be.group_norm(
-            x,
-            p.get(self.gamma),
-            p.get(self.beta),
-            self.groups,
-            GROUP_NORM_EPS,
-        )?;
-        Ok((
-            out.y,
-            NormSaved {
-                x: x.clone(),
-                stats: out.stats,
-            },
-        ))
+        self.forward_act(be, p, x, NormAct::Identity)
     }
 
+    /// The norm, followed by `act` in the same pass (the U-net's norm → SiLU
+    /// pairs: one pass over memory, and no pre-activation kept).
+    pub fn forward_act<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        x: &B::Tensor,
+        act: NormAct,
+    ) -> Result<(B::Tensor, NormSaved<B::Tensor>)> {
+        let (gamma, beta) = (p.get(self.gamma), p.get(self.beta));
+        let out = match act {
+            NormAct::Identity => be.group_norm(x, gamma, beta, self.groups, GROUP_NORM_EPS)?,
+            NormAct::Silu => be.group_norm_silu(x, gamma, beta, self.groups, GROUP_NORM_EPS)?,
+        };
+        let saved = NormSaved {
+            x: x.clone(),
+            stats: out.stats,
+            act,
+        };
+        Ok((out.y, saved))
+    }
+
+    /// The input gradient (parameter gradients into `g`), for either form.
     pub fn backward<B: NnBackend>(
         &self,
         be: &B,
@@ -187,8 +199,12 @@ impl GroupNorm {
         dy: &B::Tensor,
         g: &mut Grads<B::Tensor>,
     ) -> Result<B::Tensor> {
-        let gr =
-            be.group_norm_backward(&saved.x, p.get(self.gamma), &saved.stats, dy, self.groups)?;
+        let (gamma, beta) = (p.get(self.gamma), p.get(self.beta));
+        let (x, stats) = (&saved.x, &saved.stats);
+        let gr = match saved.act {
+            NormAct::Identity => be.group_norm_backward(x, gamma, stats, dy, self.groups)?,
+            NormAct::Silu => be.group_norm_silu_backward(x, gamma, beta, stats, dy, self.groups)?,
+        };
         g.add(be, self.gamma, gr.dgamma)?;
         g.add(be, self.beta, gr.dbeta)?;
         Ok(gr.dx)

@@ -11,7 +11,7 @@ use super::blocks::{
 };
 use super::layers::{Conv, GroupNorm, Linear, NormSaved};
 use super::{Grads, Init, ParamSpec, ParamStore};
-use crate::backend::NnBackend;
+use crate::backend::{NnBackend, NormAct};
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
 use crate::sde::Sde;
@@ -78,9 +78,8 @@ pub struct UNet {
 /// network's wiring is written once, in the forward.
 enum Step<'m, T> {
     Conv(&'m Conv, T),
+    /// A GroupNorm, its SiLU fused or not (the saved state says which).
     Norm(&'m GroupNorm, NormSaved<T>),
-    /// SiLU of the saved input.
-    Silu(T),
     /// A residual block: its input gradient, plus its share of the time
     /// embedding's gradient.
     Res(&'m ResBlock, ResSaved<T>),
@@ -147,15 +146,9 @@ impl<'m, B: NnBackend> Pass<'_, 'm, B> {
         Ok(y)
     }
 
-    fn norm(&mut self, n: &'m GroupNorm, x: &B::Tensor) -> Result<B::Tensor> {
-        let (y, saved) = n.forward(self.be, self.p, x)?;
+    fn norm(&mut self, n: &'m GroupNorm, x: &B::Tensor, act: NormAct) -> Result<B::Tensor> {
+        let (y, saved) = n.forward_act(self.be, self.p, x, act)?;
         self.record(Step::Norm(n, saved));
-        Ok(y)
-    }
-
-    fn silu(&mut self, x: &B::Tensor) -> Result<B::Tensor> {
-        let y = self.be.silu(x)?;
-        self.record(Step::Silu(x.clone()));
         Ok(y)
     }
 
@@ -506,8 +499,7 @@ impl UNet {
         let h = self.encode(&mut pass, h, &mut hs)?;
         let h = self.middle(&mut pass, h)?;
         let h = self.decode(&mut pass, h, &mut hs)?;
-        let h = pass.norm(&self.norm_out, &h)?;
-        let h = pass.silu(&h)?;
+        let h = pass.norm(&self.norm_out, &h, NormAct::Silu)?;
         let out = pass.conv(&self.conv_out, &h)?;
         let (taps, steps) = (pass.taps, pass.steps);
         let tape = opts.record.then_some(Tape { temb, steps });
@@ -736,7 +728,6 @@ impl<T: Clone> BackwardState<T> {
         self.dh = match step {
             Step::Conv(c, x) => c.backward(be, p, x, dh, g)?,
             Step::Norm(n, saved) => n.backward(be, p, saved, dh, g)?,
-            Step::Silu(x) => be.silu_backward(x, dh)?,
             Step::Res(rb, saved) => {
                 let (dx, dt) = rb.backward(be, p, saved, temb_act, dh, g)?;
                 self.dtemb = Some(match self.dtemb.take() {
@@ -772,7 +763,7 @@ impl<T> Tape<'_, T> {
         let mut v = vec![&e.input, &e.t0, &e.t1_in, &e.t1, &e.act];
         for step in &self.steps {
             match step {
-                Step::Conv(_, x) | Step::Silu(x) => v.push(x),
+                Step::Conv(_, x) => v.push(x),
                 Step::Norm(_, s) => v.extend(s.tensors()),
                 Step::Res(_, s) => v.extend(s.tensors()),
                 Step::Attn(_, s) => v.extend(s.tensors()),

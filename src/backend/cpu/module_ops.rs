@@ -8,7 +8,7 @@ use super::math::{
 use super::par::*;
 use super::{alloc_zeros, conv, resample, tensor, CpuBackend, CpuTensor, CHUNK};
 use crate::backend::plan::{
-    ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, ResamplePlan, RowsPlan,
+    ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, NormAct, ResamplePlan, RowsPlan,
 };
 use crate::backend::{Conv2dGrads, GroupNormGrads, GroupNormOut, ModuleKernels};
 use crate::error::Result;
@@ -58,7 +58,9 @@ impl ModuleKernels for CpuBackend {
         eps: f32,
     ) -> Result<GroupNormOut<CpuTensor>> {
         const OP: &str = "group_norm";
-        let &GroupNormPlan { s, groups, cg, .. } = p;
+        let &GroupNormPlan {
+            s, groups, cg, act, ..
+        } = p;
         let glen = cg * s;
         let mut y = alloc_zeros(OP, &x.shape)?;
         let mut stats = alloc_zeros(OP, &p.stats_shape())?;
@@ -84,8 +86,17 @@ impl ModuleKernels for CpuBackend {
                     let c0 = (i % groups) * cg;
                     for (j, (yc, xc)) in yg.chunks_mut(s).zip(xg.chunks(s)).enumerate() {
                         let (a, bb) = (rstd * gamma[c0 + j], beta[c0 + j]);
-                        for (y, &x) in yc.iter_mut().zip(xc) {
-                            *y = (x - mean) * a + bb;
+                        match act {
+                            NormAct::Identity => {
+                                for (y, &x) in yc.iter_mut().zip(xc) {
+                                    *y = (x - mean) * a + bb;
+                                }
+                            }
+                            NormAct::Silu => {
+                                for (y, &x) in yc.iter_mut().zip(xc) {
+                                    *y = silu((x - mean) * a + bb);
+                                }
+                            }
                         }
                     }
                 });
@@ -101,6 +112,7 @@ impl ModuleKernels for CpuBackend {
         p: &GroupNormPlan,
         x: &CpuTensor,
         gamma: &CpuTensor,
+        beta: Option<&CpuTensor>,
         stats: &CpuTensor,
         dy: &CpuTensor,
     ) -> Result<GroupNormGrads<CpuTensor>> {
@@ -111,13 +123,17 @@ impl ModuleKernels for CpuBackend {
             s,
             groups,
             cg,
+            ..
         } = p;
         let glen = cg * s;
+        // dx starts as the gradient reaching the normalised output (dy, or
+        // dy·silu'(x̂γ + β) when fused) and is turned into dx in place.
         let mut dx = alloc_zeros(OP, &x.shape)?;
         // Per (sample, channel): Σ dy and Σ dy·x̂ over space.
         let mut s1 = vec![0.0f64; b * c];
         let mut s2 = vec![0.0f64; b * c];
         let gamma = &gamma.data[..];
+        let beta = beta.map(|t| &t.data[..]);
         if glen > 0 {
             dx.par_chunks_mut(glen)
                 .zip(x.data.par_chunks(glen))
@@ -127,31 +143,18 @@ impl ModuleKernels for CpuBackend {
                 .zip(s2.par_chunks_mut(cg))
                 .enumerate()
                 .for_each(|(i, (((((dxg, xg), dyg), st), s1), s2))| {
-                    let (mean, rstd) = (st[0] as f64, st[1] as f64);
                     let c0 = (i % groups) * cg;
-                    let (mut ga, mut gb) = (0.0f64, 0.0f64);
-                    for (j, (xc, dyc)) in xg.chunks(s).zip(dyg.chunks(s)).enumerate() {
-                        s1[j] = sum_f64(dyc);
-                        s2[j] = centered_dot_f64(dyc, xc, mean) * rstd;
-                        ga += gamma[c0 + j] as f64 * s1[j];
-                        gb += gamma[c0 + j] as f64 * s2[j];
+                    let affine = GroupAffine {
+                        mean: st[0],
+                        rstd: st[1],
+                        gamma: &gamma[c0..c0 + cg],
+                        s,
+                    };
+                    match beta {
+                        Some(beta) => affine.silu_grad(dxg, xg, dyg, &beta[c0..c0 + cg]),
+                        None => dxg.copy_from_slice(dyg),
                     }
-                    // dx = rstd·(γ·dy − mean(γ·dy) − x̂·mean(γ·dy·x̂))
-                    let n = glen as f64;
-                    let k2 = (rstd * ga / n) as f32;
-                    let k3 = (rstd * rstd * gb / n) as f32;
-                    let mean = mean as f32;
-                    for (j, ((dxc, xc), dyc)) in dxg
-                        .chunks_mut(s)
-                        .zip(xg.chunks(s))
-                        .zip(dyg.chunks(s))
-                        .enumerate()
-                    {
-                        let k1 = (rstd * gamma[c0 + j] as f64) as f32;
-                        for ((dx, &x), &dy) in dxc.iter_mut().zip(xc).zip(dyc) {
-                            *dx = k1 * dy - k2 - (x - mean) * k3;
-                        }
-                    }
+                    affine.backward_in_place(dxg, xg, s1, s2);
                 });
         }
         Ok(GroupNormGrads {
@@ -284,5 +287,63 @@ impl ModuleKernels for CpuBackend {
             }
         });
         Ok(tensor(m, &p.shape))
+    }
+}
+
+/// x / (1 + e^−x), as the pointwise SiLU.
+fn silu(x: f32) -> f32 {
+    x / (1.0 + exp_f32(-x))
+}
+
+/// One (sample, group) of a GroupNorm: its statistics and its channels' γ.
+struct GroupAffine<'a> {
+    mean: f32,
+    rstd: f32,
+    gamma: &'a [f32],
+    /// Elements per channel.
+    s: usize,
+}
+
+impl GroupAffine<'_> {
+    /// out = dy·silu'(h) with the pre-activation h = x̂·γ + β recomputed.
+    fn silu_grad(&self, out: &mut [f32], x: &[f32], dy: &[f32], beta: &[f32]) {
+        let s = self.s;
+        for (j, ((oc, xc), dyc)) in out
+            .chunks_mut(s)
+            .zip(x.chunks(s))
+            .zip(dy.chunks(s))
+            .enumerate()
+        {
+            let (a, b) = (self.rstd * self.gamma[j], beta[j]);
+            for ((o, &x), &dy) in oc.iter_mut().zip(xc).zip(dyc) {
+                let h = (x - self.mean) * a + b;
+                let sg = 1.0 / (1.0 + exp_f32(-h));
+                *o = dy * sg * (1.0 + h * (1.0 - sg));
+            }
+        }
+    }
+
+    /// Turns `d` (the gradient at the normalised output) into dx in place and
+    /// writes the per-channel Σ d and Σ d·x̂ into `s1`, `s2`:
+    /// dx = rstd·(γ·d − mean(γ·d) − x̂·mean(γ·d·x̂)).
+    fn backward_in_place(&self, d: &mut [f32], x: &[f32], s1: &mut [f64], s2: &mut [f64]) {
+        let s = self.s;
+        let (mean, rstd) = (self.mean as f64, self.rstd as f64);
+        let (mut ga, mut gb) = (0.0f64, 0.0f64);
+        for (j, (xc, dc)) in x.chunks(s).zip(d.chunks(s)).enumerate() {
+            s1[j] = sum_f64(dc);
+            s2[j] = centered_dot_f64(dc, xc, mean) * rstd;
+            ga += self.gamma[j] as f64 * s1[j];
+            gb += self.gamma[j] as f64 * s2[j];
+        }
+        let n = d.len() as f64;
+        let k2 = (rstd * ga / n) as f32;
+        let k3 = (rstd * rstd * gb / n) as f32;
+        for (j, (dc, xc)) in d.chunks_mut(s).zip(x.chunks(s)).enumerate() {
+            let k1 = (rstd * self.gamma[j] as f64) as f32;
+            for (d, &x) in dc.iter_mut().zip(xc) {
+                *d = k1 * *d - k2 - (x - self.mean) * k3;
+            }
+        }
     }
 }

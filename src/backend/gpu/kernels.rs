@@ -142,6 +142,7 @@ kernels! {
     CONV2D_BACKWARD_REDUCE: Conv2dBackwardReduceParams = "conv2d_backward_reduce.wgsl"::conv2d_backward_reduce, bindings: 2;
     CONV2D_BACKWARD_BIAS: Conv2dBackwardBiasParams = "conv2d_backward_bias.wgsl"::conv2d_backward_bias, bindings: 2;
     GROUP_NORM: GroupNormParams = "group_norm.wgsl"::group_norm, bindings: 5;
+    GROUP_NORM_SILU_GRAD: GroupNormParams = "group_norm.wgsl"::group_norm_silu_grad, bindings: 6;
     GROUP_NORM_BACKWARD_DX: GroupNormBackwardParams = "group_norm_backward.wgsl"::group_norm_backward_dx, bindings: 5;
     GROUP_NORM_PARAM_GRAD: GroupNormParamGradParams = "group_norm_param_grad.wgsl"::group_norm_param_grad, bindings: 5;
     SOFTMAX: SoftmaxParams = "softmax.wgsl"::softmax, bindings: 2;

@@ -15,7 +15,8 @@ use super::launch::{elems, grid_1d, grid_rows, rng_key, u32_of};
 use super::params::*;
 use super::{GpuBackend, GpuTensor};
 use crate::backend::plan::{
-    self, ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, Resample, ResamplePlan, RowsPlan,
+    self, ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, NormAct, Resample, ResamplePlan,
+    RowsPlan,
 };
 use crate::backend::{Conv2dGrads, GroupNormGrads, GroupNormOut, ModuleKernels};
 use crate::error::Result;
@@ -64,6 +65,10 @@ impl ModuleKernels for GpuBackend {
             cg: u32_of(OP, "channels per group", p.cg)?,
             s: u32_of(OP, "elements per channel", p.s)?,
             eps,
+            act: match p.act {
+                NormAct::Identity => 0,
+                NormAct::Silu => 1,
+            },
             ..Default::default()
         };
         self.launch_per_workgroup(
@@ -87,12 +92,22 @@ impl ModuleKernels for GpuBackend {
         p: &GroupNormPlan,
         x: &GpuTensor,
         gamma: &GpuTensor,
+        beta: Option<&GpuTensor>,
         stats: &GpuTensor,
         dy: &GpuTensor,
     ) -> Result<GroupNormGrads<GpuTensor>> {
         const OP: &str = "group_norm_backward";
         elems(OP, x)?;
         let bg = elems(OP, stats)? / 2;
+        // Fused SiLU: the gradient at the norm's output first, then the plain backward.
+        let dh;
+        let dy = match beta {
+            Some(beta) => {
+                dh = self.group_norm_silu_grad(p, x, gamma, beta, stats, dy, bg)?;
+                &dh
+            }
+            None => dy,
+        };
         let dx = self.tensor(OP, &x.shape)?;
         let dgamma = self.tensor(OP, &[p.c])?;
         let dbeta = self.tensor(OP, &[p.c])?;
@@ -228,6 +243,43 @@ impl ModuleKernels for GpuBackend {
 }
 
 impl GpuBackend {
+    /// dy·silu'(x̂·γ + β) for [`NormAct::Silu`]'s backward (`group_norm.wgsl`).
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_silu_grad(
+        &self,
+        p: &GroupNormPlan,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        stats: &GpuTensor,
+        dy: &GpuTensor,
+        bg: u32,
+    ) -> Result<GpuTensor> {
+        const OP: &str = "group_norm_silu_backward";
+        let out = self.tensor(OP, &x.shape)?;
+        let params = GroupNormParams {
+            bg,
+            groups: u32_of(OP, "groups", p.groups)?,
+            cg: u32_of(OP, "channels per group", p.cg)?,
+            s: u32_of(OP, "elements per channel", p.s)?,
+            ..Default::default()
+        };
+        self.launch_1d(
+            kernels::GROUP_NORM_SILU_GRAD,
+            &params,
+            &[
+                Bind::Storage(&out.buf),
+                Bind::Storage(&stats.buf),
+                Bind::Storage(&x.buf),
+                Bind::Storage(&gamma.buf),
+                Bind::Storage(&beta.buf),
+                Bind::Storage(&dy.buf),
+            ],
+            x.numel() as u64,
+        )?;
+        Ok(out)
+    }
+
     /// `x: [B, C, S] + v[…]` by a kernel of `elementwise.wgsl` that indexes
     /// `v` from the element's (sample, channel).
     fn broadcast_add(

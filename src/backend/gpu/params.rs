@@ -274,8 +274,8 @@ params! {
         s: u32,
         /// Variance epsilon.
         eps: f32,
-        /// Padding.
-        _p0: u32,
+        /// 0: y = x̂·γ + β; 1: y = SiLU(x̂·γ + β) ([`crate::backend::NormAct`]).
+        act: u32,
         /// Padding.
         _p1: u32,
         /// Padding.
