@@ -38,7 +38,7 @@ export class WorkerClient {
       e.preventDefault();
       this.fail(new Error(`the worker failed: ${e.message || 'it could not start (module workers need a current browser)'}`));
     };
-    this.ready = wasmModule().then((module) => this.call('init', { module }));
+    this.ready = wasmModule().then((module) => this.send('init', { module }));
   }
 
   receive(m) {
@@ -53,8 +53,14 @@ export class WorkerClient {
     else p.reject(new Error(m.message));
   }
 
-  // Sends a request; resolves with its result, calls onProgress on the way.
-  call(type, payload = {}, { transfer = [], onProgress = null } = {}) {
+  // Sends a request once the worker has its wasm instance; resolves with its
+  // result, calls onProgress on the way.
+  async call(type, payload = {}, options = {}) {
+    await this.ready;
+    return this.send(type, payload, options);
+  }
+
+  send(type, payload = {}, { transfer = [], onProgress = null } = {}) {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
