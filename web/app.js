@@ -389,7 +389,7 @@ function drawColorbar(entry) {
   const g = c.getContext('2d');
   const h = c.height, w = c.width;
   g.clearRect(0, 0, w, h);
-  const top = 10, bottom = h - 10, x0 = 4, bw = 16;
+  const top = 16, bottom = h - 16, x0 = 4, bw = 16;
   for (let y = top; y <= bottom; y++) {
     const col = inferno(1 - (y - top) / (bottom - top));
     g.fillStyle = `rgb(${col[0]},${col[1]},${col[2]})`;
@@ -523,7 +523,7 @@ function trainOptions() {
 function updateTrainCommand() {
   const o = trainOptions();
   $('train-command').textContent = `scoredd train --data DIR --config ${o.config} --steps ${o.steps} --batch ${o.batch} ` +
-    `--lr ${o.lr} --seed ${o.seed} --out model.safetensors && scoredd calibrate --model model.safetensors --data DIR --auto`;
+    `--lr ${+o.lr.toPrecision(6)} --seed ${o.seed} --out model.safetensors && scoredd calibrate --model model.safetensors --data DIR --auto`;
 }
 
 function trainMessage(text, kind = 'error') {
@@ -619,13 +619,14 @@ function drawLossCurve() {
   const w = c.width, h = c.height, pad = { l: 44, r: 8, t: 8, b: 20 };
   g.clearRect(0, 0, w, h);
   const pts = state.train.curve.filter((p) => Number.isFinite(p.loss) && p.loss > 0);
-  const steps = (state.train.info && state.train.info.steps) || 1;
+  // The steps so far fill the width (the progress bar shows the whole run).
+  const steps = Math.max(pts.length ? pts[pts.length - 1].step : 1, 2);
   g.strokeStyle = '#999';
   g.strokeRect(pad.l + 0.5, pad.t + 0.5, w - pad.l - pad.r, h - pad.t - pad.b);
   g.fillStyle = '#191919';
   g.font = '11px system-ui, sans-serif';
-  g.fillText('step', w - pad.r - 26, h - 5);
-  g.fillText(String(steps), w - pad.r - 6 * String(steps).length - 30, h - 5);
+  g.fillText('step', (w + pad.l) / 2 - 12, h - 5);
+  g.fillText(String(steps), w - pad.r - 7 * String(steps).length, h - 5);
   g.fillText('0', pad.l, h - 5);
   if (!pts.length) return;
   const logs = pts.map((p) => Math.log10(p.loss));

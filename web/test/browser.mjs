@@ -31,7 +31,8 @@
 // OUT_DIR/reference.json), SCOREDD_TRAIN_PARAMS (default OUT_DIR/train-params.json),
 // SCOREDD_REQUIRE_WEBGPU=0 to accept a CPU fallback where WebGPU was asked for
 // (default: WebGPU is required), SCOREDD_SCREENSHOT_DIR to also copy the
-// training screenshot there (for the README).
+// README's screenshots there (browser-result.png, browser-train-running.png,
+// browser-train.png; `SCOREDD_SCREENSHOT_DIR=$PWD/web/screenshots`).
 
 import fs from 'node:fs';
 import http from 'node:http';
@@ -246,7 +247,7 @@ async function detectSample(page, file) {
 async function setTrainOptions(page, o) {
   await page.selectOption('#train-config', o.config);
   for (const [id, v] of [['train-steps', o.steps], ['train-batch', o.batch], ['train-lr', o.lr], ['train-seed', o.seed]]) {
-    await page.fill(`#${id}`, String(v));
+    await page.fill(`#${id}`, String(typeof v === 'number' ? +v.toPrecision(6) : v));
     await page.$eval(`#${id}`, (el) => el.dispatchEvent(new Event('change')));
   }
 }
@@ -341,6 +342,10 @@ async function trainingBadInput(page, params, ref) {
   await page.waitForFunction(() => (window.scoredd.train.lastStep || 0) >= 8 || !window.scoredd.train.running, null, { timeout: RUN_TIMEOUT });
   const rate = await trainState(page);
   report.cpu_steps_per_second = rate.stepsPerSecond;
+  // The flow while it runs: loss curve, step rate, time left, the stop button.
+  const shot = path.join(out, 'browser-train-running.png');
+  await page.locator('#train-panel').screenshot({ path: shot });
+  if (process.env.SCOREDD_SCREENSHOT_DIR) fs.copyFileSync(shot, path.join(process.env.SCOREDD_SCREENSHOT_DIR, 'browser-train-running.png'));
   await page.click('#train-stop');
   await page.waitForFunction(() => !window.scoredd.train.running, null, { timeout: RUN_TIMEOUT });
   await page.evaluate(() => window.scoredd.queue);
@@ -494,6 +499,9 @@ async function batchAndSlider(page, manifest) {
     `defective at 0.01 / 0.5 / 0.99: ${low.shown} / ${mid.shown} / ${high.shown}; maps computed while sliding: ${after - before.n}; ${before.summary}`);
   report.batch = { items, summary: before.summary, workers: before.workers, hardware_concurrency: await page.evaluate(() => navigator.hardwareConcurrency) };
   await page.screenshot({ path: path.join(out, 'browser-batch.png'), fullPage: true });
+  const shot = path.join(out, 'browser-result.png');
+  await page.locator('#result-panel').screenshot({ path: shot });
+  if (process.env.SCOREDD_SCREENSHOT_DIR) fs.copyFileSync(shot, path.join(process.env.SCOREDD_SCREENSHOT_DIR, 'browser-result.png'));
   // Step 4 on the same results, the slider back at the model's threshold.
   const ious = await outlineIoUs(page, manifest);
   for (const r of ious) {
