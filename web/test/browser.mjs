@@ -516,6 +516,23 @@ async function batchAndSlider(page, manifest) {
   report.outlines = ious;
 }
 
+// Cancelling a running batch: the workers stop at once, a plain message says
+// how many were done, and the page detects again afterwards.
+async function cancelDetection(page, params, ref) {
+  const files = params.files.map((f) => path.join(dist, params.dir, f));
+  await page.setInputFiles('#image-file', files);
+  await page.waitForFunction(() => window.scoredd.busy, null, { timeout: RUN_TIMEOUT });
+  await page.click('#cancel');
+  await waitIdle(page);
+  const st = await page.evaluate(() => ({ status: document.getElementById('status').textContent, results: window.scoredd.results.length,
+    done: window.scoredd.results.filter((r) => r.result).length, cancelButton: document.getElementById('cancel').hidden }));
+  check('detection: cancel in the middle of a batch → plain message', /^Cancelled: \d+ of \d+ images done/.test(st.status) && st.done < files.length && st.cancelButton,
+    `${st.status} (${st.done} of ${st.results} maps kept)`);
+  const res = await detectSample(page, ref.sample);
+  const p = parity(res.result && res.result.map, ref);
+  check('detection: page usable after the cancel (fresh workers)', p.ok, p.detail);
+}
+
 // Every control is reachable with Tab, and a drop zone opens its file picker
 // with Enter (a hidden file input is not focusable; its button is).
 async function keyboard(page) {
@@ -590,6 +607,7 @@ async function main() {
       if (label === 'cpu') {
         await batchAndSlider(page, manifest);
         await keyboard(page);
+        await cancelDetection(page, params, ref);
         await cliModelInPage(page, params, ref);
         report.train_bad_input = await trainingBadInput(page, params, ref);
         report.train_cpu = await trainForParity(page, label, params, ref);
