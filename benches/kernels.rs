@@ -15,7 +15,7 @@ use std::time::Instant;
 use scoredd::backend::cpu::gemm::{sgemm, MatRef};
 use scoredd::backend::cpu::CpuBackend;
 use scoredd::backend::gpu::GpuBackend;
-use scoredd::backend::{Backend, Conv2dSpec, ConvGeometry, Distribution};
+use scoredd::backend::{Backend, Conv2dSpec, ConvGeometry, Distribution, ModuleOps};
 use scoredd::rng::RngStream;
 
 /// Median wall time of `reps` runs after one warm-up.

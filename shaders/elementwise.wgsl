@@ -2,6 +2,12 @@
 // grid of gpu::grid_1d (64 per workgroup, linearised with num_workgroups).
 // Bindings: 1 = output, 2 = first input, 3 = second input (the unary silu
 // binds only 1 and 2). Inputs are read-only, so a and b may be one buffer.
+//
+// axpby, mul, silu and silu_backward are the elementwise registry
+// (backend::pointwise): the GPU backend dispatches an op by its entry point
+// here, named after it, with alpha and beta as the op's scalars. A new
+// registry op is one more entry point of the same shape. add_bias and
+// add_sample_bias broadcast (c, inner), so they have their own dispatch.
 
 struct Params {
     n: u32,       // output elements

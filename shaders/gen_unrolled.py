@@ -222,7 +222,7 @@ def bmm():
     acc = [(r, h) for r in range(8) for h in range(2)]
     lanes = "xyzw"
     out = [HEADER, """
-// Batched C[b] = A[b] · B[b] (MatOps::bmm), f32, both operands pre-packed
+// Batched C[b] = A[b] · B[b] (Backend::bmm), f32, both operands pre-packed
 // k-major by strided_pack.wgsl: A as at[batch][K][M padded to 8], B as
 // bp[batch][K][N padded to 8], zero-filled, so every load is an aligned vec4 and
 // needs no bounds check. A 2-D (broadcast) operand has batch stride 0.
@@ -340,7 +340,7 @@ def conv_backward_input(k):
 
 def conv_backward_input_file():
     head = [HEADER, """
-// Input gradient of a stride-2 conv2d (MatOps::conv2d_backward, dx):
+// Input gradient of a stride-2 conv2d (ModuleOps::conv2d_backward, dx):
 //   dx[b, ci, iy, ix] = Σ_{co, ky, kx} w[co, ci, ky, kx] · dy[b, co, oy, ox]
 //   over the taps with iy + P = 2·oy + ky and ix + P = 2·ox + kx.
 // (Stride 1 runs the forward conv2d kernels on dy with flipped, transposed
@@ -437,7 +437,7 @@ def conv_backward_weight_file():
     acc = [(r, h) for r in range(8) for h in range(2)]
     lanes = "xyzw"
     out = [HEADER, """
-// Weight gradient of conv2d (MatOps::conv2d_backward, dw) as one GEMM per tap:
+// Weight gradient of conv2d (ModuleOps::conv2d_backward, dw) as one GEMM per tap:
 //   dw[co, ci, ky, kx] = Σ_{b, oy, ox} dy[b, co, oy, ox] · x[b, ci, oy·S + ky − P, ox·S + kx − P]
 // with dy and x pre-transposed channels-last by strided_pack.wgsl
 // (dyt[b, oy, ox][Cout padded to 8], xt[b, iy, ix][Cin padded to 8]), so each

@@ -1,4 +1,4 @@
-// Softmax over the last axis (MatOps::softmax): y = exp(x − max) / Σ exp(x − max)
+// Softmax over the last axis (ModuleOps::softmax): y = exp(x − max) / Σ exp(x − max)
 // per row. Pass 1 keeps a running (max, sum of exp) — the "online" softmax: one
 // read for both — pass 2 writes the row. Two entry points:
 // `softmax`: one workgroup per row (the grid spills into y past the

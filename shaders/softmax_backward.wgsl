@@ -1,4 +1,4 @@
-// Softmax backward over the last axis (MatOps::softmax_backward):
+// Softmax backward over the last axis (ModuleOps::softmax_backward):
 // dx = y ⊙ (dy − Σ_j dy_j·y_j) per row: the row's dot product, then one write
 // pass. As in softmax.wgsl, two entry points: `softmax_backward`, one
 // workgroup per row (the grid spills into y past the per-dimension limit), the

@@ -232,6 +232,30 @@ pub struct DetectionSettings {
     /// Gaussian smoothing of the map, σ in model pixels (0 = off).
     #[serde(default)]
     pub smooth: f32,
+    /// Each tap's distances divided by their usual size at each position on
+    /// good images (chosen by `calibrate --auto` when it helps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<NormalProfile>,
+}
+
+/// Per-position mean of each tap's Σ_t distance map over held-out normal
+/// images, measured at `ts`. Dividing a map by it makes a position that is
+/// busy on every good image (a border, a periodic streak) count as normal,
+/// and a quiet position where something appears count more.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NormalProfile {
+    /// The start times the means were measured at: the profile applies only
+    /// to detection at exactly these times.
+    pub ts: Vec<f64>,
+    pub taps: std::collections::BTreeMap<String, ProfileMap>,
+}
+
+/// One tap's mean distance map, `h × w` row-major, at the tap's resolution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileMap {
+    pub h: usize,
+    pub w: usize,
+    pub mean: Vec<f32>,
 }
 
 impl Default for DetectionSettings {
@@ -243,6 +267,7 @@ impl Default for DetectionSettings {
             sampler: Sampler::Ode,
             taps: vec!["up.1".into(), "up.2".into()],
             smooth: 0.0,
+            profile: None,
         }
     }
 }
@@ -308,6 +333,11 @@ pub struct Selection {
     /// What the search maximised.
     #[serde(default)]
     pub objective: Objective,
+    /// The normal-profile trial: the objective's AUROC without and with the
+    /// profile, on the half of the normals (and their defects) it was not
+    /// measured on. None when too few normals to try it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_trial: Option<[f64; 2]>,
 }
 
 /// What `calibrate::select_settings` maximises on the synthetic defects; the other

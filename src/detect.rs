@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{NnBackend, Sampler};
+use crate::config::{NormalProfile, ProfileMap};
 use crate::error::{Error, Result};
 use crate::method::paired_reverse;
 use crate::model_file::DetectionSettings;
@@ -426,19 +427,104 @@ pub fn combine(
     i: usize,
     size: usize,
 ) -> Result<Vec<f32>> {
+    combine_profiled(grids, taps, js, i, size, None)
+}
+
+/// [`combine`], each tap's Σ_t map first divided by the normal profile's
+/// mean at each position (see [`NormalProfile`]) when one is given.
+pub fn combine_profiled(
+    grids: &BTreeMap<String, TapGrid>,
+    taps: &[String],
+    js: &[usize],
+    i: usize,
+    size: usize,
+    profile: Option<&NormalProfile>,
+) -> Result<Vec<f32>> {
     let mut map = vec![1f32; size * size];
     for name in taps {
-        let g = grids
-            .get(name)
-            .ok_or_else(|| Error::Invalid(format!("no distances for tap {name:?}")))?;
-        let mut sum = vec![0f32; g.h * g.w];
-        for &j in js {
-            sum.iter_mut().zip(g.at(i, j)).for_each(|(s, &v)| *s += v);
+        let mut sum = tap_sum(grids, name, js, i)?;
+        let g = &grids[name];
+        if let Some(pm) = profile.and_then(|p| p.taps.get(name)) {
+            standardise(&mut sum, g.h, g.w, pm);
         }
         let up = bilinear_resize(&sum, g.h, g.w, size, size);
         map.iter_mut().zip(&up).for_each(|(m, &u)| *m *= u);
     }
     Ok(map)
+}
+
+/// Σ over the time indices `js` of tap `name`'s distances for image `i`.
+fn tap_sum(
+    grids: &BTreeMap<String, TapGrid>,
+    name: &str,
+    js: &[usize],
+    i: usize,
+) -> Result<Vec<f32>> {
+    let g = grids
+        .get(name)
+        .ok_or_else(|| Error::Invalid(format!("no distances for tap {name:?}")))?;
+    let mut sum = vec![0f32; g.h * g.w];
+    for &j in js {
+        sum.iter_mut().zip(g.at(i, j)).for_each(|(s, &v)| *s += v);
+    }
+    Ok(sum)
+}
+
+/// Divides an `h × w` map by the profile's mean (resized to it when the
+/// detection size differs from the calibration's) plus a floor of a tenth of
+/// its average, so a position that is nearly always quiet cannot blow up.
+fn standardise(map: &mut [f32], h: usize, w: usize, pm: &ProfileMap) {
+    let mean = if (pm.h, pm.w) == (h, w) {
+        pm.mean.clone()
+    } else {
+        bilinear_resize(&pm.mean, pm.h, pm.w, h, w)
+    };
+    let avg = mean.iter().map(|&v| v as f64).sum::<f64>() / mean.len().max(1) as f64;
+    let floor = (0.1 * avg) as f32 + f32::MIN_POSITIVE;
+    map.iter_mut()
+        .zip(&mean)
+        .for_each(|(v, &m)| *v /= m + floor);
+}
+
+/// The normal profile of `taps` at the time indices `js` (times `ts`): the
+/// per-position mean over the images `normals` of each tap's Σ_t map.
+pub fn normal_profile(
+    grids: &BTreeMap<String, TapGrid>,
+    taps: &[String],
+    js: &[usize],
+    ts: &[f64],
+    normals: &[usize],
+) -> Result<NormalProfile> {
+    if normals.is_empty() {
+        return Err(Error::Invalid(
+            "a normal profile needs at least one image".into(),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for name in taps {
+        let g = grids
+            .get(name)
+            .ok_or_else(|| Error::Invalid(format!("no distances for tap {name:?}")))?;
+        let mut acc = vec![0f64; g.h * g.w];
+        for &i in normals {
+            let sum = tap_sum(grids, name, js, i)?;
+            acc.iter_mut().zip(&sum).for_each(|(a, &v)| *a += v as f64);
+        }
+        let n = normals.len() as f64;
+        let mean = acc.into_iter().map(|a| (a / n) as f32).collect();
+        out.insert(
+            name.clone(),
+            ProfileMap {
+                h: g.h,
+                w: g.w,
+                mean,
+            },
+        );
+    }
+    Ok(NormalProfile {
+        ts: ts.to_vec(),
+        taps: out,
+    })
 }
 
 /// Image score: the maximum of the map (NaN-free maps; NaN would propagate).
@@ -466,6 +552,8 @@ pub struct Pending<T> {
     plan: Plan,
     size: usize,
     smooth: f32,
+    /// The settings' normal profile, when it was measured at these times.
+    profile: Option<NormalProfile>,
 }
 
 impl<T> Pending<T> {
@@ -488,8 +576,9 @@ impl<T> Pending<T> {
                 }
                 .into_grids(host)?;
                 let js: Vec<usize> = (0..times).collect();
+                let profile = self.profile.as_ref();
                 (0..images)
-                    .map(|i| combine(&grids, &taps, &js, i, size))
+                    .map(|i| combine_profiled(&grids, &taps, &js, i, size, profile))
                     .collect::<Result<Vec<_>>>()?
             }
             Plan::Reconstruction { images, channels } => {
@@ -558,6 +647,7 @@ pub fn start<B: NnBackend>(
         tensors: d.tensors,
         size,
         smooth: s.smooth,
+        profile: s.profile.clone().filter(|p| p.ts == s.ts),
     };
     let query = PairedQuery {
         images,
@@ -575,9 +665,11 @@ pub fn start<B: NnBackend>(
     };
     match opts.mode {
         Mode::ScoreDd => Ok(features(tap_distances_device(be, model, &query, &s.taps)?)),
-        Mode::NoScales => Ok(features(tap_distances_device(
-            be, model, &full_run, &s.taps,
-        )?)),
+        Mode::NoScales => Ok(Pending {
+            // The profile was measured on Score-DD's own times, not this run.
+            profile: None,
+            ..features(tap_distances_device(be, model, &full_run, &s.taps)?)
+        }),
         Mode::Reconstruction => {
             let run = paired_run(be, model, &full_run)?;
             Ok(Pending {
@@ -588,6 +680,7 @@ pub fn start<B: NnBackend>(
                 },
                 size,
                 smooth: s.smooth,
+                profile: None,
             })
         }
     }

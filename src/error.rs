@@ -65,6 +65,11 @@ pub enum Error {
 
     #[error("image error on {path}: {detail}")]
     Image { path: String, detail: String },
+
+    /// Drawing a chart failed (plotters reported an error while laying out or
+    /// rasterising it).
+    #[error("drawing {what}: {detail}")]
+    Draw { what: &'static str, detail: String },
 }
 
 impl Error {

@@ -33,12 +33,14 @@ pub mod method;
 pub mod metrics;
 pub mod model_file;
 pub mod nn;
+pub mod pipeline;
 pub mod plot;
 pub mod rng;
 pub mod sample;
 pub mod sde;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod synth;
+pub mod text;
 pub mod toy;
 pub mod train;
 pub mod viz;

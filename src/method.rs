@@ -3,7 +3,7 @@
 //! learned ("whole") score and the sample's own analytic score −z/σ — and
 //! compare. The U-net detector and the exact-score toy both run through here.
 
-use crate::backend::{Backend, PairedState, Sampler};
+use crate::backend::{Backend, PairedState, Sampler, ScoreDdOps};
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
 use crate::sde::Sde;
@@ -33,7 +33,7 @@ pub struct PairedRun<T> {
 /// `streams[i]` names sample i's random stream: the same (seed, stream) gives the
 /// same noise whatever batch the sample travels in and on every backend.
 #[allow(clippy::too_many_arguments)]
-pub fn paired_reverse<B: Backend, S: ScoreFn<B> + ?Sized>(
+pub fn paired_reverse<B: ScoreDdOps, S: ScoreFn<B> + ?Sized>(
     backend: &B,
     sde: &dyn Sde,
     score: &S,
@@ -61,7 +61,7 @@ pub fn paired_reverse<B: Backend, S: ScoreFn<B> + ?Sized>(
 /// [`paired_reverse`], calling `observe(i, state)` after the perturbation (i = 0)
 /// and after every step (i = 1..=r) — for plots of the trajectories.
 #[allow(clippy::too_many_arguments)]
-pub fn paired_reverse_observed<B: Backend, S: ScoreFn<B> + ?Sized>(
+pub fn paired_reverse_observed<B: ScoreDdOps, S: ScoreFn<B> + ?Sized>(
     backend: &B,
     sde: &dyn Sde,
     score: &S,

@@ -9,10 +9,10 @@
 
 use std::path::Path;
 
-use crate::backend::{Backend, Sampler};
+use crate::backend::{Backend, Sampler, ScoreDdOps};
 use crate::error::Result;
 use crate::method::{paired_reverse, paired_reverse_observed, ScoreFn};
-use crate::plot::{hstack, save_png, Canvas, Color};
+use crate::plot::{path_panels, save_png, Color, Corner, Mark, PathPanel, Trace};
 use crate::rng::RngStream;
 use crate::sde::{Sde, VeSde};
 
@@ -166,7 +166,7 @@ fn batch_of_points(points: &[[f64; 2]], draws: usize) -> Vec<f32> {
 }
 
 /// Runs every setting of the experiment on `backend`.
-pub fn run<B: Backend>(backend: &B, cfg: &ToyConfig) -> Result<ToyReport> {
+pub fn run<B: ScoreDdOps>(backend: &B, cfg: &ToyConfig) -> Result<ToyReport> {
     let sde = paper_sde();
     let score = MixtureScore {
         mixture: GaussianMixture::paper(),
@@ -246,55 +246,38 @@ pub fn run<B: Backend>(backend: &B, cfg: &ToyConfig) -> Result<ToyReport> {
 }
 
 const POINT_COLORS: [Color; 3] = [[214, 39, 40], [31, 119, 180], [44, 160, 44]];
+const SELF_GREY: Color = [120, 120, 120];
+const DENSITY: Color = [200, 200, 215];
+const START: Color = [20, 20, 20];
 
-/// Draws the experiment as two panels and writes them to `path`:
-/// left, short paired runs (t = 0.6, r = 5, reverse SDE) — whole-score paths
-/// in colour, self-score paths in grey, starting points as squares; right,
-/// full reverse runs of the normal points from t = 1 (probability-flow ODE),
-/// whole-score paths ending as dots, some in the wrong mode. Grid lines every
-/// 5 (left) and 10 (right) units, axes through the origin.
-pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()> {
-    let sde = paper_sde();
-    let mixture = GaussianMixture::paper();
-    let score = MixtureScore {
-        mixture: mixture.clone(),
-        sde: sde.clone(),
-    };
-    let draws = cfg.draws.min(16);
-    let root = RngStream::new(cfg.seed, 1);
+/// A trajectory: the state after each reverse step.
+type Path2 = Vec<(f64, f64)>;
 
-    let shade = |c: &mut Canvas, grid: f64| {
-        c.grid(grid);
-        let peak = mixture.density([5.0, 5.0]);
-        for py in 0..c.img.height() {
-            for px in 0..c.img.width() {
-                let (x, y) = c.to_world(px, py);
-                let d = (mixture.density([x, y]) / peak).powf(0.5);
-                c.blend(px as i64, py as i64, [200, 200, 215], d);
-            }
-        }
-    };
-
-    // Left: short runs of all three points.
-    let mut left = Canvas::new(520, 520, (-12.0, 12.0), (-12.0, 12.0), [255, 255, 255]);
-    shade(&mut left, 5.0);
-    let pts: Vec<[f64; 2]> = POINTS.iter().map(|p| p.0).collect();
-    let x0 = backend.upload(&batch_of_points(&pts, draws), &[3 * draws, 2])?;
-    let streams: Vec<u64> = (0..3 * draws as u64).collect();
-    let mut whole_paths = vec![Vec::new(); 3 * draws];
-    let mut own_paths = vec![Vec::new(); 3 * draws];
+/// Paired short runs (t = 0.6, r = 5, reverse SDE) of `draws` noise draws per
+/// point: the whole-score and the self-score path of each draw.
+fn short_runs<B: ScoreDdOps>(
+    backend: &B,
+    score: &MixtureScore,
+    pts: &[[f64; 2]],
+    draws: usize,
+    rng: RngStream,
+) -> Result<(Vec<Path2>, Vec<Path2>)> {
+    let n = pts.len() * draws;
+    let x0 = backend.upload(&batch_of_points(pts, draws), &[n, 2])?;
+    let streams: Vec<u64> = (0..n as u64).collect();
+    let (mut whole, mut own) = (vec![Vec::new(); n], vec![Vec::new(); n]);
     paired_reverse_observed(
         backend,
-        &sde,
-        &score,
+        &score.sde,
+        score,
         &x0,
-        &vec![0.6; 3 * draws],
+        &vec![0.6; n],
         5,
         Sampler::Sde,
-        root.derive(0),
+        rng,
         &streams,
         &mut |_, st| {
-            for (paths, t) in [(&mut whole_paths, &st.whole), (&mut own_paths, &st.own)] {
+            for (paths, t) in [(&mut whole, &st.whole), (&mut own, &st.own)] {
                 for (i, p) in backend.read(t)?.chunks(2).enumerate() {
                     paths[i].push((p[0] as f64, p[1] as f64));
                 }
@@ -302,35 +285,32 @@ pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()>
             Ok(())
         },
     )?;
-    for i in 0..3 * draws {
-        for w in own_paths[i].windows(2) {
-            left.line(w[0], w[1], 1.5, [120, 120, 120], 0.8);
-        }
-        for w in whole_paths[i].windows(2) {
-            left.line(w[0], w[1], 2.0, POINT_COLORS[i / draws], 0.9);
-        }
-    }
-    for (p, c) in pts.iter().zip(POINT_COLORS) {
-        left.square(p[0], p[1], 6.0, c);
-    }
+    Ok((whole, own))
+}
 
-    // Right: full reverse runs of the normal points from t = 1.
-    let mut right = Canvas::new(520, 520, (-30.0, 30.0), (-30.0, 30.0), [255, 255, 255]);
-    shade(&mut right, 10.0);
-    let normal = &pts[1..];
-    let x0n = backend.upload(&batch_of_points(normal, draws), &[2 * draws, 2])?;
-    let streams_n: Vec<u64> = (0..2 * draws as u64).collect();
-    let mut paths = vec![Vec::new(); 2 * draws];
+/// Full reverse runs from t = 1 (probability-flow ODE, whole score) of
+/// `draws` noise draws per point.
+fn full_runs<B: ScoreDdOps>(
+    backend: &B,
+    score: &MixtureScore,
+    pts: &[[f64; 2]],
+    draws: usize,
+    rng: RngStream,
+) -> Result<Vec<Path2>> {
+    let n = pts.len() * draws;
+    let x0 = backend.upload(&batch_of_points(pts, draws), &[n, 2])?;
+    let streams: Vec<u64> = (0..n as u64).collect();
+    let mut paths = vec![Vec::new(); n];
     paired_reverse_observed(
         backend,
-        &sde,
-        &score,
-        &x0n,
-        &vec![1.0; 2 * draws],
-        sde.n,
+        &score.sde,
+        score,
+        &x0,
+        &vec![1.0; n],
+        score.sde.n,
         Sampler::Ode,
-        root.derive(1),
-        &streams_n,
+        rng,
+        &streams,
         &mut |_, st| {
             for (i, p) in backend.read(&st.whole)?.chunks(2).enumerate() {
                 paths[i].push((p[0] as f64, p[1] as f64));
@@ -338,17 +318,84 @@ pub fn plot<B: Backend>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()>
             Ok(())
         },
     )?;
-    for (i, path) in paths.iter().enumerate() {
-        let c = POINT_COLORS[1 + i / draws];
-        for w in path.windows(2) {
-            right.line(w[0], w[1], 1.5, c, 0.6);
-        }
-        if let Some(&(x, y)) = path.last() {
-            right.disc(x, y, 4.0, c, 1.0);
-        }
-    }
-    for (p, c) in normal.iter().zip(&POINT_COLORS[1..]) {
-        right.square(p[0], p[1], 6.0, *c);
-    }
-    save_png(&hstack(&[&left.img, &right.img], 12, [255, 255, 255]), path)
+    Ok(paths)
+}
+
+/// Draws the experiment as two panels and writes them to `path`:
+/// left, short paired runs (t = 0.6, r = 5, reverse SDE) — whole-score paths
+/// in colour, self-score paths in grey, starting points as squares; right,
+/// full reverse runs of the normal points from t = 1 (probability-flow ODE),
+/// whole-score paths ending as dots, some in the wrong mode. The data density
+/// shades both; each panel has axes with values, a title and a legend.
+pub fn plot<B: ScoreDdOps>(backend: &B, cfg: &ToyConfig, path: &Path) -> Result<()> {
+    let mixture = GaussianMixture::paper();
+    let score = MixtureScore {
+        mixture: mixture.clone(),
+        sde: paper_sde(),
+    };
+    let draws = cfg.draws.min(16);
+    let root = RngStream::new(cfg.seed, 1);
+    let pts: Vec<[f64; 2]> = POINTS.iter().map(|p| p.0).collect();
+    let (whole, own) = short_runs(backend, &score, &pts, draws, root.derive(0))?;
+    let full = full_runs(backend, &score, &pts[1..], draws, root.derive(1))?;
+
+    let peak = mixture.density([5.0, 5.0]);
+    let shade = move |x: f64, y: f64| (mixture.density([x, y]) / peak).sqrt();
+    let trace = |points: &Path2, color: Color, width: u32, alpha: f64| Trace {
+        points: points.clone(),
+        color,
+        width,
+        alpha,
+    };
+    let start = |i: usize| (Mark::Square(START), (pts[i][0], pts[i][1]));
+    let named = |i: usize| (Mark::Line(POINT_COLORS[i]), POINTS[i].1.to_string());
+    let density = (Mark::Patch(DENSITY), "data density".to_string());
+
+    let mut traces: Vec<Trace> = own.iter().map(|p| trace(p, SELF_GREY, 1, 0.8)).collect();
+    traces.extend((0..whole.len()).map(|i| trace(&whole[i], POINT_COLORS[i / draws], 2, 0.9)));
+    let left = PathPanel {
+        title: "short paired runs: t = 0.6, r = 5 steps (reverse SDE)".into(),
+        extent: 12.0,
+        shade: &shade,
+        shade_color: DENSITY,
+        traces,
+        markers: (0..3).map(start).collect(),
+        legend: vec![
+            named(0),
+            named(1),
+            named(2),
+            (Mark::Line(SELF_GREY), "self-score paths".into()),
+            (Mark::Square(START), "starting points".into()),
+            density.clone(),
+        ],
+        legend_corner: Corner::BottomRight,
+    };
+
+    let color = |i: usize| POINT_COLORS[1 + i / draws];
+    let ends = full
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((Mark::Dot(color(i)), *p.last()?)));
+    let right = PathPanel {
+        title: "full reverse runs from t = 1 (probability-flow ODE)".into(),
+        extent: 30.0,
+        shade: &shade,
+        shade_color: DENSITY,
+        traces: full
+            .iter()
+            .enumerate()
+            .map(|(i, p)| trace(p, color(i), 1, 0.6))
+            .collect(),
+        markers: (1..3).map(start).chain(ends).collect(),
+        legend: vec![
+            named(1),
+            named(2),
+            (Mark::Square(START), "starting points".into()),
+            (Mark::Dot(START), "end of a run".into()),
+            density,
+        ],
+        legend_corner: Corner::BottomRight,
+    };
+    let title = "Score-DD on the exact score of ⅕N((−5,−5), I) + ⅘N((5,5), I)";
+    save_png(&path_panels(title, &[left, right], (600, 600))?, path)
 }

@@ -1,7 +1,8 @@
 //! Pictures of anomaly maps for `scoredd detect` and `scoredd eval`: a
 //! perceptual colour map (matplotlib's *inferno*), heat-map overlays on the
-//! input image, ground-truth outlines, a colour bar, a tiny built-in bitmap
-//! font, and labelled tiles stacked into a gallery.
+//! input image, ground-truth outlines, a colour bar, and labelled tiles stacked
+//! into a gallery. Text (titles, captions, colour-bar values) is drawn with the
+//! embedded font of [`crate::text`].
 //!
 //! Everything here is pure pixel computation on [`RgbImage`]s (it builds for
 //! wasm32 too); write the result with [`crate::plot::save_png`].
@@ -26,6 +27,7 @@ use image::{Rgb, RgbImage};
 
 use crate::error::{Error, Result};
 use crate::plot::Color;
+use crate::text;
 
 /// The colour [`colormap`] gives NaN, and [`overlay`] paints where a map value is NaN or ±∞.
 pub const NAN_GREY: Color = [128, 128, 128];
@@ -86,7 +88,9 @@ const INFERNO: [[u8; 3]; 33] = [
 
 /// The "inferno" colour map (black → purple → red → orange → pale yellow; luminance
 /// rises monotonically, so it prints in greyscale and is readable with colour
-/// blindness). `v` is clamped to [0, 1]; NaN gives [`NAN_GREY`].
+/// blindness). Ours because plotters' colour maps have no inferno: its
+/// `ViridisRGB` is an 8-stop approximation, and viridis' greens would hide the
+/// green ground-truth outline ([`TRUTH_COLOR`]). `v` is clamped to [0, 1]; NaN gives [`NAN_GREY`].
 pub fn colormap(v: f32) -> [u8; 3] {
     if v.is_nan() {
         return NAN_GREY;
@@ -271,186 +275,6 @@ fn resize(img: &RgbImage, nw: u32, nh: u32) -> RgbImage {
     })
 }
 
-// ---------------------------------------------------------------------------
-// Text
-
-/// Glyph cell: 5 × 8 pixels (capitals and digits 7 tall, one more row for the
-/// descenders of g j p q y), advanced by 6 (one column of spacing).
-const GLYPH_W: u32 = 5;
-const GLYPH_H: u32 = 8;
-/// Height of capitals and digits: what labels are centred on.
-const CAP_H: u32 = 7;
-const ADVANCE: u32 = GLYPH_W + 1;
-/// Line pitch in font pixels (8 rows + 2 rows of leading).
-const LINE_PITCH: u32 = GLYPH_H + 2;
-
-/// The classic 5×7 LCD font for ASCII 32..=126, with descenders (row 7) added to
-/// g j p q y: five columns per glyph, bit r of a column byte is row r (top = bit 0).
-const FONT: [[u8; 5]; 95] = [
-    [0x00, 0x00, 0x00, 0x00, 0x00], // ' '
-    [0x00, 0x00, 0x5F, 0x00, 0x00], // !
-    [0x00, 0x07, 0x00, 0x07, 0x00], // "
-    [0x14, 0x7F, 0x14, 0x7F, 0x14], // #
-    [0x24, 0x2A, 0x7F, 0x2A, 0x12], // $
-    [0x23, 0x13, 0x08, 0x64, 0x62], // %
-    [0x36, 0x49, 0x55, 0x22, 0x50], // &
-    [0x00, 0x05, 0x03, 0x00, 0x00], // '
-    [0x00, 0x1C, 0x22, 0x41, 0x00], // (
-    [0x00, 0x41, 0x22, 0x1C, 0x00], // )
-    [0x14, 0x08, 0x3E, 0x08, 0x14], // *
-    [0x08, 0x08, 0x3E, 0x08, 0x08], // +
-    [0x00, 0x50, 0x30, 0x00, 0x00], // ,
-    [0x08, 0x08, 0x08, 0x08, 0x08], // -
-    [0x00, 0x60, 0x60, 0x00, 0x00], // .
-    [0x20, 0x10, 0x08, 0x04, 0x02], // /
-    [0x3E, 0x51, 0x49, 0x45, 0x3E], // 0
-    [0x00, 0x42, 0x7F, 0x40, 0x00], // 1
-    [0x42, 0x61, 0x51, 0x49, 0x46], // 2
-    [0x21, 0x41, 0x45, 0x4B, 0x31], // 3
-    [0x18, 0x14, 0x12, 0x7F, 0x10], // 4
-    [0x27, 0x45, 0x45, 0x45, 0x39], // 5
-    [0x3C, 0x4A, 0x49, 0x49, 0x30], // 6
-    [0x01, 0x71, 0x09, 0x05, 0x03], // 7
-    [0x36, 0x49, 0x49, 0x49, 0x36], // 8
-    [0x06, 0x49, 0x49, 0x29, 0x1E], // 9
-    [0x00, 0x36, 0x36, 0x00, 0x00], // :
-    [0x00, 0x56, 0x36, 0x00, 0x00], // ;
-    [0x08, 0x14, 0x22, 0x41, 0x00], // <
-    [0x14, 0x14, 0x14, 0x14, 0x14], // =
-    [0x00, 0x41, 0x22, 0x14, 0x08], // >
-    [0x02, 0x01, 0x51, 0x09, 0x06], // ?
-    [0x32, 0x49, 0x79, 0x41, 0x3E], // @
-    [0x7E, 0x11, 0x11, 0x11, 0x7E], // A
-    [0x7F, 0x49, 0x49, 0x49, 0x36], // B
-    [0x3E, 0x41, 0x41, 0x41, 0x22], // C
-    [0x7F, 0x41, 0x41, 0x22, 0x1C], // D
-    [0x7F, 0x49, 0x49, 0x49, 0x41], // E
-    [0x7F, 0x09, 0x09, 0x09, 0x01], // F
-    [0x3E, 0x41, 0x49, 0x49, 0x7A], // G
-    [0x7F, 0x08, 0x08, 0x08, 0x7F], // H
-    [0x00, 0x41, 0x7F, 0x41, 0x00], // I
-    [0x20, 0x40, 0x41, 0x3F, 0x01], // J
-    [0x7F, 0x08, 0x14, 0x22, 0x41], // K
-    [0x7F, 0x40, 0x40, 0x40, 0x40], // L
-    [0x7F, 0x02, 0x0C, 0x02, 0x7F], // M
-    [0x7F, 0x04, 0x08, 0x10, 0x7F], // N
-    [0x3E, 0x41, 0x41, 0x41, 0x3E], // O
-    [0x7F, 0x09, 0x09, 0x09, 0x06], // P
-    [0x3E, 0x41, 0x51, 0x21, 0x5E], // Q
-    [0x7F, 0x09, 0x19, 0x29, 0x46], // R
-    [0x46, 0x49, 0x49, 0x49, 0x31], // S
-    [0x01, 0x01, 0x7F, 0x01, 0x01], // T
-    [0x3F, 0x40, 0x40, 0x40, 0x3F], // U
-    [0x1F, 0x20, 0x40, 0x20, 0x1F], // V
-    [0x3F, 0x40, 0x38, 0x40, 0x3F], // W
-    [0x63, 0x14, 0x08, 0x14, 0x63], // X
-    [0x07, 0x08, 0x70, 0x08, 0x07], // Y
-    [0x61, 0x51, 0x49, 0x45, 0x43], // Z
-    [0x00, 0x7F, 0x41, 0x41, 0x00], // [
-    [0x02, 0x04, 0x08, 0x10, 0x20], // backslash
-    [0x00, 0x41, 0x41, 0x7F, 0x00], // ]
-    [0x04, 0x02, 0x01, 0x02, 0x04], // ^
-    [0x40, 0x40, 0x40, 0x40, 0x40], // _
-    [0x00, 0x01, 0x02, 0x04, 0x00], // `
-    [0x20, 0x54, 0x54, 0x54, 0x78], // a
-    [0x7F, 0x48, 0x44, 0x44, 0x38], // b
-    [0x38, 0x44, 0x44, 0x44, 0x20], // c
-    [0x38, 0x44, 0x44, 0x48, 0x7F], // d
-    [0x38, 0x54, 0x54, 0x54, 0x18], // e
-    [0x08, 0x7E, 0x09, 0x01, 0x02], // f
-    [0x18, 0xA4, 0xA4, 0xA4, 0x7C], // g
-    [0x7F, 0x08, 0x04, 0x04, 0x78], // h
-    [0x00, 0x44, 0x7D, 0x40, 0x00], // i
-    [0x40, 0x80, 0x84, 0x7D, 0x00], // j
-    [0x7F, 0x10, 0x28, 0x44, 0x00], // k
-    [0x00, 0x41, 0x7F, 0x40, 0x00], // l
-    [0x7C, 0x04, 0x18, 0x04, 0x78], // m
-    [0x7C, 0x08, 0x04, 0x04, 0x78], // n
-    [0x38, 0x44, 0x44, 0x44, 0x38], // o
-    [0xFC, 0x24, 0x24, 0x24, 0x18], // p
-    [0x18, 0x24, 0x24, 0x24, 0xFC], // q
-    [0x7C, 0x08, 0x04, 0x04, 0x08], // r
-    [0x48, 0x54, 0x54, 0x54, 0x20], // s
-    [0x04, 0x3F, 0x44, 0x40, 0x20], // t
-    [0x3C, 0x40, 0x40, 0x20, 0x7C], // u
-    [0x1C, 0x20, 0x40, 0x20, 0x1C], // v
-    [0x3C, 0x40, 0x30, 0x40, 0x3C], // w
-    [0x44, 0x28, 0x10, 0x28, 0x44], // x
-    [0x1C, 0xA0, 0xA0, 0xA0, 0x7C], // y
-    [0x44, 0x64, 0x54, 0x4C, 0x44], // z
-    [0x00, 0x08, 0x36, 0x41, 0x00], // {
-    [0x00, 0x00, 0x7F, 0x00, 0x00], // |
-    [0x00, 0x41, 0x36, 0x08, 0x00], // }
-    [0x10, 0x08, 0x08, 0x10, 0x08], // ~
-];
-
-fn glyph(c: char) -> &'static [u8; 5] {
-    let i = c as u32;
-    if (32..=126).contains(&i) {
-        &FONT[(i - 32) as usize]
-    } else {
-        &FONT[(b'?' - 32) as usize]
-    }
-}
-
-/// Width in pixels of `text` drawn by [`draw_text`] at `scale` (a scale of 0 is taken
-/// as 1): 6·scale per character less the trailing gap; the widest line if `text` has
-/// several (`'\n'`). Characters outside ASCII 32..=126 draw as `?` and count as one.
-pub fn text_width(text: &str, scale: u32) -> u32 {
-    let s = scale.max(1);
-    text.split('\n')
-        .map(|l| {
-            let n = l.chars().count() as u32;
-            if n == 0 {
-                0
-            } else {
-                n * ADVANCE * s - s
-            }
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-/// Height in pixels of `text` drawn by [`draw_text`]: 8·scale per line (7 above the
-/// baseline, 1 for descenders) plus 2·scale between lines.
-pub fn text_height(text: &str, scale: u32) -> u32 {
-    let s = scale.max(1);
-    let lines = text.split('\n').count() as u32;
-    lines * LINE_PITCH * s - (LINE_PITCH - GLYPH_H) * s
-}
-
-/// Draws `text` with the built-in 5×7 bitmap font (5×8 with descenders) (ASCII 32..=126; anything else
-/// draws as `?`; `'\n'` starts a new line) with its top-left corner at (`x`, `y`),
-/// each font pixel a `scale`×`scale` block (0 is taken as 1). Only pixels inside the
-/// box [`text_width`] × [`text_height`] from (`x`, `y`) change, and only the glyphs'
-/// own pixels (no background); whatever falls outside the image is clipped.
-pub fn draw_text(img: &mut RgbImage, x: i32, y: i32, text: &str, scale: u32, color: [u8; 3]) {
-    let s = scale.max(1) as i64;
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    for (row, line) in text.split('\n').enumerate() {
-        let y0 = y as i64 + row as i64 * LINE_PITCH as i64 * s;
-        for (k, c) in line.chars().enumerate() {
-            let x0 = x as i64 + k as i64 * ADVANCE as i64 * s;
-            if x0 >= w || y0 >= h {
-                break;
-            }
-            for (col, &bits) in glyph(c).iter().enumerate() {
-                for r in 0..GLYPH_H as i64 {
-                    if bits & (1 << r) == 0 {
-                        continue;
-                    }
-                    let (px, py) = (x0 + col as i64 * s, y0 + r * s);
-                    for yy in py.max(0)..(py + s).min(h) {
-                        for xx in px.max(0)..(px + s).min(w) {
-                            img.put_pixel(xx as u32, yy as u32, Rgb(color));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// A number for a tick label, with `decimals` digits after the point, or in
 /// scientific notation when that would be unreadable.
 fn format_tick(v: f32, decimals: usize, scientific: bool) -> String {
@@ -489,17 +313,17 @@ fn tick_labels(range: (f32, f32)) -> [String; 3] {
 
 /// A vertical colour bar `height` px tall: the colour map from `range.0` (bottom) to
 /// `range.1` (top) with ticks labelled lo, mid and hi. About 60 px wide; wider when the
-/// labels need it. Labels use scale 2 from 160 px of height up, else scale 1.
+/// labels need it. Labels are [`BAR_TEXT`] px from 160 px of height up, else [`SMALL_TEXT`].
 pub fn colorbar(height: u32, range: (f32, f32)) -> RgbImage {
     let height = height.max(16);
-    let scale = if height >= 160 { 2 } else { 1 };
+    let size = if height >= 160 { BAR_TEXT } else { SMALL_TEXT };
     let labels = tick_labels(range);
-    let half_text = (CAP_H * scale).div_ceil(2);
+    let half_text = text::line_height(size).div_ceil(2);
     let (bar_x, bar_w, tick) = (4u32, 14u32, 3u32);
     let label_x = bar_x + bar_w + tick + 3;
     let label_w = labels
         .iter()
-        .map(|l| text_width(l, scale))
+        .map(|l| text::measure(l, size).0)
         .max()
         .unwrap_or(0);
     let width = (label_x + label_w + 4).max(60);
@@ -526,14 +350,8 @@ pub fn colorbar(height: u32, range: (f32, f32)) -> RgbImage {
         for x in bar_x + bar_w..bar_x + bar_w + tick {
             img.put_pixel(x, y, Rgb(INK));
         }
-        draw_text(
-            &mut img,
-            label_x as i32,
-            y as i32 - (CAP_H * scale / 2) as i32,
-            label,
-            scale,
-            INK,
-        );
+        let top = y as i32 - text::line_height(size) as i32 / 2;
+        text::draw(&mut img, label_x as i32, top, label, size, INK);
     }
     img
 }
@@ -555,13 +373,21 @@ pub struct Tile<'a> {
     pub caption: String,
 }
 
+/// Text sizes in px (line height; capitals are about 0.63 of it): gallery
+/// titles, tile captions, colour-bar values, and the fallback where space is short.
+pub const TITLE_TEXT: f32 = 24.0;
+pub const CAPTION_TEXT: f32 = 17.0;
+pub const BAR_TEXT: f32 = 16.0;
+pub const SMALL_TEXT: f32 = 13.0;
+
 /// Gap between panels, tiles and around the gallery, in pixels.
 const GAP: u32 = 6;
 
 /// A labelled tile: `[input | overlay (with the ground-truth outline in
 /// TRUTH_COLOR if there is a mask) | predicted mask, white on black, with the same
 /// outline (if given)]`, each panel resized (nearest neighbour) to `tile` px wide,
-/// with the caption under them (scale 2 if it fits, else 1, clipped if still too long).
+/// with the caption under them ([`CAPTION_TEXT`] px if it fits, else [`SMALL_TEXT`],
+/// clipped if still too long).
 ///
 /// Errors with [`Error::Invalid`] if the map or a mask does not hold one value per
 /// image pixel, or if `tile` or the image is empty.
@@ -609,34 +435,34 @@ pub fn tile(t: &Tile, range: (f32, f32), tile: u32) -> Result<RgbImage> {
 
     let k = panels.len() as u32;
     let width = k * pw + (k - 1) * GAP;
-    let scale = if text_width(&t.caption, 2) <= width {
-        2
+    let size = if text::measure(&t.caption, CAPTION_TEXT).0 <= width {
+        CAPTION_TEXT
     } else {
-        1
+        SMALL_TEXT
     };
     let caption_h = if t.caption.is_empty() {
         0
     } else {
-        GAP / 2 + text_height(&t.caption, scale)
+        GAP / 2 + text::measure(&t.caption, size).1
     };
     let mut out = RgbImage::from_pixel(width, ph + caption_h, Rgb(BACKGROUND));
     for (i, p) in panels.iter().enumerate() {
         image::imageops::replace(&mut out, p, (i as u32 * (pw + GAP)) as i64, 0);
     }
-    draw_text(&mut out, 0, (ph + GAP / 2) as i32, &t.caption, scale, INK);
+    text::draw(&mut out, 0, (ph + GAP / 2) as i32, &t.caption, size, INK);
     Ok(out)
 }
 
 /// Stacks tiles (as made by [`tile`]; sizes may differ, each sits top-left in a cell
 /// of the largest size) into a grid of `columns` columns (0 is taken as 1), under a
-/// `title` (scale 2; `'\n'` for more lines) and beside a [`colorbar`] for `range`.
+/// `title` ([`TITLE_TEXT`] px; `'\n'` for more lines) and beside a [`colorbar`] for `range`.
 /// No tiles gives a small image with just the title.
 pub fn gallery(tiles: &[RgbImage], columns: usize, title: &str, range: (f32, f32)) -> RgbImage {
-    let title_w = text_width(title, 2);
+    let (title_w, title_text_h) = text::measure(title, TITLE_TEXT);
     let title_h = if title.is_empty() {
         0
     } else {
-        text_height(title, 2) + GAP
+        title_text_h + GAP
     };
     if tiles.is_empty() {
         let mut img = RgbImage::from_pixel(
@@ -644,7 +470,7 @@ pub fn gallery(tiles: &[RgbImage], columns: usize, title: &str, range: (f32, f32
             (title_h + 2 * GAP).max(32),
             Rgb(BACKGROUND),
         );
-        draw_text(&mut img, GAP as i32, GAP as i32, title, 2, INK);
+        text::draw(&mut img, GAP as i32, GAP as i32, title, TITLE_TEXT, INK);
         return img;
     }
     let cols = columns.clamp(1, tiles.len()) as u32;
@@ -657,7 +483,7 @@ pub fn gallery(tiles: &[RgbImage], columns: usize, title: &str, range: (f32, f32
     let width = (grid_w + 2 * GAP + bar.width() + GAP).max(title_w + 2 * GAP);
     let height = GAP + title_h + grid_h.max(bar.height()) + GAP;
     let mut img = RgbImage::from_pixel(width, height, Rgb(BACKGROUND));
-    draw_text(&mut img, GAP as i32, GAP as i32, title, 2, INK);
+    text::draw(&mut img, GAP as i32, GAP as i32, title, TITLE_TEXT, INK);
     let y0 = GAP + title_h;
     for (i, t) in tiles.iter().enumerate() {
         let (c, r) = (i as u32 % cols, i as u32 / cols);

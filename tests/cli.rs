@@ -124,6 +124,8 @@ fn train_resume_and_sample_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(model.exists() && dir.join("m.log.csv").exists() && dir.join("m.loss.png").exists());
+    let curve = image::open(dir.join("m.loss.png")).expect("a readable loss curve");
+    assert_eq!((curve.width(), curve.height()), (800, 450));
     let resume = train("8", &["--resume", model.to_str().unwrap()]);
     assert!(
         resume.status.success(),

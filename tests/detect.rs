@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_close, cpu, gpu, rand_vec};
-use scoredd::backend::{Backend, LayerOps, NnBackend, Sampler};
+use scoredd::backend::{Backend, NnBackend, Sampler, ScoreDdOps};
 use scoredd::calibrate::{self, DefectKind, Objective, SelectOptions};
 use scoredd::detect::{self, DetectOptions, Mode};
 use scoredd::model_file::DetectionSettings;
@@ -392,7 +392,7 @@ fn synthetic_defects_change_exactly_their_mask() {
         let (out, mask) =
             calibrate::synthetic_defect(&img, 1, 32, *kind, RngStream::new(1, k as u64));
         let inside = mask.iter().filter(|&&m| m != 0).count();
-        assert!(inside >= 4, "{kind:?}: mask of {inside} px");
+        assert!(inside >= 3, "{kind:?}: mask of {inside} px");
         for p in 0..32 * 32 {
             if mask[p] == 0 {
                 assert_eq!(
@@ -406,10 +406,11 @@ fn synthetic_defects_change_exactly_their_mask() {
             .map(|p| (out[p] - img[p]).abs())
             .sum::<f32>()
             / inside as f32;
-        let floor = if *kind == DefectKind::CutPaste {
-            0.01
-        } else {
-            0.1
+        // A pasted patch may resemble what it covers; a stain is faint by design.
+        let floor = match kind {
+            DefectKind::CutPaste => 0.01,
+            DefectKind::Stain => 0.05,
+            _ => 0.1,
         };
         assert!(
             change > floor,
@@ -601,4 +602,96 @@ fn a_32_px_model_maps_a_64_px_image() {
             );
         }
     }
+}
+
+/// The synthetic check must be hard enough to tell settings apart: the mix
+/// holds specks of a few pixels, one-pixel cracks and large faint stains.
+#[test]
+fn synthetic_mix_has_tiny_thin_and_faint_defects() {
+    let size = 64;
+    let img = vec![0.3f32; size * size];
+    for k in 0..8u64 {
+        let rng = RngStream::new(7, k);
+        let area = |kind| {
+            let (_, m) = calibrate::synthetic_defect(&img, 1, size, kind, rng);
+            m.iter().filter(|&&v| v != 0).count()
+        };
+        let speck = area(DefectKind::Speck);
+        assert!((3..=30).contains(&speck), "speck of {speck} px");
+        // A crack: long (≥ 0.3 of the side in total) but about one pixel wide.
+        let crack = area(DefectKind::Crack);
+        assert!((15..=100).contains(&crack), "crack of {crack} px");
+        let (out, m) = calibrate::synthetic_defect(&img, 1, size, DefectKind::Stain, rng);
+        let inside: Vec<usize> = (0..size * size).filter(|&p| m[p] != 0).collect();
+        assert!(
+            inside.len() >= size * size / 40,
+            "stain of {} px",
+            inside.len()
+        );
+        let change = inside
+            .iter()
+            .map(|&p| (out[p] - img[p]).abs())
+            .fold(0f32, f32::max);
+        assert!((0.05..=0.13).contains(&change), "stain contrast {change}");
+    }
+}
+
+/// The normal profile: a position that is busy on every good image (here a
+/// bright border column) stops dominating, while a spot that is new on one
+/// image does; applied only at the times it was measured at.
+#[test]
+fn normal_profile_quiets_busy_positions_and_keeps_new_ones() {
+    use std::collections::BTreeMap;
+    let (h, w, n) = (8, 8, 5);
+    // Images 0..4 normal: distance 1 everywhere, 6 on column 0 (a border
+    // artefact). Image 4 is normal plus a defect of 3 at (4, 4).
+    let mut data = Vec::new();
+    for i in 0..n {
+        for p in 0..h * w {
+            let mut v = if p % w == 0 { 6.0 } else { 1.0 };
+            if i == 4 && p == 4 * w + 4 {
+                v += 3.0;
+            }
+            data.push(v);
+        }
+    }
+    let grid = detect::TapGrid {
+        images: n,
+        times: 1,
+        h,
+        w,
+        data,
+    };
+    let grids = BTreeMap::from([("a".to_string(), grid)]);
+    let taps = ["a".to_string()];
+    let argmax = |m: &[f32]| (0..m.len()).max_by(|&x, &y| m[x].total_cmp(&m[y])).unwrap();
+    let plain = detect::combine(&grids, &taps, &[0], 4, 8).unwrap();
+    assert_eq!(argmax(&plain) % 8, 0, "without the profile the border wins");
+    let profile = detect::normal_profile(&grids, &taps, &[0], &[0.1], &[0, 1, 2, 3]).unwrap();
+    let pm = &profile.taps["a"];
+    assert_eq!((pm.h, pm.w), (8, 8));
+    assert_close(
+        "profile of identical normals",
+        &pm.mean,
+        &grids["a"].data[..64],
+        1e-6,
+    );
+    let got = detect::combine_profiled(&grids, &taps, &[0], 4, 8, Some(&profile)).unwrap();
+    assert_eq!(argmax(&got), 4 * 8 + 4, "with it the new spot wins");
+    // A normal image becomes nearly flat: a 6:1 contrast drops to what the
+    // floor (a tenth of the mean level) leaves, 6/6.16 : 1/1.16 ≈ 1.13.
+    let flat = detect::combine_profiled(&grids, &taps, &[0], 0, 8, Some(&profile)).unwrap();
+    let (lo, hi) = flat
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(hi / lo < 1.15, "normal map not flattened: {lo}..{hi}");
+    // A profile at other times does not apply; through the settings it round-trips.
+    let s = DetectionSettings {
+        profile: Some(profile.clone()),
+        ..Default::default()
+    };
+    let back: DetectionSettings =
+        serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+    assert!(detect::normal_profile(&grids, &taps, &[0], &[0.1], &[]).is_err());
 }

@@ -9,7 +9,8 @@ mod common;
 
 use common::{assert_close, cpu, gpu, rand_vec};
 use scoredd::backend::{
-    Backend, Conv2dSpec, Distribution, PairedState, PerturbCoef, Sampler, StepCoef,
+    Backend, Conv2dSpec, Distribution, ModuleOps, PairedState, PerturbCoef, Sampler, ScoreDdOps,
+    StepCoef,
 };
 use scoredd::rng::RngStream;
 
@@ -153,7 +154,7 @@ fn conv_inputs(i: usize, case: ConvCase) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>
     )
 }
 
-fn run_conv<B: Backend>(
+fn run_conv<B: ModuleOps>(
     be: &B,
     x: &[f32],
     w: &[f32],
@@ -338,7 +339,7 @@ fn step_case() -> (Vec<usize>, [Vec<f32>; 5], Vec<StepCoef>) {
     (shape, v, coef)
 }
 
-fn run_step<B: Backend>(be: &B, sampler: Sampler) -> Vec<Vec<f32>> {
+fn run_step<B: ScoreDdOps>(be: &B, sampler: Sampler) -> Vec<Vec<f32>> {
     let (shape, v, coef) = step_case();
     let up = |d: &Vec<f32>| be.upload(d, &shape).unwrap();
     let mut st = PairedState {

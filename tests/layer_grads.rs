@@ -1,5 +1,5 @@
-//! The CPU network ops (`MatOps`, `LayerOps`): every backward against central
-//! differences of its forward, every forward against naive f64 code written
+//! The CPU network ops (`Backend` primitives, `ModuleOps`, `ScoreDdOps`):
+//! every backward against central differences of its forward, every forward against naive f64 code written
 //! here, on odd shapes (C = 6 in 3 groups, 6 × 10 images, batch 3).
 //!
 //! Directional checks: for random x, v, dy,
@@ -20,7 +20,7 @@ mod common;
 
 use common::{assert_close, cpu, rand_vec};
 use scoredd::backend::cpu::{CpuBackend, CpuTensor};
-use scoredd::backend::{Backend, Conv2dSpec, LayerOps, MatOps};
+use scoredd::backend::{Backend, Conv2dSpec, ModuleOps, Pointwise, ScoreDdOps};
 use scoredd::rng::RngStream;
 use scoredd::Error;
 
@@ -619,6 +619,55 @@ fn pointwise_backward_matches_finite_differences() {
         LINEAR_TOL,
         16,
     );
+}
+
+/// Every backward op of the elementwise registry against central
+/// differences of the forward it declares (`backward of`), generically: a new
+/// op is checked here by being declared.
+#[test]
+fn every_pointwise_backward_matches_finite_differences() {
+    let c = cpu();
+    let shape = [3, 6, 6, 10];
+    let n = 3 * 6 * 60;
+    let mut checked = 0;
+    for (k, &op) in Pointwise::ALL.iter().enumerate() {
+        let Some(forward) = op.backward_of() else {
+            continue;
+        };
+        assert_eq!(
+            forward.arity(),
+            1,
+            "{}: a backward's forward is unary",
+            op.name()
+        );
+        assert_eq!(op.arity(), 2, "{}: a backward takes (x, dy)", op.name());
+        let seed = 20 + 3 * k as u64;
+        let (x, dy) = (scaled(&rand_vec(n, seed), 5.0), rand_vec(n, seed + 1));
+        let dx = rd(
+            &c,
+            &c.pointwise(
+                op,
+                &[&up(&c, &x, &shape), &up(&c, &dy, &shape)],
+                [0.7, -1.3],
+            )
+            .unwrap(),
+        );
+        dir_check(
+            op.name(),
+            &|xv| {
+                let t = up(&c, xv, &shape);
+                rd(&c, &c.pointwise(forward, &[&t], [0.7, -1.3]).unwrap())
+            },
+            &x,
+            &dx,
+            &dy,
+            1e-2,
+            NONLINEAR_TOL,
+            seed + 2,
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "the registry declares no backward op");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The GPU backend's [`MatOps`] (conv2d gradients, batched matmul, softmax and
-//! its backward) against the CPU backend, on odd shapes that are not multiples
+//! The GPU backend's matrix-shaped ops (conv2d gradients, batched matmul,
+//! softmax and its backward) against the CPU backend, on odd shapes that are not multiples
 //! of the kernels' 8-wide tiles, plus the shape errors.
 //!
 //! Tolerance: every output compares max |gpu − cpu| against 1e-4 × max |cpu|
@@ -8,7 +8,7 @@
 mod common;
 
 use common::{assert_close, cpu, gpu, rand_vec};
-use scoredd::backend::{Backend, Conv2dSpec, MatOps};
+use scoredd::backend::{Backend, Conv2dSpec, ModuleOps};
 use scoredd::error::Error;
 
 const REL: f32 = 1e-4;
@@ -38,7 +38,7 @@ const CONV_CASES: [Case; 16] = [
     (1, 8, 16, 16, 16, 3, 2, 1),
 ];
 
-fn conv_grads<B: MatOps>(be: &B, case: Case, data: &[Vec<f32>; 3]) -> [Vec<f32>; 3] {
+fn conv_grads<B: ModuleOps>(be: &B, case: Case, data: &[Vec<f32>; 3]) -> [Vec<f32>; 3] {
     let (b, ci, h, w, co, k, s, p) = case;
     let ho = (h + 2 * p - k) / s + 1;
     let wo = (w + 2 * p - k) / s + 1;
@@ -128,7 +128,7 @@ fn conv2d_backward_of_an_empty_batch_is_zero() {
     assert_eq!(g.read(&gr.db).unwrap(), vec![0.0; 4]);
 }
 
-fn run_bmm<B: MatOps>(
+fn run_bmm<B: Backend>(
     be: &B,
     a: (&[f32], &[usize]),
     b: (&[f32], &[usize]),
@@ -286,7 +286,7 @@ fn gpu_softmax_and_backward_match_cpu() {
             .unwrap();
         assert_close(&format!("softmax_backward {shape:?}"), &got, &want, REL);
 
-        // Both row mappings (MatOps picks one by device and row length).
+        // Both row mappings (ModuleOps picks one by device and row length).
         for per_workgroup in [false, true] {
             let how = if per_workgroup {
                 "workgroup"

@@ -1,5 +1,5 @@
-//! Every [`LayerOps`] op of the GPU backend against the CPU backend, forward and
-//! backward, on odd shapes (channel counts, heights and widths that are not
+//! Every layer op of the GPU backend ([`Backend`] primitives, [`ModuleOps`],
+//! [`ScoreDdOps`]) against the CPU backend, forward and backward, on odd shapes (channel counts, heights and widths that are not
 //! multiples of the kernels' 64-wide workgroups), plus bad shapes.
 //!
 //! Tolerance: max |gpu − cpu| ≤ 1e-4 × max |cpu| for every output (the GPU sums
@@ -9,7 +9,7 @@
 mod common;
 
 use common::{cpu, gpu, rand_vec};
-use scoredd::backend::{Backend, LayerOps};
+use scoredd::backend::{Backend, ModuleOps, Pointwise, ScoreDdOps};
 use scoredd::error::Error;
 use scoredd::rng::RngStream;
 
@@ -136,6 +136,30 @@ fn pointwise_ops_match_cpu() {
             &format!("silu_backward {what}"),
             on_both!(&c, &g, &wide, |be, t| vec![be.silu_backward(&t[0], &t[1])?]),
         );
+    }
+}
+
+/// Every op of the elementwise registry, generically: a new op is checked
+/// here by being declared. Inputs span ±12, far enough to reach silu's
+/// saturating tails; the scalars are ones no op should ignore by accident.
+#[test]
+fn every_pointwise_op_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    for &op in Pointwise::ALL {
+        for (i, s) in IMAGES.iter().enumerate() {
+            let shapes = vec![&s[..]; op.arity()];
+            let mut inp = inputs(&shapes, 90 + i as u64);
+            inp.iter_mut()
+                .for_each(|(d, _)| d.iter_mut().for_each(|v| *v *= 12.0));
+            check(
+                &format!("{} {s:?}", op.name()),
+                on_both!(&c, &g, &inp, |be, t| {
+                    let refs: Vec<_> = t.iter().collect();
+                    vec![be.pointwise(op, &refs, [0.7, -1.3])?]
+                }),
+            );
+        }
     }
 }
 

@@ -6,10 +6,10 @@
 
 mod common;
 
-use scoredd::backend::Backend;
+use scoredd::backend::ScoreDdOps;
 use scoredd::toy::{run, ToyConfig};
 
-fn check<B: Backend>(b: &B) -> Vec<f64> {
+fn check<B: ScoreDdOps>(b: &B) -> Vec<f64> {
     let report = run(
         b,
         &ToyConfig {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use naga::valid::ModuleInfo;
 use naga::{AddressSpace, Module, ScalarKind, ShaderStage, TypeInner};
-use scoredd::backend::gpu::kernels::{all_kernels, KernelInfo, PHILOX_LIBRARY};
+use scoredd::backend::gpu::kernels::{self, all_kernels, KernelInfo, PHILOX_LIBRARY};
 use scoredd::backend::gpu::params::uniform_size;
 
 fn validate(name: &str, src: &str) -> (Module, ModuleInfo) {
@@ -153,6 +153,39 @@ fn every_kernel_matches_its_rust_declaration() {
         }
         for w in declaration_mismatches(k) {
             report.push(format!("{}::{}: {w}", k.file, k.entry));
+        }
+    }
+    assert!(report.is_empty(), "\n  {}", report.join("\n  "));
+}
+
+/// Every op of the elementwise registry has its kernel: an entry point of
+/// `elementwise.wgsl` named after the op, declared in the `kernels!` table
+/// with `ElementwiseParams` and one storage binding per operand after the
+/// output (the GPU backend binds exactly those), matching its WGSL.
+#[test]
+fn every_pointwise_op_has_a_fitting_kernel() {
+    use scoredd::backend::Pointwise;
+    let mut report = Vec::new();
+    for &op in Pointwise::ALL {
+        let Some(k) = kernels::pointwise(op) else {
+            report.push(format!(
+                "{}: no `{}` kernel with ElementwiseParams declared in {}",
+                op.name(),
+                op.name(),
+                kernels::POINTWISE_FILE
+            ));
+            continue;
+        };
+        if k.info.bindings != op.arity() + 1 {
+            report.push(format!(
+                "{}: the kernel declares {} storage bindings; the op binds its output and {} operands",
+                op.name(),
+                k.info.bindings,
+                op.arity()
+            ));
+        }
+        for w in declaration_mismatches(&k.info) {
+            report.push(format!("{}: {w}", op.name()));
         }
     }
     assert!(report.is_empty(), "\n  {}", report.join("\n  "));

@@ -1,11 +1,12 @@
 //! Anomaly-map pictures: the colour map against published inferno values, overlay
-//! arithmetic, outlines, text boxes, tile and gallery layout, and bad input.
+//! arithmetic, outlines, text (the embedded font), tile and gallery layout, and bad input.
 //! `cargo test --release --test viz -- --ignored` also writes /tmp/viz_preview.png.
 
 use image::{Rgb, RgbImage};
+use scoredd::text;
 use scoredd::viz::{
-    colorbar, colormap, dimmed_gray, draw_outline, draw_text, finite_range, gallery, image_to_rgb,
-    luma, overlay, text_height, text_width, tile, upscale, Tile, ALPHA_MAX, NAN_GREY,
+    colorbar, colormap, dimmed_gray, draw_outline, finite_range, gallery, image_to_rgb, luma,
+    overlay, tile, upscale, Tile, ALPHA_MAX, CAPTION_TEXT, NAN_GREY, SMALL_TEXT, TITLE_TEXT,
 };
 use scoredd::Error;
 
@@ -204,20 +205,46 @@ fn upscale_repeats_pixels() {
     assert_eq!(upscale(&RgbImage::new(0, 0), 4).dimensions(), (0, 0));
 }
 
+/// Pixels of `img` in the rectangle [x0, x1) × [y0, y1) darker than mid-grey.
+fn dark_in(img: &RgbImage, (x0, x1): (u32, u32), (y0, y1): (u32, u32)) -> usize {
+    img.enumerate_pixels()
+        .filter(|(x, y, p)| (x0..x1).contains(x) && (y0..y1).contains(y) && luma(p.0) < 128)
+        .count()
+}
+
+#[test]
+fn text_measures_grow_with_the_text() {
+    assert_eq!(text::measure("", 16.0), (0, 0));
+    let (w1, h1) = text::measure("a", 16.0);
+    let (w3, h3) = text::measure("abc", 16.0);
+    assert!(w1 > 4 && w1 < 16 && w3 > 2 * w1, "{w1} {w3}");
+    assert_eq!(h1, h3);
+    assert_eq!(h1, text::line_height(16.0));
+    // Twice the size: about twice the box.
+    let (w, h) = text::measure("abc", 32.0);
+    assert!(
+        w.abs_diff(2 * w3) <= 2 && h.abs_diff(2 * h3) <= 2,
+        "{w}×{h}"
+    );
+    // Lines: the widest one, and a line pitch more per line.
+    let (wl, hl) = text::measure("ab\nlonger", 16.0);
+    assert_eq!(wl, text::measure("longer", 16.0).0);
+    assert!(hl > 2 * h1 && hl < 3 * h1, "{hl}");
+    // Odd sizes are clamped, not errors.
+    for size in [0.0, -3.0, f32::NAN, f32::INFINITY] {
+        let (w, h) = text::measure("x", size);
+        assert!(w <= 1000 && h <= 1200);
+    }
+}
+
 #[test]
 fn text_stays_in_its_box() {
-    assert_eq!(text_width("", 2), 0);
-    assert_eq!(text_width("a", 1), 5);
-    assert_eq!(text_width("abc", 2), 34);
-    assert_eq!(text_width("ab\nlonger", 1), 35);
-    assert_eq!(text_height("x", 3), 24);
-    assert_eq!(text_height("x\ny", 1), 18);
-    let sample = "Score 0.83 (crack_012) = +5% #/,:";
-    for scale in 1..=3 {
-        let mut img = RgbImage::new(300, 40);
+    let sample = "Score 0.83 (crack_012) = +5% #/,: jpg";
+    for size in [SMALL_TEXT, CAPTION_TEXT, TITLE_TEXT] {
+        let mut img = RgbImage::new(500, 60);
         let (x, y) = (7, 5);
-        draw_text(&mut img, x, y, sample, scale, [255, 255, 255]);
-        let (w, h) = (text_width(sample, scale), text_height(sample, scale));
+        text::draw(&mut img, x, y, sample, size, [255, 255, 255]);
+        let (w, h) = text::measure(sample, size);
         let mut lit = 0;
         for (px, py, p) in img.enumerate_pixels() {
             if p.0 != [0, 0, 0] {
@@ -226,30 +253,43 @@ fn text_stays_in_its_box() {
                     && (px as i32) < x + w as i32
                     && py as i32 >= y
                     && (py as i32) < y + h as i32;
-                assert!(inside, "scale {scale}: pixel ({px}, {py}) outside the box");
+                assert!(inside, "size {size}: pixel ({px}, {py}) outside the box");
             }
         }
         assert!(
-            lit > 50 * scale * scale,
-            "scale {scale}: only {lit} pixels drawn"
+            lit as f32 > 10.0 * size,
+            "size {size}: only {lit} pixels drawn"
         );
     }
-    // Every printable glyph except space draws something.
-    for c in 33u8..=126 {
-        let mut img = RgbImage::new(6, 8);
-        draw_text(&mut img, 0, 0, &(c as char).to_string(), 1, [255, 255, 255]);
+    // Every printable ASCII glyph except space draws something, and so do
+    // letters beyond ASCII that the font has.
+    for c in (33u8..=126).map(char::from).chain(['σ', 'é', '✓', '−']) {
+        let mut img = RgbImage::new(20, 20);
+        text::draw(&mut img, 0, 0, &c.to_string(), 16.0, [255, 255, 255]);
         assert!(
             img.pixels().any(|p| p.0 != [0, 0, 0]),
-            "glyph {:?} is blank",
-            c as char
+            "glyph {c:?} is blank"
         );
     }
-    // Clipped or exotic text does not panic.
+    // Clipped text does not panic.
     let mut img = RgbImage::new(10, 10);
-    draw_text(&mut img, -20, -3, "clipped σ text ✓", 2, [1, 2, 3]);
-    draw_text(&mut img, 8, 8, "edge", 4, [1, 2, 3]);
-    draw_text(&mut img, i32::MAX - 5, i32::MIN + 5, "far", 1, [1, 2, 3]);
-    assert_eq!(text_width("σ✓", 1), 11);
+    text::draw(&mut img, -20, -3, "clipped σ text ✓", 20.0, [1, 2, 3]);
+    text::draw(&mut img, 8, 8, "edge", 40.0, [1, 2, 3]);
+    text::draw(&mut img, i32::MAX - 5, i32::MIN + 5, "far", 12.0, [1, 2, 3]);
+}
+
+#[test]
+fn text_is_anti_aliased_and_blends_into_the_background() {
+    let mut img = RgbImage::from_pixel(60, 30, Rgb([255, 255, 255]));
+    text::draw(&mut img, 2, 2, "Ag", 24.0, [0, 0, 0]);
+    let full = img.pixels().filter(|p| p.0 == [0, 0, 0]).count();
+    let partial = img
+        .pixels()
+        .filter(|p| p.0 != [0, 0, 0] && p.0 != [255, 255, 255])
+        .count();
+    assert!(full > 20 && partial > 20, "{full} full, {partial} partial");
+    // Greys only: each pixel is a blend of ink and paper.
+    assert!(img.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]));
 }
 
 #[test]
@@ -267,12 +307,12 @@ fn colorbar_runs_from_hi_at_the_top_to_lo_at_the_bottom() {
         .find(|&y| near(bar.get_pixel(col, y).0, colormap(0.0), 3));
     let (top, bottom) = (top.expect("no hi colour"), bottom.expect("no lo colour"));
     assert!(top < 20 && bottom > 180, "top {top}, bottom {bottom}");
-    // Labels: dark text right of the bar.
-    let ink = bar
-        .enumerate_pixels()
-        .filter(|(x, _, p)| *x > 24 && p.0 == [25, 25, 25])
-        .count();
-    assert!(ink > 100, "{ink} label pixels");
+    // Labels: dark text right of the bar, near its top, middle and bottom.
+    let w = bar.width();
+    for (y0, y1) in [(0, 20), (90, 110), (180, 200)] {
+        let ink = dark_in(&bar, (24, w), (y0, y1));
+        assert!(ink > 15, "{ink} label pixels in rows {y0}..{y1}");
+    }
     // Degenerate and odd ranges still draw.
     colorbar(50, (1.0, 1.0));
     colorbar(50, (f32::NAN, f32::INFINITY));
@@ -327,11 +367,10 @@ fn tile_and_gallery_sizes() {
     let gap = t2.width() - 128;
     assert!(gap > 0 && gap < 20);
     assert_eq!(t3.width(), 3 * 64 + 2 * gap);
-    assert!(
-        t2.height() >= 64 + 14 && t2.height() < 64 + 30,
-        "{}",
-        t2.height()
-    );
+    let caption_h = text::line_height(CAPTION_TEXT);
+    assert_eq!(t2.height(), 64 + gap / 2 + caption_h);
+    // The caption is under the panels, not over them.
+    assert!(dark_in(&t2, (0, t2.width()), (64 + gap / 2, t2.height())) > 30);
     assert_eq!(t2.height(), t3.height());
     // First panel is the input, upscaled 4×.
     assert_eq!(t2.get_pixel(5, 9).0, img.get_pixel(1, 2).0);
@@ -356,16 +395,44 @@ fn tile_and_gallery_sizes() {
     let tiles = vec![t2.clone(), t3.clone(), t2.clone(), t3.clone(), t2.clone()];
     let g = gallery(&tiles, 3, "bottle  AUROC 0.97", (0.0, 1.0));
     assert!(g.width() >= 3 * t3.width() + bar_width(), "{}", g.width());
-    assert!(g.height() >= 2 * t3.height() + 14);
+    assert!(g.height() >= 2 * t3.height() + text::line_height(TITLE_TEXT));
     assert!(g.height() < 2 * t3.height() + 80, "{}", g.height());
     let one_col = gallery(&tiles, 0, "t", (0.0, 1.0));
     assert!(one_col.height() >= 5 * t3.height());
     let many = gallery(&tiles[..2], 10, "t", (0.0, 1.0));
     assert!(many.width() < 3 * t3.width() + 200);
     let empty = gallery(&[], 4, "nothing to show", (0.0, 1.0));
-    assert!(empty.width() >= text_width("nothing to show", 2));
+    assert!(empty.width() >= text::measure("nothing to show", TITLE_TEXT).0);
     assert!(empty.height() > 14 && empty.height() < 100);
+    assert!(dark_in(&empty, (0, empty.width()), (0, empty.height())) > 50);
     gallery(&[], 0, "", (0.0, 0.0));
+}
+
+#[test]
+fn gallery_title_is_drawn_where_it_says() {
+    let (img, map, _) = synthetic(16, 0.5, 0.5);
+    let t = tile(
+        &Tile {
+            image: &img,
+            map: &map,
+            truth: None,
+            predicted: None,
+            caption: "good 000".into(),
+        },
+        (0.0, 1.0),
+        64,
+    )
+    .unwrap();
+    let title = "bottle AUROC";
+    let g = gallery(&[t.clone(), t], 2, title, (0.0, 1.0));
+    let (tw, th) = text::measure(title, TITLE_TEXT);
+    let gap = 6;
+    assert!(
+        dark_in(&g, (gap, gap + tw), (gap, gap + th)) > 100,
+        "no title ink"
+    );
+    // Nothing right of the title on its row: the tiles and the bar start below it.
+    assert_eq!(dark_in(&g, (gap + tw + 2, g.width()), (0, gap + th)), 0);
 }
 
 fn bar_width() -> u32 {
@@ -407,7 +474,7 @@ fn tile_rejects_mismatched_lengths_and_survives_nan() {
     // A tile smaller than the image and a non-multiple size work too.
     assert!(make(&map, Some(&mask), None, 5).is_ok());
     assert!(make(&map, Some(&mask), None, 37).is_ok());
-    // Caption too long for scale 2 falls back to scale 1 and clips.
+    // A caption too long for the normal size falls back to the small one and clips.
     let long = "a very long caption that will never fit in such a small tile at all";
     let t = tile(
         &Tile {
@@ -421,12 +488,8 @@ fn tile_rejects_mismatched_lengths_and_survives_nan() {
         16,
     )
     .unwrap();
-    // Panels plus one scale-1 line.
-    assert!(
-        t.height() > 16 + 7 && t.height() - 16 < 14,
-        "{}",
-        t.height()
-    );
+    // Panels plus one small line.
+    assert_eq!(t.height(), 16 + 3 + text::line_height(SMALL_TEXT));
 }
 
 /// Renders a sample gallery to /tmp/viz_preview.png for a human to look at.
@@ -482,21 +545,19 @@ fn preview_gallery() {
         range,
     );
     scoredd::plot::save_png(&g, std::path::Path::new("/tmp/viz_preview.png")).unwrap();
-    // Small print, magnified: scale-1 text and a short colour bar.
-    let mut small = RgbImage::from_pixel(200, 70, Rgb([255, 255, 255]));
-    draw_text(&mut small, 2, 2, "ABCDEFGHIJKLMNOPQRSTUVWXYZ", 1, [0, 0, 0]);
-    draw_text(
-        &mut small,
-        2,
-        12,
+    // Small print, magnified: the small text size and a short colour bar.
+    let mut small = RgbImage::from_pixel(260, 70, Rgb([255, 255, 255]));
+    let lines = [
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
         "abcdefghijklmnopqrstuvwxyz",
-        1,
-        [0, 0, 0],
-    );
-    draw_text(&mut small, 2, 22, "0123456789 .,:-_/%()=+#", 1, [0, 0, 0]);
-    draw_text(&mut small, 2, 32, "jpg qy: score 0.83 (12%)", 1, [0, 0, 0]);
+        "0123456789 .,:-_/%()=+#",
+        "jpg qy: score 0.83 (12%)",
+    ];
+    for (i, l) in lines.iter().enumerate() {
+        text::draw(&mut small, 2, 2 + 16 * i as i32, l, SMALL_TEXT, [0, 0, 0]);
+    }
     let bar = colorbar(70, (-0.0123, 0.456));
-    image::imageops::replace(&mut small, &bar, 200 - bar.width() as i64, 0);
+    image::imageops::replace(&mut small, &bar, 260 - bar.width() as i64, 0);
     scoredd::plot::save_png(
         &upscale(&small, 3),
         std::path::Path::new("/tmp/viz_text.png"),

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use scoredd::backend::gpu::GpuBackend;
-use scoredd::backend::{Backend, Conv2dSpec, ConvGeometry, Distribution, MatOps};
+use scoredd::backend::{Backend, Conv2dSpec, ConvGeometry, Distribution, ModuleOps};
 use scoredd::config::TrainConfig;
 use scoredd::detect::{self, DetectOptions};
 use scoredd::method::ScoreFn;

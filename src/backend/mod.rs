@@ -1,177 +1,62 @@
-//! One compute API, two backends.
+//! One compute API, two backends: `cpu` (plain Rust, the reference and the
+//! fallback) and `gpu` (WGSL compute shaders through wgpu).
 //!
-//! Model, trainer and detector code is generic over [`Backend`]: the contract of
-//! every op lives here, the kernels live with each backend (`cpu` in plain Rust,
-//! the reference and fallback; `gpu` as WGSL compute shaders through wgpu).
+//! **Traits by concept.** [`Backend`]: tensor plumbing and primitives (upload,
+//! read, random, reshape, matmul, bmm, the elementwise registry, batch and
+//! channel shuffles). [`ModuleOps`]: network layers and their backwards.
+//! [`ScoreDdOps`]: the method's perturb, paired step and pair distance.
+//! [`TrainOps`]: loss, gradient norm, Adam, EMA. [`NnBackend`]: all four.
+//!
+//! **Validate once, dispatch twice.** Each of those traits is the checked
+//! API, implemented ONCE for every backend by a blanket impl over its
+//! unchecked twin ([`BackendKernels`], [`ModuleKernels`], [`ScoreDdKernels`],
+//! [`TrainKernels`]): a checked method asks [`plan`] to validate the operand
+//! shapes — one function per op, returning a plan with the dims the kernels
+//! need — then calls the backend's `*_planned` kernel with it. So both
+//! backends refuse the same inputs with the same message, and a backend
+//! cannot skip or reword a check. Generic code uses only the checked traits.
+//!
+//! **Where to add**
+//! - an elementwise op (with its backward): a line in [`pointwise`]'s
+//!   registry, its arm in `cpu/pointwise.rs`, its entry in
+//!   `shaders/elementwise.wgsl`, its line in the `kernels!` table
+//!   (`gpu/kernels.rs`). No dispatch code; the registry tests cover it.
+//! - any other op: a plan fn in [`plan`]; the checked method (declaration +
+//!   blanket body) and its `*_planned` kernel in the concept's trait file;
+//!   the CPU kernel in `cpu/<concept>.rs`; the WGSL in `shaders/`, its
+//!   parameter struct in `gpu/params.rs`, its `kernels!` line, and the GPU
+//!   dispatch in `gpu/<concept>.rs`.
+//! - a backend: a tensor type and the four `*Kernels` traits; the checked
+//!   traits and [`NnBackend`] then come for free.
 
 pub mod cpu;
 pub mod gpu;
-pub mod nn_ops;
+mod module_ops;
+pub mod plan;
+pub mod pointwise;
+mod scoredd_ops;
 mod select;
-pub(crate) mod shape_check;
 pub mod train_ops;
 
-pub use nn_ops::{Conv2dGrads, GroupNormGrads, GroupNormOut, LayerOps, MatOps, NnBackend};
+pub use module_ops::{
+    Conv2dGrads, Conv2dSpec, GroupNormGrads, GroupNormOut, ModuleKernels, ModuleOps,
+};
+pub use plan::{numel, ConvGeometry};
+pub use pointwise::Pointwise;
+pub use scoredd_ops::{
+    reverse_update, PairedState, PerturbCoef, Sampler, ScoreDdKernels, ScoreDdOps, StepCoef,
+};
 #[cfg(not(target_arch = "wasm32"))]
 pub use select::open_backend;
 pub use select::{AnyBackend, BackendChoice};
-pub use train_ops::{AdamStep, Reduce, TrainOps};
+pub use train_ops::{AdamStep, Reduce, TrainKernels, TrainOps};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::rng::RngStream;
+use plan::{BmmPlan, ConcatPlan, MatmulPlan, PointwisePlan, SplitPlan, SumBatchPlan};
 
 /// Shape of a row-major f32 tensor.
 pub type Shape = Vec<usize>;
-
-/// Number of elements of a shape, refusing overflow (absurd shapes are bad input, not a panic).
-pub fn numel(op: &'static str, shape: &[usize]) -> Result<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| {
-            Error::shape(
-                op,
-                format!("{shape:?} has more elements than fit in memory"),
-            )
-        })
-}
-
-/// Stride and zero padding of a 2-D convolution (square kernels, same in both axes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dSpec {
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl Conv2dSpec {
-    pub fn new(stride: usize, padding: usize) -> Self {
-        Conv2dSpec { stride, padding }
-    }
-}
-
-/// Output geometry of a conv2d, validated once for both backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
-    pub batch: usize,
-    pub c_in: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c_out: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub padding: usize,
-    pub h_out: usize,
-    pub w_out: usize,
-}
-
-impl ConvGeometry {
-    /// Checks `x: [B, Cin, H, W]`, `w: [Cout, Cin, k, k]`, `bias: [Cout]`.
-    pub fn new(x: &[usize], w: &[usize], bias: Option<&[usize]>, spec: Conv2dSpec) -> Result<Self> {
-        const OP: &str = "conv2d";
-        if x.len() != 4 || w.len() != 4 {
-            return Err(Error::shape(
-                OP,
-                format!("input {x:?} and weight {w:?} must both be 4-D (NCHW, OIHW)"),
-            ));
-        }
-        let (batch, c_in, h, wd) = (x[0], x[1], x[2], x[3]);
-        let (c_out, wc_in, kh, kw) = (w[0], w[1], w[2], w[3]);
-        if wc_in != c_in || kh != kw || kh == 0 {
-            return Err(Error::shape(
-                OP,
-                format!("weight {w:?} does not fit input {x:?} (need [Cout, {c_in}, k, k])"),
-            ));
-        }
-        if let Some(b) = bias {
-            if b != [c_out] {
-                return Err(Error::shape(OP, format!("bias {b:?} must be [{c_out}]")));
-            }
-        }
-        if spec.stride == 0 {
-            return Err(Error::shape(OP, "stride must be at least 1"));
-        }
-        let (hp, wp) = (h + 2 * spec.padding, wd + 2 * spec.padding);
-        if hp < kh || wp < kw {
-            return Err(Error::shape(
-                OP,
-                format!("kernel {kh}x{kw} larger than padded input {hp}x{wp}"),
-            ));
-        }
-        numel(OP, x)?;
-        numel(OP, w)?;
-        Ok(ConvGeometry {
-            batch,
-            c_in,
-            h,
-            w: wd,
-            c_out,
-            k: kh,
-            stride: spec.stride,
-            padding: spec.padding,
-            h_out: (hp - kh) / spec.stride + 1,
-            w_out: (wp - kw) / spec.stride + 1,
-        })
-    }
-
-    pub fn out_shape(&self) -> Shape {
-        vec![self.batch, self.c_out, self.h_out, self.w_out]
-    }
-
-    /// Multiply-adds ×2, the usual FLOP count.
-    pub fn flops(&self) -> f64 {
-        2.0 * (self.batch * self.c_out * self.h_out * self.w_out) as f64
-            * (self.c_in * self.k * self.k) as f64
-    }
-}
-
-/// Per-sample coefficients of the forward SDE's marginal: x_t = μ·x0 + σ·z.
-/// `stream` picks the sample's own random stream (see [`RngStream::derive`]), so a
-/// sample's noise does not depend on which batch it travels in.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PerturbCoef {
-    pub mu: f32,
-    pub sigma: f32,
-    pub stream: u64,
-}
-
-/// Which reverse-time process the paired step integrates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
-pub enum Sampler {
-    /// Probability-flow ODE (paper's Algorithm 1): deterministic.
-    Ode,
-    /// Reverse SDE (Algorithm 2): the same noise on both paths.
-    Sde,
-}
-
-/// Per-sample coefficients of one reverse step from t_i to t_{i+1} = t_i − Δt.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepCoef {
-    /// drift coefficient f(t_i) (drift = f·x)
-    pub f: f32,
-    /// diffusion g(t_i)
-    pub g: f32,
-    /// σ(t_i): the self-score is −z/σ(t_i)
-    pub sigma: f32,
-    /// μ(t_{i+1}) and σ(t_{i+1}), to re-derive z after the step
-    pub mu_next: f32,
-    pub sigma_next: f32,
-    pub dt: f32,
-    /// the sample's random stream for the reverse-SDE noise n_i
-    pub stream: u64,
-}
-
-/// The two walks of Score-DD, side by side: `whole` follows the learned score,
-/// `own` follows the image's analytic score −z/σ; `z` is the noise that makes
-/// `own` equal μ·x0 + σ·z at the current time.
-#[derive(Clone, Debug)]
-pub struct PairedState<T> {
-    pub x0: T,
-    pub whole: T,
-    pub own: T,
-    pub z: T,
-}
 
 /// What [`Backend::random`] draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +74,13 @@ pub enum BackendKind {
     Gpu,
 }
 
-/// The ops every backend provides. Tensors are dense row-major f32.
+/// Tensors and the primitives every other op is built from: storage, host
+/// transfers, random numbers, reshapes, matrix products, the elementwise
+/// registry ([`Pointwise`]), and batch/channel reductions and shuffles. What
+/// belongs here: an op with no meaning specific to networks, the method or
+/// training. Tensors are dense row-major f32.
+///
+/// Implemented once, for every backend implementing [`BackendKernels`].
 pub trait Backend {
     type Tensor: Clone + std::fmt::Debug;
 
@@ -207,87 +98,181 @@ pub trait Backend {
     /// sequence — the same numbers on every backend.
     fn random(&self, shape: &[usize], dist: Distribution, rng: RngStream) -> Result<Self::Tensor>;
 
+    /// Same data, new shape with the same element count (no copy needed).
+    fn reshape(&self, x: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+
     /// `a: [M, K] × b: [K, N] → [M, N]`.
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 
-    /// 2-D convolution (cross-correlation, as in PyTorch): `x: [B, Cin, H, W]`,
-    /// `w: [Cout, Cin, k, k]`, optional `bias: [Cout]` → `[B, Cout, Ho, Wo]`.
-    fn conv2d(
+    /// Batched matmul: `a: [B, M, K]` (or `[B, K, M]` when `ta`), `b: [B, K, N]`
+    /// (or `[B, N, K]` when `tb`) → `[B, M, N]`, c[i] = op(a[i])·op(b[i]).
+    /// A 2-D operand (no batch) is broadcast over the other's batch.
+    fn bmm(&self, a: &Self::Tensor, b: &Self::Tensor, ta: bool, tb: bool) -> Result<Self::Tensor>;
+
+    /// The elementwise op `op` over same-shaped `inputs` (one per
+    /// [`Pointwise::operands`]), with the scalars α, β for the ops that read them.
+    fn pointwise(
         &self,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        bias: Option<&Self::Tensor>,
-        spec: Conv2dSpec,
+        op: Pointwise,
+        inputs: &[&Self::Tensor],
+        scalars: [f32; 2],
     ) -> Result<Self::Tensor>;
 
-    /// SDE noise injection. `x0: [B, …]`, one coefficient per sample.
-    /// Returns `(x_t, z)` with z ~ N(0, I) drawn from `rng.derive(coef.stream)`.
-    fn perturb(
+    /// α·a + β·b, same shapes ([`Pointwise::Axpby`]).
+    fn axpby(
         &self,
-        x0: &Self::Tensor,
-        coef: &[PerturbCoef],
+        alpha: f32,
+        a: &Self::Tensor,
+        beta: f32,
+        b: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+
+    /// Elementwise product, same shapes ([`Pointwise::Mul`]).
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Σ over the first axis: `[B, …]` → `[…]`.
+    fn sum_batch(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Channel concatenation `[B, Ca, …] ++ [B, Cb, …]` → `[B, Ca + Cb, …]`.
+    fn concat_channels(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Inverse of concat: `[B, C, …]` → (`[B, ca, …]`, `[B, C − ca, …]`).
+    fn split_channels(&self, x: &Self::Tensor, ca: usize) -> Result<(Self::Tensor, Self::Tensor)>;
+}
+
+/// What a backend implements for [`Backend`]: its tensor type, the
+/// plumbing, and each primitive's computation on operands already
+/// validated (a `*_planned` kernel takes its op's plan; `upload`, `zeros`,
+/// `random` and `reshape` get shapes whose element count is checked).
+/// Called only by the one implementation of [`Backend`] below.
+pub trait BackendKernels {
+    type Tensor: Clone + std::fmt::Debug;
+
+    fn kind(&self) -> BackendKind;
+    fn describe(&self) -> String;
+    fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
+
+    fn upload_planned(&self, data: &[f32], shape: &[usize]) -> Result<Self::Tensor>;
+    fn zeros_planned(&self, shape: &[usize]) -> Result<Self::Tensor>;
+    fn random_planned(
+        &self,
+        shape: &[usize],
+        dist: Distribution,
         rng: RngStream,
+    ) -> Result<Self::Tensor>;
+    fn reshape_planned(&self, x: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    fn matmul_planned(
+        &self,
+        p: &MatmulPlan,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    fn bmm_planned(&self, p: &BmmPlan, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Any op of the registry: `p.op` says which; no per-op code.
+    fn pointwise_planned(
+        &self,
+        p: &PointwisePlan,
+        inputs: &[&Self::Tensor],
+    ) -> Result<Self::Tensor>;
+    fn sum_batch_planned(&self, p: &SumBatchPlan, x: &Self::Tensor) -> Result<Self::Tensor>;
+    fn concat_channels_planned(
+        &self,
+        p: &ConcatPlan,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    fn split_channels_planned(
+        &self,
+        p: &SplitPlan,
+        x: &Self::Tensor,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
+}
 
-    /// One paired whole/self-score reverse step, in place: advances `state.whole`
-    /// with `whole_score` (= s_θ(state.whole, t_i)), `state.own` with −z/σ, then
-    /// sets z = (own − μ(t_{i+1})·x0)/σ(t_{i+1}). For [`Sampler::Sde`] both paths
-    /// get the same noise n_i, drawn from `rng.derive(coef.stream)`.
-    fn paired_step(
+impl<K: BackendKernels> Backend for K {
+    type Tensor = K::Tensor;
+
+    fn kind(&self) -> BackendKind {
+        K::kind(self)
+    }
+
+    fn describe(&self) -> String {
+        K::describe(self)
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> Result<K::Tensor> {
+        plan::upload(shape, data.len())?;
+        self.upload_planned(data, shape)
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<K::Tensor> {
+        numel("zeros", shape)?;
+        self.zeros_planned(shape)
+    }
+
+    fn read(&self, t: &K::Tensor) -> Result<Vec<f32>> {
+        K::read(self, t)
+    }
+
+    fn shape<'a>(&self, t: &'a K::Tensor) -> &'a [usize] {
+        K::shape(self, t)
+    }
+
+    fn random(&self, shape: &[usize], dist: Distribution, rng: RngStream) -> Result<K::Tensor> {
+        numel("random", shape)?;
+        self.random_planned(shape, dist, rng)
+    }
+
+    fn reshape(&self, x: &K::Tensor, shape: &[usize]) -> Result<K::Tensor> {
+        plan::reshape(K::shape(self, x), shape)?;
+        self.reshape_planned(x, shape)
+    }
+
+    fn matmul(&self, a: &K::Tensor, b: &K::Tensor) -> Result<K::Tensor> {
+        let p = plan::matmul(K::shape(self, a), K::shape(self, b))?;
+        self.matmul_planned(&p, a, b)
+    }
+
+    fn bmm(&self, a: &K::Tensor, b: &K::Tensor, ta: bool, tb: bool) -> Result<K::Tensor> {
+        let p = plan::bmm(K::shape(self, a), K::shape(self, b), ta, tb)?;
+        self.bmm_planned(&p, a, b)
+    }
+
+    fn pointwise(
         &self,
-        state: &mut PairedState<Self::Tensor>,
-        whole_score: &Self::Tensor,
-        coef: &[StepCoef],
-        sampler: Sampler,
-        rng: RngStream,
-    ) -> Result<()>;
+        op: Pointwise,
+        inputs: &[&K::Tensor],
+        scalars: [f32; 2],
+    ) -> Result<K::Tensor> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| K::shape(self, t)).collect();
+        let p = plan::pointwise(op, &shapes, scalars)?;
+        self.pointwise_planned(&p, inputs)
+    }
+
+    fn axpby(&self, alpha: f32, a: &K::Tensor, beta: f32, b: &K::Tensor) -> Result<K::Tensor> {
+        self.pointwise(Pointwise::Axpby, &[a, b], [alpha, beta])
+    }
+
+    fn mul(&self, a: &K::Tensor, b: &K::Tensor) -> Result<K::Tensor> {
+        self.pointwise(Pointwise::Mul, &[a, b], [0.0; 2])
+    }
+
+    fn sum_batch(&self, x: &K::Tensor) -> Result<K::Tensor> {
+        let p = plan::sum_batch(K::shape(self, x))?;
+        self.sum_batch_planned(&p, x)
+    }
+
+    fn concat_channels(&self, a: &K::Tensor, b: &K::Tensor) -> Result<K::Tensor> {
+        let p = plan::concat_channels(K::shape(self, a), K::shape(self, b))?;
+        self.concat_channels_planned(&p, a, b)
+    }
+
+    fn split_channels(&self, x: &K::Tensor, ca: usize) -> Result<(K::Tensor, K::Tensor)> {
+        let p = plan::split_channels(K::shape(self, x), ca)?;
+        self.split_channels_planned(&p, x)
+    }
 }
 
-/// Checks that a per-sample op got one coefficient per sample of `shape` and
-/// returns the number of elements per sample.
-pub(crate) fn per_sample_len(op: &'static str, shape: &[usize], n_coef: usize) -> Result<usize> {
-    let batch = *shape
-        .first()
-        .ok_or_else(|| Error::shape(op, "a batch tensor needs at least one dimension"))?;
-    if batch != n_coef {
-        return Err(Error::shape(
-            op,
-            format!("{n_coef} per-sample coefficients for a batch of {batch} ({shape:?})"),
-        ));
-    }
-    numel(op, &shape[1..])
-}
-
-/// Validates a paired step's operands — x0, whole path, self path and z, then
-/// the score — and returns the elements per sample.
-pub(crate) fn paired_step_len(
-    state: [&[usize]; 4],
-    score: &[usize],
-    n_coef: usize,
-) -> Result<usize> {
-    const OP: &str = "paired_step";
-    let [x0, rest @ ..] = state;
-    for (what, s) in ["whole path", "self path", "z"]
-        .iter()
-        .zip(rest)
-        .chain([(&"score", score)])
-    {
-        if s != x0 {
-            return Err(Error::shape(
-                OP,
-                format!("{what} {s:?} differs from x0 {x0:?}"),
-            ));
-        }
-    }
-    per_sample_len(OP, x0, n_coef)
-}
-
-pub(crate) fn matmul_dims(a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
-    if a.len() != 2 || b.len() != 2 || a[1] != b[0] {
-        return Err(Error::shape(
-            "matmul",
-            format!("{a:?} × {b:?}: need [M, K] × [K, N]"),
-        ));
-    }
-    Ok((a[0], a[1], b[1]))
-}
+/// Everything the score network, the method and the trainer need.
+pub trait NnBackend: Backend + ModuleOps + ScoreDdOps + TrainOps {}
+impl<B: Backend + ModuleOps + ScoreDdOps + TrainOps> NnBackend for B {}

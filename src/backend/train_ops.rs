@@ -9,12 +9,13 @@
 //! step) are taken inside the kernels. [`TrainOps::is_finite`] is the one host
 //! read, for callers that want to look.
 //!
-//! Conventions as in [`crate::backend::nn_ops`]: row-major f32, shapes
-//! validated, mismatches are `Error::Shape` naming the op. In-place ops keep
-//! value semantics: a tensor whose storage is shared with a clone is copied
-//! before it is updated, so the clone keeps its old value.
+//! Conventions as in [`super::ModuleOps`]: row-major f32, shapes validated
+//! once ([`super::plan`]), mismatches are `Error::Shape` naming the op.
+//! In-place ops keep value semantics: a tensor whose storage is shared with a
+//! clone is copied before it is updated, so the clone keeps its old value.
 
-use super::LayerOps;
+use super::plan::{self, AdamPlan, DsmPlan};
+use super::{Backend, BackendKernels};
 use crate::error::Result;
 
 /// How the DSM loss reduces a sample's squared residuals.
@@ -88,8 +89,12 @@ impl AdamStep {
     }
 }
 
-/// Training ops. Scalars are 1-element tensors of shape `[1]`.
-pub trait TrainOps: LayerOps {
+/// The training step's ops beyond the network: the loss, the gradient norm,
+/// the optimiser and the weight average. What belongs here: an op only a
+/// trainer calls. Scalars are 1-element tensors of shape `[1]`.
+///
+/// Implemented once, for every backend implementing [`TrainKernels`].
+pub trait TrainOps: Backend {
     /// Denoising score matching: with `out, z: [B, …]` (same shape, B ≥ 1,
     /// D ≥ 1 elements per sample) and one weight per sample,
     /// r = sign·out + z, per-sample term = w_b·mean_D(r²) (`Reduce::Mean`) or
@@ -136,63 +141,93 @@ pub trait TrainOps: LayerOps {
 
     /// Whether every element of `x` (typically a `[1]` scalar) is finite. A
     /// host read: it waits for the device.
-    fn is_finite(&self, x: &Self::Tensor) -> Result<bool> {
-        Ok(self.read(x)?.iter().all(|v| v.is_finite()))
-    }
+    fn is_finite(&self, x: &Self::Tensor) -> Result<bool>;
 }
 
-/// Shape checks shared by both backends.
-pub(crate) mod check {
-    use crate::backend::numel;
-    use crate::error::{Error, Result};
-
-    pub(crate) use crate::backend::shape_check::same_shape as same;
-
-    pub fn scalar(op: &'static str, what: &str, s: &[usize]) -> Result<()> {
-        if numel(op, s)? != 1 {
-            return Err(Error::shape(
-                op,
-                format!("{what} must be a 1-element tensor, got {s:?}"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// `dsm_loss` operands → (B, D), both ≥ 1.
-    pub fn dsm(out: &[usize], z: &[usize], n_weights: usize) -> Result<(usize, usize)> {
-        const OP: &str = "dsm_loss";
-        same(OP, "score output and noise differ", out, z)?;
-        let d = crate::backend::per_sample_len(OP, out, n_weights)?;
-        numel(OP, out)?;
-        if n_weights == 0 || d == 0 {
-            return Err(Error::shape(
-                OP,
-                format!("{out:?}: the loss needs at least one sample of at least one element"),
-            ));
-        }
-        Ok((n_weights, d))
-    }
-
-    /// (per-element loss factor c_b, gradient factor g_b) of each sample:
-    /// loss = Σ_b c_b·Σ r², dout = g_b·r (g_b includes `sign`). Computed in
-    /// f64 and rounded once, the same numbers on every backend.
-    pub fn dsm_factors(
-        weights: &[f32],
-        d: usize,
+/// What a backend implements for [`TrainOps`]: the computations on validated
+/// operands. Called only by the one implementation of [`TrainOps`].
+pub trait TrainKernels: BackendKernels {
+    fn dsm_loss_planned(
+        &self,
+        p: &DsmPlan,
+        out: &Self::Tensor,
+        z: &Self::Tensor,
         sign: f32,
-        reduce: super::Reduce,
-    ) -> Vec<[f32; 2]> {
-        let b = weights.len() as f64;
-        let (kl, kg) = match reduce {
-            super::Reduce::Mean => (1.0 / d as f64, 2.0 / d as f64),
-            super::Reduce::Sum => (0.5, 1.0),
-        };
-        weights
-            .iter()
-            .map(|&w| {
-                let w = w as f64 / b;
-                [(w * kl) as f32, (w * kg * sign as f64) as f32]
-            })
-            .collect()
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+
+    /// acc (if any) + Σ x² → `[1]`; `n` elements in x.
+    fn sum_squares_planned(
+        &self,
+        n: usize,
+        acc: Option<&Self::Tensor>,
+        x: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+
+    #[allow(clippy::too_many_arguments)]
+    fn adam_step_planned(
+        &self,
+        p: &AdamPlan,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        hp: &AdamStep,
+        grad_sq_total: &Self::Tensor,
+    ) -> Result<()>;
+
+    /// `n` elements in each.
+    fn ema_update_planned(
+        &self,
+        n: usize,
+        ema: &mut Self::Tensor,
+        param: &Self::Tensor,
+        rate: f32,
+    ) -> Result<()>;
+}
+
+impl<K: TrainKernels> TrainOps for K {
+    fn dsm_loss(
+        &self,
+        out: &K::Tensor,
+        z: &K::Tensor,
+        weights: &[f32],
+        sign: f32,
+        reduce: Reduce,
+    ) -> Result<(K::Tensor, K::Tensor)> {
+        let p = plan::dsm_loss(self.shape(out), self.shape(z), weights, sign, reduce)?;
+        self.dsm_loss_planned(&p, out, z, sign)
+    }
+
+    fn sum_squares(&self, x: &K::Tensor) -> Result<K::Tensor> {
+        let n = plan::sum_squares(self.shape(x))?;
+        self.sum_squares_planned(n, None, x)
+    }
+
+    fn add_sum_squares(&self, acc: &K::Tensor, x: &K::Tensor) -> Result<K::Tensor> {
+        let n = plan::add_sum_squares(self.shape(acc), self.shape(x))?;
+        self.sum_squares_planned(n, Some(acc), x)
+    }
+
+    fn adam_step(
+        &self,
+        param: &mut K::Tensor,
+        grad: &K::Tensor,
+        m: &mut K::Tensor,
+        v: &mut K::Tensor,
+        hp: &AdamStep,
+        grad_sq_total: &K::Tensor,
+    ) -> Result<()> {
+        let shapes = [&*param, grad, &*m, &*v].map(|t| self.shape(t));
+        let p = plan::adam_step(shapes, self.shape(grad_sq_total), hp)?;
+        self.adam_step_planned(&p, param, grad, m, v, hp, grad_sq_total)
+    }
+
+    fn ema_update(&self, ema: &mut K::Tensor, param: &K::Tensor, rate: f32) -> Result<()> {
+        let n = plan::ema_update(self.shape(ema), self.shape(param))?;
+        self.ema_update_planned(n, ema, param, rate)
+    }
+
+    fn is_finite(&self, x: &K::Tensor) -> Result<bool> {
+        Ok(self.read(x)?.iter().all(|v| v.is_finite()))
     }
 }

@@ -5,16 +5,16 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::ProgressBar;
 use scoredd::backend::{open_backend, BackendChoice, NnBackend};
-use scoredd::calibrate::{self, Objective, SelectOptions};
+use scoredd::calibrate::{self, Objective};
 use scoredd::data::{self, ImageSpec, Loaded};
-use scoredd::detect;
-use scoredd::model_file::{Calibration, DetectionSettings, ModelFile, Selection};
+use scoredd::model_file::{Calibration, ModelFile};
 use scoredd::nn::score_model::ScoreModel;
+use scoredd::pipeline::{CalibratePlan, Calibrated, Pipeline, TrainSource};
 use scoredd::{with_backend, Error};
 
-use super::detect::{describe, image_bar, DetectFlags};
+use super::console::Console;
+use super::detect::DetectFlags;
 
 #[derive(Args, Debug, Clone)]
 pub struct CalibrateArgs {
@@ -56,7 +56,9 @@ pub fn run(choice: BackendChoice, args: CalibrateArgs) -> Result<(), Error> {
     let mut file = ModelFile::load(&args.model)?;
     let (backend, why) = open_backend(choice)?;
     eprintln!("{why}");
-    with_backend!(&backend, |b| calibrate_on(b, &mut file, &args))?;
+    let calibrated = with_backend!(&backend, |b| calibrate_on(b, &file, &args))?;
+    calibrated.apply(&mut file.meta);
+    print_result(&calibrated, args.auto);
     let out = args.out.clone().unwrap_or_else(|| args.model.clone());
     file.save(&out)?;
     println!("calibrated model written to {}", out.display());
@@ -80,19 +82,22 @@ fn normals(args: &CalibrateArgs, file: &ModelFile, spec: ImageSpec) -> Result<Lo
             args.model.display()
         )));
     }
-    let (all, what) =
-        super::train::load_training_images(data_dir, args.category.as_deref(), args.digit, spec)?;
-    let (_, held) = data::holdout_split(all.images.len(), holdout);
-    eprintln!("normal images: {} held out of {what}", held.len());
-    Ok(data::select(&all, &held))
+    let source = TrainSource {
+        data: data_dir.clone(),
+        category: args.category.clone(),
+        digit: args.digit,
+    };
+    let (held, what) = source.held_out(holdout, spec)?;
+    eprintln!("normal images: {what}");
+    Ok(held)
 }
 
 fn calibrate_on<B: NnBackend>(
     be: &B,
-    file: &mut ModelFile,
+    file: &ModelFile,
     args: &CalibrateArgs,
-) -> Result<(), Error> {
-    let c = file.meta.model.clone();
+) -> Result<Calibrated, Error> {
+    let c = &file.meta.model;
     let spec = ImageSpec {
         size: c.image_size,
         channels: c.channels,
@@ -101,107 +106,44 @@ fn calibrate_on<B: NnBackend>(
     for s in &held.skipped {
         eprintln!("skipped {}: {}", s.path, s.reason);
     }
-    let model = ScoreModel::from_file(be, file)?;
-    let mut opts = args.flags.options(&file.meta);
-    detect::validate(&model, &opts)?;
-    if opts.mode != detect::Mode::ScoreDd {
-        return Err(Error::Invalid(
-            "calibrate stores settings for Score-DD itself; the ablation modes are for `eval` only"
-                .into(),
-        ));
-    }
-    let (select_idx, threshold_idx) =
-        split_normals(held.images.len(), args.auto, args.select_images)?;
-    if args.auto {
-        let normals: Vec<Vec<f32>> = select_idx.iter().map(|&i| held.images[i].clone()).collect();
-        let (settings, sel) = choose_settings(be, &model, &normals, &opts, args)?;
-        opts.settings = settings;
-        file.meta.selection = Some(sel);
-    }
-    file.meta.detection = opts.settings.clone();
-    eprintln!("{}", describe(&opts));
-    let threshold_images: Vec<Vec<f32>> = threshold_idx
-        .iter()
-        .map(|&i| held.images[i].clone())
-        .collect();
-    let bar = image_bar(threshold_images.len(), "scoring normal images");
-    let scores = calibrate::image_scores(
-        be,
-        &model,
-        &threshold_images,
-        &opts,
-        args.flags.batch,
-        &mut |d| bar.set_position(d as u64),
-    )?;
-    bar.finish_and_clear();
-    let cal = calibrate::calibration_from_scores(&scores, args.quantile)?;
-    report_threshold(&cal, &scores, args.auto);
-    file.meta.calibration = Some(cal);
-    Ok(())
+    let mut model = ScoreModel::from_file(be, file)?;
+    let plan = CalibratePlan {
+        auto: args.auto,
+        quantile: args.quantile,
+        select_images: args.select_images,
+        objective: args.objective,
+        batch: args.flags.batch,
+    };
+    let base = args.flags.options(&file.meta);
+    let mut console = Console::new();
+    let calibrated =
+        Pipeline::new(be, &mut console).calibrate(&mut model, &held.images, base, &plan)?;
+    console.end_bar();
+    Ok(calibrated)
 }
 
-/// Which held-out normals choose the settings and which set the threshold
-/// (all of them without --auto).
-fn split_normals(
-    n: usize,
-    auto: bool,
-    select_max: usize,
-) -> Result<(Vec<usize>, Vec<usize>), Error> {
-    if !auto {
-        return Ok((Vec::new(), (0..n).collect()));
+/// The automatic choice (with --auto) and the threshold, in words.
+pub fn print_result(c: &Calibrated, auto: bool) {
+    if let Some(sel) = &c.selection {
+        let settings = &c.options.settings;
+        println!(
+            "automatic choice ({:?} AUROC first) on {} normal images + {} synthetic defects ({} combinations): t {:?}, taps {}, smoothing σ {} px → pixel AUROC {:.3}, image AUROC {:.3} (default t {:?}, taps {}: {:.3}, {:.3})",
+            sel.objective,
+            sel.normals,
+            sel.defects,
+            sel.candidates,
+            settings.ts,
+            settings.taps.join("+"),
+            settings.smooth,
+            sel.chosen_pixel_auroc,
+            sel.chosen_image_auroc,
+            sel.default_ts,
+            sel.default_taps.join("+"),
+            sel.default_pixel_auroc,
+            sel.default_image_auroc
+        );
     }
-    if n < 4 {
-        return Err(Error::Invalid(format!(
-            "--auto needs at least 4 held-out normal images (2 to choose the settings, 2 for the threshold), got {n}"
-        )));
-    }
-    Ok(calibrate::split_held_out(n, select_max.max(2)))
-}
-
-/// `calibrate --auto`: {t} and taps chosen on synthetic defects pasted onto `normals`.
-fn choose_settings<B: NnBackend>(
-    be: &B,
-    model: &ScoreModel<B>,
-    normals: &[Vec<f32>],
-    opts: &detect::DetectOptions,
-    args: &CalibrateArgs,
-) -> Result<(DetectionSettings, Selection), Error> {
-    let bar = ProgressBar::new(1);
-    let (settings, sel) = calibrate::select_settings(
-        be,
-        model,
-        normals,
-        &opts.settings,
-        &SelectOptions {
-            batch: args.flags.batch.clamp(1, 4),
-            seed: args.flags.seed,
-            objective: args.objective,
-            ..Default::default()
-        },
-        &mut |what, done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-            bar.set_message(what.to_string());
-        },
-    )?;
-    bar.finish_and_clear();
-    println!(
-        "automatic choice ({:?} AUROC first) on {} normal images + {} synthetic defects ({} combinations): t {:?}, taps {}, smoothing σ {} px → pixel AUROC {:.3}, image AUROC {:.3} (default t {:?}, taps {}: {:.3}, {:.3})",
-        sel.objective,
-        sel.normals,
-        sel.defects,
-        sel.candidates,
-        settings.ts,
-        settings.taps.join("+"),
-        settings.smooth,
-        sel.chosen_pixel_auroc,
-        sel.chosen_image_auroc,
-        sel.default_ts,
-        sel.default_taps.join("+"),
-        sel.default_pixel_auroc,
-        sel.default_image_auroc
-    );
-    Ok((settings, sel))
+    report_threshold(&c.calibration, &c.scores, auto);
 }
 
 /// Says where the threshold sits and what it guarantees, warning when there

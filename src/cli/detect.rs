@@ -4,13 +4,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use scoredd::backend::{open_backend, BackendChoice, NnBackend, Sampler};
 use scoredd::data::{self, ImageSpec};
 use scoredd::detect::{self, DetectOptions, Mode};
-use scoredd::model_file::{ModelFile, ModelMeta};
+use scoredd::model_file::{Calibration, ModelFile, ModelMeta};
 use scoredd::nn::score_model::ScoreModel;
+use scoredd::pipeline::{defect_mask, describe, judge};
 use scoredd::{plot, viz, with_backend, Error};
+
+use super::console::image_bar;
 
 /// Detection settings shared by `detect`, `eval` and `calibrate`; each one
 /// left out comes from the model file.
@@ -76,34 +78,6 @@ impl DetectFlags {
     }
 }
 
-/// One line describing the settings in use.
-pub fn describe(o: &DetectOptions) -> String {
-    let s = &o.settings;
-    let ts: Vec<String> = s.ts.iter().map(|t| format!("{t}")).collect();
-    format!(
-        "mode {}, t {{{}}}, r {}, {} sampler, taps {}, smoothing sigma {} px",
-        o.mode.name(),
-        ts.join(","),
-        s.r,
-        super::sampler_name(s.sampler),
-        s.taps.join("+"),
-        s.smooth
-    )
-}
-
-/// A progress bar for `n` images.
-pub fn image_bar(n: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(n as u64);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} {{pos}}/{{len}} images [{{bar:30}}] ({{eta}} left)"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
-}
-
 #[derive(Args, Debug)]
 pub struct DetectArgs {
     /// Image files and/or folders of images.
@@ -155,17 +129,76 @@ pub fn map_range<'a>(meta: &ModelMeta, maps: impl IntoIterator<Item = &'a [f32]>
     }
 }
 
-/// The binary defect mask: pixels above the verdict threshold (a value no
-/// held-out normal image reached) and within half of the map's peak — the
-/// second rule keeps a strong defect's mask to its core instead of its halo.
-pub fn defect_mask(map: &[f32], threshold: f64) -> Vec<u8> {
-    let cut = threshold.max(0.5 * detect::image_score(map) as f64);
-    map.iter().map(|&v| u8::from(v as f64 >= cut)).collect()
-}
-
 /// Upscale factor that makes a `size` px map about 256 px.
 pub fn zoom(size: usize) -> u32 {
     (256 / size.max(1)).max(1) as u32
+}
+
+/// A file name stem for input `i` not in `used` yet: its own stem, or, when
+/// two inputs share one (a.png and a.jpg, or 000.png in two folders), the
+/// folder name in front, then the index.
+fn unique_stem(path: &str, i: usize, used: &mut std::collections::HashSet<String>) -> String {
+    let stem = Path::new(path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("image{i}"));
+    let parent = Path::new(path)
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    [
+        stem.clone(),
+        format!("{parent}-{stem}"),
+        format!("{parent}-{stem}-{i}"),
+    ]
+    .into_iter()
+    .find(|s| used.insert(s.clone()))
+    .unwrap_or_else(|| format!("image{i}"))
+}
+
+/// Where and how one image's overlay and mask are written.
+struct Pictures<'a> {
+    out: &'a Path,
+    stem: &'a str,
+    size: usize,
+    /// The heat map's display range.
+    range: (f32, f32),
+}
+
+impl Pictures<'_> {
+    /// Writes `<stem>.overlay.png` (and, for a calibrated model,
+    /// `<stem>.mask.png`); returns the image's JSON line without its path.
+    fn write(
+        &self,
+        rgb: &image::RgbImage,
+        map: &[f32],
+        cal: Option<&Calibration>,
+    ) -> Result<serde_json::Value, Error> {
+        let verdict = judge(map, cal);
+        let overlay_path = self.out.join(format!("{}.overlay.png", self.stem));
+        let mut pic = viz::overlay(rgb, map, self.range)?;
+        let mask = cal.map(|cal| defect_mask(map, cal.threshold));
+        if let Some(m) = &mask {
+            viz::draw_outline(&mut pic, m, [255, 255, 255]);
+        }
+        plot::save_png(&viz::upscale(&pic, zoom(self.size)), &overlay_path)?;
+        let mut line = serde_json::json!({
+            "path": "",
+            "score": verdict.score,
+            "overlay": overlay_path.display().to_string(),
+        });
+        if let (Some(normalised), Some(defect), Some(m)) =
+            (verdict.normalised, verdict.defect, &mask)
+        {
+            let mask_path = self.out.join(format!("{}.mask.png", self.stem));
+            save_mask(m, self.size, &mask_path)?;
+            line["normalized"] = normalised.into();
+            line["verdict"] = if defect { "defect" } else { "good" }.into();
+            line["mask"] = mask_path.display().to_string().into();
+        }
+        Ok(line)
+    }
 }
 
 fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Result<(), Error> {
@@ -209,51 +242,16 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
     }
     let mut used = std::collections::HashSet::new();
     for (i, (path, map)) in loaded.paths.iter().zip(&maps).enumerate() {
-        let stem = Path::new(path)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| format!("image{i}"));
-        // Two inputs may share a stem (a.png and a.jpg, or 000.png in two
-        // folders): then the folder name goes in front, then the index.
-        let parent = Path::new(path)
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stem = [
-            stem.clone(),
-            format!("{parent}-{stem}"),
-            format!("{parent}-{stem}-{i}"),
-        ]
-        .into_iter()
-        .find(|s| used.insert(s.clone()))
-        .unwrap_or_else(|| format!("image{i}"));
+        let stem = unique_stem(path, i, &mut used);
         let rgb = viz::image_to_rgb(&loaded.images[i], c.channels, size);
-        let score = detect::image_score(map) as f64;
-        let overlay_path = args.out.join(format!("{stem}.overlay.png"));
-        let mut pic = viz::overlay(&rgb, map, range)?;
-        let mask = cal.map(|cal| defect_mask(map, cal.threshold));
-        if let Some(m) = &mask {
-            viz::draw_outline(&mut pic, m, [255, 255, 255]);
-        }
-        plot::save_png(&viz::upscale(&pic, zoom(size)), &overlay_path)?;
-        let mut line = serde_json::json!({
-            "path": path,
-            "score": score,
-            "overlay": overlay_path.display().to_string(),
-        });
-        if let (Some(cal), Some(m)) = (cal, &mask) {
-            let mask_path = args.out.join(format!("{stem}.mask.png"));
-            save_mask(m, size, &mask_path)?;
-            line["normalized"] = cal.normalise(score).into();
-            line["verdict"] = if cal.is_defect(score) {
-                "defect"
-            } else {
-                "good"
-            }
-            .into();
-            line["mask"] = mask_path.display().to_string().into();
-        }
+        let pictures = Pictures {
+            out: &args.out,
+            stem: &stem,
+            size,
+            range,
+        };
+        let mut line = pictures.write(&rgb, map, cal)?;
+        line["path"] = path.as_str().into();
         println!("{line}");
     }
     eprintln!(

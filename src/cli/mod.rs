@@ -1,6 +1,7 @@
 //! The subcommands, one module each.
 
 pub mod calibrate;
+pub mod console;
 pub mod demo;
 pub mod detect;
 pub mod eval;

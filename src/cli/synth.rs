@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use scoredd::synth::{self, SynthConfig};
+use scoredd::synth::{self, SynthConfig, SynthSummary};
 use scoredd::Error;
 
 #[derive(Args, Debug, Clone)]
@@ -49,6 +49,12 @@ impl SynthArgs {
 
 pub fn run(args: &SynthArgs) -> Result<(), Error> {
     let s = synth::generate(&args.out, &args.config())?;
+    print_summary(&s);
+    Ok(())
+}
+
+/// What was written, in one line.
+pub fn print_summary(s: &SynthSummary) {
     println!(
         "wrote {} images ({}; defects: {}) to {}",
         s.images_written,
@@ -56,5 +62,4 @@ pub fn run(args: &SynthArgs) -> Result<(), Error> {
         synth::DEFECTS.join(", "),
         s.root.display()
     );
-    Ok(())
 }

@@ -1,7 +1,9 @@
 //! [`Detector`]: a model file on a backend, turning RGBA pixels into an
 //! anomaly map with the native detector ([`crate::detect`]): the same model
 //! file, the same image preparation as the CLI, seed 0 and image id 0, so a
-//! map in the browser equals the CLI's for the same model and image.
+//! map in the browser equals the CLI's for the same model and image; its
+//! score, normalised score and verdict come from [`crate::pipeline::judge`],
+//! as the CLI's do.
 
 use std::rc::Rc;
 
@@ -13,6 +15,7 @@ use crate::backend::gpu::GpuBackend;
 use crate::detect::{self, DetectOptions};
 use crate::model_file::{ModelFile, ModelMeta};
 use crate::nn::score_model::ScoreModel;
+use crate::pipeline::judge;
 
 #[allow(clippy::large_enum_variant)] // one per worker; boxing buys nothing
 enum Engine {
@@ -201,20 +204,22 @@ impl Inner {
             Engine::Cpu { be, model } => map_on(be, model, &x, &opts).await?,
             Engine::Gpu { be, model } => map_on(be, model, &x, &opts).await?,
         };
-        let score = detect::image_score(&map) as f64;
+        let cal = self.meta.calibration.as_ref();
+        let verdict = judge(&map, cal);
         let ms = now_ms() - t0;
 
         let o = js_sys::Object::new();
-        let cal = self.meta.calibration.as_ref();
         let opt = |v: Option<f64>| v.map(JsValue::from_f64).unwrap_or(JsValue::NULL);
         set(&o, "map", js_sys::Float32Array::from(map.as_slice()));
         set(&o, "size", cfg.image_size as f64);
-        set(&o, "score", score);
-        set(&o, "normalised", opt(cal.map(|c| c.normalise(score))));
+        set(&o, "score", verdict.score);
+        set(&o, "normalised", opt(verdict.normalised));
         set(
             &o,
             "defect",
-            cal.map(|c| JsValue::from_bool(c.is_defect(score)))
+            verdict
+                .defect
+                .map(JsValue::from_bool)
                 .unwrap_or(JsValue::NULL),
         );
         set(&o, "threshold", opt(cal.map(|c| c.threshold)));

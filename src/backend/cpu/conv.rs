@@ -1,11 +1,15 @@
 //! conv2d on the CPU: im2col per image, then one GEMM `W[Cout, Cin·k²] × col[Cin·k², Ho·Wo]`.
 //! Images run in parallel (one GEMM thread each) when the batch can feed every
-//! core; a lone image lets the GEMM crate split its work instead.
+//! core; a lone image lets the GEMM crate split its work instead. The
+//! backward: GEMMs on the same im2col matrices, and col2im for dx.
 
 use super::par::*;
 
 use super::gemm::{sgemm, MatRef};
-use crate::backend::ConvGeometry;
+use super::math::plane_sums;
+use super::{alloc_zeros, tensor, CpuTensor};
+use crate::backend::{Conv2dGrads, ConvGeometry};
+use crate::error::Result;
 
 thread_local! {
     /// Each worker's im2col buffer, kept between calls: allocating (and zeroing)
@@ -156,4 +160,170 @@ pub fn conv2d_forward(
             conv_one_image(g, xi, w, bias, o, threads);
         }
     }
+}
+
+/// Adds one input channel's rows of an im2col-layout gradient (rows (ky, kx),
+/// columns (oy, ox)) into that channel's `h × w` plane: the transpose of im2col.
+fn col2im_channel(g: &ConvGeometry, dcol: &[f32], plane: &mut [f32]) {
+    let (k, s, p) = (g.k, g.stride, g.padding as isize);
+    let n = g.h_out * g.w_out;
+    for ky in 0..k {
+        for kx in 0..k {
+            let row = &dcol[(ky * k + kx) * n..][..n];
+            for oy in 0..g.h_out {
+                let iy = (oy * s + ky) as isize - p;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                let src = &row[oy * g.w_out..(oy + 1) * g.w_out];
+                if s == 1 {
+                    // Output column ox reads input column ox + shift (as in im2col).
+                    let shift = kx as isize - p;
+                    let lo = (-shift).clamp(0, g.w_out as isize) as usize;
+                    let hi = (g.w as isize - shift).clamp(lo as isize, g.w_out as isize) as usize;
+                    let from = (lo as isize + shift) as usize;
+                    for (d, &v) in dst[from..from + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                        *d += v;
+                    }
+                    continue;
+                }
+                for (ox, &v) in src.iter().enumerate() {
+                    let ix = (ox * s + kx) as isize - p;
+                    if ix >= 0 && ix < g.w as isize {
+                        dst[ix as usize] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scratch of one worker: im2col of the image and its gradient.
+struct ConvScratch {
+    col: Vec<f32>,
+    dcol: Vec<f32>,
+}
+
+/// Gradients of one image: `dw += dy·colᵀ`, `dx = col2im(Wᵀ·dy)` (`dx` zeroed
+/// on entry). `threads > 1` parallelises the GEMMs and the per-channel loops.
+#[allow(clippy::too_many_arguments)]
+fn backward_image(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dw: &mut [f32],
+    sc: &mut ConvScratch,
+    threads: usize,
+) {
+    let n = g.h_out * g.w_out;
+    let kd = g.c_in * g.k * g.k;
+    let dy_m = MatRef::new(dy, g.c_out, n);
+    let w_t = MatRef::new(w, g.c_out, kd).t();
+    if g.k == 1 && g.stride == 1 && g.padding == 0 {
+        // The im2col matrix is the input itself.
+        sgemm(dy_m, MatRef::new(x, kd, n).t(), dw, true, threads);
+        sgemm(w_t, dy_m, dx, false, threads);
+        return;
+    }
+    let plane = g.h * g.w;
+    let rows = g.k * g.k * n;
+    // colᵀ (n × kd), contiguous: see `im2row`.
+    sc.col.resize(kd * n, 0.0);
+    sc.dcol.resize(kd * n, 0.0);
+    let line = g.w_out * kd;
+    if threads > 1 {
+        sc.col
+            .par_chunks_mut(line)
+            .enumerate()
+            .for_each(|(oy, r)| im2row(g, x, oy, r));
+    } else {
+        im2row(g, x, 0, &mut sc.col);
+    }
+    sgemm(dy_m, MatRef::new(&sc.col, n, kd), dw, true, threads);
+    sgemm(w_t, dy_m, &mut sc.dcol, false, threads);
+    if threads > 1 {
+        dx.par_chunks_mut(plane)
+            .zip(sc.dcol.par_chunks(rows))
+            .for_each(|(p, d)| col2im_channel(g, d, p));
+    } else {
+        for (p, d) in dx.chunks_mut(plane).zip(sc.dcol.chunks(rows)) {
+            col2im_channel(g, d, p);
+        }
+    }
+}
+
+/// dx, dw and db of a conv2d. Images run in parallel, each run of images
+/// summing its own weight gradient, when the batch can feed every thread.
+pub(super) fn conv2d_backward(
+    g: &ConvGeometry,
+    x: &CpuTensor,
+    w: &CpuTensor,
+    dy: &CpuTensor,
+    threads: usize,
+) -> Result<Conv2dGrads<CpuTensor>> {
+    const OP: &str = "conv2d_backward";
+    let n = g.h_out * g.w_out;
+    let kd = g.c_in * g.k * g.k;
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * n);
+
+    // Bias: Σ over batch and space.
+    let mut db = vec![0.0f64; g.c_out];
+    if n > 0 {
+        for row in plane_sums(&dy.data, n).chunks(g.c_out.max(1)) {
+            db.iter_mut().zip(row).for_each(|(d, s)| *d += s);
+        }
+    }
+    let db: Vec<f32> = db.into_iter().map(|v| v as f32).collect();
+
+    let mut dx = alloc_zeros(OP, &x.shape)?;
+    let mut dw = alloc_zeros(OP, &w.shape)?;
+    if g.batch > 0 && in_len > 0 && out_len > 0 {
+        let scratch = || ConvScratch {
+            col: Vec::new(),
+            dcol: Vec::new(),
+        };
+        if g.batch >= threads && threads > 1 {
+            // Contiguous runs of images, one per thread, each summing its own
+            // weight gradient; the partial sums are then added in run order,
+            // so the result is the same on every run (resumed training is
+            // bit-exact) — rayon's fold/reduce grouping would vary.
+            let per = g.batch.div_ceil(threads);
+            let partial: Vec<Vec<f32>> = dx
+                .par_chunks_mut(in_len * per)
+                .zip(x.data.par_chunks(in_len * per))
+                .zip(dy.data.par_chunks(out_len * per))
+                .map(|((dxr, xr), dyr)| {
+                    let (mut sc, mut dwp) = (scratch(), vec![0.0f32; g.c_out * kd]);
+                    for ((dxi, xi), dyi) in dxr
+                        .chunks_mut(in_len)
+                        .zip(xr.chunks(in_len))
+                        .zip(dyr.chunks(out_len))
+                    {
+                        backward_image(g, xi, &w.data, dyi, dxi, &mut dwp, &mut sc, 1);
+                    }
+                    dwp
+                })
+                .collect();
+            for p in partial {
+                dw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+            }
+        } else {
+            let mut sc = scratch();
+            for ((dxi, xi), dyi) in dx
+                .chunks_mut(in_len)
+                .zip(x.data.chunks(in_len))
+                .zip(dy.data.chunks(out_len))
+            {
+                backward_image(g, xi, &w.data, dyi, dxi, &mut dw, &mut sc, threads);
+            }
+        }
+    }
+    Ok(Conv2dGrads {
+        dx: tensor(dx, &x.shape),
+        dw: tensor(dw, &w.shape),
+        db: tensor(db, &[g.c_out]),
+    })
 }

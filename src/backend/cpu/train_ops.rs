@@ -1,4 +1,4 @@
-//! [`TrainOps`] on the CPU: the oracle for the WGSL kernels. Plain Rust over
+//! [`TrainKernels`] on the CPU: the oracle for the WGSL kernels. Plain Rust over
 //! rayon chunks; every reduction in f64; the pointwise updates evaluate the
 //! same f32 expressions as `shaders/optim.wgsl` and `shaders/dsm_loss.wgsl`.
 
@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use super::par::*;
 
-use super::layer_ops::{tensor, CHUNK};
-use super::{alloc_zeros, CpuBackend, CpuTensor};
-use crate::backend::train_ops::{check, AdamStep, Reduce, TrainOps};
+use super::{alloc_zeros, tensor, CpuBackend, CpuTensor, CHUNK};
+use crate::backend::plan::{AdamPlan, DsmPlan};
+use crate::backend::{AdamStep, TrainKernels};
 use crate::error::Result;
 
 /// Σ x² in f64, eight lanes so the loop vectorises.
@@ -39,25 +39,22 @@ fn scalar(v: f64) -> CpuTensor {
     tensor(vec![v as f32], &[1])
 }
 
-impl TrainOps for CpuBackend {
-    fn dsm_loss(
+impl TrainKernels for CpuBackend {
+    fn dsm_loss_planned(
         &self,
+        p: &DsmPlan,
         out: &CpuTensor,
         z: &CpuTensor,
-        weights: &[f32],
         sign: f32,
-        reduce: Reduce,
     ) -> Result<(CpuTensor, CpuTensor)> {
-        const OP: &str = "dsm_loss";
-        let (_, d) = check::dsm(&out.shape, &z.shape, weights.len())?;
-        let factors = check::dsm_factors(weights, d, sign, reduce);
-        let mut dout = alloc_zeros(OP, &out.shape)?;
-        // One task per sample (or per CHUNK of a long sample).
+        let d = p.d;
+        let mut dout = alloc_zeros("dsm_loss", &out.shape)?;
+        // One task per sample.
         let loss: f64 = dout
             .par_chunks_mut(d)
             .zip(out.data.par_chunks(d))
             .zip(z.data.par_chunks(d))
-            .zip(factors.par_iter())
+            .zip(p.factors.par_iter())
             .map(|(((g, o), z), &[c, gf])| {
                 let mut s = 0.0f64;
                 for ((g, &o), &z) in g.iter_mut().zip(o).zip(z) {
@@ -73,17 +70,19 @@ impl TrainOps for CpuBackend {
         Ok((scalar(loss), tensor(dout, &out.shape)))
     }
 
-    fn sum_squares(&self, x: &CpuTensor) -> Result<CpuTensor> {
-        Ok(scalar(par_sum_sq(&x.data)))
-    }
-
-    fn add_sum_squares(&self, acc: &CpuTensor, x: &CpuTensor) -> Result<CpuTensor> {
-        check::scalar("add_sum_squares", "accumulator", &acc.shape)?;
-        Ok(scalar(acc.data[0] as f64 + par_sum_sq(&x.data)))
-    }
-
-    fn adam_step(
+    fn sum_squares_planned(
         &self,
+        _n: usize,
+        acc: Option<&CpuTensor>,
+        x: &CpuTensor,
+    ) -> Result<CpuTensor> {
+        let acc = acc.map_or(0.0, |a| a.data[0] as f64);
+        Ok(scalar(acc + par_sum_sq(&x.data)))
+    }
+
+    fn adam_step_planned(
+        &self,
+        plan: &AdamPlan,
         param: &mut CpuTensor,
         grad: &CpuTensor,
         m: &mut CpuTensor,
@@ -91,27 +90,7 @@ impl TrainOps for CpuBackend {
         hp: &AdamStep,
         grad_sq_total: &CpuTensor,
     ) -> Result<()> {
-        const OP: &str = "adam_step";
-        check::same(
-            OP,
-            "parameter and gradient differ",
-            &param.shape,
-            &grad.shape,
-        )?;
-        check::same(
-            OP,
-            "first moment and gradient differ",
-            &m.shape,
-            &grad.shape,
-        )?;
-        check::same(
-            OP,
-            "second moment and gradient differ",
-            &v.shape,
-            &grad.shape,
-        )?;
-        check::scalar(OP, "grad_sq_total", &grad_sq_total.shape)?;
-        let (bc1, bc2) = hp.bias_corrections()?;
+        let (bc1, bc2) = (plan.bc1, plan.bc2);
         let total = grad_sq_total.data[0];
         if !total.is_finite() {
             return Ok(());
@@ -140,13 +119,13 @@ impl TrainOps for CpuBackend {
         Ok(())
     }
 
-    fn ema_update(&self, ema: &mut CpuTensor, param: &CpuTensor, rate: f32) -> Result<()> {
-        check::same(
-            "ema_update",
-            "EMA and parameter differ",
-            &ema.shape,
-            &param.shape,
-        )?;
+    fn ema_update_planned(
+        &self,
+        _n: usize,
+        ema: &mut CpuTensor,
+        param: &CpuTensor,
+        rate: f32,
+    ) -> Result<()> {
         let e = Arc::make_mut(&mut ema.data);
         e.par_chunks_mut(CHUNK)
             .zip(param.data.par_chunks(CHUNK))

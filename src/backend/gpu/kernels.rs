@@ -8,12 +8,15 @@
 //! `kernels!` table below, and dispatch it with
 //! `ctx.dispatch(kernels::NAME, &[], &params, &binds, groups)`.
 //! `tests/shaders_validate.rs` checks the line and the struct against the WGSL.
+//! An elementwise op of the registry ([`crate::backend::Pointwise`]) needs
+//! only its line: the GPU backend finds it by entry name ([`pointwise`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 
 use super::params::*;
+use crate::backend::Pointwise;
 
 /// What the pipeline cache and the tests need to know of one WGSL entry point,
 /// with its parameter type erased: [`all_kernels`] lists these.
@@ -109,51 +112,55 @@ macro_rules! kernels {
 }
 
 kernels! {
+    // Backend (gpu/primitives.rs)
+    RNG_FILL: RngFillParams = "rng_fill.wgsl"::rng_fill, bindings: 1, rng;
     MATMUL_VEC4: MatmulParams = "matmul.wgsl"::matmul_vec4, bindings: 3;
     MATMUL_TRANSPOSE: MatmulTransposeParams = "matmul_transpose.wgsl"::matmul_transpose, bindings: 2;
     MATMUL_ANY: MatmulAnyParams = "matmul_any.wgsl"::matmul_any, bindings: 3;
+    STRIDED_PACK: StridedPackParams = "strided_pack.wgsl"::strided_pack, bindings: 2;
+    BMM: BmmParams = "bmm.wgsl"::bmm, bindings: 3;
+    SUM_BATCH: ReduceParams = "reduce.wgsl"::sum_batch, bindings: 2;
+    CONCAT_CHANNELS: ChannelsParams = "channels.wgsl"::concat_channels, bindings: 3;
+    SLICE_CHANNELS: ChannelsParams = "channels.wgsl"::slice_channels, bindings: 2;
+
+    // The elementwise registry (backend::pointwise), found by entry name:
+    // bindings = the op's operands + 1 (the output).
+    AXPBY: ElementwiseParams = "elementwise.wgsl"::axpby, bindings: 3;
+    MUL: ElementwiseParams = "elementwise.wgsl"::mul, bindings: 3;
+    SILU: ElementwiseParams = "elementwise.wgsl"::silu, bindings: 2;
+    SILU_BACKWARD: ElementwiseParams = "elementwise.wgsl"::silu_backward, bindings: 3;
+
+    // ModuleOps (gpu/module_ops.rs, gpu/conv.rs)
     CONV2D_K1S1: Conv2dParams = "conv2d.wgsl"::conv2d_k1s1, bindings: 4;
     CONV2D_K1S2: Conv2dParams = "conv2d.wgsl"::conv2d_k1s2, bindings: 4;
     CONV2D_K3S1: Conv2dParams = "conv2d.wgsl"::conv2d_k3s1, bindings: 4;
     CONV2D_K3S2: Conv2dParams = "conv2d.wgsl"::conv2d_k3s2, bindings: 4;
     CONV_WEIGHT_PACK: ConvWeightPackParams = "conv_weight_pack.wgsl"::conv_weight_pack, bindings: 2;
-    PERTURB: PerturbParams = "perturb.wgsl"::perturb, bindings: 4, rng;
-    PAIRED_STEP: PairedStepParams = "paired_step.wgsl"::paired_step, bindings: 6, rng;
-    RNG_FILL: RngFillParams = "rng_fill.wgsl"::rng_fill, bindings: 1, rng;
-
-    // LayerOps (gpu/layer_ops.rs)
-    AXPBY: ElementwiseParams = "elementwise.wgsl"::axpby, bindings: 3;
-    MUL: ElementwiseParams = "elementwise.wgsl"::mul, bindings: 3;
-    SILU: ElementwiseParams = "elementwise.wgsl"::silu, bindings: 2;
-    SILU_BACKWARD: ElementwiseParams = "elementwise.wgsl"::silu_backward, bindings: 3;
-    ADD_BIAS: ElementwiseParams = "elementwise.wgsl"::add_bias, bindings: 3;
-    ADD_SAMPLE_BIAS: ElementwiseParams = "elementwise.wgsl"::add_sample_bias, bindings: 3;
-    CONCAT_CHANNELS: ChannelsParams = "channels.wgsl"::concat_channels, bindings: 3;
-    SLICE_CHANNELS: ChannelsParams = "channels.wgsl"::slice_channels, bindings: 2;
-    UPSAMPLE2X: ResampleParams = "resample.wgsl"::upsample2x, bindings: 2;
-    AVGPOOL2X: ResampleParams = "resample.wgsl"::avgpool2x, bindings: 2;
-    FIR_UP: FirParams = "fir.wgsl"::fir_up, bindings: 2;
-    FIR_DOWN: FirParams = "fir.wgsl"::fir_down, bindings: 2;
-    REDUCE_ROWS: ReduceParams = "reduce.wgsl"::reduce_rows, bindings: 2;
-    SUM_BATCH: ReduceParams = "reduce.wgsl"::sum_batch, bindings: 2;
-    PAIR_DISTANCE: PairDistanceParams = "pair_distance.wgsl"::pair_distance, bindings: 2;
-    GROUP_NORM: GroupNormParams = "group_norm.wgsl"::group_norm, bindings: 5;
-    GROUP_NORM_BACKWARD_DX: GroupNormBackwardParams = "group_norm_backward.wgsl"::group_norm_backward_dx, bindings: 5;
-    GROUP_NORM_PARAM_GRAD: GroupNormParamGradParams = "group_norm_param_grad.wgsl"::group_norm_param_grad, bindings: 5;
-    DROPOUT_MASK: DropoutParams = "dropout.wgsl"::dropout_mask, bindings: 1, rng;
-
-    // MatOps (gpu/mat_ops.rs)
-    STRIDED_PACK: StridedPackParams = "strided_pack.wgsl"::strided_pack, bindings: 2;
-    BMM: BmmParams = "bmm.wgsl"::bmm, bindings: 3;
     CONV2D_BACKWARD_INPUT_K1S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k1s2, bindings: 3;
     CONV2D_BACKWARD_INPUT_K3S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k3s2, bindings: 3;
     CONV2D_BACKWARD_WEIGHT: Conv2dBackwardWeightParams = "conv2d_backward_weight.wgsl"::conv2d_backward_weight, bindings: 3;
     CONV2D_BACKWARD_REDUCE: Conv2dBackwardReduceParams = "conv2d_backward_reduce.wgsl"::conv2d_backward_reduce, bindings: 2;
     CONV2D_BACKWARD_BIAS: Conv2dBackwardBiasParams = "conv2d_backward_bias.wgsl"::conv2d_backward_bias, bindings: 2;
+    GROUP_NORM: GroupNormParams = "group_norm.wgsl"::group_norm, bindings: 5;
+    GROUP_NORM_BACKWARD_DX: GroupNormBackwardParams = "group_norm_backward.wgsl"::group_norm_backward_dx, bindings: 5;
+    GROUP_NORM_PARAM_GRAD: GroupNormParamGradParams = "group_norm_param_grad.wgsl"::group_norm_param_grad, bindings: 5;
     SOFTMAX: SoftmaxParams = "softmax.wgsl"::softmax, bindings: 2;
     SOFTMAX_BACKWARD: SoftmaxParams = "softmax_backward.wgsl"::softmax_backward, bindings: 3;
     SOFTMAX_ROW: SoftmaxParams = "softmax.wgsl"::softmax_row, bindings: 2;
     SOFTMAX_BACKWARD_ROW: SoftmaxParams = "softmax_backward.wgsl"::softmax_backward_row, bindings: 3;
+    ADD_BIAS: ElementwiseParams = "elementwise.wgsl"::add_bias, bindings: 3;
+    ADD_SAMPLE_BIAS: ElementwiseParams = "elementwise.wgsl"::add_sample_bias, bindings: 3;
+    REDUCE_ROWS: ReduceParams = "reduce.wgsl"::reduce_rows, bindings: 2;
+    UPSAMPLE2X: ResampleParams = "resample.wgsl"::upsample2x, bindings: 2;
+    AVGPOOL2X: ResampleParams = "resample.wgsl"::avgpool2x, bindings: 2;
+    FIR_UP: FirParams = "fir.wgsl"::fir_up, bindings: 2;
+    FIR_DOWN: FirParams = "fir.wgsl"::fir_down, bindings: 2;
+    DROPOUT_MASK: DropoutParams = "dropout.wgsl"::dropout_mask, bindings: 1, rng;
+
+    // ScoreDdOps (gpu/scoredd_ops.rs)
+    PERTURB: PerturbParams = "perturb.wgsl"::perturb, bindings: 4, rng;
+    PAIRED_STEP: PairedStepParams = "paired_step.wgsl"::paired_step, bindings: 6, rng;
+    PAIR_DISTANCE: PairDistanceParams = "pair_distance.wgsl"::pair_distance, bindings: 2;
 
     // TrainOps (gpu/train_ops.rs)
     SUM_SQUARES_PARTIAL: SumSquaresParams = "sum_squares.wgsl"::sum_squares_partial, bindings: 2;
@@ -221,6 +228,29 @@ impl PipelineCache {
         self.pipelines.insert(key, pipeline.clone());
         pipeline
     }
+}
+
+/// The file holding the elementwise registry's kernels.
+pub const POINTWISE_FILE: &str = "elementwise.wgsl";
+
+impl<P: KernelParams> Kernel<P> {
+    /// The declared kernel `file::entry`, if there is one and its uniform
+    /// block is a `P`.
+    pub fn find(file: &str, entry: &str) -> Option<Kernel<P>> {
+        ALL.iter()
+            .find(|k| k.file == file && k.entry == entry && k.params_type == P::NAME)
+            .map(|&info| Kernel {
+                info,
+                params: PhantomData,
+            })
+    }
+}
+
+/// The kernel of an elementwise op: the entry point of [`POINTWISE_FILE`]
+/// named after it (`tests/shaders_validate.rs` checks every op has one, with
+/// one binding per operand after the output).
+pub fn pointwise(op: Pointwise) -> Option<Kernel<ElementwiseParams>> {
+    Kernel::find(POINTWISE_FILE, op.name())
 }
 
 /// Every kernel, for tests that check them all against their WGSL with naga.

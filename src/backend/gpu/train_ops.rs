@@ -1,4 +1,4 @@
-//! [`TrainOps`] on the GPU, with no readback: the loss and the squared
+//! [`TrainKernels`] on the GPU, with no readback: the loss and the squared
 //! gradient norm stay on the device as `[1]` tensors, the clipping scale and
 //! the non-finite skip are computed inside `adam_step`.
 //!
@@ -7,13 +7,15 @@
 //! workgroup adds the G partials), `shaders/dsm_loss.wgsl` (the loss's first
 //! level fused with the gradient write; second level as above),
 //! `shaders/optim.wgsl` (Adam) and `shaders/ema.wgsl`, the last two one
-//! invocation per element on [`grid_1d`].
+//! invocation per element on `grid_1d`.
 
 use super::context::Bind;
 use super::kernels;
+use super::launch::{grid_1d, u32_of, WG};
 use super::params::*;
-use super::{grid_1d, u32_of, GpuBackend, GpuTensor, WG};
-use crate::backend::train_ops::{check, AdamStep, Reduce, TrainOps};
+use super::{GpuBackend, GpuTensor};
+use crate::backend::plan::{AdamPlan, DsmPlan};
+use crate::backend::{AdamStep, TrainKernels};
 use crate::error::Result;
 
 /// Most first-level workgroups of a reduction (each writes one f32 partial).
@@ -57,55 +59,25 @@ impl GpuBackend {
         )?;
         Ok(out)
     }
-
-    /// acc (if any) + Σ x², both levels.
-    fn sum_squares_impl(
-        &self,
-        op: &'static str,
-        x: &GpuTensor,
-        acc: Option<&GpuTensor>,
-    ) -> Result<GpuTensor> {
-        let n = u32_of(op, "elements", x.numel())?;
-        let groups = partial_groups(n as u64);
-        let partials = self.ctx.storage(op, groups as u64 * 4)?;
-        if n > 0 {
-            let params = SumSquaresParams {
-                n,
-                ..Default::default()
-            };
-            self.ctx.dispatch(
-                kernels::SUM_SQUARES_PARTIAL,
-                &[],
-                &params,
-                &[Bind::Storage(&partials), Bind::Storage(&x.buf)],
-                (groups, 1, 1),
-            )?;
-        }
-        // (For n = 0 the fresh, zero-filled partials sum to 0.)
-        self.finish_sum(op, &partials, groups, acc)
-    }
 }
 
-impl TrainOps for GpuBackend {
-    fn dsm_loss(
+impl TrainKernels for GpuBackend {
+    fn dsm_loss_planned(
         &self,
+        p: &DsmPlan,
         out: &GpuTensor,
         z: &GpuTensor,
-        weights: &[f32],
         sign: f32,
-        reduce: Reduce,
     ) -> Result<(GpuTensor, GpuTensor)> {
         const OP: &str = "dsm_loss";
-        let (_, d) = check::dsm(&out.shape, &z.shape, weights.len())?;
         let n = u32_of(OP, "elements", out.numel())?;
-        let factors = check::dsm_factors(weights, d, sign, reduce);
-        let factor_buf = self.upload_pod(OP, &factors)?;
+        let factor_buf = self.upload_pod(OP, &p.factors)?;
         let dout = self.tensor(OP, &out.shape)?;
         let groups = partial_groups(n as u64);
         let partials = self.ctx.storage(OP, groups as u64 * 4)?;
         let params = DsmLossParams {
             n,
-            d: d as u32,
+            d: p.d as u32,
             sign,
             ..Default::default()
         };
@@ -126,18 +98,40 @@ impl TrainOps for GpuBackend {
         Ok((loss, dout))
     }
 
-    fn sum_squares(&self, x: &GpuTensor) -> Result<GpuTensor> {
-        self.sum_squares_impl("sum_squares", x, None)
-    }
-
-    fn add_sum_squares(&self, acc: &GpuTensor, x: &GpuTensor) -> Result<GpuTensor> {
-        const OP: &str = "add_sum_squares";
-        check::scalar(OP, "accumulator", &acc.shape)?;
-        self.sum_squares_impl(OP, x, Some(acc))
-    }
-
-    fn adam_step(
+    fn sum_squares_planned(
         &self,
+        n: usize,
+        acc: Option<&GpuTensor>,
+        x: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        let op = if acc.is_some() {
+            "add_sum_squares"
+        } else {
+            "sum_squares"
+        };
+        let n = u32_of(op, "elements", n)?;
+        let groups = partial_groups(n as u64);
+        let partials = self.ctx.storage(op, groups as u64 * 4)?;
+        if n > 0 {
+            let params = SumSquaresParams {
+                n,
+                ..Default::default()
+            };
+            self.ctx.dispatch(
+                kernels::SUM_SQUARES_PARTIAL,
+                &[],
+                &params,
+                &[Bind::Storage(&partials), Bind::Storage(&x.buf)],
+                (groups, 1, 1),
+            )?;
+        }
+        // (For n = 0 the fresh, zero-filled partials sum to 0.)
+        self.finish_sum(op, &partials, groups, acc)
+    }
+
+    fn adam_step_planned(
+        &self,
+        plan: &AdamPlan,
         param: &mut GpuTensor,
         grad: &GpuTensor,
         m: &mut GpuTensor,
@@ -146,27 +140,7 @@ impl TrainOps for GpuBackend {
         grad_sq_total: &GpuTensor,
     ) -> Result<()> {
         const OP: &str = "adam_step";
-        check::same(
-            OP,
-            "parameter and gradient differ",
-            &param.shape,
-            &grad.shape,
-        )?;
-        check::same(
-            OP,
-            "first moment and gradient differ",
-            &m.shape,
-            &grad.shape,
-        )?;
-        check::same(
-            OP,
-            "second moment and gradient differ",
-            &v.shape,
-            &grad.shape,
-        )?;
-        check::scalar(OP, "grad_sq_total", &grad_sq_total.shape)?;
-        let (bc1, bc2) = hp.bias_corrections()?;
-        let n = u32_of(OP, "elements", grad.numel())?;
+        let n = u32_of(OP, "elements", plan.n)?;
         if n == 0 {
             return Ok(());
         }
@@ -181,8 +155,8 @@ impl TrainOps for GpuBackend {
             beta1: hp.beta1,
             beta2: hp.beta2,
             eps: hp.eps,
-            bc1,
-            bc2,
+            bc1: plan.bc1,
+            bc2: plan.bc2,
             max_norm: hp.max_norm,
             ..Default::default()
         };
@@ -197,17 +171,19 @@ impl TrainOps for GpuBackend {
                 Bind::Storage(&grad.buf),
                 Bind::Storage(&grad_sq_total.buf),
             ],
-            grid_1d(
-                n as u64,
-                self.ctx.limits.max_compute_workgroups_per_dimension,
-            ),
+            grid_1d(n as u64, self.max_groups()),
         )
     }
 
-    fn ema_update(&self, ema: &mut GpuTensor, param: &GpuTensor, rate: f32) -> Result<()> {
+    fn ema_update_planned(
+        &self,
+        n: usize,
+        ema: &mut GpuTensor,
+        param: &GpuTensor,
+        rate: f32,
+    ) -> Result<()> {
         const OP: &str = "ema_update";
-        check::same(OP, "EMA and parameter differ", &ema.shape, &param.shape)?;
-        let n = u32_of(OP, "elements", ema.numel())?;
+        let n = u32_of(OP, "elements", n)?;
         if n == 0 {
             return Ok(());
         }
@@ -222,10 +198,7 @@ impl TrainOps for GpuBackend {
             &[],
             &params,
             &[Bind::Storage(&ema.buf), Bind::Storage(&param.buf)],
-            grid_1d(
-                n as u64,
-                self.ctx.limits.max_compute_workgroups_per_dimension,
-            ),
+            grid_1d(n as u64, self.max_groups()),
         )
     }
 }

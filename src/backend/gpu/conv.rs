@@ -1,0 +1,436 @@
+//! conv2d and its gradients on the GPU. The forward: the register-blocked
+//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2) on weights packed
+//! k-major. The backward: dx of a stride-1 conv is the forward kernel on dy
+//! with flipped, transposed weights; stride 2 has its own kernel; dw is one
+//! GEMM per tap with the reduction split for parallelism; db a row sum.
+//! Operands are packed (transposed, zero-padded to 8) by `strided_pack.wgsl`,
+//! an O(n) pass next to the kernels' O(n^1.5) work.
+
+use std::sync::Arc;
+
+use super::context::Bind;
+use super::kernels;
+use super::launch::{grid_1d, grid_2d, grid_3d, grid_rows, pad8, u32_of, PackView, WG};
+use super::params::*;
+use super::{GpuBackend, GpuTensor};
+use crate::backend::{numel, Conv2dGrads, ConvGeometry};
+use crate::error::{Error, Result};
+
+/// Invocations the conv weight-gradient kernel aims for (by splitting its
+/// reduction) so the device has enough independent work.
+const DW_TARGET_INVOCATIONS: usize = 16_384;
+/// …but each split reduces at least this many (b, oy, ox) positions.
+const DW_MIN_PER_SPLIT: usize = 256;
+
+/// The GPU kernels' supported geometries, else a shape error.
+fn check_kernel_size(op: &'static str, g: &ConvGeometry) -> Result<()> {
+    if !matches!((g.k, g.stride), (1 | 3, 1 | 2)) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "the GPU kernels handle 1×1 and 3×3 kernels at stride 1 or 2, got {}×{} at stride {}",
+                g.k, g.k, g.stride
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl GpuBackend {
+    pub(super) fn conv2d_forward(
+        &self,
+        g: &ConvGeometry,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
+        const OP: &str = "conv2d";
+        check_kernel_size(OP, g)?;
+        let kernel = match (g.k, g.stride) {
+            (1, 1) => kernels::CONV2D_K1S1,
+            (1, _) => kernels::CONV2D_K1S2,
+            (_, 1) => kernels::CONV2D_K3S1,
+            _ => kernels::CONV2D_K3S2,
+        };
+        let out = self.tensor(OP, &g.out_shape())?;
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        let c_out_pad = pad8(g.c_out);
+        let rows = g.c_in * g.k * g.k;
+        let packed = self.ctx.storage(OP, (rows * c_out_pad * 4) as u64)?;
+        let pack_params = ConvWeightPackParams {
+            c_out: u32_of(OP, "Cout", g.c_out)?,
+            c_in: u32_of(OP, "Cin", g.c_in)?,
+            kk: (g.k * g.k) as u32,
+            c_out_pad: c_out_pad as u32,
+        };
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        self.ctx.dispatch(
+            kernels::CONV_WEIGHT_PACK,
+            &[],
+            &pack_params,
+            &[Bind::Storage(&w.buf), Bind::Storage(&packed)],
+            grid_1d((rows * c_out_pad) as u64, max),
+        )?;
+        let tiles_x = g.w_out.div_ceil(8);
+        let params = Conv2dParams {
+            batch: u32_of(OP, "batch", g.batch)?,
+            c_in: u32_of(OP, "Cin", g.c_in)?,
+            h: u32_of(OP, "H", g.h)?,
+            w: u32_of(OP, "W", g.w)?,
+            c_out: g.c_out as u32,
+            c_out_pad: c_out_pad as u32,
+            h_out: u32_of(OP, "Ho", g.h_out)?,
+            w_out: u32_of(OP, "Wo", g.w_out)?,
+            padding: u32_of(OP, "padding", g.padding)?,
+            tiles_x: tiles_x as u32,
+            has_bias: bias.is_some() as u32,
+            ..Default::default()
+        };
+        numel(OP, &[g.batch, g.c_in, g.h, g.w]).and_then(|n| u32_of(OP, "input elements", n))?;
+        numel(OP, &g.out_shape()).and_then(|n| u32_of(OP, "output elements", n))?;
+        let tiles = (g.batch * g.h_out * tiles_x) as u64;
+        let groups = grid_2d(
+            OP,
+            tiles.div_ceil(WG as u64),
+            g.c_out.div_ceil(8) as u64,
+            max,
+            &|| format!("input {:?}", x.shape),
+        )?;
+        // A bound buffer may not be both read and written: without a bias, bind a dummy.
+        let bias_buf = match bias {
+            Some(b) => b.buf.clone(),
+            None => Arc::new(self.ctx.placeholder()?),
+        };
+        self.ctx.dispatch(
+            kernel,
+            &[],
+            &params,
+            &[
+                Bind::Storage(&x.buf),
+                Bind::Storage(&packed),
+                Bind::Storage(&bias_buf),
+                Bind::Storage(&out.buf),
+            ],
+            groups,
+        )?;
+        Ok(out)
+    }
+
+    pub(super) fn conv2d_grads(
+        &self,
+        g: &ConvGeometry,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+    ) -> Result<Conv2dGrads<GpuTensor>> {
+        const OP: &str = "conv2d_backward";
+        check_kernel_size(OP, g)?;
+        for (what, v) in [
+            ("input elements", x.numel()),
+            ("weight elements", w.numel()),
+            ("output elements", dy.numel()),
+            ("padded width", g.w + 2 * g.padding),
+            ("padded height", g.h + 2 * g.padding),
+        ] {
+            u32_of(OP, what, v)?;
+        }
+        if i32::try_from(g.w + 2 * g.padding + 8).is_err()
+            || i32::try_from(g.h + 2 * g.padding).is_err()
+        {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "padded input {}×{} exceeds the kernels' signed 32-bit indexing",
+                    g.h, g.w
+                ),
+            ));
+        }
+        // New buffers are zero: what a missing batch, channel or plane contributes.
+        let dx = self.tensor(OP, &x.shape)?;
+        let dw = self.tensor(OP, &w.shape)?;
+        let db = self.tensor(OP, &[g.c_out])?;
+        if dy.numel() == 0 {
+            return Ok(Conv2dGrads { dx, dw, db });
+        }
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let params = Conv2dBackwardBiasParams {
+            batch: g.batch as u32,
+            c_out: g.c_out as u32,
+            plane: (g.h_out * g.w_out) as u32,
+            ..Default::default()
+        };
+        self.ctx.dispatch(
+            kernels::CONV2D_BACKWARD_BIAS,
+            &[],
+            &params,
+            &[Bind::Storage(&dy.buf), Bind::Storage(&db.buf)],
+            grid_rows(g.c_out, max),
+        )?;
+        if x.numel() > 0 {
+            if g.stride == 1 {
+                self.conv_dx_stride1(g, w, dy, &dx)?;
+            } else {
+                self.conv_dx_stride2(g, w, dy, &dx)?;
+            }
+            self.conv_dw(g, x, dy, &dw)?;
+        }
+        Ok(Conv2dGrads { dx, dw, db })
+    }
+
+    /// dx of a stride-1 conv: the forward kernel on dy with the weights
+    /// transposed (in ↔ out) and flipped, padding K − 1 − P (negative when
+    /// P > K − 1: the forward kernel reads its padding as i32, and the
+    /// out-of-range taps it then skips are exactly the cropped ones).
+    fn conv_dx_stride1(
+        &self,
+        g: &ConvGeometry,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &GpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "conv2d_backward";
+        let kk = g.k * g.k;
+        let cin_pad = pad8(g.c_in);
+        let packed = self.pack(
+            OP,
+            &w.buf,
+            w.numel(),
+            PackView {
+                batch: g.c_out,
+                rows: kk,
+                cols: g.c_in,
+                cols_pad: cin_pad,
+                base: kk as i64 - 1,
+                s_batch: (g.c_in * kk) as i64,
+                s_row: -1,
+                s_col: kk as i64,
+            },
+        )?;
+        let pad = g.k as i64 - 1 - g.padding as i64;
+        let tiles_x = g.w.div_ceil(8);
+        // The forward kernel with dy as its input and dx as its output.
+        let params = Conv2dParams {
+            batch: g.batch as u32,
+            c_in: g.c_out as u32,
+            h: g.h_out as u32,
+            w: g.w_out as u32,
+            c_out: g.c_in as u32,
+            c_out_pad: cin_pad as u32,
+            h_out: g.h as u32,
+            w_out: g.w as u32,
+            padding: pad as i32 as u32,
+            tiles_x: tiles_x as u32,
+            has_bias: 0,
+            ..Default::default()
+        };
+        let tiles = numel(OP, &[g.batch, g.h, tiles_x])?;
+        u32_of(OP, "input-gradient tiles", tiles)?;
+        let groups = grid_2d(
+            OP,
+            (tiles as u64).div_ceil(WG as u64),
+            g.c_in.div_ceil(8) as u64,
+            self.ctx.limits.max_compute_workgroups_per_dimension,
+            &|| format!("input gradient {:?}", dx.shape),
+        )?;
+        let kernel = if g.k == 1 {
+            kernels::CONV2D_K1S1
+        } else {
+            kernels::CONV2D_K3S1
+        };
+        // The forward kernel binds a bias; with has_bias = 0 it is never read.
+        let no_bias = self.ctx.placeholder()?;
+        self.ctx.dispatch(
+            kernel,
+            &[],
+            &params,
+            &[
+                Bind::Storage(&dy.buf),
+                Bind::Storage(&packed),
+                Bind::Storage(&no_bias),
+                Bind::Storage(&dx.buf),
+            ],
+            groups,
+        )
+    }
+
+    /// dx of a stride-2 conv: the dedicated kernel of conv2d_backward_input.wgsl.
+    fn conv_dx_stride2(
+        &self,
+        g: &ConvGeometry,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &GpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "conv2d_backward";
+        let kk = g.k * g.k;
+        let cin_pad = pad8(g.c_in);
+        let packed = self.pack(
+            OP,
+            &w.buf,
+            w.numel(),
+            PackView {
+                batch: g.c_out,
+                rows: kk,
+                cols: g.c_in,
+                cols_pad: cin_pad,
+                base: 0,
+                s_batch: (g.c_in * kk) as i64,
+                s_row: 1,
+                s_col: kk as i64,
+            },
+        )?;
+        let tiles_x = (g.w + g.padding).div_ceil(8);
+        u32_of(OP, "W + padding", tiles_x * 8)?;
+        let params = Conv2dBackwardInputParams {
+            batch: g.batch as u32,
+            c_dy: g.c_out as u32,
+            ho: g.h_out as u32,
+            wo: g.w_out as u32,
+            c_x: g.c_in as u32,
+            c_x_pad: cin_pad as u32,
+            h: g.h as u32,
+            w: g.w as u32,
+            padding: g.padding as u32,
+            tiles_x: tiles_x as u32,
+            ..Default::default()
+        };
+        let tiles = numel(OP, &[g.batch, g.h, tiles_x])?;
+        u32_of(OP, "input-gradient tiles", tiles)?;
+        let groups = grid_2d(
+            OP,
+            (tiles as u64).div_ceil(WG as u64),
+            g.c_in.div_ceil(8) as u64,
+            self.ctx.limits.max_compute_workgroups_per_dimension,
+            &|| format!("input gradient {:?}", dx.shape),
+        )?;
+        let kernel = if g.k == 1 {
+            kernels::CONV2D_BACKWARD_INPUT_K1S2
+        } else {
+            kernels::CONV2D_BACKWARD_INPUT_K3S2
+        };
+        self.ctx.dispatch(
+            kernel,
+            &[],
+            &params,
+            &[
+                Bind::Storage(&dy.buf),
+                Bind::Storage(&packed),
+                Bind::Storage(&dx.buf),
+            ],
+            groups,
+        )
+    }
+
+    /// dw: channels-last dy and x, one register-blocked GEMM per tap with the
+    /// reduction over (b, oy) rows split for parallelism, then the splits summed.
+    fn conv_dw(
+        &self,
+        g: &ConvGeometry,
+        x: &GpuTensor,
+        dy: &GpuTensor,
+        dw: &GpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "conv2d_backward";
+        let (cin_pad, cout_pad) = (pad8(g.c_in), pad8(g.c_out));
+        let (hw, howo) = (g.h * g.w, g.h_out * g.w_out);
+        let dyt = self.pack(
+            OP,
+            &dy.buf,
+            dy.numel(),
+            PackView {
+                batch: g.batch,
+                rows: howo,
+                cols: g.c_out,
+                cols_pad: cout_pad,
+                base: 0,
+                s_batch: (g.c_out * howo) as i64,
+                s_row: 1,
+                s_col: howo as i64,
+            },
+        )?;
+        let xt = self.pack(
+            OP,
+            &x.buf,
+            x.numel(),
+            PackView {
+                batch: g.batch,
+                rows: hw,
+                cols: g.c_in,
+                cols_pad: cin_pad,
+                base: 0,
+                s_batch: (g.c_in * hw) as i64,
+                s_row: 1,
+                s_col: hw as i64,
+            },
+        )?;
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let kk = g.k * g.k;
+        let (nci8, nco8) = (g.c_in.div_ceil(8), g.c_out.div_ceil(8));
+        let lanes = nci8 * nco8;
+        let rows = g.batch * g.h_out;
+        let reduction = rows * g.w_out;
+        let splits = (DW_TARGET_INVOCATIONS.div_ceil(lanes * kk))
+            .min((reduction / DW_MIN_PER_SPLIT).max(1))
+            .min(rows)
+            .min(max as usize)
+            .max(1);
+        let rows_per_split = rows.div_ceil(splits);
+        let splits = rows.div_ceil(rows_per_split);
+        let n = dw.numel();
+        u32_of(OP, "split weight-gradient elements", n * splits)?;
+        let params = Conv2dBackwardWeightParams {
+            c_in: g.c_in as u32,
+            c_out: g.c_out as u32,
+            k: g.k as u32,
+            kk: kk as u32,
+            h: g.h as u32,
+            w: g.w as u32,
+            ho: g.h_out as u32,
+            wo: g.w_out as u32,
+            stride: g.stride as u32,
+            padding: g.padding as u32,
+            cip4: (cin_pad / 4) as u32,
+            cop4: (cout_pad / 4) as u32,
+            nci8: nci8 as u32,
+            nco8: nco8 as u32,
+            rows: u32_of(OP, "batch × output rows", rows)?,
+            rows_per_split: rows_per_split as u32,
+        };
+        let groups = grid_3d(OP, [lanes.div_ceil(WG as usize), kk, splits], max, &|| {
+            format!("weight gradient {:?}", dw.shape)
+        })?;
+        let part = if splits > 1 {
+            Some(self.ctx.storage(OP, (n * splits) as u64 * 4)?)
+        } else {
+            None
+        };
+        self.ctx.dispatch(
+            kernels::CONV2D_BACKWARD_WEIGHT,
+            &[],
+            &params,
+            &[
+                Bind::Storage(&dyt),
+                Bind::Storage(&xt),
+                Bind::Storage(part.as_ref().unwrap_or(&dw.buf)),
+            ],
+            groups,
+        )?;
+        if let Some(part) = part {
+            let params = Conv2dBackwardReduceParams {
+                n: n as u32,
+                splits: splits as u32,
+                ..Default::default()
+            };
+            self.ctx.dispatch(
+                kernels::CONV2D_BACKWARD_REDUCE,
+                &[],
+                &params,
+                &[Bind::Storage(&part), Bind::Storage(&dw.buf)],
+                grid_1d(n as u64, max),
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! Synthetic defects with exact masks, pasted onto held-out normal images so
+//! the automatic search can score settings without any real defect.
+//!
+//! The mix matters: a check that every setting passes cannot tell settings
+//! apart, and real defects are often tiny (a few pixels), long and thin
+//! (cracks), or large and faint (stains, uneven regions). So besides the
+//! classic CutPaste patch, scratch and blob, the mix has specks of a few
+//! pixels, one-pixel cracks with a kink, and large low-contrast stains.
+
+use crate::rng::RngStream;
+
+/// Kinds of synthetic defect pasted onto normal images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefectKind {
+    /// A rectangle copied from elsewhere in the image (flipped), CutPaste-style.
+    CutPaste,
+    /// A thin bright or dark line segment.
+    Scratch,
+    /// A filled ellipse, darker or brighter than its surroundings.
+    Blob,
+    /// A dot of 1–3 px radius: the smallest defect that should still be found.
+    Speck,
+    /// A one-pixel-wide crack of two segments with a kink, moderate contrast.
+    Crack,
+    /// A large faint ellipse (10–20 % of the side, a small brightness shift).
+    Stain,
+}
+
+/// Every kind, in the order [`with_synthetic_defects`] pastes them.
+pub const DEFECT_KINDS: [DefectKind; 6] = [
+    DefectKind::CutPaste,
+    DefectKind::Scratch,
+    DefectKind::Blob,
+    DefectKind::Speck,
+    DefectKind::Crack,
+    DefectKind::Stain,
+];
+
+/// A CHW image being marked, with its mask.
+struct Canvas<'a> {
+    out: &'a mut [f32],
+    mask: &'a mut [u8],
+    channels: usize,
+    size: usize,
+}
+
+impl Canvas<'_> {
+    /// Marks pixel (x, y) and sets it to `paint(old value)` in every channel.
+    fn mark(&mut self, x: usize, y: usize, paint: impl Fn(f32) -> f32) {
+        let hw = self.size * self.size;
+        self.mask[y * self.size + x] = 1;
+        for c in 0..self.channels {
+            let v = &mut self.out[c * hw + y * self.size + x];
+            *v = paint(*v).clamp(0.0, 1.0);
+        }
+    }
+
+    /// Pixels whose centre is within `half` of the segment (x0, y0)–(x1, y1).
+    fn segment(
+        &mut self,
+        (x0, y0): (f64, f64),
+        (x1, y1): (f64, f64),
+        half: f64,
+        paint: impl Fn(f32) -> f32,
+    ) {
+        let (vx, vy) = (x1 - x0, y1 - y0);
+        let len2 = (vx * vx + vy * vy).max(1e-12);
+        for y in 0..self.size {
+            for x in 0..self.size {
+                let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+                let t = (((px - x0) * vx + (py - y0) * vy) / len2).clamp(0.0, 1.0);
+                let (qx, qy) = (x0 + t * vx - px, y0 + t * vy - py);
+                if (qx * qx + qy * qy).sqrt() <= half {
+                    self.mark(x, y, &paint);
+                }
+            }
+        }
+    }
+
+    /// Pixels whose centre is inside the ellipse (centre, radii, angle).
+    fn ellipse(
+        &mut self,
+        (cx, cy): (f64, f64),
+        (ra, rb): (f64, f64),
+        angle: f64,
+        paint: impl Fn(f32) -> f32,
+    ) {
+        let (ca, sa) = (angle.cos(), angle.sin());
+        for y in 0..self.size {
+            for x in 0..self.size {
+                let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
+                let (a, b) = ((dx * ca + dy * sa) / ra, (-dx * sa + dy * ca) / rb);
+                if a * a + b * b <= 1.0 {
+                    self.mark(x, y, &paint);
+                }
+            }
+        }
+    }
+}
+
+/// Pastes one synthetic defect onto `image` (CHW, `channels × size × size`,
+/// values in [0, 1]); returns the defective image and its mask (1 = changed).
+/// Deterministic in `rng`.
+pub fn synthetic_defect(
+    image: &[f32],
+    channels: usize,
+    size: usize,
+    kind: DefectKind,
+    rng: RngStream,
+) -> (Vec<f32>, Vec<u8>) {
+    let mut out = image.to_vec();
+    let mut mask = vec![0u8; size * size];
+    let u = |i: u64| rng.uniform(i) as f64;
+    // Mean brightness decides whether a mark is dark or bright, so it shows.
+    let mean: f64 = image.iter().map(|&v| v as f64).sum::<f64>() / image.len().max(1) as f64;
+    let sign = if mean < 0.5 { 1.0f32 } else { -1.0 };
+    let mut canvas = Canvas {
+        out: &mut out,
+        mask: &mut mask,
+        channels,
+        size,
+    };
+    let s = size as f64;
+    match kind {
+        DefectKind::CutPaste => cut_paste(image, &mut canvas, &u),
+        DefectKind::Scratch => {
+            let (x0, y0) = (u(0) * s, u(1) * s);
+            let (angle, len) = (u(2) * std::f64::consts::PI, (0.3 + 0.4 * u(3)) * s);
+            let end = (x0 + len * angle.cos(), y0 + len * angle.sin());
+            let value = if sign > 0.0 { 0.9 } else { 0.1 };
+            canvas.segment((x0, y0), end, (0.02 * s).max(0.6), |_| value);
+        }
+        DefectKind::Blob => {
+            let radii = ((0.06 + 0.1 * u(2)) * s, (0.06 + 0.1 * u(3)) * s);
+            let shift = (0.25 + 0.2 * u(5)) as f32 * sign;
+            canvas.ellipse(
+                (u(0) * s, u(1) * s),
+                radii,
+                u(4) * std::f64::consts::PI,
+                |v| v + shift,
+            );
+        }
+        DefectKind::Speck => {
+            let r = 1.0 + 2.0 * u(2);
+            let shift = (0.3 + 0.3 * u(3)) as f32 * sign;
+            let centre = (r + u(0) * (s - 2.0 * r), r + u(1) * (s - 2.0 * r));
+            canvas.ellipse(centre, (r, r), 0.0, |v| v + shift);
+        }
+        DefectKind::Crack => {
+            // Kept inside the image (ends clamped), so it is long wherever it starts.
+            let inside = |(x, y): (f64, f64)| (x.clamp(1.0, s - 1.0), y.clamp(1.0, s - 1.0));
+            let p0 = ((0.2 + 0.6 * u(0)) * s, (0.2 + 0.6 * u(1)) * s);
+            let a0 = u(2) * std::f64::consts::TAU;
+            let (l0, l1) = ((0.2 + 0.2 * u(3)) * s, (0.15 + 0.2 * u(4)) * s);
+            let p1 = inside((p0.0 + l0 * a0.cos(), p0.1 + l0 * a0.sin()));
+            let a1 = a0 + (u(5) - 0.5) * 1.2;
+            let p2 = inside((p1.0 + l1 * a1.cos(), p1.1 + l1 * a1.sin()));
+            let shift = (0.2 + 0.2 * u(6)) as f32 * sign;
+            canvas.segment(p0, p1, 0.5, |v| v + shift);
+            canvas.segment(p1, p2, 0.5, |v| v + shift);
+        }
+        DefectKind::Stain => {
+            let radii = ((0.1 + 0.1 * u(2)) * s, (0.1 + 0.1 * u(3)) * s);
+            let shift = (0.06 + 0.06 * u(5)) as f32 * sign;
+            canvas.ellipse(
+                (u(0) * s, u(1) * s),
+                radii,
+                u(4) * std::f64::consts::PI,
+                |v| v + shift,
+            );
+        }
+    }
+    (out, mask)
+}
+
+/// A rectangle copied (flipped both ways, brightness changed) from one place
+/// of `image` to another: a misplaced piece.
+fn cut_paste(image: &[f32], canvas: &mut Canvas, u: &dyn Fn(u64) -> f64) {
+    let size = canvas.size;
+    let s = size as f64;
+    let pw = (((0.12 + 0.18 * u(0)) * s).max(2.0) as usize).min(size - 1);
+    let ph = (((0.12 + 0.18 * u(1)) * s).max(2.0) as usize).min(size - 1);
+    let sx = (u(2) * (size - pw) as f64) as usize;
+    let sy = (u(3) * (size - ph) as f64) as usize;
+    let dx = (u(4) * (size - pw) as f64) as usize;
+    let dy = (u(5) * (size - ph) as f64) as usize;
+    let gain = 0.8 + 0.4 * u(6) as f32;
+    let hw = size * size;
+    for c in 0..canvas.channels {
+        for y in 0..ph {
+            for x in 0..pw {
+                let v = image[c * hw + (sy + ph - 1 - y) * size + (sx + pw - 1 - x)];
+                canvas.out[c * hw + (dy + y) * size + dx + x] = (v * gain).clamp(0.0, 1.0);
+            }
+        }
+    }
+    for y in 0..ph {
+        for x in 0..pw {
+            canvas.mask[(dy + y) * size + dx + x] = 1;
+        }
+    }
+}
+
+/// The normal images followed by one synthetic defect pasted onto each
+/// (kinds in turn), with the defect masks (empty for the normals).
+pub fn with_synthetic_defects(
+    normals: &[Vec<f32>],
+    channels: usize,
+    size: usize,
+    seed: u64,
+) -> (Vec<Vec<f32>>, Vec<Vec<u8>>) {
+    let root = RngStream::new(seed, 0x5e1ec7);
+    let mut images: Vec<Vec<f32>> = normals.to_vec();
+    let mut masks: Vec<Vec<u8>> = vec![vec![0u8; size * size]; normals.len()];
+    for (i, n) in normals.iter().enumerate() {
+        let kind = DEFECT_KINDS[i % DEFECT_KINDS.len()];
+        let (img, mask) = synthetic_defect(n, channels, size, kind, root.derive(i as u64));
+        images.push(img);
+        masks.push(mask);
+    }
+    (images, masks)
+}

@@ -1,0 +1,56 @@
+//! What every front end (CLI, reports, browser) says about a detection in
+//! the same words: the settings in one line, and a map's score, normalised
+//! score, verdict and mask under a model's calibration.
+
+use crate::backend::Sampler;
+use crate::config::Calibration;
+use crate::detect::{self, DetectOptions};
+
+/// One line describing the settings in use.
+pub fn describe(o: &DetectOptions) -> String {
+    let s = &o.settings;
+    let ts: Vec<String> = s.ts.iter().map(|t| format!("{t}")).collect();
+    let sampler = match s.sampler {
+        Sampler::Ode => "ode",
+        Sampler::Sde => "sde",
+    };
+    format!(
+        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px",
+        o.mode.name(),
+        ts.join(","),
+        s.r,
+        s.taps.join("+"),
+        s.smooth
+    )
+}
+
+/// An anomaly map's verdict.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verdict {
+    /// The raw image score (the map's maximum).
+    pub score: f64,
+    /// The score mapped to [0, 1] with the threshold at 0.5; `None` for an
+    /// uncalibrated model.
+    pub normalised: Option<f64>,
+    /// Whether the image is called defective; `None` for an uncalibrated model.
+    pub defect: Option<bool>,
+}
+
+/// The verdict on a map under a model's calibration (if it has one).
+pub fn judge(map: &[f32], calibration: Option<&Calibration>) -> Verdict {
+    let score = detect::image_score(map) as f64;
+    Verdict {
+        score,
+        normalised: calibration.map(|c| c.normalise(score)),
+        defect: calibration.map(|c| c.is_defect(score)),
+    }
+}
+
+/// The binary defect mask (0/1): pixels above the verdict threshold (a
+/// value no held-out normal image reached) and within half of the map's
+/// peak — the second rule keeps a strong defect's mask to its core instead
+/// of its halo.
+pub fn defect_mask(map: &[f32], threshold: f64) -> Vec<u8> {
+    let cut = threshold.max(0.5 * detect::image_score(map) as f64);
+    map.iter().map(|&v| u8::from(v as f64 >= cut)).collect()
+}
