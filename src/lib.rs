@@ -24,7 +24,6 @@
 pub mod backend;
 pub mod calibrate;
 pub mod config;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod data;
 pub mod detect;
 pub mod error;

@@ -38,6 +38,18 @@ pub struct StepReport {
     pub skipped: bool,
 }
 
+/// A training step queued on the backend by [`Trainer::launch_step`].
+pub struct PendingStep<T> {
+    /// The step this is (1-based): the trainer's step count after it.
+    pub step: u64,
+    /// The squared global gradient norm, `[1]`.
+    pub grad_sq: T,
+    /// The loss, `[1]`.
+    pub loss: T,
+    /// Kept to name the parameters at fault if the run diverges.
+    grads: crate::nn::Grads<T>,
+}
+
 /// A model being trained: its weights, their EMA, Adam's moments, the step count.
 pub struct Trainer<B: NnBackend + TrainOps> {
     pub model: ScoreModel<B>,
@@ -119,24 +131,51 @@ impl<B: NnBackend + TrainOps> Trainer<B> {
     /// The model file: EMA weights as the model (what detection and sampling
     /// use), the raw weights and Adam's moments as extras for resuming.
     pub fn checkpoint(&self, be: &B) -> Result<ModelFile> {
+        let host = self
+            .state_tensors()
+            .into_iter()
+            .map(|t| be.read(t))
+            .collect::<Result<Vec<_>>>()?;
+        self.checkpoint_from_host(host)
+    }
+
+    /// Every tensor [`Trainer::checkpoint`] saves, in the order
+    /// [`Trainer::checkpoint_from_host`] takes them back: the EMA weights, then
+    /// the raw weights, Adam's first and second moments. A backend that cannot
+    /// read synchronously (WebGPU in the browser) reads these itself.
+    pub fn state_tensors(&self) -> Vec<&B::Tensor> {
+        self.ema
+            .iter()
+            .chain(&self.model.params.values)
+            .chain(&self.m)
+            .chain(&self.v)
+            .collect()
+    }
+
+    /// [`Trainer::checkpoint`] from the values of [`Trainer::state_tensors`].
+    pub fn checkpoint_from_host(&self, host: Vec<Vec<f32>>) -> Result<ModelFile> {
+        let n = self.model.params.names.len();
+        if host.len() != 4 * n {
+            return Err(Error::Invalid(format!(
+                "internal: {} tensors for a checkpoint of {n} parameters (need {})",
+                host.len(),
+                4 * n
+            )));
+        }
         let mut meta = self.model.meta.clone();
         meta.step = self.step;
         meta.training = Some(self.config.clone());
-        let read_all = |ts: &[B::Tensor]| ts.iter().map(|t| be.read(t)).collect::<Result<Vec<_>>>();
-        let weights = read_all(&self.ema)?;
+        let mut host = host.into_iter();
+        let weights: Vec<Vec<f32>> = host.by_ref().take(n).collect();
         let mut extra = std::collections::BTreeMap::new();
-        for (kind, ts) in [
-            ("param", &self.model.params.values),
-            ("m", &self.m),
-            ("v", &self.v),
-        ] {
+        for kind in ["param", "m", "v"] {
             for ((name, shape), data) in self
                 .model
                 .params
                 .names
                 .iter()
                 .zip(&self.model.params.shapes)
-                .zip(read_all(ts)?)
+                .zip(host.by_ref().take(n))
             {
                 extra.insert(key(kind, name), (shape.clone(), data));
             }
@@ -151,6 +190,24 @@ impl<B: NnBackend + TrainOps> Trainer<B> {
     /// One training step on `x0: [B, C, H, W]` (values in [0, 1]). Reads the
     /// loss back only when `read` is true.
     pub fn train_step(&mut self, be: &B, x0: &B::Tensor, read: bool) -> Result<Option<StepReport>> {
+        let pending = self.launch_step(be, x0)?;
+        let grad_sq = be.read(&pending.grad_sq)?[0];
+        // A skipped step is always reported, with its loss.
+        let loss = if read || !grad_sq.sqrt().is_finite() {
+            Some(be.read(&pending.loss)?[0])
+        } else {
+            None
+        };
+        self.finish_step(be, pending, grad_sq, loss)
+    }
+
+    /// The device half of [`Trainer::train_step`]: noise, forward, loss,
+    /// backward, clip, Adam and EMA are queued on the backend (the weights
+    /// change there; a non-finite step leaves them as they were) and the step
+    /// count advances. Read back [`PendingStep::grad_sq`] (and the loss when
+    /// wanted) and hand them to [`Trainer::finish_step`]: split so a backend
+    /// that reads asynchronously (WebGPU in the browser) can train too.
+    pub fn launch_step(&mut self, be: &B, x0: &B::Tensor) -> Result<PendingStep<B::Tensor>> {
         let cfg = &self.config;
         let step = self.step + 1;
         let b = be.shape(x0)[0];
@@ -225,29 +282,52 @@ impl<B: NnBackend + TrainOps> Trainer<B> {
         }
         self.step = step;
         self.model.meta.step = step;
+        Ok(PendingStep {
+            step,
+            grad_sq: total,
+            loss,
+            grads,
+        })
+    }
+
+    /// The host half of [`Trainer::train_step`], given the step's squared
+    /// gradient norm and, when it was read back, its loss: counts skipped
+    /// (non-finite) steps and reports divergence. `None` when the step was
+    /// finite and its loss not read.
+    pub fn finish_step(
+        &mut self,
+        be: &B,
+        pending: PendingStep<B::Tensor>,
+        grad_sq: f32,
+        loss: Option<f32>,
+    ) -> Result<Option<StepReport>> {
+        let step = pending.step;
         // Every step reads its gradient norm (one number): a non-finite step
         // was skipped on the device (Adam leaves the weights as they were);
         // several in a row mean the run has diverged.
-        let grad_norm = be.read(&total)?[0].sqrt();
+        let grad_norm = grad_sq.sqrt();
         if !grad_norm.is_finite() {
             self.config.skipped_in_a_row += 1;
             if self.config.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW {
+                // Naming the parameters reads every gradient back, which a
+                // browser's WebGPU cannot do synchronously: then say less.
+                let detail = self
+                    .non_finite_report(be, &pending.grads)
+                    .unwrap_or_else(|_| "the gradients are not finite".into());
                 return Err(Error::Diverged {
                     step,
                     detail: format!(
-                        "{} steps in a row were skipped; the last: {}",
-                        self.config.skipped_in_a_row,
-                        self.non_finite_report(be, &grads)?
+                        "{} steps in a row were skipped; the last: {detail}",
+                        self.config.skipped_in_a_row
                     ),
                 });
             }
         } else {
             self.config.skipped_in_a_row = 0;
         }
-        if !read && grad_norm.is_finite() {
+        let Some(loss) = loss else {
             return Ok(None);
-        }
-        let loss = be.read(&loss)?[0];
+        };
         if !loss.is_finite() && grad_norm.is_finite() {
             return Err(Error::Diverged {
                 step,

@@ -74,7 +74,7 @@ fi
 opt_size=$(stat -c %s "$dist.tmp/pkg/scoredd_bg.wasm")
 
 # --- the page -----------------------------------------------------------------
-cp "$web/index.html" "$web/app.js" "$web/style.css" "$dist.tmp/"
+cp "$web/index.html" "$web/app.js" "$web/pool.js" "$web/worker.js" "$web/style.css" "$dist.tmp/"
 cp -r "$web/models" "$web/samples" "$dist.tmp/"
 printf '{"wasm_bytes_raw": %s, "wasm_bytes": %s, "wasm_bindgen": "%s"}\n' \
   "$raw_size" "$opt_size" "$want" >"$dist.tmp/build.json"

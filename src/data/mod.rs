@@ -34,19 +34,29 @@
 //! computes `make_batch` for steps `start, start + 1, …` on a background thread,
 //! so a run resumed at step `s` sees exactly the batches a straight run would.
 //!
-//! This module is native-only (it decodes with rayon and uses threads).
+//! Reading files (the sources above) is native-only: it decodes with rayon.
+//! The rest — [`ImageSpec`], [`make_batch`], [`holdout_split`] — is also built
+//! for wasm32, where the browser's trainer (`crate::web`) batches images it
+//! was handed as pixels exactly as `scoredd train` does.
 
 use crate::error::{Error, Result};
 
+#[cfg(not(target_arch = "wasm32"))]
 mod decode;
+#[cfg(not(target_arch = "wasm32"))]
 mod folder;
 mod loader;
+#[cfg(not(target_arch = "wasm32"))]
 mod mnist;
+#[cfg(not(target_arch = "wasm32"))]
 mod mvtec;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub use folder::{folder, inputs};
 pub use loader::{make_batch, Augment, Batch, BatchLoader};
+#[cfg(not(target_arch = "wasm32"))]
 pub use mnist::mnist;
+#[cfg(not(target_arch = "wasm32"))]
 pub use mvtec::{mvtec_test, mvtec_train};
 
 /// Stream id of the data pipeline's randomness (index sampling, augmentation).
