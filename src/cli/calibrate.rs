@@ -142,6 +142,17 @@ pub fn print_result(c: &Calibrated, auto: bool) {
             sel.default_pixel_auroc,
             sel.default_image_auroc
         );
+        if let Some([off, on]) = sel.profile_trial {
+            let used = if settings.profile.is_some() {
+                "used"
+            } else {
+                "not used"
+            };
+            println!(
+                "normal profile (maps divided by their per-position mean on good images): {used}; {:?} AUROC {off:.3} without, {on:.3} with, on normals it was not measured on",
+                sel.objective
+            );
+        }
     }
     report_threshold(&c.calibration, &c.scores, auto);
 }

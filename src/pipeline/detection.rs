@@ -14,8 +14,13 @@ pub fn describe(o: &DetectOptions) -> String {
         Sampler::Ode => "ode",
         Sampler::Sde => "sde",
     };
+    // The profile applies only to Score-DD at the times it was measured at.
+    let profile = match &s.profile {
+        Some(p) if p.ts == s.ts && o.mode == crate::detect::Mode::ScoreDd => ", normal profile",
+        _ => "",
+    };
     format!(
-        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px",
+        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}",
         o.mode.name(),
         ts.join(","),
         s.r,

@@ -111,6 +111,14 @@ pub fn markdown(r: &Report, ev: &Evaluation) -> String {
             sel.default_ts,
             sel.default_taps.join("+")
         );
+        if let Some([off, on]) = sel.profile_trial {
+            let _ = writeln!(
+                s,
+                "Normal profile (each tap's map divided by its per-position mean on good images): {}; {:?} AUROC {off:.3} without, {on:.3} with, on held-apart normals.\n",
+                if m.detection.profile.is_some() { "used" } else { "not used" },
+                sel.objective
+            );
+        }
     }
     if r.skipped > 0 {
         let _ = writeln!(s, "{} file(s) were skipped (see the log).\n", r.skipped);
