@@ -6,7 +6,8 @@
 //! forward+backward times and GFLOP/s on the CPU backend and the GPU backend
 //! (lavapipe here), and the ratio to the PyTorch reference's figures
 //! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, the faster of its malloc modes).
-//! Target: CPU backend ≤ 1.0× PyTorch's time.
+//! Target: CPU backend ≤ 1.0× PyTorch's time. `BENCH_REPS=n` sets the repetitions (median
+//! of n, default 5); `BENCH_SKIP_GPU=1` stops after the CPU figures (for profiling).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -216,6 +217,10 @@ fn main() {
         None => println!(),
     }
     println!("reference figures: {}", peer::source());
+    if std::env::var_os("BENCH_SKIP_GPU").is_some() {
+        println!("gpu: skipped (BENCH_SKIP_GPU)");
+        return;
+    }
     match GpuBackend::new() {
         Ok(g) => {
             let mg = ScoreModel::new(&g, cfg.clone(), SdeConfig::ve(50.0), 0).unwrap();
