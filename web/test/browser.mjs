@@ -209,9 +209,10 @@ async function stopGapMonitor(page) {
 // MAX_GAP_MS. Both are wall-clock: on a machine with more runnable threads
 // than cores (SwiftShader emulates the GPU on the same CPUs; other jobs), the
 // scheduler alone can stretch a few-ms task or delay a tick past 100 ms. So
-// when the 1-minute load average exceeds the core count, a miss is printed
-// as a WARN line with the load (and kept in browser-results.json), not a
-// failure — unless SCOREDD_STRICT_TIMER=1.
+// when the 1-minute load average exceeds the core count, the task limit grows
+// with the overload and a late tick is printed as a WARN line with the load
+// (and kept in browser-results.json), not a failure — unless
+// SCOREDD_STRICT_TIMER=1.
 function checkResponsive(name, gap, extra = '') {
   const load = os.loadavg()[0], cores = os.cpus().length;
   const longest = Math.max(0, ...gap.long_tasks_ms);
@@ -219,7 +220,14 @@ function checkResponsive(name, gap, extra = '') {
     `tasks over 50 ms on the page's thread: ${gap.long_tasks_ms.length ? gap.long_tasks_ms.join(', ') + ' ms' : 'none'}; ` +
     `gaps over 50 ms: ${gap.long_gaps.join(' | ') || 'none'}; load average ${load.toFixed(1)} on ${cores} cores (limit ${MAX_GAP_MS} ms)`;
   const overloaded = load > cores && process.env.SCOREDD_STRICT_TIMER !== '1';
-  for (const [what, ok] of [[`no task over ${MAX_GAP_MS} ms`, longest <= MAX_GAP_MS], [`timer within ${MAX_GAP_MS} ms`, gap.max_gap_ms <= MAX_GAP_MS]]) {
+  // A task on the page's thread is always checked: on an overloaded machine
+  // against the limit stretched by the overload (at most 4×), which a
+  // detection or training step run on that thread (≥ 130 ms unloaded) still
+  // exceeds. Only the timer's jitter, which the scheduler alone can cause,
+  // becomes a warning there.
+  const taskLimit = overloaded ? MAX_GAP_MS * Math.min(4, load / cores) : MAX_GAP_MS;
+  check(`${name}: no task over ${taskLimit.toFixed(0)} ms on the page's thread`, longest <= taskLimit, detail);
+  for (const [what, ok] of [[`timer within ${MAX_GAP_MS} ms`, gap.max_gap_ms <= MAX_GAP_MS]]) {
     if (!ok && overloaded) {
       console.log(`WARN ${name}: ${what} missed on an overloaded machine — ${detail}`);
       report.checks.push({ name: `${name}: ${what}`, ok: true, warning: true, detail });
