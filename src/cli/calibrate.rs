@@ -10,7 +10,7 @@ use scoredd::calibrate::{self, Objective};
 use scoredd::data::{self, ImageSpec, Loaded};
 use scoredd::model_file::{Calibration, ModelFile};
 use scoredd::nn::score_model::ScoreModel;
-use scoredd::pipeline::{CalibratePlan, Calibrated, Pipeline, TrainSource};
+use scoredd::pipeline::{reading, CalibratePlan, Calibrated, Pipeline, TrainSource};
 use scoredd::{with_backend, Error};
 
 use super::console::Console;
@@ -142,6 +142,18 @@ pub fn print_result(c: &Calibrated, auto: bool) {
             sel.default_pixel_auroc,
             sel.default_image_auroc
         );
+        if !sel.reading_trial.is_empty() {
+            let tried: Vec<String> = sel
+                .reading_trial
+                .iter()
+                .map(|[f, auc]| format!("{}: {auc:.3}", reading(*f as f32)))
+                .collect();
+            println!(
+                "image score read as {} (image AUROC of each reading tried: {})",
+                reading(settings.score_top),
+                tried.join(", ")
+            );
+        }
     }
     report_threshold(&c.calibration, &c.scores, auto);
 }

@@ -36,7 +36,7 @@ mod sources;
 mod train;
 
 pub use calibrate::{CalibratePlan, Calibrated};
-pub use detection::{defect_mask, describe, judge, Verdict};
+pub use detection::{defect_mask, describe, judge, reading, Verdict};
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::{EvalPlan, Evaluation};
 pub use events::{Checkpoint, CheckpointKind, PipelineEvents, Progress, Quiet, Stage, Task};
