@@ -86,6 +86,7 @@ fn normals(args: &CalibrateArgs, file: &ModelFile, spec: ImageSpec) -> Result<Lo
         data: data_dir.clone(),
         category: args.category.clone(),
         digit: args.digit,
+        mnist_train_half: false,
     };
     let (held, what) = source.held_out(holdout, spec)?;
     eprintln!("normal images: {what}");
