@@ -43,6 +43,9 @@ pub struct SelectOptions {
     pub objective: Objective,
     /// Map smoothing σ (px) tried once {t} and taps are chosen.
     pub smooth_grid: Vec<f32>,
+    /// Image-score readings tried last: the fraction of the map's highest
+    /// pixels averaged (0 = the maximum).
+    pub reading_grid: Vec<f32>,
 }
 
 impl Default for SelectOptions {
@@ -55,6 +58,7 @@ impl Default for SelectOptions {
             seed: 0,
             objective: Objective::Pixel,
             smooth_grid: vec![0.0, 1.0, 2.0, 4.0],
+            reading_grid: vec![0.0, 0.001, 0.01, 0.05],
         }
     }
 }
@@ -163,6 +167,7 @@ pub fn select_settings<B: NnBackend>(
         candidates: 0,
         objective: opts.objective,
         smooth: base.smooth,
+        score_top: base.score_top,
         profile: None,
         only: None,
     };
@@ -193,6 +198,9 @@ pub fn select_settings<B: NnBackend>(
         normals.len(),
     )?;
     let (best, profile) = (choice.score, choice.profile);
+    // Stage 5: how the image score is read from the map.
+    let reading = choose_reading(&mut scorer, &chosen, &windows[best_w], best, opts)?;
+    let best = reading.score;
     // Keep the base settings unless the search found something better.
     let (settings, score) = if best.better_than(&base_score) {
         (
@@ -201,6 +209,7 @@ pub fn select_settings<B: NnBackend>(
                 taps: chosen,
                 smooth,
                 profile,
+                score_top: reading.top,
                 ..base.clone()
             },
             best,
@@ -220,6 +229,7 @@ pub fn select_settings<B: NnBackend>(
         candidates: scorer.candidates,
         objective: opts.objective,
         profile_trial: choice.trial,
+        reading_trial: reading.trial,
     };
     Ok((settings, selection))
 }
@@ -235,6 +245,8 @@ struct Scorer<'a> {
     objective: Objective,
     /// Map smoothing σ applied before scoring.
     smooth: f32,
+    /// Fraction of the map's highest pixels whose mean is the image score.
+    score_top: f32,
     /// Normal profile the tap maps are divided by.
     profile: Option<NormalProfile>,
     /// Score only these images (all when None).
@@ -262,7 +274,10 @@ impl Scorer<'_> {
         let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
         let masks: Vec<&[u8]> = which.iter().map(|&i| self.masks[i]).collect();
         let labels: Vec<bool> = which.iter().map(|&i| self.labels[i]).collect();
-        let scores: Vec<f64> = maps.iter().map(|m| detect::image_score(m) as f64).collect();
+        let scores: Vec<f64> = maps
+            .iter()
+            .map(|m| detect::top_mean(m, self.score_top) as f64)
+            .collect();
         Ok(Score::new(
             metrics::pixel_auroc(&refs, &masks)?,
             metrics::auroc(&scores, &labels)?,
@@ -294,6 +309,53 @@ fn choose_smoothing(
         }
     }
     Ok((best, smooth))
+}
+
+/// The outcome of [`choose_reading`].
+struct ReadingChoice {
+    score: Score,
+    /// The fraction of top pixels kept (0 = the maximum).
+    top: f32,
+    /// Every reading tried: `[fraction, image AUROC]`.
+    trial: Vec<[f64; 2]>,
+}
+
+/// Tries each image-score reading of `opts.reading_grid` on the chosen
+/// taps, times, smoothing and profile. The reading changes only image
+/// scores, so it is judged by image AUROC whatever the objective (pixel
+/// AUROC cannot move); one replaces the scorer's own only when it improves
+/// image AUROC by more than 0.002, so the current reading (the maximum by
+/// default) wins ties. Reading costs one partial sort of the map: it does not
+/// change detection time measurably.
+fn choose_reading(
+    scorer: &mut Scorer,
+    taps: &[String],
+    js: &[usize],
+    mut best: Score,
+    opts: &SelectOptions,
+) -> Result<ReadingChoice> {
+    let start = scorer.score_top;
+    let mut top = start;
+    let mut trial = vec![[start as f64, best.image]];
+    for &f in opts
+        .reading_grid
+        .iter()
+        .filter(|&&f| f.is_finite() && (0.0..=1.0).contains(&f) && f != start)
+    {
+        scorer.score_top = f;
+        let sc = scorer.score(taps, js)?;
+        trial.push([f as f64, sc.image]);
+        if sc.image > best.image + 0.002 {
+            (best, top) = (sc, f);
+        }
+    }
+    scorer.score_top = top;
+    trial.sort_by(|a, b| a[0].total_cmp(&b[0]));
+    Ok(ReadingChoice {
+        score: best,
+        top,
+        trial,
+    })
 }
 
 /// The outcome of [`choose_profile`].
@@ -588,5 +650,112 @@ pub fn image_scores<B: NnBackend>(
     let refs: Vec<&[f32]> = images.iter().map(|v| v.as_slice()).collect();
     let ids = vec![0u64; refs.len()];
     let maps = detect::anomaly_maps_batched(be, model, &refs, &ids, opts, batch, progress)?;
-    Ok(maps.iter().map(|m| detect::image_score(m) as f64).collect())
+    Ok(maps
+        .iter()
+        .map(|m| detect::read_score(m, &opts.settings) as f64)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scorer over one tap, one time, `n` normals then `n` defective
+    /// images of 8×8 px, each map given by `map(image index)`.
+    fn scorer_for<'a>(
+        grids: &'a BTreeMap<String, TapGrid>,
+        masks: &'a [Vec<u8>],
+        n: usize,
+    ) -> Scorer<'a> {
+        Scorer {
+            grids,
+            labels: (0..2 * n).map(|i| i >= n).collect(),
+            masks: masks.iter().map(|m| m.as_slice()).collect(),
+            size: 8,
+            candidates: 0,
+            objective: Objective::Pixel,
+            smooth: 0.0,
+            score_top: 0.0,
+            profile: None,
+            only: None,
+        }
+    }
+
+    fn grids_of(n: usize, map: impl Fn(usize) -> Vec<f32>) -> BTreeMap<String, TapGrid> {
+        let data: Vec<f32> = (0..2 * n).flat_map(map).collect();
+        let g = TapGrid {
+            images: 2 * n,
+            times: 1,
+            h: 8,
+            w: 8,
+            data,
+        };
+        BTreeMap::from([("t".to_string(), g)])
+    }
+
+    fn run(grids: &BTreeMap<String, TapGrid>, n: usize) -> ReadingChoice {
+        // Pixel AUROC needs positives: the defects' centre counts as defect.
+        let masks: Vec<Vec<u8>> = (0..2 * n)
+            .map(|i| (0..64).map(|p| u8::from(i >= n && p == 27)).collect())
+            .collect();
+        let mut sc = scorer_for(grids, &masks, n);
+        let taps = ["t".to_string()];
+        let best = sc.score(&taps, &[0]).unwrap();
+        let opts = SelectOptions {
+            reading_grid: vec![0.0, 0.001, 0.05, 0.25],
+            ..Default::default()
+        };
+        choose_reading(&mut sc, &taps, &[0], best, &opts).unwrap()
+    }
+
+    #[test]
+    fn a_top_fraction_reading_wins_when_normals_have_bright_specks() {
+        // Normals: flat 1 with one speck of 5 (a different height each);
+        // defects: a 4×4 blob of 3. The maximum ranks them backwards; the
+        // mean of the top quarter (16 px) sees the blob.
+        let n = 6;
+        let grids = grids_of(n, |i| {
+            let mut m = vec![1f32; 64];
+            if i < n {
+                m[(i * 7) % 64] = 5.0 + i as f32;
+            } else {
+                for y in 2..6 {
+                    for x in 2..6 {
+                        m[y * 8 + x] = 3.0;
+                    }
+                }
+            }
+            m
+        });
+        let c = run(&grids, n);
+        assert_eq!(
+            c.trial[0],
+            [0.0, 0.0],
+            "the maximum ranks every defect below every normal"
+        );
+        assert_eq!(c.top, 0.25);
+        assert_eq!(c.score.image, 1.0);
+        assert_eq!(c.trial.len(), 4);
+    }
+
+    #[test]
+    fn the_maximum_is_kept_when_no_reading_beats_it() {
+        // Defects are single hot pixels: the maximum separates perfectly,
+        // so nothing can improve on it by more than 0.002.
+        let n = 6;
+        let grids = grids_of(n, |i| {
+            let mut m = vec![1f32; 64];
+            if i >= n {
+                m[i % 64] = 9.0;
+            }
+            m
+        });
+        let c = run(&grids, n);
+        assert_eq!(c.top, 0.0);
+        assert_eq!(c.score.image, 1.0);
+        assert_eq!(
+            c.trial.iter().map(|t| t[0]).collect::<Vec<_>>(),
+            [0.0, 0.001f32 as f64, 0.05f32 as f64, 0.25]
+        );
+    }
 }

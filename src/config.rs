@@ -236,6 +236,11 @@ pub struct DetectionSettings {
     /// good images (chosen by `calibrate --auto` when it helps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<NormalProfile>,
+    /// How the image score is read from the map: the mean of this fraction
+    /// of its highest pixels (0 = the map's maximum, the default, which model
+    /// files written before this field existed mean).
+    #[serde(default)]
+    pub score_top: f32,
 }
 
 /// Per-position mean of each tap's Σ_t distance map over held-out normal
@@ -268,6 +273,7 @@ impl Default for DetectionSettings {
             taps: vec!["up.1".into(), "up.2".into()],
             smooth: 0.0,
             profile: None,
+            score_top: 0.0,
         }
     }
 }
@@ -338,6 +344,11 @@ pub struct Selection {
     /// measured on. None when too few normals to try it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_trial: Option<[f64; 2]>,
+    /// The score-reading trial: each `[fraction of top pixels, image AUROC]`
+    /// tried on the synthetic set (fraction 0 = the map's maximum). Empty in
+    /// model files calibrated before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reading_trial: Vec<[f64; 2]>,
 }
 
 /// What `calibrate::select_settings` maximises on the synthetic defects; the other

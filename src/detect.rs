@@ -137,6 +137,12 @@ pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Re
             s.smooth
         )));
     }
+    if !(s.score_top >= 0.0 && s.score_top <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "the image score's top fraction must be in [0, 1], got {}",
+            s.score_top
+        )));
+    }
     if opts.mode != Mode::Reconstruction {
         if s.taps.is_empty() {
             return Err(Error::Invalid("detection needs at least one tap".into()));
@@ -527,9 +533,36 @@ pub fn normal_profile(
     })
 }
 
-/// Image score: the maximum of the map (NaN-free maps; NaN would propagate).
+/// The map's maximum (NaN-free maps; NaN would propagate). A model's image
+/// score is [`read_score`], which is this unless its settings say otherwise.
 pub fn image_score(map: &[f32]) -> f32 {
     map.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The image score of a map under a model's detection settings: the mean of
+/// the `settings.score_top` fraction of its highest pixels (at least one, so
+/// 0 — the default — reads the maximum). Every front end calls this, so CLI,
+/// evaluation, pipeline and browser give an image the same score.
+pub fn read_score(map: &[f32], settings: &DetectionSettings) -> f32 {
+    top_mean(map, settings.score_top)
+}
+
+/// Mean of the `fraction` (clamped to [0, 1]; NaN reads as 0) highest values
+/// of `map`, at least one of them; −∞ for an empty map.
+pub fn top_mean(map: &[f32], fraction: f32) -> f32 {
+    let f = if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
+    };
+    let k = ((f as f64 * map.len() as f64).ceil() as usize).clamp(1, map.len().max(1));
+    if k <= 1 || map.is_empty() {
+        return image_score(map);
+    }
+    let mut v = map.to_vec();
+    let cut = v.len() - k;
+    v.select_nth_unstable_by(cut, |a, b| a.total_cmp(b));
+    (v[cut..].iter().map(|&x| x as f64).sum::<f64>() / k as f64) as f32
 }
 
 /// How the tensors of a [`Pending`] detection become maps.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::config::DetectionSettings;
 use crate::data::TestItem;
 use crate::detect;
 use crate::error::{Error, Result};
@@ -33,6 +34,7 @@ pub fn metrics_of(
     maps: &[Vec<f32>],
     idx: &[usize],
     size: usize,
+    settings: &DetectionSettings,
 ) -> Result<Metrics> {
     if items.len() != maps.len() {
         return Err(Error::Invalid(format!(
@@ -44,7 +46,7 @@ pub fn metrics_of(
     let zeros = vec![0u8; size * size];
     let scores: Vec<f64> = idx
         .iter()
-        .map(|&i| detect::image_score(&maps[i]) as f64)
+        .map(|&i| detect::read_score(&maps[i], settings) as f64)
         .collect();
     let labels: Vec<bool> = idx.iter().map(|&i| items[i].is_anomalous()).collect();
     let map_refs: Vec<&[f32]> = idx.iter().map(|&i| maps[i].as_slice()).collect();
@@ -96,9 +98,10 @@ pub fn metrics_by_defect(
     items: &[TestItem],
     maps: &[Vec<f32>],
     size: usize,
+    settings: &DetectionSettings,
 ) -> Result<(Metrics, BTreeMap<String, Metrics>)> {
     let all: Vec<usize> = (0..items.len()).collect();
-    let overall = metrics_of(items, maps, &all, size)?;
+    let overall = metrics_of(items, maps, &all, size, settings)?;
     let mut per = BTreeMap::new();
     let mut kinds: Vec<&str> = items.iter().map(|i| i.defect.as_str()).collect();
     kinds.sort_unstable();
@@ -107,7 +110,10 @@ pub fn metrics_by_defect(
         let idx: Vec<usize> = (0..items.len())
             .filter(|&i| items[i].defect == kind || !items[i].is_anomalous())
             .collect();
-        per.insert(kind.to_string(), metrics_of(items, maps, &idx, size)?);
+        per.insert(
+            kind.to_string(),
+            metrics_of(items, maps, &idx, size, settings)?,
+        );
     }
     Ok((overall, per))
 }
@@ -139,10 +145,15 @@ pub fn wilson_interval(k: usize, n: usize) -> (f64, f64) {
     ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
-pub fn verdict_stats(items: &[TestItem], maps: &[Vec<f32>], threshold: f64) -> VerdictStats {
+pub fn verdict_stats(
+    items: &[TestItem],
+    maps: &[Vec<f32>],
+    settings: &DetectionSettings,
+    threshold: f64,
+) -> VerdictStats {
     let (mut tp, mut fp, mut pos, mut neg) = (0usize, 0usize, 0usize, 0usize);
     for (it, m) in items.iter().zip(maps) {
-        let called = detect::image_score(m) as f64 >= threshold;
+        let called = detect::read_score(m, settings) as f64 >= threshold;
         if it.is_anomalous() {
             pos += 1;
             tp += usize::from(called);

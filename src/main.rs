@@ -56,6 +56,9 @@ enum Command {
     Synth(cli::synth::SynthArgs),
     /// The whole thing in one go: synthesise data, train, calibrate, evaluate.
     Demo(cli::demo::DemoArgs),
+    /// Benchmark table: train (time budget), calibrate --auto and evaluate every
+    /// category under a root (or each MNIST digit one-class) → quality.md, quality.json.
+    BenchQuality(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,5 +98,6 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Eval(args) => cli::eval::run(cli.backend, args).map(|_| ()),
         Command::Synth(args) => cli::synth::run(&args),
         Command::Demo(args) => cli::demo::run(cli.backend, args),
+        Command::BenchQuality(args) => cli::bench::run(cli.backend, args).map(|_| ()),
     }
 }

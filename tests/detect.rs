@@ -506,6 +506,18 @@ fn automatic_selection_picks_grid_settings_at_least_as_good_as_the_default() {
     assert!(!settings.ts.is_empty() && settings.ts.len() <= 2 || settings == base);
     assert!(sel.chosen_pixel_auroc >= sel.default_pixel_auroc);
     assert!(sel.candidates > known.len());
+    // The score-reading trial: every reading of the grid is recorded, and
+    // one other than the maximum is kept only when it beat the maximum.
+    assert_eq!(
+        sel.reading_trial.len(),
+        SelectOptions::default().reading_grid.len()
+    );
+    let max_auc = sel.reading_trial[0][1];
+    let kept = sel
+        .reading_trial
+        .iter()
+        .find(|t| t[0] as f32 == settings.score_top);
+    assert!(settings.score_top == 0.0 || kept.is_some_and(|t| t[1] > max_auc + 0.002));
     assert_eq!((sel.normals, sel.defects), (4, 4));
     // Selection's maps are detection's maps: same noise for the same t.
     let o = DetectOptions::from_settings(settings.clone());
@@ -694,4 +706,48 @@ fn normal_profile_quiets_busy_positions_and_keeps_new_ones() {
         serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(back, s);
     assert!(detect::normal_profile(&grids, &taps, &[0], &[0.1], &[]).is_err());
+}
+
+#[test]
+fn image_score_reading_averages_the_top_fraction() {
+    // One hot pixel vs a blob of the same total: the maximum prefers the
+    // speck, the mean of the top 10 % (7 of 64 px, rounded up) the blob.
+    let mut speck = vec![0f32; 64];
+    speck[9] = 8.0;
+    let mut blob = vec![0f32; 64];
+    blob[..8].iter_mut().for_each(|v| *v = 1.0);
+    let max = DetectionSettings::default();
+    assert_eq!(max.score_top, 0.0);
+    assert_eq!(detect::read_score(&speck, &max), 8.0);
+    assert_eq!(detect::read_score(&blob, &max), 1.0);
+    let top = DetectionSettings {
+        score_top: 0.1,
+        ..Default::default()
+    };
+    let close = |a: f32, b: f32| assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    close(detect::read_score(&speck, &top), 8.0 / 7.0);
+    close(detect::read_score(&blob, &top), 1.0);
+    close(detect::top_mean(&speck, 1.0), 8.0 / 64.0);
+    assert_eq!(detect::top_mean(&speck, f32::NAN), 8.0);
+    assert_eq!(detect::top_mean(&speck, 1e-9), 8.0, "at least one pixel");
+    // Out-of-range fractions are refused before detection.
+    let bad = DetectOptions::from_settings(DetectionSettings {
+        score_top: 1.5,
+        ..Default::default()
+    });
+    assert!(matches!(
+        detect::validate(&model(&cpu()), &bad),
+        Err(Error::Invalid(_))
+    ));
+}
+
+#[test]
+fn settings_without_a_reading_load_as_the_maximum() {
+    let mut v = serde_json::to_value(DetectionSettings::default()).unwrap();
+    v.as_object_mut().unwrap().remove("score_top");
+    let old: DetectionSettings = serde_json::from_value(v).unwrap();
+    assert_eq!(old.score_top, 0.0);
+    let mut map = vec![0.5f32; 16];
+    map[3] = 2.0;
+    assert_eq!(detect::read_score(&map, &old), detect::image_score(&map));
 }

@@ -10,7 +10,7 @@ use scoredd::calibrate::{self, Objective};
 use scoredd::data::{self, ImageSpec, Loaded};
 use scoredd::model_file::{Calibration, ModelFile};
 use scoredd::nn::score_model::ScoreModel;
-use scoredd::pipeline::{CalibratePlan, Calibrated, Pipeline, TrainSource};
+use scoredd::pipeline::{reading, CalibratePlan, Calibrated, Pipeline, TrainSource};
 use scoredd::{with_backend, Error};
 
 use super::console::Console;
@@ -86,6 +86,7 @@ fn normals(args: &CalibrateArgs, file: &ModelFile, spec: ImageSpec) -> Result<Lo
         data: data_dir.clone(),
         category: args.category.clone(),
         digit: args.digit,
+        mnist_train_half: false,
     };
     let (held, what) = source.held_out(holdout, spec)?;
     eprintln!("normal images: {what}");
@@ -151,6 +152,18 @@ pub fn print_result(c: &Calibrated, auto: bool) {
             println!(
                 "normal profile (maps divided by their per-position mean on good images): {used}; {:?} AUROC {off:.3} without, {on:.3} with, on normals it was not measured on",
                 sel.objective
+            );
+        }
+        if !sel.reading_trial.is_empty() {
+            let tried: Vec<String> = sel
+                .reading_trial
+                .iter()
+                .map(|[f, auc]| format!("{}: {auc:.3}", reading(*f as f32)))
+                .collect();
+            println!(
+                "image score read as {} (image AUROC of each reading tried: {})",
+                reading(settings.score_top),
+                tried.join(", ")
             );
         }
     }

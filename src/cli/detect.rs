@@ -7,7 +7,7 @@ use clap::Args;
 use scoredd::backend::{open_backend, BackendChoice, NnBackend, Sampler};
 use scoredd::data::{self, ImageSpec};
 use scoredd::detect::{self, DetectOptions, Mode};
-use scoredd::model_file::{Calibration, ModelFile, ModelMeta};
+use scoredd::model_file::{Calibration, DetectionSettings, ModelFile, ModelMeta};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::pipeline::{defect_mask, describe, judge};
 use scoredd::{plot, viz, with_backend, Error};
@@ -36,6 +36,10 @@ pub struct DetectFlags {
     /// Gaussian smoothing of the map, σ in model pixels (0 = off).
     #[arg(long)]
     pub smooth: Option<f32>,
+    /// Image score = mean of this fraction of the map's highest pixels
+    /// (0 = the map's maximum; e.g. 0.01 for the top 1 %).
+    #[arg(long)]
+    pub score_top: Option<f32>,
     /// Noise seed: the same seed gives the same map for the same image.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -68,6 +72,9 @@ impl DetectFlags {
         }
         if let Some(v) = self.smooth {
             s.smooth = v;
+        }
+        if let Some(v) = self.score_top {
+            s.score_top = v;
         }
         DetectOptions {
             settings: s,
@@ -164,6 +171,8 @@ struct Pictures<'a> {
     size: usize,
     /// The heat map's display range.
     range: (f32, f32),
+    /// How the image score is read from the map.
+    settings: &'a DetectionSettings,
 }
 
 impl Pictures<'_> {
@@ -175,7 +184,7 @@ impl Pictures<'_> {
         map: &[f32],
         cal: Option<&Calibration>,
     ) -> Result<serde_json::Value, Error> {
-        let verdict = judge(map, cal);
+        let verdict = judge(map, self.settings, cal);
         let overlay_path = self.out.join(format!("{}.overlay.png", self.stem));
         let mut pic = viz::overlay(rgb, map, self.range)?;
         let mask = cal.map(|cal| defect_mask(map, cal.threshold));
@@ -249,6 +258,7 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
             stem: &stem,
             size,
             range,
+            settings: &opts.settings,
         };
         let mut line = pictures.write(&rgb, map, cal)?;
         line["path"] = path.as_str().into();

@@ -1,5 +1,6 @@
 //! The subcommands, one module each.
 
+pub mod bench;
 pub mod calibrate;
 pub mod console;
 pub mod demo;

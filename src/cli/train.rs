@@ -127,6 +127,7 @@ impl TrainArgs {
             data: self.data.clone(),
             category: self.category.clone(),
             digit: self.digit,
+            mnist_train_half: false,
         }
     }
 }

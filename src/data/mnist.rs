@@ -92,6 +92,13 @@ fn parse_idx(path: &Path, b: &[u8], ndim: usize) -> Result<Vec<usize>> {
     Ok(dims)
 }
 
+/// The one-class protocol's split of one digit's images (positions in file
+/// order): even positions (0, 2, 4, …) are the train half, odd ones the test
+/// half.
+pub fn mnist_halves(n: usize) -> (Vec<usize>, Vec<usize>) {
+    ((0..n).step_by(2).collect(), (1..n).step_by(2).collect())
+}
+
 /// The MNIST test set (`t10k-images-idx3-ubyte[.gz]`,
 /// `t10k-labels-idx1-ubyte[.gz]` in `dir`), keeping only `digit`.
 ///

@@ -55,7 +55,7 @@ mod mvtec;
 pub use folder::{folder, inputs};
 pub use loader::{make_batch, Augment, Batch, BatchLoader};
 #[cfg(not(target_arch = "wasm32"))]
-pub use mnist::mnist;
+pub use mnist::{mnist, mnist_halves};
 #[cfg(not(target_arch = "wasm32"))]
 pub use mvtec::{mvtec_test, mvtec_train};
 

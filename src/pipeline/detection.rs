@@ -3,7 +3,7 @@
 //! score, verdict and mask under a model's calibration.
 
 use crate::backend::Sampler;
-use crate::config::Calibration;
+use crate::config::{Calibration, DetectionSettings};
 use crate::detect::{self, DetectOptions};
 
 /// One line describing the settings in use.
@@ -20,19 +20,30 @@ pub fn describe(o: &DetectOptions) -> String {
         _ => "",
     };
     format!(
-        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}",
+        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}, image score {}",
         o.mode.name(),
         ts.join(","),
         s.r,
         s.taps.join("+"),
-        s.smooth
+        s.smooth,
+        reading(s.score_top)
     )
+}
+
+/// How an image score is read, in words.
+pub fn reading(score_top: f32) -> String {
+    if score_top > 0.0 {
+        format!("mean of the top {}% of the map", score_top * 100.0)
+    } else {
+        "the map's maximum".into()
+    }
 }
 
 /// An anomaly map's verdict.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Verdict {
-    /// The raw image score (the map's maximum).
+    /// The raw image score ([`detect::read_score`]: the map's maximum unless
+    /// the settings read the mean of its top pixels).
     pub score: f64,
     /// The score mapped to [0, 1] with the threshold at 0.5; `None` for an
     /// uncalibrated model.
@@ -41,9 +52,14 @@ pub struct Verdict {
     pub defect: Option<bool>,
 }
 
-/// The verdict on a map under a model's calibration (if it has one).
-pub fn judge(map: &[f32], calibration: Option<&Calibration>) -> Verdict {
-    let score = detect::image_score(map) as f64;
+/// The verdict on a map under a model's detection settings and calibration
+/// (if it has one).
+pub fn judge(
+    map: &[f32],
+    settings: &DetectionSettings,
+    calibration: Option<&Calibration>,
+) -> Verdict {
+    let score = detect::read_score(map, settings) as f64;
     Verdict {
         score,
         normalised: calibration.map(|c| c.normalise(score)),

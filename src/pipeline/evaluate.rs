@@ -104,12 +104,12 @@ pub(super) fn evaluate<B: NnBackend>(
     let t0 = Instant::now();
     let maps = detect_all(be, ev, model, &data.set, opts, plan.batch)?;
     let seconds = t0.elapsed().as_secs_f64();
-    let (overall, per_defect) = evaluate::metrics_by_defect(&data.set.items, &maps, size)?;
-    let verdicts = model
-        .meta
-        .calibration
-        .as_ref()
-        .map(|cal| evaluate::verdict_stats(&data.set.items, &maps, cal.threshold));
+    let (overall, per_defect) =
+        evaluate::metrics_by_defect(&data.set.items, &maps, size, &opts.settings)?;
+    let verdicts =
+        model.meta.calibration.as_ref().map(|cal| {
+            evaluate::verdict_stats(&data.set.items, &maps, &opts.settings, cal.threshold)
+        });
     Ok(Evaluation {
         set: data.set,
         root: data.root,

@@ -21,6 +21,8 @@
 //! # Ok::<(), scoredd::Error>(())
 //! ```
 
+#[cfg(not(target_arch = "wasm32"))]
+mod bench;
 mod calibrate;
 mod detection;
 #[cfg(not(target_arch = "wasm32"))]
@@ -35,8 +37,12 @@ mod sources;
 #[cfg(not(target_arch = "wasm32"))]
 mod train;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use bench::{
+    bench_category, bench_mnist_digit, categories, mnist_test_set, BenchPlan, BenchRow, BenchTable,
+};
 pub use calibrate::{CalibratePlan, Calibrated};
-pub use detection::{defect_mask, describe, judge, Verdict};
+pub use detection::{defect_mask, describe, judge, reading, Verdict};
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::{EvalPlan, Evaluation};
 pub use events::{Checkpoint, CheckpointKind, PipelineEvents, Progress, Quiet, Stage, Task};

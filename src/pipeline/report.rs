@@ -205,7 +205,8 @@ pub fn gallery(ev: &Evaluation, per_type: usize) -> Result<RgbImage> {
             .filter(|&i| ev.set.items[i].defect == kind)
             .collect();
         idx.sort_by(|&a, &b| {
-            detect::image_score(&ev.maps[b]).total_cmp(&detect::image_score(&ev.maps[a]))
+            let s = &ev.options.settings;
+            detect::read_score(&ev.maps[b], s).total_cmp(&detect::read_score(&ev.maps[a], s))
         });
         for &i in idx.iter().take(per_type) {
             tiles.push(gallery_tile(ev, i, &kind, range)?);
@@ -221,7 +222,7 @@ fn gallery_tile(ev: &Evaluation, i: usize, kind: &str, range: (f32, f32)) -> Res
     let item = &ev.set.items[i];
     let map = &ev.maps[i];
     let rgb = viz::image_to_rgb(&item.image, ev.meta.model.channels, ev.size);
-    let score = detect::image_score(map) as f64;
+    let score = detect::read_score(map, &ev.options.settings) as f64;
     let predicted: Option<Vec<u8>> = cal.map(|cal| defect_mask(map, cal.threshold));
     let name = Path::new(&item.path)
         .file_stem()

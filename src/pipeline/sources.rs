@@ -21,6 +21,9 @@ pub struct TrainSource {
     pub category: Option<String>,
     /// MNIST digit to train on (one-class).
     pub digit: Option<u8>,
+    /// With MNIST, keep only the train half of the digit's images
+    /// ([`data::mnist_halves`]: even positions), leaving the odd ones for a test.
+    pub mnist_train_half: bool,
 }
 
 impl TrainSource {
@@ -29,6 +32,7 @@ impl TrainSource {
             data: data.into(),
             category,
             digit: None,
+            mnist_train_half: false,
         }
     }
 
@@ -59,10 +63,15 @@ impl TrainSource {
                     root.display()
                 ))
             })?;
-            return Ok((
-                data::mnist(&root, digit, spec)?,
-                format!("{} (MNIST digit {digit})", root.display()),
-            ));
+            let all = data::mnist(&root, digit, spec)?;
+            if self.mnist_train_half {
+                let (train, _) = data::mnist_halves(all.images.len());
+                return Ok((
+                    data::select(&all, &train),
+                    format!("{} (MNIST digit {digit}, even half)", root.display()),
+                ));
+            }
+            return Ok((all, format!("{} (MNIST digit {digit})", root.display())));
         }
         if self.category.is_none() && !root.join("train").exists() {
             refuse_a_root_of_categories(&root)?;

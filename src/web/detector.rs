@@ -205,7 +205,7 @@ impl Inner {
             Engine::Gpu { be, model } => map_on(be, model, &x, &opts).await?,
         };
         let cal = self.meta.calibration.as_ref();
-        let verdict = judge(&map, cal);
+        let verdict = judge(&map, &opts.settings, cal);
         let ms = now_ms() - t0;
 
         let o = js_sys::Object::new();
