@@ -179,6 +179,14 @@ pub fn render(g: &GpuBackend, o: &ReportOptions, rows: &[Row]) -> String {
         let rate = r.gflops.map_or("-".into(), |v| format!("{v:.1}"));
         s.push_str(&format!("{:<44} {:>10.1} {:>9}\n", r.what, r.ms, rate));
     }
-    s.push_str("device memory high-water mark: not tracked yet (no buffer pool)\n");
+    let m = g.memory_stats();
+    s.push_str(&format!(
+        "buffer pool: high-water {:.1} MiB, live {:.1} MiB, pooled {:.1} MiB; {} buffers created, {} reuses\n",
+        m.peak_bytes as f64 / 1048576.0,
+        m.live_bytes as f64 / 1048576.0,
+        m.pooled_bytes as f64 / 1048576.0,
+        m.allocations,
+        m.reuses
+    ));
     s
 }

@@ -8,6 +8,7 @@ use wgpu::util::DeviceExt;
 
 use super::kernels::{Kernel, PipelineCache};
 use super::params::{uniform_size, KernelParams};
+use super::pool::{self, GpuBuf, MemoryStats, Pool};
 use crate::error::{Error, Result};
 
 /// How many dispatches we record before submitting: enough to amortise
@@ -26,7 +27,9 @@ pub struct GpuContext {
     errors: Arc<Mutex<Option<Reported>>>,
     lost: Arc<Mutex<Option<String>>>,
     /// A 16-byte buffer bound where a kernel's optional input is absent.
-    placeholder: RefCell<Option<wgpu::Buffer>>,
+    placeholder: RefCell<Option<Arc<GpuBuf>>>,
+    /// Storage buffers recycled by size class (see `pool`).
+    pool: Pool,
 }
 
 /// An error wgpu reported outside an error scope, kept as text: wgpu's own
@@ -38,7 +41,7 @@ enum Reported {
 
 /// One buffer bound to a kernel, in binding order after the uniform at binding 0.
 pub enum Bind<'a> {
-    Storage(&'a wgpu::Buffer),
+    Storage(&'a GpuBuf),
 }
 
 impl GpuContext {
@@ -115,6 +118,7 @@ impl GpuContext {
             errors,
             lost,
             placeholder: RefCell::new(None),
+            pool: Pool::default(),
         })
     }
 
@@ -142,10 +146,22 @@ impl GpuContext {
 
     /// A zero-filled storage buffer of `bytes` (rounded up to 16 so every
     /// buffer can also be read as vec4), refused with a typed error if the
-    /// device cannot bind it.
-    pub fn storage(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
-        let size = bytes.max(16).div_ceil(16) * 16;
-        if size > self.max_binding() {
+    /// device cannot bind it. A recycled buffer is cleared by a command
+    /// recorded after every earlier use of it.
+    pub fn storage(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
+        let (buf, released) = self.alloc(op, bytes)?;
+        if released.is_some() {
+            self.with_encoder(|enc| enc.clear_buffer(&buf, 0, Some(buf.len())));
+        }
+        Ok(buf)
+    }
+
+    /// A buffer of `bytes` (rounded to 16) from the pool or the device, and
+    /// the epoch it was released in if it is recycled (its contents are then
+    /// stale, not zero).
+    fn alloc(&self, op: &'static str, bytes: u64) -> Result<(GpuBuf, Option<u64>)> {
+        let len = bytes.max(16).div_ceil(16) * 16;
+        if len > self.max_binding() {
             return Err(Error::TooLarge {
                 op,
                 bytes,
@@ -153,41 +169,65 @@ impl GpuContext {
                 limit: self.max_binding(),
             });
         }
+        // Past the binding limit's last class, allocate exactly (no pooling).
+        let class = pool::size_class(len);
+        let class = if class > self.max_binding() {
+            len
+        } else {
+            class
+        };
+        if let Some((buf, epoch)) = pool::lock(&self.pool).take(class) {
+            return Ok((
+                GpuBuf::new(buf, len, class, Some(self.pool.clone())),
+                Some(epoch),
+            ));
+        }
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(op),
-            size,
+            size: class,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         self.check(op)?;
-        Ok(buf)
+        pool::lock(&self.pool).created(class);
+        Ok((GpuBuf::new(buf, len, class, Some(self.pool.clone())), None))
+    }
+
+    /// The pool's device-memory figures.
+    pub fn memory_stats(&self) -> MemoryStats {
+        pool::lock(&self.pool).stats()
+    }
+
+    /// Returns the pool's free buffers to the driver.
+    pub fn trim_pool(&self) {
+        pool::lock(&self.pool).trim();
     }
 
     /// The shared stand-in for an absent optional input (e.g. no bias): a bound
     /// buffer may not be both read and written, so the output cannot stand in.
-    pub fn placeholder(&self) -> Result<wgpu::Buffer> {
+    pub fn placeholder(&self) -> Result<Arc<GpuBuf>> {
         if let Some(b) = self.placeholder.borrow().as_ref() {
             return Ok(b.clone());
         }
-        let b = self.storage("placeholder", 16)?;
+        let b = Arc::new(self.storage("placeholder", 16)?);
         *self.placeholder.borrow_mut() = Some(b.clone());
         Ok(b)
     }
 
-    /// A storage buffer holding `data` (padded to 16 bytes).
-    pub fn storage_init(&self, op: &'static str, data: &[u8]) -> Result<wgpu::Buffer> {
-        let buf = self.storage(op, data.len() as u64)?;
-        if !data.is_empty() {
-            let padded = data.len().div_ceil(4) * 4;
-            if padded == data.len() {
-                self.queue.write_buffer(&buf, 0, data);
-            } else {
-                let mut v = data.to_vec();
-                v.resize(padded, 0);
-                self.queue.write_buffer(&buf, 0, &v);
-            }
+    /// A storage buffer holding `data` (zero-padded to 16 bytes).
+    pub fn storage_init(&self, op: &'static str, data: &[u8]) -> Result<GpuBuf> {
+        let (buf, released) = self.alloc(op, data.len() as u64)?;
+        // `write_buffer` runs before the commands still in the open encoder,
+        // which may read this buffer's old contents: submit them first.
+        if released.is_some_and(|e| e == pool::lock(&self.pool).epoch) {
+            self.submit();
+        }
+        if released.is_some() || !data.is_empty() {
+            let mut v = data.to_vec();
+            v.resize(buf.len() as usize, 0);
+            self.queue.write_buffer(&buf, 0, &v);
         }
         Ok(buf)
     }
@@ -258,7 +298,7 @@ impl GpuContext {
             let Bind::Storage(buf) = b;
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: buf.as_entire_binding(),
+                resource: buf.binding(),
             });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -293,6 +333,7 @@ impl GpuContext {
             self.queue.submit(Some(enc.finish()));
         }
         self.pending.set(0);
+        pool::lock(&self.pool).epoch += 1;
     }
 
     /// Submits pending work and waits for the device to finish it.

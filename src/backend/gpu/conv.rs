@@ -6,8 +6,6 @@
 //! Operands are packed (transposed, zero-padded to 8) by `strided_pack.wgsl`,
 //! an O(n) pass next to the kernels' O(n^1.5) work.
 
-use std::sync::Arc;
-
 use super::context::Bind;
 use super::kernels;
 use super::launch::{grid_1d, grid_2d, grid_3d, grid_rows, pad8, u32_of, PackView, WG};
@@ -101,7 +99,7 @@ impl GpuBackend {
         // A bound buffer may not be both read and written: without a bias, bind a dummy.
         let bias_buf = match bias {
             Some(b) => b.buf.clone(),
-            None => Arc::new(self.ctx.placeholder()?),
+            None => self.ctx.placeholder()?,
         };
         self.ctx.dispatch(
             kernel,

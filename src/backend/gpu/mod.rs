@@ -15,6 +15,7 @@ pub mod kernels;
 mod launch;
 mod module_ops;
 pub mod params;
+mod pool;
 mod primitives;
 mod scoredd_ops;
 mod train_ops;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 pub use context::GpuContext;
+pub use pool::{GpuBuf, MemoryStats};
 
 use crate::backend::numel;
 use crate::error::{Error, Result};
@@ -32,7 +34,7 @@ use crate::error::{Error, Result};
 /// shared buffer first, so tensors behave as values, as on the CPU backend.
 #[derive(Clone, Debug)]
 pub struct GpuTensor {
-    pub buf: Arc<wgpu::Buffer>,
+    pub buf: Arc<GpuBuf>,
     pub shape: Vec<usize>,
 }
 
@@ -60,6 +62,11 @@ impl GpuBackend {
         Ok(GpuBackend {
             ctx: GpuContext::new().await?,
         })
+    }
+
+    /// The buffer pool's device-memory figures (live, pooled, high-water).
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.ctx.memory_stats()
     }
 
     /// Copies a tensor to host memory without blocking: the way to read in the
@@ -92,7 +99,7 @@ impl GpuBackend {
         Ok(())
     }
 
-    fn upload_pod<T: Pod>(&self, op: &'static str, data: &[T]) -> Result<wgpu::Buffer> {
+    fn upload_pod<T: Pod>(&self, op: &'static str, data: &[T]) -> Result<GpuBuf> {
         self.ctx.storage_init(op, bytemuck::cast_slice(data))
     }
 }

@@ -14,7 +14,7 @@ use super::context::Bind;
 use super::kernels;
 use super::launch::{elems, grid_1d, grid_2d, grid_3d, pad8, rng_key, u32_of, PackView, WG};
 use super::params::*;
-use super::{GpuBackend, GpuTensor};
+use super::{GpuBackend, GpuBuf, GpuTensor};
 use crate::backend::plan::{
     BmmPlan, ConcatPlan, MatmulPlan, PointwisePlan, SplitPlan, SumBatchPlan,
 };
@@ -337,7 +337,7 @@ impl GpuBackend {
         p: &BmmPlan,
         a: &GpuTensor,
         b: &GpuTensor,
-    ) -> Result<(Arc<wgpu::Buffer>, Arc<wgpu::Buffer>)> {
+    ) -> Result<(Arc<GpuBuf>, Arc<GpuBuf>)> {
         const OP: &str = "bmm";
         let a_batch = if p.a_batched { p.batch } else { 1 };
         let b_batch = if p.b_batched { p.batch } else { 1 };
