@@ -117,6 +117,7 @@ kernels! {
     MATMUL_VEC4: MatmulParams = "matmul.wgsl"::matmul_vec4, bindings: 3;
     MATMUL_TRANSPOSE: MatmulTransposeParams = "matmul_transpose.wgsl"::matmul_transpose, bindings: 2;
     MATMUL_ANY: MatmulAnyParams = "matmul_any.wgsl"::matmul_any, bindings: 3;
+    MATMUL_TILED: MatmulAnyParams = "matmul_tiled.wgsl"::matmul_tiled, bindings: 3;
     STRIDED_PACK: StridedPackParams = "strided_pack.wgsl"::strided_pack, bindings: 2;
     BMM: BmmParams = "bmm.wgsl"::bmm, bindings: 3;
     SUM_BATCH: ReduceParams = "reduce.wgsl"::sum_batch, bindings: 2;

@@ -13,12 +13,14 @@ mod context;
 mod conv;
 pub mod kernels;
 mod launch;
+mod matmul;
 mod module_ops;
 pub mod params;
 mod pool;
 mod primitives;
 mod scoredd_ops;
 mod train_ops;
+pub mod tune;
 
 use std::sync::Arc;
 
@@ -49,6 +51,8 @@ impl GpuTensor {
 
 pub struct GpuBackend {
     pub ctx: GpuContext,
+    /// Which kernel variant runs each (family, shape class).
+    pub tuner: tune::Tuner,
 }
 
 impl GpuBackend {
@@ -59,8 +63,10 @@ impl GpuBackend {
     }
 
     pub async fn new_async() -> Result<Self> {
+        let ctx = GpuContext::new().await?;
         Ok(GpuBackend {
-            ctx: GpuContext::new().await?,
+            tuner: tune::Tuner::new(&ctx.info),
+            ctx,
         })
     }
 

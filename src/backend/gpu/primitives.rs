@@ -254,9 +254,9 @@ impl BackendKernels for GpuBackend {
 }
 
 impl GpuBackend {
-    /// C = A·B into `c` (M, N > 0): the vec4 kernel on a k-major copy of A
-    /// when N is a multiple of 4, else the general kernel.
-    fn matmul_into(
+    /// C = A·B into `c` (M, N > 0), register-blocked: the vec4 kernel on a
+    /// k-major copy of A when N is a multiple of 4, else the general kernel.
+    pub(super) fn matmul_register_blocked(
         &self,
         p: &MatmulPlan,
         a: &GpuTensor,
