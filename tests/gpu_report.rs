@@ -20,8 +20,9 @@ fn the_gpu_report_runs_and_measures_every_figure() {
         ncsnpp256: false,
     };
     let rows = gpu_report::measure(&g, &o).unwrap();
-    // Two levels × (forward, backward), a training step, one detection.
-    assert_eq!(rows.len(), 6);
+    // Two levels × (conv forward, backward; matmul per variant and chosen),
+    // a training step, one detection.
+    assert_eq!(rows.len(), 2 * (2 + 3) + 2);
     for r in &rows {
         assert!(r.ms.is_finite() && r.ms > 0.0, "{}: {} ms", r.what, r.ms);
         if let Some(v) = r.gflops {
@@ -30,7 +31,11 @@ fn the_gpu_report_runs_and_measures_every_figure() {
     }
     let text = gpu_report::render(&g, &o, &rows);
     assert!(
-        text.contains("train step b2") && text.contains("Score-DD"),
+        text.contains("train step b2")
+            && text.contains("Score-DD")
+            && text.contains("chosen: ")
+            && text.contains("tiled 64x64x16")
+            && text.contains("buffer pool: high-water"),
         "{text}"
     );
     println!("{text}");

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use scoredd::backend::gpu::tune::{self, MatmulVariant};
 use scoredd::backend::gpu::GpuBackend;
 use scoredd::backend::{Backend, Conv2dSpec, ConvGeometry, Distribution, ModuleOps};
 use scoredd::config::TrainConfig;
@@ -87,6 +88,50 @@ fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<(
     Ok(())
 }
 
+/// The matmul family on the U-net's GEMM shapes (each level's 3×3 conv as
+/// im2col: [C, 9C] × [9C, B·res²]): every variant forced, then the variant
+/// the tuner picks (measured now, or taken from its cache).
+fn matmul_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<()> {
+    let c = &o.config;
+    for (i, mult) in c.ch_mult.iter().enumerate() {
+        let (ch, res) = (c.nf * mult, c.image_size >> i);
+        let (m, k, n) = (ch, 9 * ch, o.batch * res * res);
+        let a = g.random(&[m, k], Distribution::Normal, RngStream::new(6, i as u64))?;
+        let b = g.random(&[k, n], Distribution::Normal, RngStream::new(7, i as u64))?;
+        let flops = 2.0 * (m * k * n) as f64;
+        let shape = format!("matmul [{m}, {k}] × [{k}, {n}]");
+        let time = |v: Option<MatmulVariant>| {
+            g.tuner.forced.set(v);
+            let ms = median_ms(o.reps, || {
+                g.matmul(&a, &b)?;
+                g.ctx.finish("report")
+            });
+            g.tuner.forced.set(None);
+            ms
+        };
+        for v in MatmulVariant::ALL {
+            let ms = time(Some(v))?;
+            rows.push(Row {
+                what: format!("{shape} {}", v.name()),
+                ms,
+                gflops: Some(flops / ms / 1e6),
+            });
+        }
+        // The first unforced run tunes the class (if not cached).
+        let ms = time(None)?;
+        let chosen = g
+            .tuner
+            .settled(&tune::matmul_class(m, k, n))
+            .map_or("?", |v| v.name());
+        rows.push(Row {
+            what: format!("{shape} chosen: {chosen}"),
+            ms,
+            gflops: Some(flops / ms / 1e6),
+        });
+    }
+    Ok(())
+}
+
 /// A training step (loss, backward, clip, Adam, EMA) at `o.batch`.
 fn train_row(g: &GpuBackend, o: &ReportOptions) -> Result<Row> {
     let model = ScoreModel::new(g, o.config.clone(), SdeConfig::ve(50.0), 0)?;
@@ -151,6 +196,7 @@ fn ncsnpp_row(g: &GpuBackend) -> Result<Row> {
 pub fn measure(g: &GpuBackend, o: &ReportOptions) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     conv_rows(g, o, &mut rows)?;
+    matmul_rows(g, o, &mut rows)?;
     rows.push(train_row(g, o)?);
     rows.push(detect_row(g, o, 1)?);
     if !o.quick {
@@ -171,13 +217,17 @@ pub fn render(g: &GpuBackend, o: &ReportOptions, rows: &[Row]) -> String {
         o.config.nf,
         o.config.ch_mult
     );
-    s.push_str(
-        "kernel variant: register-blocked 8×8, 64 invocations (the only family so far; no autotuning yet)\n",
-    );
-    s.push_str(&format!("{:<44} {:>10} {:>9}\n", "figure", "ms", "GFLOP/s"));
+    s.push_str(&format!(
+        "autotune: {:?} (SCOREDD_TUNE); conv kernels: register-blocked only so far\n",
+        g.tuner.mode
+    ));
+    for (class, v) in g.tuner.choices() {
+        s.push_str(&format!("  {class}: {}\n", v.name()));
+    }
+    s.push_str(&format!("{:<64} {:>10} {:>9}\n", "figure", "ms", "GFLOP/s"));
     for r in rows {
         let rate = r.gflops.map_or("-".into(), |v| format!("{v:.1}"));
-        s.push_str(&format!("{:<44} {:>10.1} {:>9}\n", r.what, r.ms, rate));
+        s.push_str(&format!("{:<64} {:>10.2} {:>9}\n", r.what, r.ms, rate));
     }
     let m = g.memory_stats();
     s.push_str(&format!(
