@@ -4,8 +4,6 @@
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use super::kernels::{Kernel, PipelineCache};
 use super::params::{uniform_size, KernelParams};
 use super::pool::{self, GpuBuf, MemoryStats, Pool};
@@ -14,6 +12,20 @@ use crate::error::{Error, Result};
 /// How many dispatches we record before submitting: enough to amortise
 /// submission, few enough that the GPU starts early.
 const MAX_PENDING_DISPATCHES: u32 = 256;
+
+/// The uniform ring's size: every dispatch of one submission gets its own
+/// slot (256 bytes apart on most devices), so 256 dispatches fit.
+const UNIFORM_RING_BYTES: u64 = 64 * 1024;
+
+/// The uniform parameters of the dispatches recorded since the last submit,
+/// staged on the host and written into one ring buffer just before the
+/// submit, instead of a new buffer per dispatch. Reusing the ring for the
+/// next submission is safe: queue writes run after earlier submissions.
+#[derive(Default)]
+struct UniformRing {
+    buf: Option<wgpu::Buffer>,
+    staged: Vec<u8>,
+}
 
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -30,6 +42,7 @@ pub struct GpuContext {
     placeholder: RefCell<Option<Arc<GpuBuf>>>,
     /// Storage buffers recycled by size class (see `pool`).
     pool: Pool,
+    uniforms: RefCell<UniformRing>,
 }
 
 /// An error wgpu reported outside an error scope, kept as text: wgpu's own
@@ -119,6 +132,7 @@ impl GpuContext {
             lost,
             placeholder: RefCell::new(None),
             pool: Pool::default(),
+            uniforms: RefCell::default(),
         })
     }
 
@@ -280,19 +294,14 @@ impl GpuContext {
             .pipelines
             .borrow_mut()
             .get(&self.device, kernel, constants);
-        let bytes = bytemuck::bytes_of(params);
-        let mut padded = bytes.to_vec();
-        padded.resize(uniform_size(bytes.len()), 0);
-        let uniform = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: &padded,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let (uniform, offset, size) = self.stage_uniform(bytemuck::bytes_of(params));
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &uniform,
+                offset,
+                size: std::num::NonZeroU64::new(size),
+            }),
         }];
         for (i, b) in binds.iter().enumerate() {
             let Bind::Storage(buf) = b;
@@ -322,6 +331,37 @@ impl GpuContext {
         self.check(kernel.entry)
     }
 
+    /// A slot of the uniform ring holding `bytes`: (ring, offset, size).
+    /// Submits first if the ring is full.
+    fn stage_uniform(&self, bytes: &[u8]) -> (wgpu::Buffer, u64, u64) {
+        let size = uniform_size(bytes.len()) as u64;
+        let align = (self.limits.min_uniform_buffer_offset_alignment as u64).max(16);
+        let ring_bytes = UNIFORM_RING_BYTES.max(size);
+        let fits =
+            |r: &UniformRing| (r.staged.len() as u64).div_ceil(align) * align + size <= ring_bytes;
+        if !fits(&self.uniforms.borrow()) {
+            self.submit();
+        }
+        let mut ring = self.uniforms.borrow_mut();
+        if ring.buf.as_ref().is_none_or(|b| b.size() < ring_bytes) {
+            ring.buf = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params ring"),
+                size: ring_bytes,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let offset = (ring.staged.len() as u64).div_ceil(align) * align;
+        ring.staged.resize(offset as usize, 0);
+        ring.staged.extend_from_slice(bytes);
+        ring.staged.resize((offset + size) as usize, 0);
+        let buf = ring
+            .buf
+            .clone()
+            .unwrap_or_else(|| unreachable!("created above"));
+        (buf, offset, size)
+    }
+
     /// Records a buffer-to-buffer copy.
     pub fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
         self.with_encoder(|enc| enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes));
@@ -329,6 +369,13 @@ impl GpuContext {
 
     /// Submits what has been recorded.
     pub fn submit(&self) {
+        {
+            let mut ring = self.uniforms.borrow_mut();
+            if let (Some(buf), false) = (&ring.buf, ring.staged.is_empty()) {
+                self.queue.write_buffer(buf, 0, &ring.staged);
+            }
+            ring.staged.clear();
+        }
         if let Some(enc) = self.encoder.borrow_mut().take() {
             self.queue.submit(Some(enc.finish()));
         }
