@@ -20,9 +20,9 @@ fn the_gpu_report_runs_and_measures_every_figure() {
         ncsnpp256: false,
     };
     let rows = gpu_report::measure(&g, &o).unwrap();
-    // Two levels × (conv forward, backward; matmul per variant and chosen),
-    // a training step, one detection.
-    assert_eq!(rows.len(), 2 * (2 + 3) + 2);
+    // Two levels × (conv forward per variant and chosen, backward; matmul
+    // per variant and chosen), a training step, one detection.
+    assert_eq!(rows.len(), 2 * (3 + 1 + 3) + 2);
     for r in &rows {
         assert!(r.ms.is_finite() && r.ms > 0.0, "{}: {} ms", r.what, r.ms);
         if let Some(v) = r.gflops {

@@ -144,10 +144,10 @@ const MATMUL_ODD_SHAPES: [(usize, usize, usize); 7] = [
 /// Every matmul variant, forced, against the CPU op.
 #[test]
 fn gpu_matmul_every_variant_matches_cpu() {
-    use scoredd::backend::gpu::tune::MatmulVariant;
+    use scoredd::backend::gpu::tune::Variant;
     let Some(g) = gpu() else { return };
     let c = cpu();
-    for v in MatmulVariant::ALL {
+    for v in Variant::ALL {
         g.tuner.forced.set(Some(v));
         for (i, &shape) in MATMUL_SHAPES.iter().chain(&MATMUL_ODD_SHAPES).enumerate() {
             let (a, b) = matmul_inputs(i, shape);
@@ -167,7 +167,7 @@ fn gpu_matmul_every_variant_matches_cpu() {
 /// this adapter's choices but keeps others'.
 #[test]
 fn the_tune_cache_round_trips_and_off_picks_the_default() {
-    use scoredd::backend::gpu::tune::{MatmulVariant, TuneCache, TuneMode, Tuner};
+    use scoredd::backend::gpu::tune::{TuneCache, TuneMode, Tuner, Variant};
     assert_eq!(TuneMode::parse(Some("off")), TuneMode::Off);
     assert_eq!(TuneMode::parse(Some("fresh")), TuneMode::Fresh);
     assert_eq!(TuneMode::parse(None), TuneMode::On);
@@ -176,30 +176,24 @@ fn the_tune_cache_round_trips_and_off_picks_the_default() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let off = Tuner::with(TuneMode::Off, "A".into(), Some(path.clone()));
-    assert_eq!(
-        off.settled("matmul m64 k64 n64"),
-        Some(MatmulVariant::DEFAULT)
-    );
+    assert_eq!(off.settled("matmul m64 k64 n64"), Some(Variant::DEFAULT));
 
     let on = Tuner::with(TuneMode::On, "A".into(), Some(path.clone()));
     assert_eq!(on.settled("c1"), None, "nothing measured yet");
-    let times = vec![
-        (MatmulVariant::RegisterBlocked, 2.0),
-        (MatmulVariant::Tiled, 1.0),
-    ];
-    assert_eq!(on.choose("c1", times), MatmulVariant::Tiled);
+    let times = vec![(Variant::RegisterBlocked, 2.0), (Variant::Tiled, 1.0)];
+    assert_eq!(on.choose("c1", times), Variant::Tiled);
     let other = Tuner::with(TuneMode::On, "B".into(), Some(path.clone()));
-    other.choose("c1", vec![(MatmulVariant::RegisterBlocked, 1.0)]);
+    other.choose("c1", vec![(Variant::RegisterBlocked, 1.0)]);
 
     let cache = TuneCache::load(&path);
     assert_eq!(TuneCache::parse(&cache.render()), cache);
     assert_eq!(cache.entries.len(), 2, "{cache:?}");
     let again = Tuner::with(TuneMode::On, "A".into(), Some(path.clone()));
-    assert_eq!(again.settled("c1"), Some(MatmulVariant::Tiled));
+    assert_eq!(again.settled("c1"), Some(Variant::Tiled));
     let fresh = Tuner::with(TuneMode::Fresh, "A".into(), Some(path.clone()));
     assert_eq!(fresh.settled("c1"), None);
     let b = Tuner::with(TuneMode::Fresh, "A".into(), Some(path.clone()));
-    b.choose("c2", vec![(MatmulVariant::RegisterBlocked, 1.0)]);
+    b.choose("c2", vec![(Variant::RegisterBlocked, 1.0)]);
     let kept = TuneCache::load(&path);
     assert!(
         kept.entries
@@ -293,6 +287,36 @@ fn cpu_conv2d_matches_naive() {
             2e-5,
         );
     }
+}
+
+/// Cases that cross the tiled conv's 64-channel and 64-position tiles and
+/// its 16-row steps of Cin·K² unevenly.
+const CONV_ODD_CASES: [ConvCase; 4] = [
+    (1, 5, 9, 9, 70, 3, 1, 1, true),
+    (2, 7, 12, 11, 13, 3, 2, 1, false),
+    (1, 3, 15, 17, 65, 1, 1, 0, true),
+    (1, 9, 10, 7, 3, 1, 2, 0, true),
+];
+
+/// Every conv-forward variant, forced, against the CPU op.
+#[test]
+fn gpu_conv2d_every_variant_matches_cpu() {
+    use scoredd::backend::gpu::tune::Variant;
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    for v in Variant::ALL {
+        g.tuner.forced.set(Some(v));
+        for (i, &case) in CONV_CASES.iter().chain(&CONV_ODD_CASES).enumerate() {
+            let (x, w, bias) = conv_inputs(i, case);
+            assert_close(
+                &format!("gpu conv {} {case:?}", v.name()),
+                &run_conv(&g, &x, &w, bias.as_deref(), case),
+                &run_conv(&c, &x, &w, bias.as_deref(), case),
+                2e-5,
+            );
+        }
+    }
+    g.tuner.forced.set(None);
 }
 
 #[test]

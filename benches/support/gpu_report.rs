@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use scoredd::backend::gpu::tune::{self, MatmulVariant};
+use scoredd::backend::gpu::tune::{self, Variant};
 use scoredd::backend::gpu::GpuBackend;
 use scoredd::backend::{Backend, Conv2dSpec, ConvGeometry, Distribution, ModuleOps};
 use scoredd::config::TrainConfig;
@@ -52,6 +52,45 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
+/// `run` timed with every variant forced, then with the one the tuner picks
+/// for `class` (measured now, or taken from its cache): three rows.
+fn variant_rows(
+    g: &GpuBackend,
+    o: &ReportOptions,
+    what: &str,
+    flops: f64,
+    class: &str,
+    rows: &mut Vec<Row>,
+    run: impl Fn() -> Result<()>,
+) -> Result<()> {
+    let time = |v: Option<Variant>| {
+        g.tuner.forced.set(v);
+        let ms = median_ms(o.reps, || {
+            run()?;
+            g.ctx.finish("report")
+        });
+        g.tuner.forced.set(None);
+        ms
+    };
+    for v in Variant::ALL {
+        let ms = time(Some(v))?;
+        rows.push(Row {
+            what: format!("{what} {}", v.name()),
+            ms,
+            gflops: Some(flops / ms / 1e6),
+        });
+    }
+    // The first unforced run tunes the class (if not cached).
+    let ms = time(None)?;
+    let chosen = g.tuner.settled(class).map_or("?", |v| v.name());
+    rows.push(Row {
+        what: format!("{what} chosen: {chosen}"),
+        ms,
+        gflops: Some(flops / ms / 1e6),
+    });
+    Ok(())
+}
+
 /// Forward and backward of the 3×3 conv at every level of `c` (channels and
 /// resolution as the U-net has them), the bulk of its FLOPs.
 fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<()> {
@@ -65,15 +104,16 @@ fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<(
         let w = g.random(&ws, Distribution::Normal, RngStream::new(2, i as u64))?;
         let flops = ConvGeometry::new(&xs, &ws, None, spec)?.flops();
         let what = format!("conv 3×3 {ch}→{ch} {res}² b{}", o.batch);
-        let ms = median_ms(o.reps, || {
-            g.conv2d(&x, &w, None, spec)?;
-            g.ctx.finish("report")
-        })?;
-        rows.push(Row {
-            what: format!("{what} forward"),
-            ms,
-            gflops: Some(flops / ms / 1e6),
-        });
+        let class = tune::conv_class(3, 1, ch, ch, o.batch * res * res);
+        variant_rows(
+            g,
+            o,
+            &format!("{what} forward"),
+            flops,
+            &class,
+            rows,
+            || g.conv2d(&x, &w, None, spec).map(|_| ()),
+        )?;
         let dy = g.conv2d(&x, &w, None, spec)?;
         let ms = median_ms(o.reps, || {
             g.conv2d_backward(&x, &w, &dy, spec)?;
@@ -100,34 +140,10 @@ fn matmul_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result
         let b = g.random(&[k, n], Distribution::Normal, RngStream::new(7, i as u64))?;
         let flops = 2.0 * (m * k * n) as f64;
         let shape = format!("matmul [{m}, {k}] × [{k}, {n}]");
-        let time = |v: Option<MatmulVariant>| {
-            g.tuner.forced.set(v);
-            let ms = median_ms(o.reps, || {
-                g.matmul(&a, &b)?;
-                g.ctx.finish("report")
-            });
-            g.tuner.forced.set(None);
-            ms
-        };
-        for v in MatmulVariant::ALL {
-            let ms = time(Some(v))?;
-            rows.push(Row {
-                what: format!("{shape} {}", v.name()),
-                ms,
-                gflops: Some(flops / ms / 1e6),
-            });
-        }
-        // The first unforced run tunes the class (if not cached).
-        let ms = time(None)?;
-        let chosen = g
-            .tuner
-            .settled(&tune::matmul_class(m, k, n))
-            .map_or("?", |v| v.name());
-        rows.push(Row {
-            what: format!("{shape} chosen: {chosen}"),
-            ms,
-            gflops: Some(flops / ms / 1e6),
-        });
+        let class = tune::matmul_class(m, k, n);
+        variant_rows(g, o, &shape, flops, &class, rows, || {
+            g.matmul(&a, &b).map(|_| ())
+        })?;
     }
     Ok(())
 }
@@ -217,13 +233,15 @@ pub fn render(g: &GpuBackend, o: &ReportOptions, rows: &[Row]) -> String {
         o.config.nf,
         o.config.ch_mult
     );
+    // The rows below say what was chosen for their shapes; the cache may hold
+    // many more classes (every shape this adapter has run).
+    let choices = g.tuner.choices();
+    let tiled = choices.iter().filter(|(_, v)| *v == Variant::Tiled).count();
     s.push_str(&format!(
-        "autotune: {:?} (SCOREDD_TUNE); conv kernels: register-blocked only so far\n",
-        g.tuner.mode
+        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled; conv backward: register-blocked only so far\n",
+        g.tuner.mode,
+        choices.len(),
     ));
-    for (class, v) in g.tuner.choices() {
-        s.push_str(&format!("  {class}: {}\n", v.name()));
-    }
     s.push_str(&format!("{:<64} {:>10} {:>9}\n", "figure", "ms", "GFLOP/s"));
     for r in rows {
         let rate = r.gflops.map_or("-".into(), |v| format!("{v:.1}"));

@@ -1,6 +1,6 @@
 //! conv2d and its gradients on the GPU. The forward: the register-blocked
-//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2) on weights packed
-//! k-major. The backward: dx of a stride-1 conv is the forward kernel on dy
+//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2) or the tiled
+//! `conv2d_tiled.wgsl`, as the tuner picks, on weights packed k-major. The backward: dx of a stride-1 conv is the forward kernel on dy
 //! with flipped, transposed weights; stride 2 has its own kernel; dw is one
 //! GEMM per tap with the reduction split for parallelism; db a row sum.
 //! Operands are packed (transposed, zero-padded to 8) by `strided_pack.wgsl`,
@@ -10,6 +10,7 @@ use super::context::Bind;
 use super::kernels;
 use super::launch::{grid_1d, grid_2d, grid_3d, grid_rows, pad8, u32_of, PackView, WG};
 use super::params::*;
+use super::tune::{self, Variant};
 use super::{GpuBackend, GpuTensor};
 use crate::backend::{numel, Conv2dGrads, ConvGeometry};
 use crate::error::{Error, Result};
@@ -88,31 +89,46 @@ impl GpuBackend {
         };
         numel(OP, &[g.batch, g.c_in, g.h, g.w]).and_then(|n| u32_of(OP, "input elements", n))?;
         numel(OP, &g.out_shape()).and_then(|n| u32_of(OP, "output elements", n))?;
-        let tiles = (g.batch * g.h_out * tiles_x) as u64;
-        let groups = grid_2d(
-            OP,
-            tiles.div_ceil(WG as u64),
-            g.c_out.div_ceil(8) as u64,
-            max,
-            &|| format!("input {:?}", x.shape),
-        )?;
         // A bound buffer may not be both read and written: without a bias, bind a dummy.
         let bias_buf = match bias {
             Some(b) => b.buf.clone(),
             None => self.ctx.placeholder()?,
         };
-        self.ctx.dispatch(
-            kernel,
-            &[],
-            &params,
-            &[
-                Bind::Storage(&x.buf),
-                Bind::Storage(&packed),
-                Bind::Storage(&bias_buf),
-                Bind::Storage(&out.buf),
-            ],
-            groups,
-        )?;
+        let binds = [
+            Bind::Storage(&x.buf),
+            Bind::Storage(&packed),
+            Bind::Storage(&bias_buf),
+            Bind::Storage(&out.buf),
+        ];
+        let positions = g.batch * g.h_out * g.w_out;
+        let class = tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions);
+        let what = || format!("input {:?}", x.shape);
+        self.run_tuned(&class, &|v| match v {
+            Variant::RegisterBlocked => {
+                let tiles = (g.batch * g.h_out * tiles_x) as u64;
+                let groups = grid_2d(
+                    OP,
+                    tiles.div_ceil(WG as u64),
+                    g.c_out.div_ceil(8) as u64,
+                    max,
+                    &what,
+                )?;
+                self.ctx.dispatch(kernel, &[], &params, &binds, groups)
+            }
+            Variant::Tiled => {
+                let groups = grid_2d(
+                    OP,
+                    positions.div_ceil(64) as u64,
+                    g.c_out.div_ceil(64) as u64,
+                    max,
+                    &what,
+                )?;
+                let constants = [("KSIZE", g.k as u32), ("STRIDE", g.stride as u32)];
+                let tiled = kernels::CONV2D_TILED;
+                self.ctx
+                    .dispatch(tiled, &constants, &params, &binds, groups)
+            }
+        })?;
         Ok(out)
     }
 

@@ -1,12 +1,12 @@
-//! The matmul family: which variant runs (forced, cached, or measured on
-//! the spot by the tuner) and the workgroup-memory tiled variant; the
-//! register-blocked one lives with the other primitives.
+//! Which variant of a kernel family runs (forced, cached, or measured on the
+//! spot by the tuner), and the matmul family's workgroup-memory tiled
+//! variant; the register-blocked one lives with the other primitives.
 
 use super::context::Bind;
 use super::kernels;
 use super::launch::{grid_2d, u32_of};
 use super::params::MatmulAnyParams;
-use super::tune::{self, MatmulVariant};
+use super::tune::{self, Variant};
 use super::{GpuBackend, GpuTensor};
 use crate::backend::plan::MatmulPlan;
 use crate::error::Result;
@@ -25,48 +25,35 @@ impl GpuBackend {
         c: &GpuTensor,
     ) -> Result<()> {
         let class = tune::matmul_class(p.m, p.k, p.n);
-        match self.tuner.settled(&class) {
-            Some(v) => self.matmul_variant(v, p, a, b, c),
-            None => self.tune_matmul(&class, p, a, b, c).map(|_| ()),
+        self.run_tuned(&class, &|v| match v {
+            Variant::RegisterBlocked => self.matmul_register_blocked(p, a, b, c),
+            Variant::Tiled => self.matmul_tiled(p, a, b, c),
+        })
+    }
+
+    /// Runs `run` with the variant settled for `class`, or times every
+    /// variant (each run must leave the same, correct result) and keeps the
+    /// fastest.
+    pub(super) fn run_tuned(&self, class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<()> {
+        match self.tuner.settled(class) {
+            Some(v) => run(v),
+            None => self.tune(class, run).map(|_| ()),
         }
     }
 
-    /// Runs one variant: what tests force and the tuner times.
-    pub(super) fn matmul_variant(
-        &self,
-        v: MatmulVariant,
-        p: &MatmulPlan,
-        a: &GpuTensor,
-        b: &GpuTensor,
-        c: &GpuTensor,
-    ) -> Result<()> {
-        match v {
-            MatmulVariant::RegisterBlocked => self.matmul_register_blocked(p, a, b, c),
-            MatmulVariant::Tiled => self.matmul_tiled(p, a, b, c),
-        }
-    }
-
-    /// Times every variant on these operands (each leaves C correct) and keeps
-    /// the fastest for the shape class.
     #[cfg(not(target_arch = "wasm32"))]
-    pub(super) fn tune_matmul(
-        &self,
-        class: &str,
-        p: &MatmulPlan,
-        a: &GpuTensor,
-        b: &GpuTensor,
-        c: &GpuTensor,
-    ) -> Result<MatmulVariant> {
+    fn tune(&self, class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<Variant> {
         // Work queued before us must not be billed to the first candidate.
         self.ctx.finish("autotune")?;
         let mut times = Vec::new();
-        for v in MatmulVariant::ALL {
-            self.matmul_variant(v, p, a, b, c)?;
+        for v in Variant::ALL {
+            // The warm-up also compiles the candidate's pipeline.
+            run(v)?;
             self.ctx.finish("autotune")?;
             let mut t = Vec::with_capacity(TUNE_REPS);
             for _ in 0..TUNE_REPS {
                 let start = std::time::Instant::now();
-                self.matmul_variant(v, p, a, b, c)?;
+                run(v)?;
                 self.ctx.finish("autotune")?;
                 t.push(start.elapsed().as_secs_f64() * 1e3);
             }
@@ -78,16 +65,9 @@ impl GpuBackend {
 
     /// In the browser nothing may wait for the GPU: the default, never timed.
     #[cfg(target_arch = "wasm32")]
-    pub(super) fn tune_matmul(
-        &self,
-        _class: &str,
-        p: &MatmulPlan,
-        a: &GpuTensor,
-        b: &GpuTensor,
-        c: &GpuTensor,
-    ) -> Result<MatmulVariant> {
-        self.matmul_variant(MatmulVariant::DEFAULT, p, a, b, c)?;
-        Ok(MatmulVariant::DEFAULT)
+    fn tune(&self, _class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<Variant> {
+        run(Variant::DEFAULT)?;
+        Ok(Variant::DEFAULT)
     }
 
     /// The tiled variant: any shape, operands read as given.

@@ -13,27 +13,30 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::kernels::{MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE, MATMUL_VEC4};
+use super::kernels::{
+    CONV2D_K3S1, CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE, MATMUL_VEC4,
+};
 
-/// The matmul family's variants.
+/// A kernel family's variants (matmul and conv forward have both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MatmulVariant {
-    /// 8×8 outputs per invocation in registers, A transposed first
-    /// (`matmul.wgsl`; `matmul_any.wgsl` when N is not a multiple of 4).
+pub enum Variant {
+    /// 8×8 outputs per invocation in registers (`matmul.wgsl`, A transposed
+    /// first, or `matmul_any.wgsl` when N is not a multiple of 4; `conv2d.wgsl`).
     RegisterBlocked,
-    /// 64×64 workgroup tiles staged through workgroup memory (`matmul_tiled.wgsl`).
+    /// 64×64 output tiles staged through workgroup memory
+    /// (`matmul_tiled.wgsl`, `conv2d_tiled.wgsl`).
     Tiled,
 }
 
-impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 2] = [MatmulVariant::RegisterBlocked, MatmulVariant::Tiled];
+impl Variant {
+    pub const ALL: [Variant; 2] = [Variant::RegisterBlocked, Variant::Tiled];
     /// What `SCOREDD_TUNE=off` uses: the kernel the backend had before tuning.
-    pub const DEFAULT: MatmulVariant = MatmulVariant::RegisterBlocked;
+    pub const DEFAULT: Variant = Variant::RegisterBlocked;
 
     pub fn name(self) -> &'static str {
         match self {
-            MatmulVariant::RegisterBlocked => "register-blocked 8x8",
-            MatmulVariant::Tiled => "tiled 64x64x16",
+            Variant::RegisterBlocked => "register-blocked 8x8",
+            Variant::Tiled => "tiled 64x64x16",
         }
     }
 
@@ -93,16 +96,31 @@ fn fnv1a(parts: &[&str]) -> u64 {
     h
 }
 
-/// The hash of the matmul family's shaders: a changed kernel re-measures.
-pub fn matmul_shader_hash() -> u64 {
+/// The hash of the tuned families' shaders: a changed kernel re-measures.
+pub fn shader_hash() -> u64 {
     let w = [
         MATMUL_VEC4.info,
         MATMUL_ANY.info,
         MATMUL_TILED.info,
         MATMUL_TRANSPOSE.info,
+        CONV2D_K3S1.info,
+        CONV2D_TILED.info,
     ]
     .map(|k| k.wgsl());
-    fnv1a(&[&w[0], &w[1], &w[2], &w[3]])
+    let parts: Vec<&str> = w.iter().map(|s| s.as_str()).collect();
+    fnv1a(&parts)
+}
+
+/// A conv forward's shape class: kernel, stride, and channels and output
+/// positions rounded up to powers of two.
+pub fn conv_class(k: usize, stride: usize, c_in: usize, c_out: usize, positions: usize) -> String {
+    let p2 = |v: usize| v.max(1).next_power_of_two();
+    format!(
+        "conv k{k} s{stride} cin{} cout{} pos{}",
+        p2(c_in),
+        p2(c_out),
+        p2(positions)
+    )
 }
 
 /// The cache's key for an adapter: name, driver, backend and shader hash.
@@ -113,7 +131,7 @@ pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
         info.driver,
         info.driver_info,
         info.backend,
-        matmul_shader_hash()
+        shader_hash()
     )
     .replace(['\t', '\n'], " ")
 }
@@ -122,7 +140,7 @@ pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
 /// `key<TAB>class<TAB>variant` line each.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TuneCache {
-    pub entries: BTreeMap<(String, String), MatmulVariant>,
+    pub entries: BTreeMap<(String, String), Variant>,
 }
 
 impl TuneCache {
@@ -132,10 +150,7 @@ impl TuneCache {
             .filter_map(|l| {
                 let mut f = l.split('\t');
                 let (key, class, v) = (f.next()?, f.next()?, f.next()?);
-                Some((
-                    (key.to_string(), class.to_string()),
-                    MatmulVariant::from_name(v)?,
-                ))
+                Some(((key.to_string(), class.to_string()), Variant::from_name(v)?))
             })
             .collect();
         TuneCache { entries }
@@ -193,12 +208,12 @@ pub fn default_cache_path() -> Option<PathBuf> {
 /// and the timings behind them (for the GPU report).
 pub struct Tuner {
     pub mode: TuneMode,
-    pub forced: Cell<Option<MatmulVariant>>,
+    pub forced: Cell<Option<Variant>>,
     key: String,
     path: Option<PathBuf>,
     cache: RefCell<TuneCache>,
     /// Milliseconds per variant, by shape class, measured in this process.
-    pub timings: RefCell<BTreeMap<String, Vec<(MatmulVariant, f64)>>>,
+    pub timings: RefCell<BTreeMap<String, Vec<(Variant, f64)>>>,
 }
 
 impl Tuner {
@@ -229,23 +244,23 @@ impl Tuner {
     }
 
     /// The variant for `class` if it is settled (forced, off, or chosen before).
-    pub fn settled(&self, class: &str) -> Option<MatmulVariant> {
+    pub fn settled(&self, class: &str) -> Option<Variant> {
         if let Some(v) = self.forced.get() {
             return Some(v);
         }
         if self.mode == TuneMode::Off || cfg!(target_arch = "wasm32") {
-            return Some(MatmulVariant::DEFAULT);
+            return Some(Variant::DEFAULT);
         }
         let key = (self.key.clone(), class.to_string());
         self.cache.borrow().entries.get(&key).copied()
     }
 
     /// Records the measured times of `class` and keeps (and saves) the fastest.
-    pub fn choose(&self, class: &str, times: Vec<(MatmulVariant, f64)>) -> MatmulVariant {
+    pub fn choose(&self, class: &str, times: Vec<(Variant, f64)>) -> Variant {
         let best = times
             .iter()
             .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(MatmulVariant::DEFAULT, |t| t.0);
+            .map_or(Variant::DEFAULT, |t| t.0);
         let line = times
             .iter()
             .map(|(v, ms)| format!("{} {ms:.3} ms", v.name()))
@@ -266,7 +281,7 @@ impl Tuner {
     }
 
     /// The choices made or loaded for this adapter, by shape class.
-    pub fn choices(&self) -> Vec<(String, MatmulVariant)> {
+    pub fn choices(&self) -> Vec<(String, Variant)> {
         self.cache
             .borrow()
             .entries
