@@ -196,17 +196,30 @@ impl GpuContext {
                 Some(epoch),
             ));
         }
+        // Free buffers of other classes may be what the device lacks: give
+        // them back and try once more before reporting out of memory.
+        let buf = match self.create_storage(op, class) {
+            Err(Error::OutOfMemory(_)) if self.memory_stats().pooled_bytes > 0 => {
+                self.trim_pool();
+                self.create_storage(op, class)?
+            }
+            r => r?,
+        };
+        pool::lock(&self.pool).created(class);
+        Ok((GpuBuf::new(buf, len, class, Some(self.pool.clone())), None))
+    }
+
+    fn create_storage(&self, op: &'static str, size: u64) -> Result<wgpu::Buffer> {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(op),
-            size: class,
+            size,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         self.check(op)?;
-        pool::lock(&self.pool).created(class);
-        Ok((GpuBuf::new(buf, len, class, Some(self.pool.clone())), None))
+        Ok(buf)
     }
 
     /// The pool's device-memory figures.
