@@ -227,6 +227,11 @@ fn gpu_matmul_autotune_measures_and_settles() {
     );
     assert!(g.tuner.settled(&matmul_class(96, 80, 72)).is_some());
     assert_eq!(g.tuner.timings.borrow().len(), 1);
+    let line = g.tuner.summary();
+    assert!(
+        line.contains("1 measured now: matmul m128 k128 n128 → "),
+        "{line}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -280,6 +280,31 @@ impl Tuner {
         best
     }
 
+    /// One line for `--verbose`: what this process measured and chose, and
+    /// how many choices came from the cache (the CLI prints it; each choice
+    /// is also logged at `info` as it is made).
+    pub fn summary(&self) -> String {
+        let timings = self.timings.borrow();
+        let measured: Vec<String> = timings
+            .iter()
+            .map(|(class, times)| {
+                let best = times
+                    .iter()
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or("?", |t| t.0.name());
+                format!("{class} → {best}")
+            })
+            .collect();
+        let cached = self.choices().len().saturating_sub(measured.len());
+        format!(
+            "autotune ({:?}): {} measured now{}{}; {cached} from the cache",
+            self.mode,
+            measured.len(),
+            if measured.is_empty() { "" } else { ": " },
+            measured.join(", ")
+        )
+    }
+
     /// The choices made or loaded for this adapter, by shape class.
     pub fn choices(&self) -> Vec<(String, Variant)> {
         self.cache
