@@ -241,13 +241,8 @@ impl GpuBackend {
         };
         let tiles = numel(OP, &[g.batch, g.h, tiles_x])?;
         u32_of(OP, "input-gradient tiles", tiles)?;
-        let groups = grid_2d(
-            OP,
-            (tiles as u64).div_ceil(WG as u64),
-            g.c_in.div_ceil(8) as u64,
-            self.ctx.limits.max_compute_workgroups_per_dimension,
-            &|| format!("input gradient {:?}", dx.shape),
-        )?;
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let what = || format!("input gradient {:?}", dx.shape);
         let kernel = if g.k == 1 {
             kernels::CONV2D_K1S1
         } else {
@@ -255,18 +250,34 @@ impl GpuBackend {
         };
         // The forward kernel binds a bias; with has_bias = 0 it is never read.
         let no_bias = self.ctx.placeholder()?;
-        self.ctx.dispatch(
-            kernel,
-            &[],
-            &params,
-            &[
-                Bind::Storage(&dy.buf),
-                Bind::Storage(&packed),
-                Bind::Storage(&no_bias),
-                Bind::Storage(&dx.buf),
-            ],
-            groups,
-        )
+        let binds = [
+            Bind::Storage(&dy.buf),
+            Bind::Storage(&packed),
+            Bind::Storage(&no_bias),
+            Bind::Storage(&dx.buf),
+        ];
+        // Either forward family serves: the tiled one reads the (possibly
+        // negative) padding as i32 too.
+        let positions = g.batch * g.h * g.w;
+        let class = format!(
+            "dx-{}",
+            tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)
+        );
+        self.run_tuned(&class, &|v| match v {
+            Variant::RegisterBlocked => {
+                let gx = (tiles as u64).div_ceil(WG as u64);
+                let groups = grid_2d(OP, gx, g.c_in.div_ceil(8) as u64, max, &what)?;
+                self.ctx.dispatch(kernel, &[], &params, &binds, groups)
+            }
+            Variant::Tiled => {
+                let gx = positions.div_ceil(64) as u64;
+                let groups = grid_2d(OP, gx, g.c_in.div_ceil(64) as u64, max, &what)?;
+                let constants = [("KSIZE", g.k as u32), ("STRIDE", 1)];
+                let tiled = kernels::CONV2D_TILED;
+                self.ctx
+                    .dispatch(tiled, &constants, &params, &binds, groups)
+            }
+        })
     }
 
     /// dx of a stride-2 conv: the dedicated kernel of conv2d_backward_input.wgsl.

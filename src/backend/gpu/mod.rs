@@ -3,7 +3,9 @@
 //!
 //! One file per concept: `primitives` (Backend), `module_ops` (with `conv`),
 //! `scoredd_ops`, `train_ops`; `launch` holds the dispatch helpers they
-//! share, `kernels` and `params` the declared WGSL entry points.
+//! share, `kernels` and `params` the declared WGSL entry points, `pool` the
+//! recycled storage buffers, `tune` and `matmul` the kernel variants (matmul,
+//! conv forward, stride-1 conv input gradient) and the autotuner picking one.
 
 // In the browser wgpu's handles are neither Send nor Sync; tensors still share
 // buffers through Arc so the code is one for both targets.
