@@ -80,7 +80,7 @@ pub fn matmul_class(m: usize, k: usize, n: usize) -> String {
         p2(m),
         p2(k),
         p2(n),
-        if n % 4 == 0 { "" } else { " odd" }
+        if n.is_multiple_of(4) { "" } else { " odd" }
     )
 }
 
