@@ -14,6 +14,10 @@ use crate::error::Result;
 /// Timed runs per candidate after a warm-up (which also compiles it).
 #[cfg(not(target_arch = "wasm32"))]
 const TUNE_REPS: usize = 3;
+/// A candidate whose warm-up takes this many times the best median so far
+/// is dropped without timed runs.
+#[cfg(not(target_arch = "wasm32"))]
+const SKIP_FACTOR: f64 = 4.0;
 
 impl GpuBackend {
     /// C = A·B into `c` (M, N > 0) with the variant chosen for this shape class.
@@ -47,9 +51,22 @@ impl GpuBackend {
         self.ctx.finish("autotune")?;
         let mut times = Vec::new();
         for v in Variant::ALL {
-            // The warm-up also compiles the candidate's pipeline.
+            // The warm-up also compiles the candidate's pipeline. A candidate
+            // whose warm-up is already far slower than the best so far is not
+            // timed again: on a software adapter a slow variant of a big conv
+            // costs seconds a run.
+            let start = std::time::Instant::now();
             run(v)?;
             self.ctx.finish("autotune")?;
+            let warm = start.elapsed().as_secs_f64() * 1e3;
+            let best = times
+                .iter()
+                .map(|t: &(Variant, f64)| t.1)
+                .fold(f64::INFINITY, f64::min);
+            if warm > SKIP_FACTOR * best {
+                times.push((v, warm));
+                continue;
+            }
             let mut t = Vec::with_capacity(TUNE_REPS);
             for _ in 0..TUNE_REPS {
                 let start = std::time::Instant::now();
