@@ -20,8 +20,9 @@ fn the_gpu_report_runs_and_measures_every_figure() {
         ncsnpp256: false,
     };
     let rows = gpu_report::measure(&g, &o).unwrap();
-    // Two levels × (forward, backward), a training step, one detection.
-    assert_eq!(rows.len(), 6);
+    // Two levels × (conv forward per variant and chosen, backward; matmul
+    // per variant and chosen), a training step, one detection.
+    assert_eq!(rows.len(), 2 * (3 + 1 + 3) + 2);
     for r in &rows {
         assert!(r.ms.is_finite() && r.ms > 0.0, "{}: {} ms", r.what, r.ms);
         if let Some(v) = r.gflops {
@@ -30,8 +31,43 @@ fn the_gpu_report_runs_and_measures_every_figure() {
     }
     let text = gpu_report::render(&g, &o, &rows);
     assert!(
-        text.contains("train step b2") && text.contains("Score-DD"),
+        text.contains("train step b2")
+            && text.contains("Score-DD")
+            && text.contains("chosen: ")
+            && text.contains("tiled 64x64x16")
+            && text.contains("buffer pool: high-water"),
         "{text}"
     );
     println!("{text}");
+}
+
+/// The buffer pool: after one forward has sized it, repeated forwards reuse
+/// its buffers and its high-water mark does not grow.
+#[test]
+fn repeated_forwards_do_not_grow_the_pool() {
+    use scoredd::backend::{Backend, Distribution};
+    use scoredd::method::ScoreFn;
+    use scoredd::nn::score_model::ScoreModel;
+    use scoredd::rng::RngStream;
+    use scoredd::sde::SdeConfig;
+
+    let Some(g) = common::gpu() else { return };
+    let cfg = UNetConfig::tiny(1, TimeEmbedding::Fourier);
+    let m = ScoreModel::new(&g, cfg.clone(), SdeConfig::ve(50.0), 0).unwrap();
+    let shape = [2, cfg.channels, cfg.image_size, cfg.image_size];
+    let x = g
+        .random(&shape, Distribution::Uniform, RngStream::new(7, 0))
+        .unwrap();
+    let first = g.read(&m.score(&g, &x, &[0.5, 0.25]).unwrap()).unwrap();
+    let warm = g.memory_stats();
+    for _ in 0..3 {
+        let again = g.read(&m.score(&g, &x, &[0.5, 0.25]).unwrap()).unwrap();
+        assert_eq!(again, first, "a recycled buffer changed a forward's result");
+    }
+    let after = g.memory_stats();
+    assert!(warm.peak_bytes > 0, "{warm:?}");
+    assert_eq!(after.peak_bytes, warm.peak_bytes, "{warm:?} → {after:?}");
+    assert_eq!(after.allocations, warm.allocations, "{warm:?} → {after:?}");
+    assert!(after.reuses > warm.reuses, "{after:?}");
+    println!("pool after 4 forwards: {after:?}");
 }

@@ -129,6 +129,112 @@ fn gpu_matmul_matches_cpu() {
     }
 }
 
+/// Shapes that cross the tiled variant's 64×64×16 tiles unevenly, and the
+/// register-blocked one's 8×8 blocks and vec4 rows (N % 4 both ways).
+const MATMUL_ODD_SHAPES: [(usize, usize, usize); 7] = [
+    (1, 1, 1),
+    (65, 17, 67),
+    (130, 33, 129),
+    (64, 16, 64),
+    (7, 100, 12),
+    (70, 40, 4),
+    (3, 0, 5),
+];
+
+/// Every matmul variant, forced, against the CPU op.
+#[test]
+fn gpu_matmul_every_variant_matches_cpu() {
+    use scoredd::backend::gpu::tune::Variant;
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    for v in Variant::ALL {
+        g.tuner.forced.set(Some(v));
+        for (i, &shape) in MATMUL_SHAPES.iter().chain(&MATMUL_ODD_SHAPES).enumerate() {
+            let (a, b) = matmul_inputs(i, shape);
+            assert_close(
+                &format!("gpu matmul {} {shape:?}", v.name()),
+                &run_matmul(&g, &a, &b, shape),
+                &run_matmul(&c, &a, &b, shape),
+                2e-5,
+            );
+        }
+    }
+    g.tuner.forced.set(None);
+}
+
+/// The tuner: `off` settles on the default without measuring; a choice is
+/// saved to the cache file and a later tuner reads it back; `fresh` forgets
+/// this adapter's choices but keeps others'.
+#[test]
+fn the_tune_cache_round_trips_and_off_picks_the_default() {
+    use scoredd::backend::gpu::tune::{TuneCache, TuneMode, Tuner, Variant};
+    assert_eq!(TuneMode::parse(Some("off")), TuneMode::Off);
+    assert_eq!(TuneMode::parse(Some("fresh")), TuneMode::Fresh);
+    assert_eq!(TuneMode::parse(None), TuneMode::On);
+    let dir = std::env::temp_dir().join(format!("scoredd-tune-{}", std::process::id()));
+    let path = dir.join("sub").join("gpu-tune.tsv");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let off = Tuner::with(TuneMode::Off, "A".into(), Some(path.clone()));
+    assert_eq!(off.settled("matmul m64 k64 n64"), Some(Variant::DEFAULT));
+
+    let on = Tuner::with(TuneMode::On, "A".into(), Some(path.clone()));
+    assert_eq!(on.settled("c1"), None, "nothing measured yet");
+    let times = vec![(Variant::RegisterBlocked, 2.0), (Variant::Tiled, 1.0)];
+    assert_eq!(on.choose("c1", times), Variant::Tiled);
+    let other = Tuner::with(TuneMode::On, "B".into(), Some(path.clone()));
+    other.choose("c1", vec![(Variant::RegisterBlocked, 1.0)]);
+
+    let cache = TuneCache::load(&path);
+    assert_eq!(TuneCache::parse(&cache.render()), cache);
+    assert_eq!(cache.entries.len(), 2, "{cache:?}");
+    let again = Tuner::with(TuneMode::On, "A".into(), Some(path.clone()));
+    assert_eq!(again.settled("c1"), Some(Variant::Tiled));
+    let fresh = Tuner::with(TuneMode::Fresh, "A".into(), Some(path.clone()));
+    assert_eq!(fresh.settled("c1"), None);
+    let b = Tuner::with(TuneMode::Fresh, "A".into(), Some(path.clone()));
+    b.choose("c2", vec![(Variant::RegisterBlocked, 1.0)]);
+    let kept = TuneCache::load(&path);
+    assert!(
+        kept.entries
+            .contains_key(&("B".to_string(), "c1".to_string())),
+        "{kept:?}"
+    );
+    // A garbled line is skipped, not an error.
+    assert!(TuneCache::parse("x\ty\tno such variant\nonly one field\n")
+        .entries
+        .is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Tuning on a real shape (not forced, measured afresh) leaves a correct
+/// result and settles the shape class.
+#[test]
+fn gpu_matmul_autotune_measures_and_settles() {
+    use scoredd::backend::gpu::tune::{matmul_class, TuneMode, Tuner};
+    let Some(mut g) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("scoredd-tune-gpu-{}", std::process::id()));
+    g.tuner = Tuner::with(TuneMode::Fresh, "test".into(), Some(dir.join("t.tsv")));
+    let c = cpu();
+    let shape = (96, 80, 72);
+    let (a, b) = matmul_inputs(3, shape);
+    assert_eq!(g.tuner.settled(&matmul_class(96, 80, 72)), None);
+    assert_close(
+        "tuned gpu matmul",
+        &run_matmul(&g, &a, &b, shape),
+        &run_matmul(&c, &a, &b, shape),
+        2e-5,
+    );
+    assert!(g.tuner.settled(&matmul_class(96, 80, 72)).is_some());
+    assert_eq!(g.tuner.timings.borrow().len(), 1);
+    let line = g.tuner.summary();
+    assert!(
+        line.contains("1 measured now: matmul m128 k128 n128 → "),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // (batch, Cin, H, W, Cout, k, stride, padding, bias)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize, bool);
 
@@ -186,6 +292,36 @@ fn cpu_conv2d_matches_naive() {
             2e-5,
         );
     }
+}
+
+/// Cases that cross the tiled conv's 64-channel and 64-position tiles and
+/// its 16-row steps of Cin·K² unevenly.
+const CONV_ODD_CASES: [ConvCase; 4] = [
+    (1, 5, 9, 9, 70, 3, 1, 1, true),
+    (2, 7, 12, 11, 13, 3, 2, 1, false),
+    (1, 3, 15, 17, 65, 1, 1, 0, true),
+    (1, 9, 10, 7, 3, 1, 2, 0, true),
+];
+
+/// Every conv-forward variant, forced, against the CPU op.
+#[test]
+fn gpu_conv2d_every_variant_matches_cpu() {
+    use scoredd::backend::gpu::tune::Variant;
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    for v in Variant::ALL {
+        g.tuner.forced.set(Some(v));
+        for (i, &case) in CONV_CASES.iter().chain(&CONV_ODD_CASES).enumerate() {
+            let (x, w, bias) = conv_inputs(i, case);
+            assert_close(
+                &format!("gpu conv {} {case:?}", v.name()),
+                &run_conv(&g, &x, &w, bias.as_deref(), case),
+                &run_conv(&c, &x, &w, bias.as_deref(), case),
+                2e-5,
+            );
+        }
+    }
+    g.tuner.forced.set(None);
 }
 
 #[test]

@@ -82,6 +82,45 @@ fn gpu_conv2d_backward_matches_cpu() {
     }
 }
 
+/// The conv backward with every variant forced (the stride-1 input gradient
+/// runs either forward family), on the cases above plus tile-crossing ones.
+#[test]
+fn gpu_conv2d_backward_every_variant_matches_cpu() {
+    use scoredd::backend::gpu::tune::Variant;
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let odd = [
+        (1, 70, 9, 9, 5, 3, 1, 1),
+        (2, 65, 5, 13, 3, 1, 1, 0),
+        (1, 4, 6, 7, 9, 3, 1, 3),
+    ];
+    for v in Variant::ALL {
+        g.tuner.forced.set(Some(v));
+        for (i, &case) in CONV_CASES.iter().chain(&odd).enumerate() {
+            let (b, ci, h, w, co, k, s, p) = case;
+            let ho = (h + 2 * p - k) / s + 1;
+            let wo = (w + 2 * p - k) / s + 1;
+            let seed = 10 * i as u64;
+            let data = [
+                rand_vec(b * ci * h * w, seed),
+                rand_vec(co * ci * k * k, seed + 1),
+                rand_vec(b * co * ho * wo, seed + 2),
+            ];
+            let want = conv_grads(&c, case, &data);
+            let got = conv_grads(&g, case, &data);
+            for (j, what) in ["dx", "dw", "db"].iter().enumerate() {
+                assert_close(
+                    &format!("conv2d_backward {} {what} {case:?}", v.name()),
+                    &got[j],
+                    &want[j],
+                    REL,
+                );
+            }
+        }
+    }
+    g.tuner.forced.set(None);
+}
+
 fn assert_shape_error<T>(r: scoredd::error::Result<T>, op: &str) {
     match r {
         Err(Error::Shape { op: o, .. }) if o == op => {}

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use scoredd::backend::gpu::tune::{self, Variant};
 use scoredd::backend::gpu::GpuBackend;
 use scoredd::backend::{Backend, Conv2dSpec, ConvGeometry, Distribution, ModuleOps};
 use scoredd::config::TrainConfig;
@@ -51,6 +52,45 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
+/// `run` timed with every variant forced, then with the one the tuner picks
+/// for `class` (measured now, or taken from its cache): three rows.
+fn variant_rows(
+    g: &GpuBackend,
+    o: &ReportOptions,
+    what: &str,
+    flops: f64,
+    class: &str,
+    rows: &mut Vec<Row>,
+    run: impl Fn() -> Result<()>,
+) -> Result<()> {
+    let time = |v: Option<Variant>| {
+        g.tuner.forced.set(v);
+        let ms = median_ms(o.reps, || {
+            run()?;
+            g.ctx.finish("report")
+        });
+        g.tuner.forced.set(None);
+        ms
+    };
+    for v in Variant::ALL {
+        let ms = time(Some(v))?;
+        rows.push(Row {
+            what: format!("{what} {}", v.name()),
+            ms,
+            gflops: Some(flops / ms / 1e6),
+        });
+    }
+    // The first unforced run tunes the class (if not cached).
+    let ms = time(None)?;
+    let chosen = g.tuner.settled(class).map_or("?", |v| v.name());
+    rows.push(Row {
+        what: format!("{what} chosen: {chosen}"),
+        ms,
+        gflops: Some(flops / ms / 1e6),
+    });
+    Ok(())
+}
+
 /// Forward and backward of the 3×3 conv at every level of `c` (channels and
 /// resolution as the U-net has them), the bulk of its FLOPs.
 fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<()> {
@@ -64,15 +104,16 @@ fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<(
         let w = g.random(&ws, Distribution::Normal, RngStream::new(2, i as u64))?;
         let flops = ConvGeometry::new(&xs, &ws, None, spec)?.flops();
         let what = format!("conv 3×3 {ch}→{ch} {res}² b{}", o.batch);
-        let ms = median_ms(o.reps, || {
-            g.conv2d(&x, &w, None, spec)?;
-            g.ctx.finish("report")
-        })?;
-        rows.push(Row {
-            what: format!("{what} forward"),
-            ms,
-            gflops: Some(flops / ms / 1e6),
-        });
+        let class = tune::conv_class(3, 1, ch, ch, o.batch * res * res);
+        variant_rows(
+            g,
+            o,
+            &format!("{what} forward"),
+            flops,
+            &class,
+            rows,
+            || g.conv2d(&x, &w, None, spec).map(|_| ()),
+        )?;
         let dy = g.conv2d(&x, &w, None, spec)?;
         let ms = median_ms(o.reps, || {
             g.conv2d_backward(&x, &w, &dy, spec)?;
@@ -83,6 +124,26 @@ fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<(
             ms,
             gflops: Some(2.0 * flops / ms / 1e6),
         });
+    }
+    Ok(())
+}
+
+/// The matmul family on the U-net's GEMM shapes (each level's 3×3 conv as
+/// im2col: [C, 9C] × [9C, B·res²]): every variant forced, then the variant
+/// the tuner picks (measured now, or taken from its cache).
+fn matmul_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<()> {
+    let c = &o.config;
+    for (i, mult) in c.ch_mult.iter().enumerate() {
+        let (ch, res) = (c.nf * mult, c.image_size >> i);
+        let (m, k, n) = (ch, 9 * ch, o.batch * res * res);
+        let a = g.random(&[m, k], Distribution::Normal, RngStream::new(6, i as u64))?;
+        let b = g.random(&[k, n], Distribution::Normal, RngStream::new(7, i as u64))?;
+        let flops = 2.0 * (m * k * n) as f64;
+        let shape = format!("matmul [{m}, {k}] × [{k}, {n}]");
+        let class = tune::matmul_class(m, k, n);
+        variant_rows(g, o, &shape, flops, &class, rows, || {
+            g.matmul(&a, &b).map(|_| ())
+        })?;
     }
     Ok(())
 }
@@ -151,6 +212,7 @@ fn ncsnpp_row(g: &GpuBackend) -> Result<Row> {
 pub fn measure(g: &GpuBackend, o: &ReportOptions) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     conv_rows(g, o, &mut rows)?;
+    matmul_rows(g, o, &mut rows)?;
     rows.push(train_row(g, o)?);
     rows.push(detect_row(g, o, 1)?);
     if !o.quick {
@@ -171,14 +233,28 @@ pub fn render(g: &GpuBackend, o: &ReportOptions, rows: &[Row]) -> String {
         o.config.nf,
         o.config.ch_mult
     );
-    s.push_str(
-        "kernel variant: register-blocked 8×8, 64 invocations (the only family so far; no autotuning yet)\n",
-    );
-    s.push_str(&format!("{:<44} {:>10} {:>9}\n", "figure", "ms", "GFLOP/s"));
+    // The rows below say what was chosen for their shapes; the cache may hold
+    // many more classes (every shape this adapter has run).
+    let choices = g.tuner.choices();
+    let tiled = choices.iter().filter(|(_, v)| *v == Variant::Tiled).count();
+    s.push_str(&format!(
+        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled; conv backward: stride-1 dx tuned like the forward, stride-2 dx and dw register-blocked only\n",
+        g.tuner.mode,
+        choices.len(),
+    ));
+    s.push_str(&format!("{:<64} {:>10} {:>9}\n", "figure", "ms", "GFLOP/s"));
     for r in rows {
         let rate = r.gflops.map_or("-".into(), |v| format!("{v:.1}"));
-        s.push_str(&format!("{:<44} {:>10.1} {:>9}\n", r.what, r.ms, rate));
+        s.push_str(&format!("{:<64} {:>10.2} {:>9}\n", r.what, r.ms, rate));
     }
-    s.push_str("device memory high-water mark: not tracked yet (no buffer pool)\n");
+    let m = g.memory_stats();
+    s.push_str(&format!(
+        "buffer pool: high-water {:.1} MiB, live {:.1} MiB, pooled {:.1} MiB; {} buffers created, {} reuses\n",
+        m.peak_bytes as f64 / 1048576.0,
+        m.live_bytes as f64 / 1048576.0,
+        m.pooled_bytes as f64 / 1048576.0,
+        m.allocations,
+        m.reuses
+    ));
     s
 }

@@ -4,15 +4,28 @@
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use super::kernels::{Kernel, PipelineCache};
 use super::params::{uniform_size, KernelParams};
+use super::pool::{self, GpuBuf, MemoryStats, Pool};
 use crate::error::{Error, Result};
 
 /// How many dispatches we record before submitting: enough to amortise
 /// submission, few enough that the GPU starts early.
 const MAX_PENDING_DISPATCHES: u32 = 256;
+
+/// The uniform ring's size: every dispatch of one submission gets its own
+/// slot (256 bytes apart on most devices), so 256 dispatches fit.
+const UNIFORM_RING_BYTES: u64 = 64 * 1024;
+
+/// The uniform parameters of the dispatches recorded since the last submit,
+/// staged on the host and written into one ring buffer just before the
+/// submit, instead of a new buffer per dispatch. Reusing the ring for the
+/// next submission is safe: queue writes run after earlier submissions.
+#[derive(Default)]
+struct UniformRing {
+    buf: Option<wgpu::Buffer>,
+    staged: Vec<u8>,
+}
 
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -26,7 +39,10 @@ pub struct GpuContext {
     errors: Arc<Mutex<Option<Reported>>>,
     lost: Arc<Mutex<Option<String>>>,
     /// A 16-byte buffer bound where a kernel's optional input is absent.
-    placeholder: RefCell<Option<wgpu::Buffer>>,
+    placeholder: RefCell<Option<Arc<GpuBuf>>>,
+    /// Storage buffers recycled by size class (see `pool`).
+    pool: Pool,
+    uniforms: RefCell<UniformRing>,
 }
 
 /// An error wgpu reported outside an error scope, kept as text: wgpu's own
@@ -38,7 +54,7 @@ enum Reported {
 
 /// One buffer bound to a kernel, in binding order after the uniform at binding 0.
 pub enum Bind<'a> {
-    Storage(&'a wgpu::Buffer),
+    Storage(&'a GpuBuf),
 }
 
 impl GpuContext {
@@ -115,6 +131,8 @@ impl GpuContext {
             errors,
             lost,
             placeholder: RefCell::new(None),
+            pool: Pool::default(),
+            uniforms: RefCell::default(),
         })
     }
 
@@ -142,10 +160,22 @@ impl GpuContext {
 
     /// A zero-filled storage buffer of `bytes` (rounded up to 16 so every
     /// buffer can also be read as vec4), refused with a typed error if the
-    /// device cannot bind it.
-    pub fn storage(&self, op: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
-        let size = bytes.max(16).div_ceil(16) * 16;
-        if size > self.max_binding() {
+    /// device cannot bind it. A recycled buffer is cleared by a command
+    /// recorded after every earlier use of it.
+    pub fn storage(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
+        let (buf, released) = self.alloc(op, bytes)?;
+        if released.is_some() {
+            self.with_encoder(|enc| enc.clear_buffer(&buf, 0, Some(buf.len())));
+        }
+        Ok(buf)
+    }
+
+    /// A buffer of `bytes` (rounded to 16) from the pool or the device, and
+    /// the epoch it was released in if it is recycled (its contents are then
+    /// stale, not zero).
+    fn alloc(&self, op: &'static str, bytes: u64) -> Result<(GpuBuf, Option<u64>)> {
+        let len = bytes.max(16).div_ceil(16) * 16;
+        if len > self.max_binding() {
             return Err(Error::TooLarge {
                 op,
                 bytes,
@@ -153,6 +183,33 @@ impl GpuContext {
                 limit: self.max_binding(),
             });
         }
+        // Past the binding limit's last class, allocate exactly (no pooling).
+        let class = pool::size_class(len);
+        let class = if class > self.max_binding() {
+            len
+        } else {
+            class
+        };
+        if let Some((buf, epoch)) = pool::lock(&self.pool).take(class) {
+            return Ok((
+                GpuBuf::new(buf, len, class, Some(self.pool.clone())),
+                Some(epoch),
+            ));
+        }
+        // Free buffers of other classes may be what the device lacks: give
+        // them back and try once more before reporting out of memory.
+        let buf = match self.create_storage(op, class) {
+            Err(Error::OutOfMemory(_)) if self.memory_stats().pooled_bytes > 0 => {
+                self.trim_pool();
+                self.create_storage(op, class)?
+            }
+            r => r?,
+        };
+        pool::lock(&self.pool).created(class);
+        Ok((GpuBuf::new(buf, len, class, Some(self.pool.clone())), None))
+    }
+
+    fn create_storage(&self, op: &'static str, size: u64) -> Result<wgpu::Buffer> {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(op),
             size,
@@ -165,29 +222,39 @@ impl GpuContext {
         Ok(buf)
     }
 
+    /// The pool's device-memory figures.
+    pub fn memory_stats(&self) -> MemoryStats {
+        pool::lock(&self.pool).stats()
+    }
+
+    /// Returns the pool's free buffers to the driver.
+    pub fn trim_pool(&self) {
+        pool::lock(&self.pool).trim();
+    }
+
     /// The shared stand-in for an absent optional input (e.g. no bias): a bound
     /// buffer may not be both read and written, so the output cannot stand in.
-    pub fn placeholder(&self) -> Result<wgpu::Buffer> {
+    pub fn placeholder(&self) -> Result<Arc<GpuBuf>> {
         if let Some(b) = self.placeholder.borrow().as_ref() {
             return Ok(b.clone());
         }
-        let b = self.storage("placeholder", 16)?;
+        let b = Arc::new(self.storage("placeholder", 16)?);
         *self.placeholder.borrow_mut() = Some(b.clone());
         Ok(b)
     }
 
-    /// A storage buffer holding `data` (padded to 16 bytes).
-    pub fn storage_init(&self, op: &'static str, data: &[u8]) -> Result<wgpu::Buffer> {
-        let buf = self.storage(op, data.len() as u64)?;
-        if !data.is_empty() {
-            let padded = data.len().div_ceil(4) * 4;
-            if padded == data.len() {
-                self.queue.write_buffer(&buf, 0, data);
-            } else {
-                let mut v = data.to_vec();
-                v.resize(padded, 0);
-                self.queue.write_buffer(&buf, 0, &v);
-            }
+    /// A storage buffer holding `data` (zero-padded to 16 bytes).
+    pub fn storage_init(&self, op: &'static str, data: &[u8]) -> Result<GpuBuf> {
+        let (buf, released) = self.alloc(op, data.len() as u64)?;
+        // `write_buffer` runs before the commands still in the open encoder,
+        // which may read this buffer's old contents: submit them first.
+        if released.is_some_and(|e| e == pool::lock(&self.pool).epoch) {
+            self.submit();
+        }
+        if released.is_some() || !data.is_empty() {
+            let mut v = data.to_vec();
+            v.resize(buf.len() as usize, 0);
+            self.queue.write_buffer(&buf, 0, &v);
         }
         Ok(buf)
     }
@@ -240,25 +307,20 @@ impl GpuContext {
             .pipelines
             .borrow_mut()
             .get(&self.device, kernel, constants);
-        let bytes = bytemuck::bytes_of(params);
-        let mut padded = bytes.to_vec();
-        padded.resize(uniform_size(bytes.len()), 0);
-        let uniform = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: &padded,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let (uniform, offset, size) = self.stage_uniform(bytemuck::bytes_of(params));
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &uniform,
+                offset,
+                size: std::num::NonZeroU64::new(size),
+            }),
         }];
         for (i, b) in binds.iter().enumerate() {
             let Bind::Storage(buf) = b;
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: buf.as_entire_binding(),
+                resource: buf.binding(),
             });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -282,6 +344,37 @@ impl GpuContext {
         self.check(kernel.entry)
     }
 
+    /// A slot of the uniform ring holding `bytes`: (ring, offset, size).
+    /// Submits first if the ring is full.
+    fn stage_uniform(&self, bytes: &[u8]) -> (wgpu::Buffer, u64, u64) {
+        let size = uniform_size(bytes.len()) as u64;
+        let align = (self.limits.min_uniform_buffer_offset_alignment as u64).max(16);
+        let ring_bytes = UNIFORM_RING_BYTES.max(size);
+        let fits =
+            |r: &UniformRing| (r.staged.len() as u64).div_ceil(align) * align + size <= ring_bytes;
+        if !fits(&self.uniforms.borrow()) {
+            self.submit();
+        }
+        let mut ring = self.uniforms.borrow_mut();
+        if ring.buf.as_ref().is_none_or(|b| b.size() < ring_bytes) {
+            ring.buf = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params ring"),
+                size: ring_bytes,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let offset = (ring.staged.len() as u64).div_ceil(align) * align;
+        ring.staged.resize(offset as usize, 0);
+        ring.staged.extend_from_slice(bytes);
+        ring.staged.resize((offset + size) as usize, 0);
+        let buf = ring
+            .buf
+            .clone()
+            .unwrap_or_else(|| unreachable!("created above"));
+        (buf, offset, size)
+    }
+
     /// Records a buffer-to-buffer copy.
     pub fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) {
         self.with_encoder(|enc| enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes));
@@ -289,10 +382,18 @@ impl GpuContext {
 
     /// Submits what has been recorded.
     pub fn submit(&self) {
+        {
+            let mut ring = self.uniforms.borrow_mut();
+            if let (Some(buf), false) = (&ring.buf, ring.staged.is_empty()) {
+                self.queue.write_buffer(buf, 0, &ring.staged);
+            }
+            ring.staged.clear();
+        }
         if let Some(enc) = self.encoder.borrow_mut().take() {
             self.queue.submit(Some(enc.finish()));
         }
         self.pending.set(0);
+        pool::lock(&self.pool).epoch += 1;
     }
 
     /// Submits pending work and waits for the device to finish it.

@@ -1,17 +1,16 @@
 //! conv2d and its gradients on the GPU. The forward: the register-blocked
-//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2) on weights packed
-//! k-major. The backward: dx of a stride-1 conv is the forward kernel on dy
+//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2) or the tiled
+//! `conv2d_tiled.wgsl`, as the tuner picks, on weights packed k-major. The backward: dx of a stride-1 conv is the forward kernel on dy
 //! with flipped, transposed weights; stride 2 has its own kernel; dw is one
 //! GEMM per tap with the reduction split for parallelism; db a row sum.
 //! Operands are packed (transposed, zero-padded to 8) by `strided_pack.wgsl`,
 //! an O(n) pass next to the kernels' O(n^1.5) work.
 
-use std::sync::Arc;
-
 use super::context::Bind;
 use super::kernels;
 use super::launch::{grid_1d, grid_2d, grid_3d, grid_rows, pad8, u32_of, PackView, WG};
 use super::params::*;
+use super::tune::{self, Variant};
 use super::{GpuBackend, GpuTensor};
 use crate::backend::{numel, Conv2dGrads, ConvGeometry};
 use crate::error::{Error, Result};
@@ -90,31 +89,46 @@ impl GpuBackend {
         };
         numel(OP, &[g.batch, g.c_in, g.h, g.w]).and_then(|n| u32_of(OP, "input elements", n))?;
         numel(OP, &g.out_shape()).and_then(|n| u32_of(OP, "output elements", n))?;
-        let tiles = (g.batch * g.h_out * tiles_x) as u64;
-        let groups = grid_2d(
-            OP,
-            tiles.div_ceil(WG as u64),
-            g.c_out.div_ceil(8) as u64,
-            max,
-            &|| format!("input {:?}", x.shape),
-        )?;
         // A bound buffer may not be both read and written: without a bias, bind a dummy.
         let bias_buf = match bias {
             Some(b) => b.buf.clone(),
-            None => Arc::new(self.ctx.placeholder()?),
+            None => self.ctx.placeholder()?,
         };
-        self.ctx.dispatch(
-            kernel,
-            &[],
-            &params,
-            &[
-                Bind::Storage(&x.buf),
-                Bind::Storage(&packed),
-                Bind::Storage(&bias_buf),
-                Bind::Storage(&out.buf),
-            ],
-            groups,
-        )?;
+        let binds = [
+            Bind::Storage(&x.buf),
+            Bind::Storage(&packed),
+            Bind::Storage(&bias_buf),
+            Bind::Storage(&out.buf),
+        ];
+        let positions = g.batch * g.h_out * g.w_out;
+        let class = tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions);
+        let what = || format!("input {:?}", x.shape);
+        self.run_tuned(&class, &|v| match v {
+            Variant::RegisterBlocked => {
+                let tiles = (g.batch * g.h_out * tiles_x) as u64;
+                let groups = grid_2d(
+                    OP,
+                    tiles.div_ceil(WG as u64),
+                    g.c_out.div_ceil(8) as u64,
+                    max,
+                    &what,
+                )?;
+                self.ctx.dispatch(kernel, &[], &params, &binds, groups)
+            }
+            Variant::Tiled => {
+                let groups = grid_2d(
+                    OP,
+                    positions.div_ceil(64) as u64,
+                    g.c_out.div_ceil(64) as u64,
+                    max,
+                    &what,
+                )?;
+                let constants = [("KSIZE", g.k as u32), ("STRIDE", g.stride as u32)];
+                let tiled = kernels::CONV2D_TILED;
+                self.ctx
+                    .dispatch(tiled, &constants, &params, &binds, groups)
+            }
+        })?;
         Ok(out)
     }
 
@@ -227,13 +241,8 @@ impl GpuBackend {
         };
         let tiles = numel(OP, &[g.batch, g.h, tiles_x])?;
         u32_of(OP, "input-gradient tiles", tiles)?;
-        let groups = grid_2d(
-            OP,
-            (tiles as u64).div_ceil(WG as u64),
-            g.c_in.div_ceil(8) as u64,
-            self.ctx.limits.max_compute_workgroups_per_dimension,
-            &|| format!("input gradient {:?}", dx.shape),
-        )?;
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let what = || format!("input gradient {:?}", dx.shape);
         let kernel = if g.k == 1 {
             kernels::CONV2D_K1S1
         } else {
@@ -241,18 +250,34 @@ impl GpuBackend {
         };
         // The forward kernel binds a bias; with has_bias = 0 it is never read.
         let no_bias = self.ctx.placeholder()?;
-        self.ctx.dispatch(
-            kernel,
-            &[],
-            &params,
-            &[
-                Bind::Storage(&dy.buf),
-                Bind::Storage(&packed),
-                Bind::Storage(&no_bias),
-                Bind::Storage(&dx.buf),
-            ],
-            groups,
-        )
+        let binds = [
+            Bind::Storage(&dy.buf),
+            Bind::Storage(&packed),
+            Bind::Storage(&no_bias),
+            Bind::Storage(&dx.buf),
+        ];
+        // Either forward family serves: the tiled one reads the (possibly
+        // negative) padding as i32 too.
+        let positions = g.batch * g.h * g.w;
+        let class = format!(
+            "dx-{}",
+            tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)
+        );
+        self.run_tuned(&class, &|v| match v {
+            Variant::RegisterBlocked => {
+                let gx = (tiles as u64).div_ceil(WG as u64);
+                let groups = grid_2d(OP, gx, g.c_in.div_ceil(8) as u64, max, &what)?;
+                self.ctx.dispatch(kernel, &[], &params, &binds, groups)
+            }
+            Variant::Tiled => {
+                let gx = positions.div_ceil(64) as u64;
+                let groups = grid_2d(OP, gx, g.c_in.div_ceil(64) as u64, max, &what)?;
+                let constants = [("KSIZE", g.k as u32), ("STRIDE", 1)];
+                let tiled = kernels::CONV2D_TILED;
+                self.ctx
+                    .dispatch(tiled, &constants, &params, &binds, groups)
+            }
+        })
     }
 
     /// dx of a stride-2 conv: the dedicated kernel of conv2d_backward_input.wgsl.

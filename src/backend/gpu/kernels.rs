@@ -117,6 +117,7 @@ kernels! {
     MATMUL_VEC4: MatmulParams = "matmul.wgsl"::matmul_vec4, bindings: 3;
     MATMUL_TRANSPOSE: MatmulTransposeParams = "matmul_transpose.wgsl"::matmul_transpose, bindings: 2;
     MATMUL_ANY: MatmulAnyParams = "matmul_any.wgsl"::matmul_any, bindings: 3;
+    MATMUL_TILED: MatmulAnyParams = "matmul_tiled.wgsl"::matmul_tiled, bindings: 3;
     STRIDED_PACK: StridedPackParams = "strided_pack.wgsl"::strided_pack, bindings: 2;
     BMM: BmmParams = "bmm.wgsl"::bmm, bindings: 3;
     SUM_BATCH: ReduceParams = "reduce.wgsl"::sum_batch, bindings: 2;
@@ -135,6 +136,7 @@ kernels! {
     CONV2D_K1S2: Conv2dParams = "conv2d.wgsl"::conv2d_k1s2, bindings: 4;
     CONV2D_K3S1: Conv2dParams = "conv2d.wgsl"::conv2d_k3s1, bindings: 4;
     CONV2D_K3S2: Conv2dParams = "conv2d.wgsl"::conv2d_k3s2, bindings: 4;
+    CONV2D_TILED: Conv2dParams = "conv2d_tiled.wgsl"::conv2d_tiled, bindings: 4;
     CONV_WEIGHT_PACK: ConvWeightPackParams = "conv_weight_pack.wgsl"::conv_weight_pack, bindings: 2;
     CONV2D_BACKWARD_INPUT_K1S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k1s2, bindings: 3;
     CONV2D_BACKWARD_INPUT_K3S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k3s2, bindings: 3;

@@ -5,7 +5,7 @@
 use super::context::Bind;
 use super::kernels::{self, Kernel};
 use super::params::{KernelParams, StridedPackParams};
-use super::{GpuBackend, GpuTensor};
+use super::{GpuBackend, GpuBuf, GpuTensor};
 use crate::backend::numel;
 use crate::error::{Error, Result};
 use crate::rng::RngStream;
@@ -175,10 +175,10 @@ impl GpuBackend {
     pub(super) fn pack(
         &self,
         op: &'static str,
-        src: &wgpu::Buffer,
+        src: &GpuBuf,
         src_len: usize,
         v: PackView,
-    ) -> Result<wgpu::Buffer> {
+    ) -> Result<GpuBuf> {
         let total = numel(op, &[v.batch, v.rows, v.cols_pad])?;
         u32_of(op, "packed operand elements", total)?;
         u32_of(op, "operand elements", src_len)?;

@@ -3,7 +3,9 @@
 //!
 //! One file per concept: `primitives` (Backend), `module_ops` (with `conv`),
 //! `scoredd_ops`, `train_ops`; `launch` holds the dispatch helpers they
-//! share, `kernels` and `params` the declared WGSL entry points.
+//! share, `kernels` and `params` the declared WGSL entry points, `pool` the
+//! recycled storage buffers, `tune` and `matmul` the kernel variants (matmul,
+//! conv forward, stride-1 conv input gradient) and the autotuner picking one.
 
 // In the browser wgpu's handles are neither Send nor Sync; tensors still share
 // buffers through Arc so the code is one for both targets.
@@ -13,17 +15,21 @@ mod context;
 mod conv;
 pub mod kernels;
 mod launch;
+mod matmul;
 mod module_ops;
 pub mod params;
+mod pool;
 mod primitives;
 mod scoredd_ops;
 mod train_ops;
+pub mod tune;
 
 use std::sync::Arc;
 
 use bytemuck::Pod;
 
 pub use context::GpuContext;
+pub use pool::{GpuBuf, MemoryStats};
 
 use crate::backend::numel;
 use crate::error::{Error, Result};
@@ -32,7 +38,7 @@ use crate::error::{Error, Result};
 /// shared buffer first, so tensors behave as values, as on the CPU backend.
 #[derive(Clone, Debug)]
 pub struct GpuTensor {
-    pub buf: Arc<wgpu::Buffer>,
+    pub buf: Arc<GpuBuf>,
     pub shape: Vec<usize>,
 }
 
@@ -47,6 +53,8 @@ impl GpuTensor {
 
 pub struct GpuBackend {
     pub ctx: GpuContext,
+    /// Which kernel variant runs each (family, shape class).
+    pub tuner: tune::Tuner,
 }
 
 impl GpuBackend {
@@ -57,9 +65,16 @@ impl GpuBackend {
     }
 
     pub async fn new_async() -> Result<Self> {
+        let ctx = GpuContext::new().await?;
         Ok(GpuBackend {
-            ctx: GpuContext::new().await?,
+            tuner: tune::Tuner::new(&ctx.info),
+            ctx,
         })
+    }
+
+    /// The buffer pool's device-memory figures (live, pooled, high-water).
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.ctx.memory_stats()
     }
 
     /// Copies a tensor to host memory without blocking: the way to read in the
@@ -92,7 +107,7 @@ impl GpuBackend {
         Ok(())
     }
 
-    fn upload_pod<T: Pod>(&self, op: &'static str, data: &[T]) -> Result<wgpu::Buffer> {
+    fn upload_pod<T: Pod>(&self, op: &'static str, data: &[T]) -> Result<GpuBuf> {
         self.ctx.storage_init(op, bytemuck::cast_slice(data))
     }
 }

@@ -14,7 +14,7 @@ use super::context::Bind;
 use super::kernels;
 use super::launch::{elems, grid_1d, grid_2d, grid_3d, pad8, rng_key, u32_of, PackView, WG};
 use super::params::*;
-use super::{GpuBackend, GpuTensor};
+use super::{GpuBackend, GpuBuf, GpuTensor};
 use crate::backend::plan::{
     BmmPlan, ConcatPlan, MatmulPlan, PointwisePlan, SplitPlan, SumBatchPlan,
 };
@@ -254,9 +254,9 @@ impl BackendKernels for GpuBackend {
 }
 
 impl GpuBackend {
-    /// C = A·B into `c` (M, N > 0): the vec4 kernel on a k-major copy of A
-    /// when N is a multiple of 4, else the general kernel.
-    fn matmul_into(
+    /// C = A·B into `c` (M, N > 0), register-blocked: the vec4 kernel on a
+    /// k-major copy of A when N is a multiple of 4, else the general kernel.
+    pub(super) fn matmul_register_blocked(
         &self,
         p: &MatmulPlan,
         a: &GpuTensor,
@@ -337,7 +337,7 @@ impl GpuBackend {
         p: &BmmPlan,
         a: &GpuTensor,
         b: &GpuTensor,
-    ) -> Result<(Arc<wgpu::Buffer>, Arc<wgpu::Buffer>)> {
+    ) -> Result<(Arc<GpuBuf>, Arc<GpuBuf>)> {
         const OP: &str = "bmm";
         let a_batch = if p.a_batched { p.batch } else { 1 };
         let b_batch = if p.b_batched { p.batch } else { 1 };

@@ -13,7 +13,7 @@ use super::context::Bind;
 use super::kernels;
 use super::launch::{grid_1d, u32_of, WG};
 use super::params::*;
-use super::{GpuBackend, GpuTensor};
+use super::{GpuBackend, GpuBuf, GpuTensor};
 use crate::backend::plan::{AdamPlan, DsmPlan};
 use crate::backend::{AdamStep, TrainKernels};
 use crate::error::Result;
@@ -34,7 +34,7 @@ impl GpuBackend {
     fn finish_sum(
         &self,
         op: &'static str,
-        partials: &wgpu::Buffer,
+        partials: &GpuBuf,
         count: u32,
         acc: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {

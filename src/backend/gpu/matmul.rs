@@ -1,0 +1,124 @@
+//! Which variant of a kernel family runs (forced, cached, or measured on the
+//! spot by the tuner), and the matmul family's workgroup-memory tiled
+//! variant; the register-blocked one lives with the other primitives.
+
+use super::context::Bind;
+use super::kernels;
+use super::launch::{grid_2d, u32_of};
+use super::params::MatmulAnyParams;
+use super::tune::{self, Variant};
+use super::{GpuBackend, GpuTensor};
+use crate::backend::plan::MatmulPlan;
+use crate::error::Result;
+
+/// Timed runs per candidate after a warm-up (which also compiles it).
+#[cfg(not(target_arch = "wasm32"))]
+const TUNE_REPS: usize = 3;
+/// A candidate whose warm-up takes this many times the best median so far
+/// is dropped without timed runs.
+#[cfg(not(target_arch = "wasm32"))]
+const SKIP_FACTOR: f64 = 4.0;
+
+impl GpuBackend {
+    /// C = A·B into `c` (M, N > 0) with the variant chosen for this shape class.
+    pub(super) fn matmul_into(
+        &self,
+        p: &MatmulPlan,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        c: &GpuTensor,
+    ) -> Result<()> {
+        let class = tune::matmul_class(p.m, p.k, p.n);
+        self.run_tuned(&class, &|v| match v {
+            Variant::RegisterBlocked => self.matmul_register_blocked(p, a, b, c),
+            Variant::Tiled => self.matmul_tiled(p, a, b, c),
+        })
+    }
+
+    /// Runs `run` with the variant settled for `class`, or times every
+    /// variant (each run must leave the same, correct result) and keeps the
+    /// fastest.
+    pub(super) fn run_tuned(&self, class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<()> {
+        match self.tuner.settled(class) {
+            Some(v) => run(v),
+            None => self.tune(class, run).map(|_| ()),
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn tune(&self, class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<Variant> {
+        // Work queued before us must not be billed to the first candidate.
+        self.ctx.finish("autotune")?;
+        let mut times = Vec::new();
+        for v in Variant::ALL {
+            // The warm-up also compiles the candidate's pipeline. A candidate
+            // whose warm-up is already far slower than the best so far is not
+            // timed again: on a software adapter a slow variant of a big conv
+            // costs seconds a run.
+            let start = std::time::Instant::now();
+            run(v)?;
+            self.ctx.finish("autotune")?;
+            let warm = start.elapsed().as_secs_f64() * 1e3;
+            let best = times
+                .iter()
+                .map(|t: &(Variant, f64)| t.1)
+                .fold(f64::INFINITY, f64::min);
+            if warm > SKIP_FACTOR * best {
+                times.push((v, warm));
+                continue;
+            }
+            let mut t = Vec::with_capacity(TUNE_REPS);
+            for _ in 0..TUNE_REPS {
+                let start = std::time::Instant::now();
+                run(v)?;
+                self.ctx.finish("autotune")?;
+                t.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            t.sort_by(f64::total_cmp);
+            times.push((v, t[t.len() / 2]));
+        }
+        Ok(self.tuner.choose(class, times))
+    }
+
+    /// In the browser nothing may wait for the GPU: the default, never timed.
+    #[cfg(target_arch = "wasm32")]
+    fn tune(&self, _class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<Variant> {
+        run(Variant::DEFAULT)?;
+        Ok(Variant::DEFAULT)
+    }
+
+    /// The tiled variant: any shape, operands read as given.
+    fn matmul_tiled(
+        &self,
+        p: &MatmulPlan,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        c: &GpuTensor,
+    ) -> Result<()> {
+        const OP: &str = "matmul";
+        let &MatmulPlan { m, k, n } = p;
+        for (what, v) in [("M", m), ("N", n), ("K", k)] {
+            u32_of(OP, what, v)?;
+        }
+        let params = MatmulAnyParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            ..Default::default()
+        };
+        let groups = grid_2d(
+            OP,
+            n.div_ceil(64) as u64,
+            m.div_ceil(64) as u64,
+            self.max_groups(),
+            &|| format!("[{m}, {k}] × [{k}, {n}]"),
+        )?;
+        let binds = [
+            Bind::Storage(&a.buf),
+            Bind::Storage(&b.buf),
+            Bind::Storage(&c.buf),
+        ];
+        self.ctx
+            .dispatch(kernels::MATMUL_TILED, &[], &params, &binds, groups)
+    }
+}
