@@ -1,7 +1,8 @@
 //! Charts: the loss curve's layout (title, tick labels, size), its y scale and
 //! its smoothing (no lag after a step, spikes ignored), the trajectory panels,
 //! number labels, and bad sizes.
-//! `cargo test --release --test plot -- --ignored` writes /tmp/plot_preview_*.png.
+//! `preview_charts_are_written` leaves sample charts in the temp dir
+//! (`plot_preview_*.png`) for a human to look at.
 
 use image::RgbImage;
 use scoredd::plot::{
@@ -295,14 +296,31 @@ fn path_panels_reject_bad_input() {
     ));
 }
 
-/// Writes sample charts to /tmp for a human to look at.
+/// Writes sample charts (a log-scale and a linear-scale loss curve) to the
+/// temp dir for a human to look at, and checks the files read back as the
+/// pictures drawn.
 #[test]
-#[ignore]
-fn preview_charts() {
+fn preview_charts_are_written() {
     let (xs, ys) = noisy_loss(800);
-    let img = loss_curve(&xs, &ys, 800, 450).unwrap();
-    save_png(&img, std::path::Path::new("/tmp/plot_preview_loss.png")).unwrap();
     let lin: Vec<f64> = ys.iter().map(|y| 0.4 + 0.05 * y).collect();
-    let img = loss_curve(&xs[..60], &lin[..60], 800, 450).unwrap();
-    save_png(&img, std::path::Path::new("/tmp/plot_preview_linear.png")).unwrap();
+    let charts = [
+        (
+            "plot_preview_loss.png",
+            loss_curve(&xs, &ys, 800, 450).unwrap(),
+        ),
+        (
+            "plot_preview_linear.png",
+            loss_curve(&xs[..60], &lin[..60], 800, 450).unwrap(),
+        ),
+    ];
+    assert_ne!(
+        charts[0].1, charts[1].1,
+        "log and linear charts drew the same picture"
+    );
+    for (name, img) in &charts {
+        let path = std::env::temp_dir().join(name);
+        save_png(img, &path).unwrap();
+        let back = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(&back, img, "{} does not read back as drawn", path.display());
+    }
 }
