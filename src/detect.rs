@@ -448,8 +448,7 @@ pub fn combine_profiled(
 ) -> Result<Vec<f32>> {
     let mut map = vec![1f32; size * size];
     for name in taps {
-        let mut sum = tap_sum(grids, name, js, i)?;
-        let g = &grids[name];
+        let (mut sum, g) = tap_sum(grids, name, js, i)?;
         if let Some(pm) = profile.and_then(|p| p.taps.get(name)) {
             standardise(&mut sum, g.h, g.w, pm);
         }
@@ -459,13 +458,14 @@ pub fn combine_profiled(
     Ok(map)
 }
 
-/// Σ over the time indices `js` of tap `name`'s distances for image `i`.
-fn tap_sum(
-    grids: &BTreeMap<String, TapGrid>,
+/// Σ over the time indices `js` of tap `name`'s distances for image `i`,
+/// with the tap's grid (for its size).
+fn tap_sum<'g>(
+    grids: &'g BTreeMap<String, TapGrid>,
     name: &str,
     js: &[usize],
     i: usize,
-) -> Result<Vec<f32>> {
+) -> Result<(Vec<f32>, &'g TapGrid)> {
     let g = grids
         .get(name)
         .ok_or_else(|| Error::Invalid(format!("no distances for tap {name:?}")))?;
@@ -473,22 +473,22 @@ fn tap_sum(
     for &j in js {
         sum.iter_mut().zip(g.at(i, j)).for_each(|(s, &v)| *s += v);
     }
-    Ok(sum)
+    Ok((sum, g))
 }
 
 /// Divides an `h × w` map by the profile's mean (resized to it when the
 /// detection size differs from the calibration's) plus a floor of a tenth of
 /// its average, so a position that is nearly always quiet cannot blow up.
 fn standardise(map: &mut [f32], h: usize, w: usize, pm: &ProfileMap) {
-    let mean = if (pm.h, pm.w) == (h, w) {
-        pm.mean.clone()
+    let mean: std::borrow::Cow<[f32]> = if (pm.h, pm.w) == (h, w) {
+        (&pm.mean[..]).into()
     } else {
-        bilinear_resize(&pm.mean, pm.h, pm.w, h, w)
+        bilinear_resize(&pm.mean, pm.h, pm.w, h, w).into()
     };
     let avg = mean.iter().map(|&v| v as f64).sum::<f64>() / mean.len().max(1) as f64;
     let floor = (0.1 * avg) as f32 + f32::MIN_POSITIVE;
     map.iter_mut()
-        .zip(&mean)
+        .zip(mean.iter())
         .for_each(|(v, &m)| *v /= m + floor);
 }
 
@@ -508,12 +508,10 @@ pub fn normal_profile(
     }
     let mut out = BTreeMap::new();
     for name in taps {
-        let g = grids
-            .get(name)
-            .ok_or_else(|| Error::Invalid(format!("no distances for tap {name:?}")))?;
-        let mut acc = vec![0f64; g.h * g.w];
-        for &i in normals {
-            let sum = tap_sum(grids, name, js, i)?;
+        let (first, g) = tap_sum(grids, name, js, normals[0])?;
+        let mut acc: Vec<f64> = first.iter().map(|&v| v as f64).collect();
+        for &i in &normals[1..] {
+            let (sum, _) = tap_sum(grids, name, js, i)?;
             acc.iter_mut().zip(&sum).for_each(|(a, &v)| *a += v as f64);
         }
         let n = normals.len() as f64;
@@ -680,7 +678,7 @@ pub fn start<B: NnBackend>(
         tensors: d.tensors,
         size,
         smooth: s.smooth,
-        profile: s.profile.clone().filter(|p| p.ts == s.ts),
+        profile: profile_in_use(s, opts.mode).cloned(),
     };
     let query = PairedQuery {
         images,
@@ -698,11 +696,9 @@ pub fn start<B: NnBackend>(
     };
     match opts.mode {
         Mode::ScoreDd => Ok(features(tap_distances_device(be, model, &query, &s.taps)?)),
-        Mode::NoScales => Ok(Pending {
-            // The profile was measured on Score-DD's own times, not this run.
-            profile: None,
-            ..features(tap_distances_device(be, model, &full_run, &s.taps)?)
-        }),
+        Mode::NoScales => Ok(features(tap_distances_device(
+            be, model, &full_run, &s.taps,
+        )?)),
         Mode::Reconstruction => {
             let run = paired_run(be, model, &full_run)?;
             Ok(Pending {
@@ -717,6 +713,15 @@ pub fn start<B: NnBackend>(
             })
         }
     }
+}
+
+/// The settings' normal profile when it applies: Score-DD at exactly the
+/// times it was measured at (not the ablations' single full run, not
+/// overridden times).
+pub fn profile_in_use(s: &DetectionSettings, mode: Mode) -> Option<&NormalProfile> {
+    s.profile
+        .as_ref()
+        .filter(|p| mode == Mode::ScoreDd && p.ts == s.ts)
 }
 
 /// Anomaly maps (`size×size`, row-major, one per image): [`start`], read

@@ -14,10 +14,9 @@ pub fn describe(o: &DetectOptions) -> String {
         Sampler::Ode => "ode",
         Sampler::Sde => "sde",
     };
-    // The profile applies only to Score-DD at the times it was measured at.
-    let profile = match &s.profile {
-        Some(p) if p.ts == s.ts && o.mode == crate::detect::Mode::ScoreDd => ", normal profile",
-        _ => "",
+    let profile = match crate::detect::profile_in_use(s, o.mode) {
+        Some(_) => ", normal profile",
+        None => "",
     };
     format!(
         "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}, image score {}",

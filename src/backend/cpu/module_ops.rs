@@ -127,8 +127,12 @@ impl ModuleKernels for CpuBackend {
         } = p;
         let glen = cg * s;
         // dx starts as the gradient reaching the normalised output (dy, or
-        // dy·silu'(x̂γ + β) when fused) and is turned into dx in place.
-        let mut dx = alloc_zeros(OP, &x.shape)?;
+        // dy·silu'(x̂γ + β) when fused, written over it below) and is turned
+        // into dx in place.
+        let mut dx = match beta {
+            None => dy.data.to_vec(),
+            Some(_) => alloc_zeros(OP, &x.shape)?,
+        };
         // Per (sample, channel): Σ dy and Σ dy·x̂ over space.
         let mut s1 = vec![0.0f64; b * c];
         let mut s2 = vec![0.0f64; b * c];
@@ -150,9 +154,8 @@ impl ModuleKernels for CpuBackend {
                         gamma: &gamma[c0..c0 + cg],
                         s,
                     };
-                    match beta {
-                        Some(beta) => affine.silu_grad(dxg, xg, dyg, &beta[c0..c0 + cg]),
-                        None => dxg.copy_from_slice(dyg),
+                    if let Some(beta) = beta {
+                        affine.silu_grad(dxg, xg, dyg, &beta[c0..c0 + cg]);
                     }
                     affine.backward_in_place(dxg, xg, s1, s2);
                 });
