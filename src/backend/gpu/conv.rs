@@ -193,6 +193,29 @@ impl GpuBackend {
         Ok(Conv2dGrads { dx, dw, db })
     }
 
+    /// The weights `[Cout, Cin, k, k]` packed for an input-gradient kernel:
+    /// per output channel, k² rows of Cin (padded to 8) — the taps in reverse
+    /// order when `flipped` (the stride-1 dx runs the forward kernel on dy).
+    fn pack_for_dx(&self, g: &ConvGeometry, w: &GpuTensor, flipped: bool) -> Result<super::GpuBuf> {
+        let kk = g.k * g.k;
+        let (base, s_row) = if flipped { (kk as i64 - 1, -1) } else { (0, 1) };
+        self.pack(
+            "conv2d_backward",
+            &w.buf,
+            w.numel(),
+            PackView {
+                batch: g.c_out,
+                rows: kk,
+                cols: g.c_in,
+                cols_pad: pad8(g.c_in),
+                base,
+                s_batch: (g.c_in * kk) as i64,
+                s_row,
+                s_col: kk as i64,
+            },
+        )
+    }
+
     /// dx of a stride-1 conv: the forward kernel on dy with the weights
     /// transposed (in ↔ out) and flipped, padding K − 1 − P (negative when
     /// P > K − 1: the forward kernel reads its padding as i32, and the
@@ -205,23 +228,8 @@ impl GpuBackend {
         dx: &GpuTensor,
     ) -> Result<()> {
         const OP: &str = "conv2d_backward";
-        let kk = g.k * g.k;
         let cin_pad = pad8(g.c_in);
-        let packed = self.pack(
-            OP,
-            &w.buf,
-            w.numel(),
-            PackView {
-                batch: g.c_out,
-                rows: kk,
-                cols: g.c_in,
-                cols_pad: cin_pad,
-                base: kk as i64 - 1,
-                s_batch: (g.c_in * kk) as i64,
-                s_row: -1,
-                s_col: kk as i64,
-            },
-        )?;
+        let packed = self.pack_for_dx(g, w, true)?;
         let pad = g.k as i64 - 1 - g.padding as i64;
         let tiles_x = g.w.div_ceil(8);
         // The forward kernel with dy as its input and dx as its output.
@@ -289,23 +297,8 @@ impl GpuBackend {
         dx: &GpuTensor,
     ) -> Result<()> {
         const OP: &str = "conv2d_backward";
-        let kk = g.k * g.k;
         let cin_pad = pad8(g.c_in);
-        let packed = self.pack(
-            OP,
-            &w.buf,
-            w.numel(),
-            PackView {
-                batch: g.c_out,
-                rows: kk,
-                cols: g.c_in,
-                cols_pad: cin_pad,
-                base: 0,
-                s_batch: (g.c_in * kk) as i64,
-                s_row: 1,
-                s_col: kk as i64,
-            },
-        )?;
+        let packed = self.pack_for_dx(g, w, false)?;
         let tiles_x = (g.w + g.padding).div_ceil(8);
         u32_of(OP, "W + padding", tiles_x * 8)?;
         let params = Conv2dBackwardInputParams {
