@@ -7,7 +7,9 @@
 //! (lavapipe here), and the ratio to the PyTorch reference's figures
 //! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, the faster of its malloc modes).
 //! Target: CPU backend ≤ 1.0× PyTorch's time. `BENCH_REPS=n` sets the repetitions (median
-//! of n, default 5); `BENCH_SKIP_GPU=1` stops after the CPU figures (for profiling).
+//! of n, default 5); `BENCH_SKIP_GPU=1` stops after the CPU figures.
+//! `BENCH_PROFILE=forward|train` runs only that `small` b8 CPU figure, `BENCH_REPS`
+//! times, and nothing else: for `perf record` of one phase.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -106,6 +108,26 @@ fn time_train_step<B: NnBackend + TrainOps>(
     })
 }
 
+/// One phase of the `small` b8 CPU figures, alone (see the module comment).
+fn profile_phase(cpu: &CpuBackend, phase: &str, reps: usize) {
+    let cfg = UNetConfig::small(3, TimeEmbedding::Fourier);
+    let ms = match phase {
+        "forward" => {
+            let m = ScoreModel::new(cpu, cfg, SdeConfig::ve(50.0), 0).unwrap();
+            let shape = [8, 3, 64, 64];
+            let x = cpu.upload(&input(8 * 3 * 64 * 64), &shape).unwrap();
+            let t: Vec<f64> = (0..8).map(|i| 0.1 + 0.1 * i as f64).collect();
+            median(reps, || {
+                let opts = ForwardOpts::default();
+                m.net.forward(cpu, &m.params, m.sde.as_ref(), &x, &t, &opts).unwrap();
+            })
+        }
+        "train" => time_train_step(cpu, &cfg, 8, reps),
+        other => panic!("BENCH_PROFILE={other}: expected forward or train"),
+    };
+    println!("small b8 {phase}: {:.1} ms (median of {reps})", ms * 1e3);
+}
+
 #[path = "support/peer.rs"]
 mod peer;
 
@@ -120,6 +142,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let cpu = CpuBackend::new();
+    if let Ok(phase) = std::env::var("BENCH_PROFILE") {
+        profile_phase(&cpu, &phase, reps);
+        return;
+    }
     println!(
         "{:<10} {:>12} {:>14} {:>22}",
         "config", "params", "fwd GFLOP/img", "activations B/sample"
