@@ -29,27 +29,41 @@ pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     })
 }
 
-/// Writes the im2col matrix of one image TRANSPOSED ("im2row"): row (oy, ox),
-/// column (ci, ky, kx). The weight gradient dW = dY·colᵀ needs colᵀ; the GEMM
-/// crate packs a strided transpose element by element, which cost more than the
-/// multiplication, so it gets a contiguous one. `out_rows` output rows (oy)
-/// starting at `oy0`, for splitting the work.
-pub(super) fn im2row(g: &ConvGeometry, x: &[f32], oy0: usize, rows: &mut [f32]) {
+/// Writes the im2col matrix of one image: row (ci, ky, kx), column (oy, ox).
+pub(super) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
+    let (plane, rows) = (g.h * g.w, g.k * g.k * g.h_out * g.w_out);
+    for (xc, cc) in x.chunks(plane).zip(col.chunks_mut(rows)).take(g.c_in) {
+        im2col_channel(g, xc, cc);
+    }
+}
+
+/// The im2col rows (ky, kx) of one input channel's `h × w` plane.
+fn im2col_channel(g: &ConvGeometry, plane: &[f32], col: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.padding as isize);
-    let kd = g.c_in * k * k;
-    for (r, row) in rows.chunks_mut(kd).enumerate() {
-        let (oy, ox) = (oy0 + r / g.w_out, r % g.w_out);
-        for ci in 0..g.c_in {
-            let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-            for ky in 0..k {
+    let n = g.h_out * g.w_out;
+    for ky in 0..k {
+        for kx in 0..k {
+            let row = &mut col[(ky * k + kx) * n..][..n];
+            for oy in 0..g.h_out {
                 let iy = (oy * s + ky) as isize - p;
-                let dst = &mut row[(ci * k + ky) * k..][..k];
+                let dst = &mut row[oy * g.w_out..(oy + 1) * g.w_out];
                 if iy < 0 || iy >= g.h as isize {
                     dst.fill(0.0);
                     continue;
                 }
-                let src = &plane[iy as usize * g.w..][..g.w];
-                for (kx, d) in dst.iter_mut().enumerate() {
+                let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                if s == 1 {
+                    // Stride 1: the row is one shifted slice of the input row.
+                    let shift = kx as isize - p;
+                    let lo = (-shift).clamp(0, g.w_out as isize) as usize;
+                    let hi = (g.w as isize - shift).clamp(lo as isize, g.w_out as isize) as usize;
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let from = (lo as isize + shift) as usize;
+                    dst[lo..hi].copy_from_slice(&src[from..from + hi - lo]);
+                    continue;
+                }
+                for (ox, d) in dst.iter_mut().enumerate() {
                     let ix = (ox * s + kx) as isize - p;
                     *d = if ix >= 0 && ix < g.w as isize {
                         src[ix as usize]
@@ -62,43 +76,14 @@ pub(super) fn im2row(g: &ConvGeometry, x: &[f32], oy0: usize, rows: &mut [f32]) 
     }
 }
 
-/// Writes the im2col matrix of one image: row (ci, ky, kx), column (oy, ox).
-pub(super) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
-    let (k, s, p) = (g.k, g.stride, g.padding as isize);
-    let n = g.h_out * g.w_out;
-    for ci in 0..g.c_in {
-        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut col[((ci * k + ky) * k + kx) * n..][..n];
-                for oy in 0..g.h_out {
-                    let iy = (oy * s + ky) as isize - p;
-                    let dst = &mut row[oy * g.w_out..(oy + 1) * g.w_out];
-                    if iy < 0 || iy >= g.h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    if s == 1 {
-                        // Stride 1: the row is one shifted slice of the input row.
-                        let shift = kx as isize - p;
-                        let lo = (-shift).clamp(0, g.w_out as isize) as usize;
-                        let hi =
-                            (g.w as isize - shift).clamp(lo as isize, g.w_out as isize) as usize;
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
-                        let from = (lo as isize + shift) as usize;
-                        dst[lo..hi].copy_from_slice(&src[from..from + hi - lo]);
-                        continue;
-                    }
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * s + kx) as isize - p;
-                        *d = if ix >= 0 && ix < g.w as isize {
-                            src[ix as usize]
-                        } else {
-                            0.0
-                        };
-                    }
+/// `dst[c × r] = src[r × c]ᵀ`, both row-major, in cache-sized blocks.
+pub(super) fn transpose(src: &[f32], r: usize, c: usize, dst: &mut [f32]) {
+    const B: usize = 16;
+    for i0 in (0..r).step_by(B) {
+        for j0 in (0..c).step_by(B) {
+            for i in i0..(i0 + B).min(r) {
+                for j in j0..(j0 + B).min(c) {
+                    dst[j * r + i] = src[i * c + j];
                 }
             }
         }
@@ -199,14 +184,33 @@ fn col2im_channel(g: &ConvGeometry, dcol: &[f32], plane: &mut [f32]) {
     }
 }
 
-/// Scratch of one worker: im2col of the image and its gradient.
+thread_local! {
+    /// Each worker's backward scratch, kept between calls like [`SCRATCH`].
+    static BACKWARD_SCRATCH: std::cell::RefCell<ConvScratch> =
+        const { std::cell::RefCell::new(ConvScratch { col: Vec::new(), dcol: Vec::new(), dyt: Vec::new() }) };
+}
+
+/// Scratch of one worker: im2col of the image, its gradient and dyᵀ.
 struct ConvScratch {
     col: Vec<f32>,
     dcol: Vec<f32>,
+    dyt: Vec<f32>,
 }
 
-/// Gradients of one image: `dw += dy·colᵀ`, `dx = col2im(Wᵀ·dy)` (`dx` zeroed
-/// on entry). `threads > 1` parallelises the GEMMs and the per-channel loops.
+/// Grows `v` to at least `len` (old contents kept: callers overwrite what they read).
+fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// Gradients of one image: `dwᵀ += col·dyᵀ`, `dx = col2im(Wᵀ·dy)` (`dx` zeroed
+/// on entry). The weight gradient is accumulated TRANSPOSED (`kd × c_out`):
+/// then both GEMM operands are plain row-major matrices (im2col and a
+/// transposed dy, which is small), where `dw = dy·colᵀ` needed colᵀ, whose
+/// element-by-element gather cost more than the multiplication.
+/// `threads > 1` parallelises the GEMMs and the per-channel loops.
 #[allow(clippy::too_many_arguments)]
 fn backward_image(
     g: &ConvGeometry,
@@ -214,7 +218,7 @@ fn backward_image(
     w: &[f32],
     dy: &[f32],
     dx: &mut [f32],
-    dw: &mut [f32],
+    dwt: &mut [f32],
     sc: &mut ConvScratch,
     threads: usize,
 ) {
@@ -222,34 +226,34 @@ fn backward_image(
     let kd = g.c_in * g.k * g.k;
     let dy_m = MatRef::new(dy, g.c_out, n);
     let w_t = MatRef::new(w, g.c_out, kd).t();
+    let dyt = at_least(&mut sc.dyt, n * g.c_out);
+    transpose(dy, g.c_out, n, dyt);
+    let dyt = MatRef::new(dyt, n, g.c_out);
     if g.k == 1 && g.stride == 1 && g.padding == 0 {
         // The im2col matrix is the input itself.
-        sgemm(dy_m, MatRef::new(x, kd, n).t(), dw, true, threads);
+        sgemm(MatRef::new(x, kd, n), dyt, dwt, true, threads);
         sgemm(w_t, dy_m, dx, false, threads);
         return;
     }
     let plane = g.h * g.w;
     let rows = g.k * g.k * n;
-    // colᵀ (n × kd), contiguous: see `im2row`.
-    sc.col.resize(kd * n, 0.0);
-    sc.dcol.resize(kd * n, 0.0);
-    let line = g.w_out * kd;
+    let col = at_least(&mut sc.col, kd * n);
     if threads > 1 {
-        sc.col
-            .par_chunks_mut(line)
-            .enumerate()
-            .for_each(|(oy, r)| im2row(g, x, oy, r));
+        col.par_chunks_mut(rows)
+            .zip(x.par_chunks(plane))
+            .for_each(|(c, xc)| im2col_channel(g, xc, c));
     } else {
-        im2row(g, x, 0, &mut sc.col);
+        im2col(g, x, col);
     }
-    sgemm(dy_m, MatRef::new(&sc.col, n, kd), dw, true, threads);
-    sgemm(w_t, dy_m, &mut sc.dcol, false, threads);
+    sgemm(MatRef::new(col, kd, n), dyt, dwt, true, threads);
+    let dcol = at_least(&mut sc.dcol, kd * n);
+    sgemm(w_t, dy_m, dcol, false, threads);
     if threads > 1 {
         dx.par_chunks_mut(plane)
-            .zip(sc.dcol.par_chunks(rows))
+            .zip(dcol.par_chunks(rows))
             .for_each(|(p, d)| col2im_channel(g, d, p));
     } else {
-        for (p, d) in dx.chunks_mut(plane).zip(sc.dcol.chunks(rows)) {
+        for (p, d) in dx.chunks_mut(plane).zip(dcol.chunks(rows)) {
             col2im_channel(g, d, p);
         }
     }
@@ -279,12 +283,12 @@ pub(super) fn conv2d_backward(
     let db: Vec<f32> = db.into_iter().map(|v| v as f32).collect();
 
     let mut dx = alloc_zeros(OP, &x.shape)?;
-    let mut dw = alloc_zeros(OP, &w.shape)?;
+    // dwᵀ, kd × c_out: see `backward_image`.
+    let mut dwt = alloc_zeros(OP, &w.shape)?;
+    let with_sc = |f: &mut dyn FnMut(&mut ConvScratch)| {
+        BACKWARD_SCRATCH.with(|s| f(&mut s.borrow_mut()))
+    };
     if g.batch > 0 && in_len > 0 && out_len > 0 {
-        let scratch = || ConvScratch {
-            col: Vec::new(),
-            dcol: Vec::new(),
-        };
         if g.batch >= threads && threads > 1 {
             // Contiguous runs of images, one per thread, each summing its own
             // weight gradient; the partial sums are then added in run order,
@@ -296,31 +300,36 @@ pub(super) fn conv2d_backward(
                 .zip(x.data.par_chunks(in_len * per))
                 .zip(dy.data.par_chunks(out_len * per))
                 .map(|((dxr, xr), dyr)| {
-                    let (mut sc, mut dwp) = (scratch(), vec![0.0f32; g.c_out * kd]);
-                    for ((dxi, xi), dyi) in dxr
-                        .chunks_mut(in_len)
-                        .zip(xr.chunks(in_len))
-                        .zip(dyr.chunks(out_len))
-                    {
-                        backward_image(g, xi, &w.data, dyi, dxi, &mut dwp, &mut sc, 1);
-                    }
+                    let mut dwp = vec![0.0f32; g.c_out * kd];
+                    with_sc(&mut |sc| {
+                        for ((dxi, xi), dyi) in dxr
+                            .chunks_mut(in_len)
+                            .zip(xr.chunks(in_len))
+                            .zip(dyr.chunks(out_len))
+                        {
+                            backward_image(g, xi, &w.data, dyi, dxi, &mut dwp, sc, 1);
+                        }
+                    });
                     dwp
                 })
                 .collect();
             for p in partial {
-                dw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+                dwt.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
             }
         } else {
-            let mut sc = scratch();
-            for ((dxi, xi), dyi) in dx
-                .chunks_mut(in_len)
-                .zip(x.data.chunks(in_len))
-                .zip(dy.data.chunks(out_len))
-            {
-                backward_image(g, xi, &w.data, dyi, dxi, &mut dw, &mut sc, threads);
-            }
+            with_sc(&mut |sc| {
+                for ((dxi, xi), dyi) in dx
+                    .chunks_mut(in_len)
+                    .zip(x.data.chunks(in_len))
+                    .zip(dy.data.chunks(out_len))
+                {
+                    backward_image(g, xi, &w.data, dyi, dxi, &mut dwt, sc, threads);
+                }
+            });
         }
     }
+    let mut dw = alloc_zeros(OP, &w.shape)?;
+    transpose(&dwt, kd, g.c_out, &mut dw);
     Ok(Conv2dGrads {
         dx: tensor(dx, &x.shape),
         dw: tensor(dw, &w.shape),
