@@ -57,15 +57,22 @@ impl<'a> MatRef<'a> {
 /// `threads > 1` lets the GEMM crate split the work; callers that already run
 /// in parallel pass 1.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, threads: usize) {
+    sgemm_ld(a, b, c, b.cols, accumulate, threads)
+}
+
+/// [`sgemm`] into a `c` whose rows are `ldc ≥ n` apart (a column block of a
+/// wider matrix).
+pub fn sgemm_ld(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     // These are internal invariants: shapes are validated before we get here.
-    assert!(b.rows == k && a.fits() && b.fits() && c.len() >= m * n);
+    assert!(b.rows == k && a.fits() && b.fits() && ldc >= n);
     if m == 0 || n == 0 {
         return;
     }
+    assert!(c.len() >= (m - 1) * ldc + n);
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            c.chunks_mut(ldc).take(m).for_each(|r| r[..n].fill(0.0));
         }
         return;
     }
@@ -85,7 +92,7 @@ pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, threads: usi
                 k,
                 c.as_mut_ptr(),
                 1,
-                n as isize,
+                ldc as isize,
                 accumulate,
                 a.data.as_ptr(),
                 a.cs as isize,
@@ -120,7 +127,7 @@ pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, threads: usi
                 b.cs as isize,
                 if accumulate { 1.0 } else { 0.0 },
                 c.as_mut_ptr(),
-                n as isize,
+                ldc as isize,
                 1,
             );
         }
