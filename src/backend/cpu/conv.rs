@@ -191,19 +191,20 @@ pub fn conv2d_forward(
 
 /// Adds one input channel's rows of an im2col-layout gradient (rows (ky, kx),
 /// columns (oy, ox)) into that channel's `h × w` plane: the transpose of im2col.
-fn col2im_channel(g: &ConvGeometry, dcol: &[f32], plane: &mut [f32]) {
+fn col2im_channel(g: &ConvGeometry, dcol: &[f32], blk: RowBlock, plane: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.padding as isize);
-    let n = g.h_out * g.w_out;
+    let n = blk.len(g);
     for ky in 0..k {
         for kx in 0..k {
             let row = &dcol[(ky * k + kx) * n..][..n];
-            for oy in 0..g.h_out {
+            for oy in blk.oy0..blk.oy1 {
                 let iy = (oy * s + ky) as isize - p;
                 if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
                 let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                let src = &row[oy * g.w_out..(oy + 1) * g.w_out];
+                let o = oy - blk.oy0;
+                let src = &row[o * g.w_out..(o + 1) * g.w_out];
                 if s == 1 {
                     // Output column ox reads input column ox + shift (as in im2col).
                     let shift = kx as isize - p;
@@ -268,7 +269,8 @@ fn backward_image(
     let kd = g.c_in * g.k * g.k;
     let dy_m = MatRef::new(dy, g.c_out, n);
     let w_t = MatRef::new(w, g.c_out, kd).t();
-    let dyt = at_least(&mut sc.dyt, n * g.c_out);
+    let ConvScratch { col, dcol, dyt } = sc;
+    let dyt = at_least(dyt, n * g.c_out);
     transpose(dy, g.c_out, n, dyt);
     let dyt = MatRef::new(dyt, n, g.c_out);
     if g.k == 1 && g.stride == 1 && g.padding == 0 {
@@ -277,28 +279,58 @@ fn backward_image(
         sgemm(w_t, dy_m, dx, false, threads);
         return;
     }
-    let plane = g.h * g.w;
-    let rows = g.k * g.k * n;
-    let col = at_least(&mut sc.col, kd * n);
     if threads > 1 {
-        col.par_chunks_mut(rows)
-            .zip(x.par_chunks(plane))
-            .for_each(|(c, xc)| im2col_channel(g, xc, RowBlock::whole(g), c));
-    } else {
-        im2col(g, x, RowBlock::whole(g), col);
+        return backward_image_parallel(g, x, w_t, dy_m, dyt, dx, dwt, (col, dcol), threads);
     }
-    sgemm(MatRef::new(col, kd, n), dyt, dwt, true, threads);
-    let dcol = at_least(&mut sc.dcol, kd * n);
-    sgemm(w_t, dy_m, dcol, false, threads);
-    if threads > 1 {
-        dx.par_chunks_mut(plane)
-            .zip(dcol.par_chunks(rows))
-            .for_each(|(p, d)| col2im_channel(g, d, p));
-    } else {
+    // Blocks of output rows, as in the forward: each block's im2col matrix
+    // and its gradient stay in L2.
+    let plane = g.h * g.w;
+    for blk in row_blocks(g) {
+        let nb = blk.len(g);
+        let col = at_least(col, kd * nb);
+        im2col(g, x, blk, col);
+        let dyt_b = MatRef::new(&dyt.data[blk.oy0 * g.w_out * g.c_out..], nb, g.c_out);
+        sgemm(MatRef::new(col, kd, nb), dyt_b, dwt, true, 1);
+        let dy_b = MatRef {
+            data: &dy[blk.oy0 * g.w_out..],
+            cols: nb,
+            ..dy_m
+        };
+        let dcol = at_least(dcol, kd * nb);
+        sgemm(w_t, dy_b, dcol, false, 1);
+        let rows = g.k * g.k * nb;
         for (p, d) in dx.chunks_mut(plane).zip(dcol.chunks(rows)) {
-            col2im_channel(g, d, p);
+            col2im_channel(g, d, blk, p);
         }
     }
+}
+
+/// [`backward_image`] of a lone image: whole-image matrices, the GEMMs and
+/// the per-channel loops split over `threads`.
+#[allow(clippy::too_many_arguments)]
+fn backward_image_parallel(
+    g: &ConvGeometry,
+    x: &[f32],
+    w_t: MatRef,
+    dy_m: MatRef,
+    dyt: MatRef,
+    dx: &mut [f32],
+    dwt: &mut [f32],
+    (col, dcol): (&mut Vec<f32>, &mut Vec<f32>),
+    threads: usize,
+) {
+    let (n, kd) = (g.h_out * g.w_out, g.c_in * g.k * g.k);
+    let (plane, rows, whole) = (g.h * g.w, g.k * g.k * n, RowBlock::whole(g));
+    let col = at_least(col, kd * n);
+    col.par_chunks_mut(rows)
+        .zip(x.par_chunks(plane))
+        .for_each(|(c, xc)| im2col_channel(g, xc, whole, c));
+    sgemm(MatRef::new(col, kd, n), dyt, dwt, true, threads);
+    let dcol = at_least(dcol, kd * n);
+    sgemm(w_t, dy_m, dcol, false, threads);
+    dx.par_chunks_mut(plane)
+        .zip(dcol.par_chunks(rows))
+        .for_each(|(p, d)| col2im_channel(g, d, whole, p));
 }
 
 /// dx, dw and db of a conv2d. Images run in parallel, each run of images
