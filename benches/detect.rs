@@ -9,7 +9,7 @@
 //!
 //! First, the peak resident memory of detecting one 256 px image with the
 //! paper's `ncsnpp256` (about 2 minutes on 2 cores; `BENCH_SKIP_NCSNPP=1`
-//! skips it). Target: within 4 GB.
+//! skips it). Target: within 4 GB. `BENCH_SKIP_GPU=1` stops after the CPU figures.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -117,6 +117,10 @@ fn main() {
             c1 / p1,
             c8 / p8
         );
+    }
+    if std::env::var_os("BENCH_SKIP_GPU").is_some() {
+        println!("gpu: skipped (BENCH_SKIP_GPU)");
+        return;
     }
     match GpuBackend::new() {
         Ok(g) => {

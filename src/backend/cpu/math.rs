@@ -29,6 +29,7 @@ pub(super) fn exp_f32(x: f32) -> f32 {
 }
 
 /// Σ v in f64, eight independent lanes so the loop vectorises.
+#[inline(always)]
 pub(super) fn sum_f64(v: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = v.chunks_exact(8);
@@ -42,6 +43,7 @@ pub(super) fn sum_f64(v: &[f32]) -> f64 {
 }
 
 /// Σ (v − m)² in f64.
+#[inline(always)]
 pub(super) fn centered_sq_f64(v: &[f32], m: f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = v.chunks_exact(8);
@@ -60,6 +62,7 @@ pub(super) fn centered_sq_f64(v: &[f32], m: f64) -> f64 {
 }
 
 /// Σ d·(v − m) in f64.
+#[inline(always)]
 pub(super) fn centered_dot_f64(d: &[f32], v: &[f32], m: f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let (dc, vc) = (d.chunks_exact(8), v.chunks_exact(8));

@@ -16,6 +16,7 @@ mod pointwise;
 mod primitives;
 mod resample;
 mod scoredd_ops;
+mod simd;
 mod train_ops;
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@ use super::math::{
     centered_dot_f64, centered_sq_f64, exp_f32, par_planes, plane_sums, reduce_batch, sum_f64,
 };
 use super::par::*;
+use super::simd::vectorized;
 use super::{alloc_zeros, conv, resample, tensor, CpuBackend, CpuTensor, CHUNK};
 use crate::backend::plan::{
     ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, NormAct, ResamplePlan, RowsPlan,
@@ -75,7 +76,7 @@ impl ModuleKernels for CpuBackend {
                 .zip(x.data.par_chunks(glen))
                 .zip(stats.par_chunks_mut(2))
                 .enumerate()
-                .for_each(|(i, ((yg, xg), st))| {
+                .for_each(|(i, ((yg, xg), st))| vectorized(#[inline(always)] || {
                     let n = glen as f64;
                     let mean = sum_f64(xg) / n;
                     let var = centered_sq_f64(xg, mean) / n;
@@ -99,7 +100,7 @@ impl ModuleKernels for CpuBackend {
                             }
                         }
                     }
-                });
+                }));
         }
         Ok(GroupNormOut {
             y: tensor(y, &x.shape),
@@ -294,6 +295,7 @@ impl ModuleKernels for CpuBackend {
 }
 
 /// x / (1 + e^−x), as the pointwise SiLU.
+#[inline(always)]
 fn silu(x: f32) -> f32 {
     x / (1.0 + exp_f32(-x))
 }
