@@ -119,7 +119,9 @@ fn profile_phase(cpu: &CpuBackend, phase: &str, reps: usize) {
             let t: Vec<f64> = (0..8).map(|i| 0.1 + 0.1 * i as f64).collect();
             median(reps, || {
                 let opts = ForwardOpts::default();
-                m.net.forward(cpu, &m.params, m.sde.as_ref(), &x, &t, &opts).unwrap();
+                m.net
+                    .forward(cpu, &m.params, m.sde.as_ref(), &x, &t, &opts)
+                    .unwrap();
             })
         }
         "train" => time_train_step(cpu, &cfg, 8, reps),

@@ -4,6 +4,7 @@
 //! backward: GEMMs on the same im2col matrices, and col2im for dx.
 
 use super::par::*;
+use super::simd::vectorized;
 
 use super::gemm::{sgemm, sgemm_ld, MatRef};
 use super::math::plane_sums;
@@ -38,7 +39,10 @@ struct RowBlock {
 
 impl RowBlock {
     fn whole(g: &ConvGeometry) -> Self {
-        RowBlock { oy0: 0, oy1: g.h_out }
+        RowBlock {
+            oy0: 0,
+            oy1: g.h_out,
+        }
     }
     /// Output positions in the block: the im2col block's row length.
     fn len(&self, g: &ConvGeometry) -> usize {
@@ -192,6 +196,14 @@ pub fn conv2d_forward(
 /// Adds one input channel's rows of an im2col-layout gradient (rows (ky, kx),
 /// columns (oy, ox)) into that channel's `h × w` plane: the transpose of im2col.
 fn col2im_channel(g: &ConvGeometry, dcol: &[f32], blk: RowBlock, plane: &mut [f32]) {
+    vectorized(
+        #[inline(always)]
+        || col2im_channel_body(g, dcol, blk, plane),
+    )
+}
+
+#[inline(always)]
+fn col2im_channel_body(g: &ConvGeometry, dcol: &[f32], blk: RowBlock, plane: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.padding as isize);
     let n = blk.len(g);
     for ky in 0..k {
@@ -359,9 +371,8 @@ pub(super) fn conv2d_backward(
     let mut dx = alloc_zeros(OP, &x.shape)?;
     // dwᵀ, kd × c_out: see `backward_image`.
     let mut dwt = alloc_zeros(OP, &w.shape)?;
-    let with_sc = |f: &mut dyn FnMut(&mut ConvScratch)| {
-        BACKWARD_SCRATCH.with(|s| f(&mut s.borrow_mut()))
-    };
+    let with_sc =
+        |f: &mut dyn FnMut(&mut ConvScratch)| BACKWARD_SCRATCH.with(|s| f(&mut s.borrow_mut()));
     if g.batch > 0 && in_len > 0 && out_len > 0 {
         if g.batch >= threads && threads > 1 {
             // Contiguous runs of images, one per thread, each summing its own

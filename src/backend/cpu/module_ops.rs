@@ -76,31 +76,36 @@ impl ModuleKernels for CpuBackend {
                 .zip(x.data.par_chunks(glen))
                 .zip(stats.par_chunks_mut(2))
                 .enumerate()
-                .for_each(|(i, ((yg, xg), st))| vectorized(#[inline(always)] || {
-                    let n = glen as f64;
-                    let mean = sum_f64(xg) / n;
-                    let var = centered_sq_f64(xg, mean) / n;
-                    let rstd = 1.0 / (var + eps as f64).sqrt();
-                    let (mean, rstd) = (mean as f32, rstd as f32);
-                    st[0] = mean;
-                    st[1] = rstd;
-                    let c0 = (i % groups) * cg;
-                    for (j, (yc, xc)) in yg.chunks_mut(s).zip(xg.chunks(s)).enumerate() {
-                        let (a, bb) = (rstd * gamma[c0 + j], beta[c0 + j]);
-                        match act {
-                            NormAct::Identity => {
-                                for (y, &x) in yc.iter_mut().zip(xc) {
-                                    *y = (x - mean) * a + bb;
+                .for_each(|(i, ((yg, xg), st))| {
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            let n = glen as f64;
+                            let mean = sum_f64(xg) / n;
+                            let var = centered_sq_f64(xg, mean) / n;
+                            let rstd = 1.0 / (var + eps as f64).sqrt();
+                            let (mean, rstd) = (mean as f32, rstd as f32);
+                            st[0] = mean;
+                            st[1] = rstd;
+                            let c0 = (i % groups) * cg;
+                            for (j, (yc, xc)) in yg.chunks_mut(s).zip(xg.chunks(s)).enumerate() {
+                                let (a, bb) = (rstd * gamma[c0 + j], beta[c0 + j]);
+                                match act {
+                                    NormAct::Identity => {
+                                        for (y, &x) in yc.iter_mut().zip(xc) {
+                                            *y = (x - mean) * a + bb;
+                                        }
+                                    }
+                                    NormAct::Silu => {
+                                        for (y, &x) in yc.iter_mut().zip(xc) {
+                                            *y = silu((x - mean) * a + bb);
+                                        }
+                                    }
                                 }
                             }
-                            NormAct::Silu => {
-                                for (y, &x) in yc.iter_mut().zip(xc) {
-                                    *y = silu((x - mean) * a + bb);
-                                }
-                            }
-                        }
-                    }
-                }));
+                        },
+                    )
+                });
         }
         Ok(GroupNormOut {
             y: tensor(y, &x.shape),
@@ -148,17 +153,22 @@ impl ModuleKernels for CpuBackend {
                 .zip(s2.par_chunks_mut(cg))
                 .enumerate()
                 .for_each(|(i, (((((dxg, xg), dyg), st), s1), s2))| {
-                    let c0 = (i % groups) * cg;
-                    let affine = GroupAffine {
-                        mean: st[0],
-                        rstd: st[1],
-                        gamma: &gamma[c0..c0 + cg],
-                        s,
-                    };
-                    if let Some(beta) = beta {
-                        affine.silu_grad(dxg, xg, dyg, &beta[c0..c0 + cg]);
-                    }
-                    affine.backward_in_place(dxg, xg, s1, s2);
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            let c0 = (i % groups) * cg;
+                            let affine = GroupAffine {
+                                mean: st[0],
+                                rstd: st[1],
+                                gamma: &gamma[c0..c0 + cg],
+                                s,
+                            };
+                            if let Some(beta) = beta {
+                                affine.silu_grad(dxg, xg, dyg, &beta[c0..c0 + cg]);
+                            }
+                            affine.backward_in_place(dxg, xg, s1, s2);
+                        },
+                    )
                 });
         }
         Ok(GroupNormGrads {
@@ -176,16 +186,21 @@ impl ModuleKernels for CpuBackend {
             y.par_chunks_mut(rpt * n)
                 .zip(x.data.par_chunks(rpt * n))
                 .for_each(|(ys, xs)| {
-                    for (y, x) in ys.chunks_mut(n).zip(xs.chunks(n)) {
-                        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                        let mut sum = 0.0f32;
-                        for (y, &x) in y.iter_mut().zip(x) {
-                            *y = exp_f32(x - max);
-                            sum += *y;
-                        }
-                        let inv = 1.0 / sum;
-                        y.iter_mut().for_each(|y| *y *= inv);
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for (y, x) in ys.chunks_mut(n).zip(xs.chunks(n)) {
+                                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                                let mut sum = 0.0f32;
+                                for (y, &x) in y.iter_mut().zip(x) {
+                                    *y = exp_f32(x - max);
+                                    sum += *y;
+                                }
+                                let inv = 1.0 / sum;
+                                y.iter_mut().for_each(|y| *y *= inv);
+                            }
+                        },
+                    )
                 });
         }
         Ok(tensor(y, &x.shape))
@@ -205,12 +220,19 @@ impl ModuleKernels for CpuBackend {
                 .zip(y.data.par_chunks(rpt * n))
                 .zip(dy.data.par_chunks(rpt * n))
                 .for_each(|((dxs, ys), dys)| {
-                    for ((dx, y), dy) in dxs.chunks_mut(n).zip(ys.chunks(n)).zip(dys.chunks(n)) {
-                        let dot: f32 = y.iter().zip(dy).map(|(&y, &d)| y * d).sum();
-                        for ((dx, &y), &d) in dx.iter_mut().zip(y).zip(dy) {
-                            *dx = y * (d - dot);
-                        }
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for ((dx, y), dy) in
+                                dxs.chunks_mut(n).zip(ys.chunks(n)).zip(dys.chunks(n))
+                            {
+                                let dot: f32 = y.iter().zip(dy).map(|(&y, &d)| y * d).sum();
+                                for ((dx, &y), &d) in dx.iter_mut().zip(y).zip(dy) {
+                                    *dx = y * (d - dot);
+                                }
+                            }
+                        },
+                    )
                 });
         }
         Ok(tensor(dx, &y.shape))
@@ -311,6 +333,7 @@ struct GroupAffine<'a> {
 
 impl GroupAffine<'_> {
     /// out = dy·silu'(h) with the pre-activation h = x̂·γ + β recomputed.
+    #[inline(always)]
     fn silu_grad(&self, out: &mut [f32], x: &[f32], dy: &[f32], beta: &[f32]) {
         let s = self.s;
         for (j, ((oc, xc), dyc)) in out
@@ -331,6 +354,7 @@ impl GroupAffine<'_> {
     /// Turns `d` (the gradient at the normalised output) into dx in place and
     /// writes the per-channel Σ d and Σ d·x̂ into `s1`, `s2`:
     /// dx = rstd·(γ·d − mean(γ·d) − x̂·mean(γ·d·x̂)).
+    #[inline(always)]
     fn backward_in_place(&self, d: &mut [f32], x: &[f32], s1: &mut [f64], s2: &mut [f64]) {
         let s = self.s;
         let (mean, rstd) = (self.mean as f64, self.rstd as f64);

@@ -5,6 +5,7 @@
 
 use super::math::exp_f32;
 use super::par::*;
+use super::simd::vectorized;
 use super::CHUNK;
 use crate::backend::plan::PointwisePlan;
 use crate::backend::Pointwise;
@@ -35,9 +36,14 @@ fn unary(inputs: &[&[f32]], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK))
         .for_each(|(o, a)| {
-            for (o, &a) in o.iter_mut().zip(a) {
-                *o = f(a);
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (o, &a) in o.iter_mut().zip(a) {
+                        *o = f(a);
+                    }
+                },
+            )
         });
 }
 
@@ -50,8 +56,13 @@ fn binary(inputs: &[&[f32]], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync
         .zip(a.par_chunks(CHUNK))
         .zip(b.par_chunks(CHUNK))
         .for_each(|((o, a), b)| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                        *o = f(a, b);
+                    }
+                },
+            )
         });
 }
