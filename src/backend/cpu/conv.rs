@@ -182,14 +182,18 @@ pub fn conv2d_forward(
     if in_len == 0 || out_len == 0 {
         return;
     }
-    if g.batch >= threads {
-        out.par_chunks_mut(out_len)
-            .zip(x.par_chunks(in_len))
-            .for_each(|(o, xi)| conv_one_image(g, xi, w, bias, o, 1));
-    } else {
-        for (o, xi) in out.chunks_mut(out_len).zip(x.chunks(in_len)) {
-            conv_one_image(g, xi, w, bias, o, threads);
-        }
+    // Whole rounds of images run one per thread; the images left over (a
+    // batch of 5 on 2 threads) each get every thread, through the GEMM's own
+    // split, rather than leaving threads idle while the last ones finish.
+    let split = g.batch - g.batch % threads;
+    let (out_rounds, out_rest) = out.split_at_mut(split * out_len);
+    let (x_rounds, x_rest) = x.split_at(split * in_len);
+    out_rounds
+        .par_chunks_mut(out_len)
+        .zip(x_rounds.par_chunks(in_len))
+        .for_each(|(o, xi)| conv_one_image(g, xi, w, bias, o, 1));
+    for (o, xi) in out_rest.chunks_mut(out_len).zip(x_rest.chunks(in_len)) {
+        conv_one_image(g, xi, w, bias, o, threads);
     }
 }
 
