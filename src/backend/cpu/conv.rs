@@ -79,6 +79,15 @@ fn im2col(g: &ConvGeometry, x: &[f32], blk: RowBlock, col: &mut [f32]) {
 fn im2col_channel(g: &ConvGeometry, plane: &[f32], blk: RowBlock, col: &mut [f32]) {
     let (k, s, p) = (g.k, g.stride, g.padding as isize);
     let n = blk.len(g);
+    if s == 1 && g.h_out == g.h && g.w_out == g.w {
+        for ky in 0..k {
+            for kx in 0..k {
+                let (dy, dx) = (ky as isize - p, kx as isize - p);
+                im2col_same_row(g, plane, blk, (dy, dx), &mut col[(ky * k + kx) * n..][..n]);
+            }
+        }
+        return;
+    }
     for ky in 0..k {
         for kx in 0..k {
             let row = &mut col[(ky * k + kx) * n..][..n];
@@ -111,6 +120,52 @@ fn im2col_channel(g: &ConvGeometry, plane: &[f32], blk: RowBlock, col: &mut [f32
                     };
                 }
             }
+        }
+    }
+}
+
+/// One im2col row of a stride-1 "same" conv (output size = input size):
+/// the input plane shifted by (dy, dx). Over the block's valid rows that is
+/// ONE contiguous copy of the plane; only the `|dx|` columns at each row's
+/// edge, which the copy filled from the neighbouring row, are then zeroed —
+/// instead of a short copy and two fills per output row.
+fn im2col_same_row(
+    g: &ConvGeometry,
+    plane: &[f32],
+    blk: RowBlock,
+    (dy, dx): (isize, isize),
+    row: &mut [f32],
+) {
+    let (h, w) = (g.h as isize, g.w);
+    // Output rows whose input row oy + dy exists.
+    let lo = (-dy).clamp(blk.oy0 as isize, blk.oy1 as isize) as usize;
+    let hi = (h - dy).clamp(lo as isize, blk.oy1 as isize) as usize;
+    row[..(lo - blk.oy0) * w].fill(0.0);
+    row[(hi - blk.oy0) * w..].fill(0.0);
+    if lo == hi {
+        return;
+    }
+    let dst = &mut row[(lo - blk.oy0) * w..(hi - blk.oy0) * w];
+    // Source start, possibly one |dx| before the plane or running past its
+    // end: those elements are edge columns, zeroed below anyway.
+    let start = ((lo as isize + dy) * w as isize + dx) as isize;
+    let skip_front = (-start).max(0) as usize;
+    let end = start + dst.len() as isize;
+    let skip_back = (end - plane.len() as isize).max(0) as usize;
+    let len = dst.len();
+    dst[skip_front..len - skip_back].copy_from_slice(
+        &plane[(start + skip_front as isize) as usize..(end - skip_back as isize) as usize],
+    );
+    let edge = dx.unsigned_abs().min(w);
+    for r in dst.chunks_exact_mut(w) {
+        // Plain stores: `fill` would be a memset call per row for one value.
+        let r = if dx < 0 {
+            &mut r[..edge]
+        } else {
+            &mut r[w - edge..]
+        };
+        for v in r {
+            *v = 0.0;
         }
     }
 }
@@ -424,4 +479,83 @@ pub(super) fn conv2d_backward(
         dw: tensor(dw, &w.shape),
         db: tensor(db, &[g.c_out]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// im2col by its definition: row (ci, ky, kx), column (oy, ox).
+    fn naive_im2col(g: &ConvGeometry, x: &[f32], blk: RowBlock) -> Vec<f32> {
+        let (k, p) = (g.k as isize, g.padding as isize);
+        let mut out = Vec::new();
+        for ci in 0..g.c_in {
+            for ky in 0..k {
+                for kx in 0..k {
+                    for oy in blk.oy0..blk.oy1 {
+                        for ox in 0..g.w_out {
+                            let iy = (oy * g.stride) as isize + ky - p;
+                            let ix = (ox * g.stride) as isize + kx - p;
+                            let inside =
+                                (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
+                            out.push(if inside {
+                                x[ci * g.h * g.w + iy as usize * g.w + ix as usize]
+                            } else {
+                                0.0
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The "same"-conv fast path and the general path against the definition,
+    /// on odd sizes, narrow planes (w ≤ padding) and every row block.
+    #[test]
+    fn im2col_matches_its_definition() {
+        for (h, w, k, stride, padding) in [
+            (5, 7, 3, 1, 1),
+            (1, 1, 3, 1, 1),
+            (2, 1, 3, 1, 1),
+            (3, 2, 5, 1, 2),
+            (6, 4, 1, 1, 0),
+            (7, 5, 3, 2, 1),
+            (4, 3, 3, 1, 0),
+            (9, 9, 3, 1, 1),
+        ] {
+            let h_out = (h + 2 * padding - k) / stride + 1;
+            let w_out = (w + 2 * padding - k) / stride + 1;
+            let g = ConvGeometry {
+                batch: 1,
+                c_in: 2,
+                h,
+                w,
+                c_out: 1,
+                k,
+                stride,
+                padding,
+                h_out,
+                w_out,
+            };
+            let x: Vec<f32> = (0..2 * h * w).map(|i| 1.0 + i as f32).collect();
+            for rows in 1..=h_out {
+                for oy0 in (0..h_out).step_by(rows) {
+                    let blk = RowBlock {
+                        oy0,
+                        oy1: (oy0 + rows).min(h_out),
+                    };
+                    let mut col = vec![f32::NAN; 2 * k * k * blk.len(&g)];
+                    im2col(&g, &x, blk, &mut col);
+                    assert_eq!(
+                        col,
+                        naive_im2col(&g, &x, blk),
+                        "{h}×{w} k{k} s{stride} p{padding} rows {oy0}..{}",
+                        blk.oy1
+                    );
+                }
+            }
+        }
+    }
 }
