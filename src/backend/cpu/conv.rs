@@ -8,7 +8,7 @@ use super::simd::vectorized;
 
 use super::gemm::{sgemm, sgemm_ld, MatRef};
 use super::math::plane_sums;
-use super::{alloc_zeros, tensor, CpuTensor};
+use super::{alloc_output, alloc_zeros, tensor, CpuTensor};
 use crate::backend::{Conv2dGrads, ConvGeometry};
 use crate::error::Result;
 
@@ -234,7 +234,15 @@ pub fn conv2d_forward(
 ) {
     let in_len = g.c_in * g.h * g.w;
     let out_len = g.c_out * g.h_out * g.w_out;
-    if in_len == 0 || out_len == 0 {
+    if out_len == 0 {
+        return;
+    }
+    if in_len == 0 {
+        // No input channels: the bias alone (`out` may hold old values).
+        let n = g.h_out * g.w_out;
+        for (co, row) in out.chunks_mut(n).enumerate() {
+            row.fill(bias.map_or(0.0, |b| b[co % g.c_out]));
+        }
         return;
     }
     // Whole rounds of images run one per thread; the images left over (a
@@ -472,7 +480,7 @@ pub(super) fn conv2d_backward(
             });
         }
     }
-    let mut dw = alloc_zeros(OP, &w.shape)?;
+    let mut dw = alloc_output(OP, &w.shape)?;
     transpose(&dwt, kd, g.c_out, &mut dw);
     Ok(Conv2dGrads {
         dx: tensor(dx, &x.shape),

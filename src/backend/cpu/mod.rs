@@ -22,12 +22,14 @@ mod train_ops;
 use std::sync::Arc;
 
 use super::numel;
+use memory::HostBuf;
 use crate::error::{Error, Result};
 
 /// A host tensor. The data is shared copy-on-write, so cloning is cheap.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuTensor {
-    pub data: Arc<Vec<f32>>,
+    /// Pooled storage (see [`memory::HostBuf`]); derefs to `Vec<f32>`.
+    pub data: Arc<HostBuf>,
     pub shape: Vec<usize>,
 }
 
@@ -41,7 +43,7 @@ impl CpuTensor {
             ));
         }
         Ok(CpuTensor {
-            data: Arc::new(data),
+            data: Arc::new(data.into()),
             shape: shape.to_vec(),
         })
     }
@@ -76,7 +78,17 @@ impl CpuBackend {
 /// Largest tensor we agree to allocate on the host: bigger is surely a mistake.
 const MAX_HOST_BYTES: u64 = 1 << 36;
 
-fn alloc_zeros(op: &'static str, shape: &[usize]) -> Result<Vec<f32>> {
+fn alloc_zeros(op: &'static str, shape: &[usize]) -> Result<HostBuf> {
+    Ok(HostBuf::zeroed(host_len(op, shape)?))
+}
+
+/// An output buffer the op writes in full: its old content is not cleared.
+fn alloc_output(op: &'static str, shape: &[usize]) -> Result<HostBuf> {
+    Ok(HostBuf::overwritten(host_len(op, shape)?))
+}
+
+/// Elements of a host tensor of `shape`, refusing absurd sizes.
+fn host_len(op: &'static str, shape: &[usize]) -> Result<usize> {
     let n = numel(op, shape)?;
     let bytes = n as u64 * 4;
     if bytes > MAX_HOST_BYTES {
@@ -87,11 +99,12 @@ fn alloc_zeros(op: &'static str, shape: &[usize]) -> Result<Vec<f32>> {
             limit: MAX_HOST_BYTES,
         });
     }
-    Ok(vec![0.0; n])
+    Ok(n)
 }
 
 /// A tensor owning `data` with `shape` (the caller guarantees the element count).
-fn tensor(data: Vec<f32>, shape: &[usize]) -> CpuTensor {
+fn tensor(data: impl Into<HostBuf>, shape: &[usize]) -> CpuTensor {
+    let data = data.into();
     debug_assert_eq!(
         Some(data.len()),
         shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))

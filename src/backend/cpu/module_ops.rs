@@ -7,7 +7,8 @@ use super::math::{
 };
 use super::par::*;
 use super::simd::vectorized;
-use super::{alloc_zeros, conv, resample, tensor, CpuBackend, CpuTensor, CHUNK};
+use super::memory::HostBuf;
+use super::{alloc_output, alloc_zeros, conv, resample, tensor, CpuBackend, CpuTensor, CHUNK};
 use crate::backend::plan::{
     ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, NormAct, ResamplePlan, RowsPlan,
 };
@@ -28,7 +29,7 @@ impl ModuleKernels for CpuBackend {
         w: &CpuTensor,
         bias: Option<&CpuTensor>,
     ) -> Result<CpuTensor> {
-        let mut out = alloc_zeros("conv2d", &g.out_shape())?;
+        let mut out = alloc_output("conv2d", &g.out_shape())?;
         conv::conv2d_forward(
             g,
             &x.data,
@@ -63,7 +64,7 @@ impl ModuleKernels for CpuBackend {
             s, groups, cg, act, ..
         } = p;
         let glen = cg * s;
-        let mut y = alloc_zeros(OP, &x.shape)?;
+        let mut y = alloc_output(OP, &x.shape)?;
         let mut stats = alloc_zeros(OP, &p.stats_shape())?;
         let (gamma, beta) = (&gamma.data[..], &beta.data[..]);
         if glen == 0 {
@@ -136,8 +137,8 @@ impl ModuleKernels for CpuBackend {
         // dy·silu'(x̂γ + β) when fused, written over it below) and is turned
         // into dx in place.
         let mut dx = match beta {
-            None => dy.data.to_vec(),
-            Some(_) => alloc_zeros(OP, &x.shape)?,
+            None => HostBuf::clone(&dy.data),
+            Some(_) => alloc_output(OP, &x.shape)?,
         };
         // Per (sample, channel): Σ dy and Σ dy·x̂ over space.
         let mut s1 = vec![0.0f64; b * c];
@@ -180,7 +181,7 @@ impl ModuleKernels for CpuBackend {
 
     fn softmax_planned(&self, p: &RowsPlan, x: &CpuTensor) -> Result<CpuTensor> {
         let n = p.len;
-        let mut y = alloc_zeros("softmax", &x.shape)?;
+        let mut y = alloc_output("softmax", &x.shape)?;
         if n > 0 {
             let rpt = rows_per_task(n);
             y.par_chunks_mut(rpt * n)
@@ -213,7 +214,7 @@ impl ModuleKernels for CpuBackend {
         dy: &CpuTensor,
     ) -> Result<CpuTensor> {
         let n = p.len;
-        let mut dx = alloc_zeros("softmax_backward", &y.shape)?;
+        let mut dx = alloc_output("softmax_backward", &y.shape)?;
         if n > 0 {
             let rpt = rows_per_task(n);
             dx.par_chunks_mut(rpt * n)
@@ -245,7 +246,7 @@ impl ModuleKernels for CpuBackend {
         bias: &CpuTensor,
     ) -> Result<CpuTensor> {
         let (c, s) = (p.c, p.s);
-        let mut out = alloc_zeros("add_bias", &x.shape)?;
+        let mut out = alloc_output("add_bias", &x.shape)?;
         par_planes(
             &x.data,
             s,
@@ -271,7 +272,7 @@ impl ModuleKernels for CpuBackend {
         x: &CpuTensor,
         t: &CpuTensor,
     ) -> Result<CpuTensor> {
-        let mut out = alloc_zeros("add_sample_bias", &x.shape)?;
+        let mut out = alloc_output("add_sample_bias", &x.shape)?;
         par_planes(
             &x.data,
             p.s,
@@ -294,7 +295,7 @@ impl ModuleKernels for CpuBackend {
             plane_sums(&dy.data, s)
         };
         Ok(tensor(
-            sums.into_iter().map(|x| x as f32).collect(),
+            sums.into_iter().map(|x| x as f32).collect::<Vec<f32>>(),
             &[b, c],
         ))
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::gemm::{sgemm, MatRef};
 use super::par::*;
-use super::{alloc_zeros, pointwise, tensor, CpuBackend, CpuTensor, CHUNK};
+use super::{alloc_output, alloc_zeros, pointwise, tensor, CpuBackend, CpuTensor, CHUNK};
 use crate::backend::plan::{
     BmmPlan, ConcatPlan, MatmulPlan, PointwisePlan, SplitPlan, SumBatchPlan,
 };
@@ -52,7 +52,7 @@ impl BackendKernels for CpuBackend {
     }
 
     fn read(&self, t: &CpuTensor) -> Result<Vec<f32>> {
-        Ok(t.data.as_ref().clone())
+        Ok(t.data.to_vec())
     }
 
     fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
@@ -94,7 +94,7 @@ impl BackendKernels for CpuBackend {
 
     fn matmul_planned(&self, p: &MatmulPlan, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         let &MatmulPlan { m, k, n } = p;
-        let mut c = alloc_zeros("matmul", &[m, n])?;
+        let mut c = alloc_output("matmul", &[m, n])?;
         sgemm(
             MatRef::new(&a.data, m, k),
             MatRef::new(&b.data, k, n),
@@ -106,7 +106,7 @@ impl BackendKernels for CpuBackend {
     }
 
     fn bmm_planned(&self, p: &BmmPlan, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        let mut c = alloc_zeros("bmm", &p.out)?;
+        let mut c = alloc_output("bmm", &p.out)?;
         if c.is_empty() {
             return Ok(tensor(c, &p.out));
         }
@@ -137,7 +137,7 @@ impl BackendKernels for CpuBackend {
     }
 
     fn pointwise_planned(&self, p: &PointwisePlan, inputs: &[&CpuTensor]) -> Result<CpuTensor> {
-        let mut out = alloc_zeros(p.op.name(), &p.shape)?;
+        let mut out = alloc_output(p.op.name(), &p.shape)?;
         let data: Vec<&[f32]> = inputs.iter().map(|t| t.data.as_slice()).collect();
         pointwise::run(p, &data, &mut out);
         Ok(tensor(out, &p.shape))
@@ -162,7 +162,7 @@ impl BackendKernels for CpuBackend {
         a: &CpuTensor,
         b: &CpuTensor,
     ) -> Result<CpuTensor> {
-        let mut out = alloc_zeros("concat_channels", &p.out)?;
+        let mut out = alloc_output("concat_channels", &p.out)?;
         let (la, lb) = (p.ca * p.s, p.cb * p.s);
         if la + lb > 0 {
             out.par_chunks_mut(la + lb).enumerate().for_each(|(i, o)| {
@@ -179,7 +179,7 @@ impl BackendKernels for CpuBackend {
         x: &CpuTensor,
     ) -> Result<(CpuTensor, CpuTensor)> {
         const OP: &str = "split_channels";
-        let (mut a, mut b) = (alloc_zeros(OP, &p.out_a)?, alloc_zeros(OP, &p.out_b)?);
+        let (mut a, mut b) = (alloc_output(OP, &p.out_a)?, alloc_output(OP, &p.out_b)?);
         let (la, lb) = (p.ca * p.dims.s, (p.dims.c - p.ca) * p.dims.s);
         if la > 0 {
             a.par_chunks_mut(la)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::par::*;
-use super::{alloc_zeros, tensor, CpuBackend, CpuTensor};
+use super::{alloc_output, alloc_zeros, tensor, CpuBackend, CpuTensor};
 use crate::backend::plan::{PairPlan, PerSamplePlan};
 use crate::backend::{reverse_update, PairedState, PerturbCoef, Sampler, ScoreDdKernels, StepCoef};
 use crate::error::Result;
@@ -20,8 +20,8 @@ impl ScoreDdKernels for CpuBackend {
         rng: RngStream,
     ) -> Result<(CpuTensor, CpuTensor)> {
         let d = p.d;
-        let mut xt = alloc_zeros("perturb", &x0.shape)?;
-        let mut z = alloc_zeros("perturb", &x0.shape)?;
+        let mut xt = alloc_output("perturb", &x0.shape)?;
+        let mut z = alloc_output("perturb", &x0.shape)?;
         if d > 0 {
             xt.par_chunks_mut(d)
                 .zip(z.par_chunks_mut(d))

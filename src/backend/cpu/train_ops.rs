@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::par::*;
 
-use super::{alloc_zeros, tensor, CpuBackend, CpuTensor, CHUNK};
+use super::{alloc_output, tensor, CpuBackend, CpuTensor, CHUNK};
 use crate::backend::plan::{AdamPlan, DsmPlan};
 use crate::backend::{AdamStep, TrainKernels};
 use crate::error::Result;
@@ -48,7 +48,7 @@ impl TrainKernels for CpuBackend {
         sign: f32,
     ) -> Result<(CpuTensor, CpuTensor)> {
         let d = p.d;
-        let mut dout = alloc_zeros("dsm_loss", &out.shape)?;
+        let mut dout = alloc_output("dsm_loss", &out.shape)?;
         // One task per sample.
         let loss: f64 = dout
             .par_chunks_mut(d)
