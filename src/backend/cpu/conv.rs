@@ -148,7 +148,7 @@ fn im2col_same_row(
     let dst = &mut row[(lo - blk.oy0) * w..(hi - blk.oy0) * w];
     // Source start, possibly one |dx| before the plane or running past its
     // end: those elements are edge columns, zeroed below anyway.
-    let start = ((lo as isize + dy) * w as isize + dx) as isize;
+    let start = (lo as isize + dy) * w as isize + dx;
     let skip_front = (-start).max(0) as usize;
     let end = start + dst.len() as isize;
     let skip_back = (end - plane.len() as isize).max(0) as usize;
