@@ -152,7 +152,11 @@ mod pool {
             let c = class(n);
             let reused = {
                 let mut f = free().lock().unwrap_or_else(|e| e.into_inner());
-                let v = f.by_class.get_mut(&c).and_then(|l| l.pop());
+                let list = f.by_class.get_mut(&c);
+                let v = list.and_then(|l| l.pop());
+                if f.by_class.get(&c).is_some_and(|l| l.is_empty()) {
+                    f.by_class.remove(&c); // lists in the map are never empty
+                }
                 if let Some(v) = &v {
                     f.bytes -= v.capacity() * 4;
                 }
@@ -165,11 +169,47 @@ mod pool {
                 v.resize(n, 0.0);
                 return v;
             }
+            release(c);
             let mut v = Vec::with_capacity(c);
             v.resize(n, 0.0);
             return v;
         }
         vec![0.0; n]
+    }
+
+    /// On a miss, hands pooled memory back to the allocator, which can reuse
+    /// it for the new buffer: one buffer of the smallest class above the
+    /// request if there is one, else the largest ones below until as much
+    /// is freed. So the pool does not keep memory for sizes no longer asked
+    /// for while the process grows (peak memory stays what the allocator
+    /// alone would need).
+    fn release(floats: usize) {
+        let dropped = {
+            let mut f = free().lock().unwrap_or_else(|e| e.into_inner());
+            let above = f.by_class.range(floats..).next().map(|(&c, _)| c);
+            let mut dropped = Vec::new();
+            let mut freed = 0;
+            while freed < floats {
+                let class = match above {
+                    Some(c) if dropped.is_empty() => c,
+                    Some(_) => break,
+                    None => match f.by_class.last_key_value() {
+                        Some((&c, _)) => c,
+                        None => break,
+                    },
+                };
+                let list = f.by_class.get_mut(&class).expect("the class exists");
+                let v = list.pop().expect("classes are never empty");
+                if list.is_empty() {
+                    f.by_class.remove(&class);
+                }
+                freed += v.capacity();
+                f.bytes -= v.capacity() * 4;
+                dropped.push(v);
+            }
+            dropped
+        };
+        drop(dropped); // outside the lock
     }
 
     pub fn give(v: Vec<f32>) {
