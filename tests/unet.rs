@@ -407,6 +407,6 @@ fn inference_in_chunks_matches_one_forward() {
     let small = scoredd::nn::unet::UNet::new(UNetConfig::small(3, TimeEmbedding::Fourier)).unwrap();
     let big =
         scoredd::nn::unet::UNet::new(UNetConfig::ncsnpp256(3, TimeEmbedding::Fourier)).unwrap();
-    assert_eq!(small.inference_batch_limit(64, 64), 64);
+    assert_eq!(small.inference_batch_limit(64, 64), 16);
     assert_eq!(big.inference_batch_limit(256, 256), 1);
 }
