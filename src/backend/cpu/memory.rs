@@ -105,6 +105,9 @@ mod pool {
 
     /// Smaller buffers go back to the allocator, which is fast for them.
     const MIN_FLOATS: usize = 1 << 14;
+    /// Pooled bytes a miss leaves alone (see `release`): a little slack so that
+    /// a repeated workload (training steps) settles without a miss per step.
+    const KEPT_ON_MISS_BYTES: usize = 128 << 20;
     /// Free buffers kept at most; beyond, a dropped buffer is freed.
     const MAX_POOLED_BYTES: usize = 1 << 30;
 
@@ -189,7 +192,7 @@ mod pool {
             let above = f.by_class.range(floats..).next().map(|(&c, _)| c);
             let mut dropped = Vec::new();
             let mut freed = 0;
-            while freed < floats {
+            while freed < floats && f.bytes > KEPT_ON_MISS_BYTES {
                 let class = match above {
                     Some(c) if dropped.is_empty() => c,
                     Some(_) => break,
