@@ -220,12 +220,30 @@ mod pool {
         if cap < MIN_FLOATS {
             return;
         }
-        let mut f = free().lock().unwrap_or_else(|e| e.into_inner());
-        if f.bytes + cap * 4 > MAX_POOLED_BYTES {
+        if cap * 4 > MAX_POOLED_BYTES {
             return;
+        }
+        let mut evicted = Vec::new();
+        let mut f = free().lock().unwrap_or_else(|e| e.into_inner());
+        // A full pool makes room by freeing its largest buffers: what was
+        // just dropped is what the current work allocates, while a full
+        // pool may hold the sizes of earlier work (a bigger model, training
+        // before detection) that would otherwise never leave.
+        while f.bytes + cap * 4 > MAX_POOLED_BYTES {
+            let Some(mut last) = f.by_class.last_entry() else {
+                break;
+            };
+            let old = last.get_mut().pop().expect("classes are never empty");
+            if last.get().is_empty() {
+                last.remove();
+            }
+            f.bytes -= old.capacity() * 4;
+            evicted.push(old);
         }
         f.bytes += cap * 4;
         f.by_class.entry(class_floor(cap)).or_default().push(v);
+        drop(f);
+        drop(evicted); // freed outside the lock
     }
 
     #[cfg(test)]
