@@ -128,7 +128,7 @@ fn directional_check_catches_a_wrong_gradient() {
 // (batch, Cin, H, W, Cout, k, stride, padding)
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CONV_CASES: [ConvCase; 8] = [
+const CONV_CASES: [ConvCase; 9] = [
     (3, 6, 6, 10, 5, 3, 1, 1),
     (3, 6, 6, 10, 4, 3, 2, 1),
     (3, 4, 6, 10, 7, 3, 1, 0),
@@ -137,6 +137,8 @@ const CONV_CASES: [ConvCase; 8] = [
     (2, 3, 6, 10, 4, 1, 2, 0),
     (1, 6, 6, 10, 5, 3, 1, 1),
     (1, 3, 9, 7, 2, 1, 1, 1),
+    // A 5×5 "same" conv: its dx runs as a conv of dy on the CPU.
+    (3, 3, 7, 6, 4, 5, 1, 2),
 ];
 
 #[test]

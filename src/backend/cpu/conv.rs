@@ -339,7 +339,7 @@ fn backward_image(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    dx: &mut [f32],
+    mut dx: Option<&mut [f32]>,
     dwt: &mut [f32],
     sc: &mut ConvScratch,
     threads: usize,
@@ -355,7 +355,9 @@ fn backward_image(
     if g.k == 1 && g.stride == 1 && g.padding == 0 {
         // The im2col matrix is the input itself.
         sgemm(MatRef::new(x, kd, n), dyt, dwt, true, threads);
-        sgemm(w_t, dy_m, dx, false, threads);
+        if let Some(dx) = dx {
+            sgemm(w_t, dy_m, dx, false, threads);
+        }
         return;
     }
     if threads > 1 {
@@ -370,6 +372,9 @@ fn backward_image(
         im2col(g, x, blk, col);
         let dyt_b = MatRef::new(&dyt.data[blk.oy0 * g.w_out * g.c_out..], nb, g.c_out);
         sgemm(MatRef::new(col, kd, nb), dyt_b, dwt, true, 1);
+        let Some(dx) = dx.as_deref_mut() else {
+            continue;
+        };
         let dy_b = MatRef {
             data: &dy[blk.oy0 * g.w_out..],
             cols: nb,
@@ -393,7 +398,7 @@ fn backward_image_parallel(
     w_t: MatRef,
     dy_m: MatRef,
     dyt: MatRef,
-    dx: &mut [f32],
+    dx: Option<&mut [f32]>,
     dwt: &mut [f32],
     (col, dcol): (&mut Vec<f32>, &mut Vec<f32>),
     threads: usize,
@@ -405,11 +410,47 @@ fn backward_image_parallel(
         .zip(x.par_chunks(plane))
         .for_each(|(c, xc)| im2col_channel(g, xc, whole, c));
     sgemm(MatRef::new(col, kd, n), dyt, dwt, true, threads);
+    let Some(dx) = dx else {
+        return;
+    };
     let dcol = at_least(dcol, kd * n);
     sgemm(w_t, dy_m, dcol, false, threads);
     dx.par_chunks_mut(plane)
         .zip(dcol.par_chunks(rows))
         .for_each(|(p, d)| col2im_channel(g, d, whole, p));
+}
+
+/// The conv whose forward is the input gradient of `g`, when `g` has stride 1
+/// and keeps the size ("same" padding, k = 2p + 1): dx = conv(dy, W flipped
+/// in space, in/out channels swapped), padding p again. A forward conv (a
+/// contiguous im2col and one GEMM straight into dx) costs less than the GEMM
+/// into an im2col-shaped gradient and its scatter-add back (col2im). 1×1 convs
+/// keep their single GEMM.
+fn dx_as_conv(g: &ConvGeometry) -> Option<ConvGeometry> {
+    let same = g.stride == 1 && g.h_out == g.h && g.w_out == g.w && g.k == 2 * g.padding + 1;
+    (same && g.k > 1).then_some(ConvGeometry {
+        c_in: g.c_out,
+        c_out: g.c_in,
+        h: g.h_out,
+        w: g.w_out,
+        ..*g
+    })
+}
+
+/// `W[co, ci, ky, kx]` as `W'[ci, co, k−1−ky, k−1−kx]`: the weights of [`dx_as_conv`].
+fn flipped_transposed(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
+    let kk = g.k * g.k;
+    let mut wf = vec![0.0; w.len()];
+    for co in 0..g.c_out {
+        for ci in 0..g.c_in {
+            let src = &w[(co * g.c_in + ci) * kk..][..kk];
+            let dst = &mut wf[(ci * g.c_out + co) * kk..][..kk];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    wf
 }
 
 /// dx, dw and db of a conv2d. Images run in parallel, each run of images
@@ -435,7 +476,14 @@ pub(super) fn conv2d_backward(
     }
     let db: Vec<f32> = db.into_iter().map(|v| v as f32).collect();
 
-    let mut dx = alloc_zeros(OP, &x.shape)?;
+    // dx of a stride-1 "same" conv is itself such a conv of dy (below);
+    // otherwise col2im adds into a zeroed dx.
+    let dx_conv = dx_as_conv(g);
+    let mut dx = match dx_conv {
+        Some(_) => alloc_output(OP, &x.shape)?,
+        None => alloc_zeros(OP, &x.shape)?,
+    };
+    let want_dx = dx_conv.is_none();
     // dwᵀ, kd × c_out: see `backward_image`.
     let mut dwt = alloc_zeros(OP, &w.shape)?;
     let with_sc =
@@ -459,6 +507,7 @@ pub(super) fn conv2d_backward(
                             .zip(xr.chunks(in_len))
                             .zip(dyr.chunks(out_len))
                         {
+                            let dxi = want_dx.then_some(dxi);
                             backward_image(g, xi, &w.data, dyi, dxi, &mut dwp, sc, 1);
                         }
                     });
@@ -475,10 +524,15 @@ pub(super) fn conv2d_backward(
                     .zip(x.data.chunks(in_len))
                     .zip(dy.data.chunks(out_len))
                 {
+                    let dxi = want_dx.then_some(dxi);
                     backward_image(g, xi, &w.data, dyi, dxi, &mut dwt, sc, threads);
                 }
             });
         }
+    }
+    if let Some(gx) = dx_conv {
+        let wf = flipped_transposed(g, &w.data);
+        conv2d_forward(&gx, &dy.data, &wf, None, &mut dx, threads);
     }
     let mut dw = alloc_output(OP, &w.shape)?;
     transpose(&dwt, kd, g.c_out, &mut dw);
