@@ -89,7 +89,10 @@ fn ncsnpp256_peak_in_child() {
         .expect("running the ncsnpp256 child");
     print!("{}", String::from_utf8_lossy(&out.stdout));
     if !out.status.success() {
-        println!("ncsnpp256: the child failed: {}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "ncsnpp256: the child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{assert_close, cpu, gpu, rand_vec};
-use scoredd::backend::{Backend, Conv2dSpec, ModuleOps};
+use scoredd::backend::{Backend, Conv2dSpec, ConvEpilogue, ModuleOps};
 use scoredd::error::Error;
 
 const REL: f32 = 1e-4;
@@ -119,6 +119,126 @@ fn gpu_conv2d_backward_every_variant_matches_cpu() {
         }
     }
     g.tuner.forced.set(None);
+}
+
+/// The conv epilogues the U-net uses, as (per-sample bias, residual, scale).
+const EPILOGUES: [(bool, bool, f32); 4] = [
+    (true, false, 1.0),
+    (false, true, std::f32::consts::FRAC_1_SQRT_2),
+    (true, true, 0.5),
+    (false, false, 2.0),
+];
+
+/// `conv2d_fused` on `be` and its composition (conv2d, add_sample_bias,
+/// axpby) on the CPU, read back.
+fn fused_and_composed<B: ModuleOps>(be: &B, case: Case, ep: (bool, bool, f32)) -> [Vec<f32>; 2] {
+    let c = cpu();
+    let (b, ci, h, w, co, k, s, p) = case;
+    let ho = (h + 2 * p - k) / s + 1;
+    let wo = (w + 2 * p - k) / s + 1;
+    let seed = 7 * (b + ci + h + w + co + k) as u64;
+    let data = [
+        (rand_vec(b * ci * h * w, seed), vec![b, ci, h, w]),
+        (rand_vec(co * ci * k * k, seed + 1), vec![co, ci, k, k]),
+        (rand_vec(co, seed + 2), vec![co]),
+        (rand_vec(b * co, seed + 3), vec![b, co]),
+        (rand_vec(b * co * ho * wo, seed + 4), vec![b, co, ho, wo]),
+    ];
+    let on = |t: &(Vec<f32>, Vec<usize>)| be.upload(&t.0, &t.1).unwrap();
+    let (x, wt, bias, sb, res) = (
+        on(&data[0]),
+        on(&data[1]),
+        on(&data[2]),
+        on(&data[3]),
+        on(&data[4]),
+    );
+    let spec = Conv2dSpec::new(s, p);
+    let epilogue = ConvEpilogue {
+        bias: &bias,
+        sample_bias: ep.0.then_some(&sb),
+        residual: ep.1.then_some(&res),
+        scale: ep.2,
+    };
+    let fused = be
+        .conv2d_fused(&x, &wt, epilogue, spec)
+        .unwrap_or_else(|e| panic!("conv2d_fused {case:?}: {e}"));
+    let on_c = |t: &(Vec<f32>, Vec<usize>)| c.upload(&t.0, &t.1).unwrap();
+    let (xc, wc, bc) = (on_c(&data[0]), on_c(&data[1]), on_c(&data[2]));
+    let mut want = c.conv2d(&xc, &wc, Some(&bc), spec).unwrap();
+    if ep.0 {
+        want = c.add_sample_bias(&want, &on_c(&data[3])).unwrap();
+    }
+    let r = if ep.1 {
+        on_c(&data[4])
+    } else {
+        c.zeros(&[b, co, ho, wo]).unwrap()
+    };
+    want = c.axpby(ep.2, &r, ep.2, &want).unwrap();
+    [be.read(&fused).unwrap(), c.read(&want).unwrap()]
+}
+
+/// The fused conv epilogue against its composition: on the CPU (one pass,
+/// the same sums in another order: 1e-5 relative) and on the GPU.
+#[test]
+fn conv2d_fused_matches_its_composition() {
+    for &case in &CONV_CASES {
+        for ep in EPILOGUES {
+            let [got, want] = fused_and_composed(&cpu(), case, ep);
+            assert_close(
+                &format!("cpu conv2d_fused {case:?} {ep:?}"),
+                &got,
+                &want,
+                1e-5,
+            );
+        }
+    }
+    let Some(g) = gpu() else { return };
+    for &case in &CONV_CASES {
+        for ep in EPILOGUES {
+            let [got, want] = fused_and_composed(&g, case, ep);
+            assert_close(
+                &format!("gpu conv2d_fused {case:?} {ep:?}"),
+                &got,
+                &want,
+                REL,
+            );
+        }
+    }
+}
+
+/// A per-sample bias or a residual of the wrong shape: the same shape error
+/// from both backends.
+#[test]
+fn conv2d_fused_rejects_bad_epilogues() {
+    fn check<B: ModuleOps>(be: &B) {
+        let x = be.zeros(&[2, 3, 5, 5]).unwrap();
+        let w = be.zeros(&[4, 3, 3, 3]).unwrap();
+        let bias = be.zeros(&[4]).unwrap();
+        let spec = Conv2dSpec::new(1, 1);
+        for (sb, res) in [(vec![4], vec![2, 4, 5, 5]), (vec![2, 4], vec![2, 4, 5, 4])] {
+            let sb = be.zeros(&sb).unwrap();
+            let res = be.zeros(&res).unwrap();
+            let ep = ConvEpilogue {
+                bias: &bias,
+                sample_bias: Some(&sb),
+                residual: Some(&res),
+                scale: 1.0,
+            };
+            assert_shape_error(be.conv2d_fused(&x, &w, ep, spec), "conv2d_fused");
+        }
+        let short_bias = be.zeros(&[3]).unwrap();
+        let ep = ConvEpilogue {
+            bias: &short_bias,
+            sample_bias: None,
+            residual: None,
+            scale: 1.0,
+        };
+        assert_shape_error(be.conv2d_fused(&x, &w, ep, spec), "conv2d_fused");
+    }
+    check(&cpu());
+    if let Some(g) = gpu() {
+        check(&g);
+    }
 }
 
 fn assert_shape_error<T>(r: scoredd::error::Result<T>, op: &str) {

@@ -39,7 +39,7 @@ mod select;
 pub mod train_ops;
 
 pub use module_ops::{
-    Conv2dGrads, Conv2dSpec, GroupNormGrads, GroupNormOut, ModuleKernels, ModuleOps,
+    Conv2dGrads, Conv2dSpec, ConvEpilogue, GroupNormGrads, GroupNormOut, ModuleKernels, ModuleOps,
 };
 pub use plan::{numel, ConvGeometry, NormAct};
 pub use pointwise::Pointwise;

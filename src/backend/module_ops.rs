@@ -27,6 +27,21 @@ impl Conv2dSpec {
     }
 }
 
+/// What a conv adds to `W∗x` in the same pass over its output:
+/// `out = scale·(W∗x + bias[c] + sample_bias[b, c] + residual)`. The
+/// ResBlock's time embedding (`sample_bias`) and its residual sum with the
+/// skip rescale (`residual`, `scale` 1/√2) then cost no pass of their own.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvEpilogue<'a, T> {
+    /// `[Cout]`.
+    pub bias: &'a T,
+    /// `[B, Cout]`, or none.
+    pub sample_bias: Option<&'a T>,
+    /// Shaped like the output, or none.
+    pub residual: Option<&'a T>,
+    pub scale: f32,
+}
+
 /// Gradients of a conv2d with respect to its input, weight and bias.
 pub struct Conv2dGrads<T> {
     pub dx: T,
@@ -78,6 +93,18 @@ pub trait ModuleOps: Backend {
         dy: &Self::Tensor,
         spec: Conv2dSpec,
     ) -> Result<Conv2dGrads<Self::Tensor>>;
+
+    /// [`ModuleOps::conv2d`] with the [`ConvEpilogue`] applied to its output.
+    /// Its gradients are [`ModuleOps::conv2d_backward`]'s of `dy·scale`, plus
+    /// `dy·scale` itself for the residual and its per-(sample, channel) sums
+    /// for `sample_bias`.
+    fn conv2d_fused(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        epilogue: ConvEpilogue<'_, Self::Tensor>,
+        spec: Conv2dSpec,
+    ) -> Result<Self::Tensor>;
 
     /// GroupNorm over `x: [B, C, …]` with `groups` groups of C/groups channels
     /// (C divisible by groups), per-channel affine `gamma, beta: [C]`:
@@ -198,6 +225,14 @@ pub trait ModuleKernels: BackendKernels {
         dy: &Self::Tensor,
     ) -> Result<Conv2dGrads<Self::Tensor>>;
 
+    fn conv2d_fused_planned(
+        &self,
+        g: &ConvGeometry,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        epilogue: ConvEpilogue<'_, Self::Tensor>,
+    ) -> Result<Self::Tensor>;
+
     fn group_norm_planned(
         &self,
         p: &GroupNormPlan,
@@ -273,6 +308,24 @@ impl<K: ModuleKernels> ModuleOps for K {
     ) -> Result<Conv2dGrads<K::Tensor>> {
         let g = plan::conv2d_backward(self.shape(x), self.shape(w), self.shape(dy), spec)?;
         self.conv2d_backward_planned(&g, x, w, dy)
+    }
+
+    fn conv2d_fused(
+        &self,
+        x: &K::Tensor,
+        w: &K::Tensor,
+        epilogue: ConvEpilogue<'_, K::Tensor>,
+        spec: Conv2dSpec,
+    ) -> Result<K::Tensor> {
+        let g = plan::conv2d_fused(
+            self.shape(x),
+            self.shape(w),
+            self.shape(epilogue.bias),
+            epilogue.sample_bias.map(|t| self.shape(t)),
+            epilogue.residual.map(|t| self.shape(t)),
+            spec,
+        )?;
+        self.conv2d_fused_planned(&g, x, w, epilogue)
     }
 
     fn group_norm(

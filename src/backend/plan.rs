@@ -432,6 +432,39 @@ pub fn conv2d(
     conv_geometry("conv2d", x, w, bias, spec)
 }
 
+/// A conv with an epilogue: `bias [Cout]`, `sample_bias [B, Cout]`,
+/// `residual` shaped like the output.
+pub fn conv2d_fused(
+    x: &[usize],
+    w: &[usize],
+    bias: &[usize],
+    sample_bias: Option<&[usize]>,
+    residual: Option<&[usize]>,
+    spec: Conv2dSpec,
+) -> Result<ConvGeometry> {
+    const OP: &str = "conv2d_fused";
+    let g = conv_geometry(OP, x, w, Some(bias), spec)?;
+    if let Some(sb) = sample_bias {
+        if sb != [g.batch, g.c_out] {
+            let want = [g.batch, g.c_out];
+            return Err(Error::shape(
+                OP,
+                format!("sample bias {sb:?} must be {want:?}"),
+            ));
+        }
+    }
+    if let Some(r) = residual {
+        if r != g.out_shape() {
+            let want = g.out_shape();
+            return Err(Error::shape(
+                OP,
+                format!("residual {r:?} must be the output's {want:?}"),
+            ));
+        }
+    }
+    Ok(g)
+}
+
 /// The forward's geometry, and `dy` shaped like the forward's output.
 pub fn conv2d_backward(
     x: &[usize],

@@ -102,9 +102,9 @@ impl ResBlock {
         ctx: &BlockCtx<B::Tensor>,
     ) -> Result<(B::Tensor, ResSaved<B::Tensor>)> {
         let (a0, n0) = self.norm0.forward_act(be, p, x, NormAct::Silu)?;
-        let h1 = self.conv0.forward(be, p, &a0)?;
+        // conv0 + the time embedding, in one pass.
         let tb = self.temb.forward(be, p, ctx.temb_act)?;
-        let h1 = be.add_sample_bias(&h1, &tb)?;
+        let h1 = self.conv0.forward_fused(be, p, &a0, Some(&tb), None, 1.0)?;
         let (mut a1, n1) = self.norm1.forward_act(be, p, &h1, NormAct::Silu)?;
         let mut mask = None;
         if let Some((rate, rng)) = ctx.dropout {
@@ -115,12 +115,14 @@ impl ResBlock {
                 mask = Some(m);
             }
         }
-        let h3 = self.conv1.forward(be, p, &a1)?;
         let skip = match &self.skip {
             Some(c) => c.forward(be, p, x)?,
             None => x.clone(),
         };
-        let out = be.axpby(FRAC_1_SQRT_2, &skip, FRAC_1_SQRT_2, &h3)?;
+        // (skip + conv1(a1)) / √2, in the conv's pass over its output.
+        let out = self
+            .conv1
+            .forward_fused(be, p, &a1, None, Some(&skip), FRAC_1_SQRT_2)?;
         Ok((
             out,
             ResSaved {
@@ -221,12 +223,9 @@ impl AttnBlock {
         let scores = scale(be, (c as f32).powf(-0.5), &be.bmm(&q, &k, true, false)?)?;
         let w = be.softmax(&scores)?;
         let h = be.reshape(&be.bmm(&v, &w, false, true)?, &shape)?;
-        let out = be.axpby(
-            FRAC_1_SQRT_2,
-            x,
-            FRAC_1_SQRT_2,
-            &self.proj.forward(be, p, &h)?,
-        )?;
+        let out = self
+            .proj
+            .forward_fused(be, p, &h, None, Some(x), FRAC_1_SQRT_2)?;
         Ok((
             out,
             AttnSaved {

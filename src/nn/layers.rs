@@ -3,7 +3,7 @@
 //! parameter gradients to [`Grads`] and returns the input gradient.
 
 use super::{Grads, Init, ParamId, ParamSpec, ParamStore};
-use crate::backend::{Conv2dSpec, NnBackend, NormAct};
+use crate::backend::{Conv2dSpec, ConvEpilogue, NnBackend, NormAct};
 use crate::error::Result;
 
 /// 2-D convolution with bias (square kernel, "same" padding for 3×3).
@@ -50,6 +50,27 @@ impl Conv {
         x: &B::Tensor,
     ) -> Result<B::Tensor> {
         be.conv2d(x, p.get(self.weight), Some(p.get(self.bias)), self.spec)
+    }
+
+    /// `scale·(conv(x) + sample_bias + residual)` in one pass over the output
+    /// (see [`crate::backend::ConvEpilogue`]); its backward is
+    /// [`Conv::backward`] of `scale·dy`.
+    pub fn forward_fused<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        x: &B::Tensor,
+        sample_bias: Option<&B::Tensor>,
+        residual: Option<&B::Tensor>,
+        scale: f32,
+    ) -> Result<B::Tensor> {
+        let epilogue = ConvEpilogue {
+            bias: p.get(self.bias),
+            sample_bias,
+            residual,
+            scale,
+        };
+        be.conv2d_fused(x, p.get(self.weight), epilogue, self.spec)
     }
 
     /// `x` is the forward input.

@@ -184,25 +184,71 @@ pub(super) fn transpose(src: &[f32], r: usize, c: usize, dst: &mut [f32]) {
     }
 }
 
+/// What the forward adds to `W∗x`, for the whole batch (see
+/// [`crate::backend::ConvEpilogue`]): `out = scale·(W∗x + bias + sample_bias + residual)`.
+#[derive(Clone, Copy)]
+pub(super) struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    /// `[B, Cout]`.
+    pub sample_bias: Option<&'a [f32]>,
+    /// Shaped like the output.
+    pub residual: Option<&'a [f32]>,
+    pub scale: f32,
+}
+
+impl<'a> Epilogue<'a> {
+    pub fn bias(bias: Option<&'a [f32]>) -> Self {
+        Epilogue {
+            bias,
+            sample_bias: None,
+            residual: None,
+            scale: 1.0,
+        }
+    }
+    fn adds_anything(&self) -> bool {
+        self.bias.is_some() || self.sample_bias.is_some() || self.residual.is_some()
+    }
+    /// Writes `scale·(bias + sample_bias + residual)` over image `i`'s output
+    /// (rows of `n` positions): the GEMM then accumulates `scale·W∗x` onto it.
+    fn prefill(&self, g: &ConvGeometry, i: usize, out: &mut [f32]) {
+        let n = g.h_out * g.w_out;
+        let res = self.residual.map(|r| &r[i * g.c_out * n..][..g.c_out * n]);
+        for (co, row) in out.chunks_mut(n).enumerate() {
+            let b = self.bias.map_or(0.0, |b| b[co])
+                + self.sample_bias.map_or(0.0, |sb| sb[i * g.c_out + co]);
+            match res {
+                Some(r) => {
+                    let r = &r[co * n..][..n];
+                    for (o, &r) in row.iter_mut().zip(r) {
+                        *o = self.scale * (b + r);
+                    }
+                }
+                None => row.fill(self.scale * b),
+            }
+        }
+    }
+}
+
+/// Image `i` of the batch: `out = epilogue(W∗x)`.
 fn conv_one_image(
     g: &ConvGeometry,
-    x: &[f32],
+    (i, x): (usize, &[f32]),
     w: &[f32],
-    bias: Option<&[f32]>,
+    ep: &Epilogue,
     out: &mut [f32],
     threads: usize,
 ) {
     let n = g.h_out * g.w_out;
     let kdim = g.c_in * g.k * g.k;
-    if let Some(b) = bias {
-        for (co, row) in out.chunks_mut(n).enumerate() {
-            row.fill(b[co]);
-        }
+    let acc = ep.adds_anything();
+    if acc {
+        ep.prefill(g, i, out);
     }
     let wmat = MatRef::new(w, g.c_out, kdim);
     // A 1×1, stride-1, unpadded conv is already a GEMM on the input planes.
     if g.k == 1 && g.stride == 1 && g.padding == 0 {
-        sgemm(wmat, MatRef::new(x, kdim, n), out, bias.is_some(), threads);
+        let xmat = MatRef::new(x, kdim, n);
+        sgemm_ld(wmat, xmat, out, n, acc, ep.scale, threads);
         return;
     }
     if threads > 1 {
@@ -210,7 +256,7 @@ fn conv_one_image(
         return with_scratch(kdim * n, |col| {
             im2col(g, x, RowBlock::whole(g), col);
             let cols = MatRef::new(col, kdim, n);
-            sgemm(wmat, cols, out, bias.is_some(), threads);
+            sgemm_ld(wmat, cols, out, n, acc, ep.scale, threads);
         });
     }
     for blk in row_blocks(g) {
@@ -219,16 +265,16 @@ fn conv_one_image(
             im2col(g, x, blk, col);
             let cols = MatRef::new(col, kdim, nb);
             let dst = &mut out[blk.oy0 * g.w_out..];
-            sgemm_ld(wmat, cols, dst, n, bias.is_some(), 1);
+            sgemm_ld(wmat, cols, dst, n, acc, ep.scale, 1);
         });
     }
 }
 
-pub fn conv2d_forward(
+pub(super) fn conv2d_forward(
     g: &ConvGeometry,
     x: &[f32],
     w: &[f32],
-    bias: Option<&[f32]>,
+    ep: &Epilogue,
     out: &mut [f32],
     threads: usize,
 ) {
@@ -238,10 +284,9 @@ pub fn conv2d_forward(
         return;
     }
     if in_len == 0 {
-        // No input channels: the bias alone (`out` may hold old values).
-        let n = g.h_out * g.w_out;
-        for (co, row) in out.chunks_mut(n).enumerate() {
-            row.fill(bias.map_or(0.0, |b| b[co % g.c_out]));
+        // No input channels: the epilogue alone (`out` may hold old values).
+        for (i, o) in out.chunks_mut(out_len).enumerate() {
+            ep.prefill(g, i, o);
         }
         return;
     }
@@ -254,9 +299,11 @@ pub fn conv2d_forward(
     out_rounds
         .par_chunks_mut(out_len)
         .zip(x_rounds.par_chunks(in_len))
-        .for_each(|(o, xi)| conv_one_image(g, xi, w, bias, o, 1));
-    for (o, xi) in out_rest.chunks_mut(out_len).zip(x_rest.chunks(in_len)) {
-        conv_one_image(g, xi, w, bias, o, threads);
+        .enumerate()
+        .for_each(|(i, (o, xi))| conv_one_image(g, (i, xi), w, ep, o, 1));
+    let rest = out_rest.chunks_mut(out_len).zip(x_rest.chunks(in_len));
+    for (j, (o, xi)) in rest.enumerate() {
+        conv_one_image(g, (split + j, xi), w, ep, o, threads);
     }
 }
 
@@ -532,7 +579,7 @@ pub(super) fn conv2d_backward(
     }
     if let Some(gx) = dx_conv {
         let wf = flipped_transposed(g, &w.data);
-        conv2d_forward(&gx, &dy.data, &wf, None, &mut dx, threads);
+        conv2d_forward(&gx, &dy.data, &wf, &Epilogue::bias(None), &mut dx, threads);
     }
     let mut dw = alloc_output(OP, &w.shape)?;
     transpose(&dwt, kd, g.c_out, &mut dw);

@@ -57,12 +57,20 @@ impl<'a> MatRef<'a> {
 /// `threads > 1` lets the GEMM crate split the work; callers that already run
 /// in parallel pass 1.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], accumulate: bool, threads: usize) {
-    sgemm_ld(a, b, c, b.cols, accumulate, threads)
+    sgemm_ld(a, b, c, b.cols, accumulate, 1.0, threads)
 }
 
-/// [`sgemm`] into a `c` whose rows are `ldc ≥ n` apart (a column block of a
-/// wider matrix).
-pub fn sgemm_ld(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, threads: usize) {
+/// `c = scale·a·b (+ c)` into a `c` whose rows are `ldc ≥ n` apart (a column
+/// block of a wider matrix).
+pub fn sgemm_ld(
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    scale: f32,
+    threads: usize,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     // These are internal invariants: shapes are validated before we get here.
     assert!(b.rows == k && a.fits() && b.fits() && ldc >= n);
@@ -101,7 +109,7 @@ pub fn sgemm_ld(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: boo
                 b.cs as isize,
                 b.ld as isize,
                 1.0,
-                1.0,
+                scale,
                 false,
                 false,
                 false,
@@ -118,7 +126,7 @@ pub fn sgemm_ld(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: boo
                 m,
                 k,
                 n,
-                1.0,
+                scale,
                 a.data.as_ptr(),
                 a.ld as isize,
                 a.cs as isize,

@@ -22,8 +22,8 @@ mod train_ops;
 use std::sync::Arc;
 
 use super::numel;
-use memory::HostBuf;
 use crate::error::{Error, Result};
+use memory::HostBuf;
 
 /// A host tensor. The data is shared copy-on-write, so cloning is cheap.
 #[derive(Clone, Debug, PartialEq)]

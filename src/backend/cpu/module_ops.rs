@@ -5,14 +5,14 @@
 use super::math::{
     centered_dot_f64, centered_sq_f64, exp_f32, par_planes, plane_sums, reduce_batch, sum_f64,
 };
+use super::memory::HostBuf;
 use super::par::*;
 use super::simd::vectorized;
-use super::memory::HostBuf;
 use super::{alloc_output, alloc_zeros, conv, resample, tensor, CpuBackend, CpuTensor, CHUNK};
 use crate::backend::plan::{
     ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, NormAct, ResamplePlan, RowsPlan,
 };
-use crate::backend::{Conv2dGrads, GroupNormGrads, GroupNormOut, ModuleKernels};
+use crate::backend::{Conv2dGrads, ConvEpilogue, GroupNormGrads, GroupNormOut, ModuleKernels};
 use crate::error::Result;
 use crate::rng::RngStream;
 
@@ -30,14 +30,26 @@ impl ModuleKernels for CpuBackend {
         bias: Option<&CpuTensor>,
     ) -> Result<CpuTensor> {
         let mut out = alloc_output("conv2d", &g.out_shape())?;
-        conv::conv2d_forward(
-            g,
-            &x.data,
-            &w.data,
-            bias.map(|b| b.data.as_slice()),
-            &mut out,
-            self.threads,
-        );
+        let ep = conv::Epilogue::bias(bias.map(|b| b.data.as_slice()));
+        conv::conv2d_forward(g, &x.data, &w.data, &ep, &mut out, self.threads);
+        Ok(tensor(out, &g.out_shape()))
+    }
+
+    fn conv2d_fused_planned(
+        &self,
+        g: &ConvGeometry,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        e: ConvEpilogue<'_, CpuTensor>,
+    ) -> Result<CpuTensor> {
+        let mut out = alloc_output("conv2d_fused", &g.out_shape())?;
+        let ep = conv::Epilogue {
+            bias: Some(&e.bias.data),
+            sample_bias: e.sample_bias.map(|t| t.data.as_slice()),
+            residual: e.residual.map(|t| t.data.as_slice()),
+            scale: e.scale,
+        };
+        conv::conv2d_forward(g, &x.data, &w.data, &ep, &mut out, self.threads);
         Ok(tensor(out, &g.out_shape()))
     }
 

@@ -18,7 +18,9 @@ use crate::backend::plan::{
     self, ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, NormAct, Resample, ResamplePlan,
     RowsPlan,
 };
-use crate::backend::{Conv2dGrads, GroupNormGrads, GroupNormOut, ModuleKernels};
+use crate::backend::{
+    Backend, Conv2dGrads, ConvEpilogue, GroupNormGrads, GroupNormOut, ModuleKernels, ModuleOps,
+};
 use crate::error::Result;
 use crate::rng::RngStream;
 
@@ -44,6 +46,26 @@ impl ModuleKernels for GpuBackend {
         dy: &GpuTensor,
     ) -> Result<Conv2dGrads<GpuTensor>> {
         self.conv2d_grads(g, x, w, dy)
+    }
+
+    /// Not yet one kernel here: the conv, then the per-sample bias, then the
+    /// scaled residual sum (the CPU fuses them; the parity tests compare).
+    fn conv2d_fused_planned(
+        &self,
+        g: &ConvGeometry,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        e: ConvEpilogue<'_, GpuTensor>,
+    ) -> Result<GpuTensor> {
+        let mut out = self.conv2d_forward(g, x, w, Some(e.bias))?;
+        if let Some(sb) = e.sample_bias {
+            out = self.add_sample_bias(&out, sb)?;
+        }
+        match e.residual {
+            Some(r) => self.axpby(e.scale, r, e.scale, &out),
+            None if e.scale != 1.0 => self.axpby(e.scale, &out, 0.0, &out),
+            None => Ok(out),
+        }
     }
 
     fn group_norm_planned(
