@@ -327,12 +327,12 @@ fn bad_config_is_invalid() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// Contact sheet for eyeballing: `cargo test --release --test synth -- --ignored`.
+/// Contact sheet for eyeballing (`cargo test --release --test synth contact_sheet`).
 /// Per category, three rows: the 64 px colour images (3 normal, then one per
 /// defect) ×2, the 32 px grayscale the CI model sees ×4, and the masks ×2.
-/// Written to `$SYNTH_PREVIEW` or `<temp dir>/synth_preview.png`.
+/// Written to `$SYNTH_PREVIEW` or `<temp dir>/synth_preview.png`; the test
+/// checks the file reads back as drawn and that every defect tile has a mask.
 #[test]
-#[ignore]
 fn contact_sheet() {
     let out = std::env::var_os("SYNTH_PREVIEW")
         .map(PathBuf::from)
@@ -373,4 +373,16 @@ fn contact_sheet() {
     }
     sheet.save(&out).unwrap();
     eprintln!("wrote {}", out.display());
+    let back = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(back, sheet, "the sheet reads back as drawn");
+    // The mask row of a defect column is not all black; of a normal one, it is.
+    for ci in 0..CATEGORIES.len() as u32 {
+        let y0 = gap + (3 * ci + 2) * (tile + gap);
+        for col in 0..cols {
+            let x0 = gap + col * (tile + gap);
+            let lit = (y0..y0 + tile)
+                .any(|y| (x0..x0 + tile).any(|x| back.get_pixel(x, y).0 != [0, 0, 0]));
+            assert_eq!(lit, col >= 3, "category {ci}, column {col}: mask presence");
+        }
+    }
 }

@@ -492,9 +492,10 @@ fn tile_rejects_mismatched_lengths_and_survives_nan() {
     assert_eq!(t.height(), 16 + 3 + text::line_height(SMALL_TEXT));
 }
 
-/// Renders a sample gallery to /tmp/viz_preview.png for a human to look at.
+/// Renders a sample gallery to `<temp dir>/viz_preview.png` (and its small
+/// print, magnified, to `viz_text.png`) for a human to look at; checks both
+/// read back as drawn.
 #[test]
-#[ignore]
 fn preview_gallery() {
     let size = 64;
     let cases = [
@@ -544,7 +545,9 @@ fn preview_gallery() {
         "scoredd eval - synthetic\ninput | anomaly map + truth | predicted",
         range,
     );
-    scoredd::plot::save_png(&g, std::path::Path::new("/tmp/viz_preview.png")).unwrap();
+    let preview = std::env::temp_dir().join("viz_preview.png");
+    scoredd::plot::save_png(&g, &preview).unwrap();
+    assert_eq!(image::open(&preview).unwrap().to_rgb8(), g);
     // Small print, magnified: the small text size and a short colour bar.
     let mut small = RgbImage::from_pixel(260, 70, Rgb([255, 255, 255]));
     let lines = [
@@ -558,9 +561,9 @@ fn preview_gallery() {
     }
     let bar = colorbar(70, (-0.0123, 0.456));
     image::imageops::replace(&mut small, &bar, 260 - bar.width() as i64, 0);
-    scoredd::plot::save_png(
-        &upscale(&small, 3),
-        std::path::Path::new("/tmp/viz_text.png"),
-    )
-    .unwrap();
+    let text_png = std::env::temp_dir().join("viz_text.png");
+    let big = upscale(&small, 3);
+    scoredd::plot::save_png(&big, &text_png).unwrap();
+    assert_eq!(image::open(&text_png).unwrap().to_rgb8(), big);
+    assert_eq!((big.width(), big.height()), (780, 210));
 }
