@@ -19,14 +19,27 @@ pub fn describe(o: &DetectOptions) -> String {
         None => "",
     };
     format!(
-        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}, image score {}",
+        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}, image score {}{}",
         o.mode.name(),
         ts.join(","),
         s.r,
         s.taps.join("+"),
         s.smooth,
-        reading(s.score_top)
+        reading(s.score_top),
+        augmentation(s.draws, s.flip)
     )
+}
+
+/// The extra runs averaged into each map, in words ("" for the default one run).
+pub fn augmentation(draws: usize, flip: bool) -> String {
+    let mut out = String::new();
+    if draws > 1 {
+        out += &format!(", {draws} noise draws averaged");
+    }
+    if flip {
+        out += ", averaged with the mirrored image";
+    }
+    out
 }
 
 /// How an image score is read, in words.
