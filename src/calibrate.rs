@@ -555,11 +555,14 @@ fn choose_augmentation<B: NnBackend>(
 ) -> Result<AugmentChoice> {
     let budget = set.opts.budget_ms;
     let estimate = |a: Augment| ms_per_time.map(|m| m * at.ts.len() as f64 * a.runs() as f64);
-    let affordable = |a: Augment| {
-        a == Augment::PLAIN || estimate(a).zip(budget).is_none_or(|(e, b)| e <= b)
-    };
+    let affordable =
+        |a: Augment| a == Augment::PLAIN || estimate(a).zip(budget).is_none_or(|(e, b)| e <= b);
     let candidates = augment_candidates(set.opts);
-    let tried: Vec<Augment> = candidates.iter().copied().filter(|&a| affordable(a)).collect();
+    let tried: Vec<Augment> = candidates
+        .iter()
+        .copied()
+        .filter(|&a| affordable(a))
+        .collect();
     let grids = run_grids(set, scorer.runs[0], at, &tried, progress)?;
     let js: Vec<usize> = (0..at.ts.len()).collect();
     let mut s6 = Scorer {
@@ -696,7 +699,13 @@ fn choose_profile(
     let first: Vec<usize> = (0..half).collect();
     scorer.only = Some((half..n).chain(n + half..2 * n).collect());
     let plain = scorer.score(taps, js)?;
-    scorer.profile = Some(detect::normal_profile(scorer.runs[0], taps, js, ts, &first)?);
+    scorer.profile = Some(detect::normal_profile(
+        scorer.runs[0],
+        taps,
+        js,
+        ts,
+        &first,
+    )?);
     let profiled = scorer.score(taps, js)?;
     scorer.only = None;
     let trial = Some([plain.key.0, profiled.key.0]);

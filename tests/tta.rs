@@ -160,7 +160,12 @@ fn two_draws_are_the_mean_of_the_two_single_draw_maps() {
         "draw 1 repeated draw 0's noise"
     );
     let two = maps_of(&be, &imgs, s.clone());
-    assert_close("2 draws vs mean of draws 0 and 1", &two[0], &mean2(&d0, &d1), 1e-6);
+    assert_close(
+        "2 draws vs mean of draws 0 and 1",
+        &two[0],
+        &mean2(&d0, &d1),
+        1e-6,
+    );
     // Deterministic from the seed: the same call gives the same map.
     assert_eq!(maps_of(&be, &imgs, s.clone()), two);
     // And a different seed gives other draws.
@@ -193,7 +198,12 @@ fn the_flip_averages_the_mirrored_images_map_mirrored_back() {
     let plain = maps_of(&be, &[&sym], settings(1, false)).remove(0);
     let flip = maps_of(&be, &[&sym], settings(1, true)).remove(0);
     let want = mean2(&plain, &mirrored(&plain));
-    assert_close("symmetric image: flip vs plain seen from both sides", &flip, &want, 1e-5);
+    assert_close(
+        "symmetric image: flip vs plain seen from both sides",
+        &flip,
+        &want,
+        1e-5,
+    );
     assert_close("the flip map is symmetric", &flip, &mirrored(&flip), 1e-5);
 
     // An asymmetric image: the flip changes the map, and by exactly the
@@ -209,7 +219,12 @@ fn the_flip_averages_the_mirrored_images_map_mirrored_back() {
         "the flip did not change the map of an asymmetric image"
     );
     let want = mean2(&plain, &mirrored(&of_mirror));
-    assert_close("flip = mean(plain, mirrored image's map mirrored back)", &flip, &want, 1e-5);
+    assert_close(
+        "flip = mean(plain, mirrored image's map mirrored back)",
+        &flip,
+        &want,
+        1e-5,
+    );
 }
 
 #[test]
@@ -247,7 +262,14 @@ fn bad_draws_are_typed_errors_not_panics() {
             ..Default::default()
         },
     ] {
-        let r = calibrate::select_settings(&be, &m, &normals, &settings(1, false), &bad, &mut |_, _, _| {});
+        let r = calibrate::select_settings(
+            &be,
+            &m,
+            &normals,
+            &settings(1, false),
+            &bad,
+            &mut |_, _, _| {},
+        );
         assert!(matches!(r, Err(Error::Invalid(_))), "{bad:?}");
     }
 }
@@ -298,7 +320,14 @@ fn stage_6_records_every_candidate_and_keeps_only_winners() {
     let tried: Vec<(usize, bool)> = t.iter().map(|t| (t.draws, t.flip)).collect();
     assert_eq!(
         tried,
-        [(1, false), (1, true), (2, false), (2, true), (4, false), (4, true)],
+        [
+            (1, false),
+            (1, true),
+            (2, false),
+            (2, true),
+            (4, false),
+            (4, true)
+        ],
         "every (draws, flip) of the grids, cheapest first"
     );
     assert!(t.iter().all(|t| t.auroc.is_some()), "no budget: all run");
@@ -307,11 +336,17 @@ fn stage_6_records_every_candidate_and_keeps_only_winners() {
     assert!(ms1 > 0.0 && sel.ms_per_time.is_some());
     for x in t {
         let want = ms1 * cost(x.draws, x.flip) as f64;
-        assert!((x.ms_per_image.unwrap() - want).abs() <= 1e-9 * want, "{x:?}");
+        assert!(
+            (x.ms_per_image.unwrap() - want).abs() <= 1e-9 * want,
+            "{x:?}"
+        );
     }
     // The chosen setting is the plain one or won by 0.002 per doubling.
     let plain = t[0].auroc.unwrap();
-    let chosen = t.iter().find(|x| (x.draws, x.flip) == (s.draws, s.flip)).unwrap();
+    let chosen = t
+        .iter()
+        .find(|x| (x.draws, x.flip) == (s.draws, s.flip))
+        .unwrap();
     let doublings = (cost(s.draws, s.flip) as f64).log2().max(1.0);
     assert!(
         (s.draws, s.flip) == (1, false) || chosen.auroc.unwrap() > plain + 0.002 * doublings,
@@ -344,7 +379,10 @@ fn the_cli_takes_draws_and_flip_and_explains_bad_draws() {
     model(&be).to_file(&be).unwrap().save(&model_path).unwrap();
     let png = dir.join("a.png");
     let px: Vec<u8> = image(0).iter().map(|v| (v * 255.0) as u8).collect();
-    image::GrayImage::from_raw(32, 32, px).unwrap().save(&png).unwrap();
+    image::GrayImage::from_raw(32, 32, px)
+        .unwrap()
+        .save(&png)
+        .unwrap();
     let detect = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_scoredd"))
             .args(["detect", "--backend", "cpu", "--model"])
@@ -359,7 +397,10 @@ fn the_cli_takes_draws_and_flip_and_explains_bad_draws() {
     let out = detect(&["--draws", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("noise draws must be between 1 and 16"), "{err}");
+    assert!(
+        err.contains("noise draws must be between 1 and 16"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     let out = detect(&["--ts", "0.1", "--draws", "2", "--flip"]);
     let err = String::from_utf8_lossy(&out.stderr);

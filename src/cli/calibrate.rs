@@ -8,9 +8,9 @@ use clap::Args;
 use scoredd::backend::{open_backend, BackendChoice, NnBackend};
 use scoredd::calibrate::{self, Objective};
 use scoredd::data::{self, ImageSpec, Loaded};
-use scoredd::model_file::{Calibration, DetectionSettings, ModelFile, Selection};
+use scoredd::model_file::{Calibration, ModelFile};
 use scoredd::nn::score_model::ScoreModel;
-use scoredd::pipeline::{reading, CalibratePlan, Calibrated, Pipeline, TrainSource};
+use scoredd::pipeline::{augment_words, reading, CalibratePlan, Calibrated, Pipeline, TrainSource};
 use scoredd::{with_backend, Error};
 
 use super::console::Console;
@@ -172,43 +172,11 @@ pub fn print_result(c: &Calibrated, auto: bool) {
                 tried.join(", ")
             );
         }
-        print_augmentation(sel, settings);
+        if let Some(words) = augment_words(sel, settings) {
+            println!("{words}");
+        }
     }
     report_threshold(&c.calibration, &c.scores, auto);
-}
-
-/// Stage 6 in words: the noise draws and flip chosen, the estimated time,
-/// and every candidate's AUROC (or why it was not run).
-fn print_augmentation(sel: &Selection, settings: &DetectionSettings) {
-    if sel.augment_trial.is_empty() {
-        return;
-    }
-    let ms = |v: Option<f64>| v.map_or("? ms".to_string(), |m| format!("{m:.1} ms"));
-    let name = |d: usize, f: bool| format!("{d} draw(s){}", if f { " + flip" } else { "" });
-    let tried: Vec<String> = sel
-        .augment_trial
-        .iter()
-        .map(|t| match t.auroc {
-            Some(a) => format!("{}: {a:.3} ({})", name(t.draws, t.flip), ms(t.ms_per_image)),
-            None => format!("{}: over budget ({})", name(t.draws, t.flip), ms(t.ms_per_image)),
-        })
-        .collect();
-    let chosen = sel
-        .augment_trial
-        .iter()
-        .find(|t| t.draws == settings.draws && t.flip == settings.flip)
-        .and_then(|t| t.ms_per_image);
-    let rule = match sel.budget_ms {
-        Some(b) => format!("budget {b} ms/image"),
-        None => "no budget: 0.002 AUROC needed per doubling of time".into(),
-    };
-    println!(
-        "maps averaged over {} (estimated detection {} per image on this backend; {rule}); {:?} AUROC of each tried: {}",
-        name(settings.draws, settings.flip),
-        ms(chosen),
-        sel.objective,
-        tried.join(", ")
-    );
 }
 
 /// Says where the threshold sits and what it guarantees, warning when there

@@ -3,7 +3,7 @@
 //! score, verdict and mask under a model's calibration.
 
 use crate::backend::Sampler;
-use crate::config::{Calibration, DetectionSettings};
+use crate::config::{Calibration, DetectionSettings, Selection};
 use crate::detect::{self, DetectOptions};
 
 /// One line describing the settings in use.
@@ -40,6 +40,44 @@ pub fn augmentation(draws: usize, flip: bool) -> String {
         out += ", averaged with the mirrored image";
     }
     out
+}
+
+/// The search's stage 6 in words: the runs averaged per map, their
+/// estimated time, and every candidate's AUROC (or that it was over the
+/// budget). None when the selection has no stage-6 record.
+pub fn augment_words(sel: &Selection, settings: &DetectionSettings) -> Option<String> {
+    if sel.augment_trial.is_empty() {
+        return None;
+    }
+    let ms = |v: Option<f64>| v.map_or("? ms".to_string(), |m| format!("{m:.1} ms"));
+    let name = |d: usize, f: bool| format!("{d} draw(s){}", if f { " + flip" } else { "" });
+    let tried: Vec<String> = sel
+        .augment_trial
+        .iter()
+        .map(|t| {
+            let what = name(t.draws, t.flip);
+            match t.auroc {
+                Some(a) => format!("{what}: {a:.3} ({})", ms(t.ms_per_image)),
+                None => format!("{what}: over budget ({})", ms(t.ms_per_image)),
+            }
+        })
+        .collect();
+    let chosen = sel
+        .augment_trial
+        .iter()
+        .find(|t| (t.draws, t.flip) == (settings.draws, settings.flip))
+        .and_then(|t| t.ms_per_image);
+    let rule = match sel.budget_ms {
+        Some(b) => format!("budget {b} ms/image"),
+        None => "no budget: a costlier setting must gain 0.002 AUROC per doubling of time".into(),
+    };
+    Some(format!(
+        "maps averaged over {}, estimated {} per image on the calibrating backend ({rule}); {:?} AUROC of each tried: {}",
+        name(settings.draws, settings.flip),
+        ms(chosen),
+        sel.objective,
+        tried.join(", ")
+    ))
 }
 
 /// How an image score is read, in words.
