@@ -577,15 +577,17 @@ pub fn top_mean(map: &[f32], fraction: f32) -> f32 {
 
 /// One detection run over a batch: noise draw `draw`, on the images
 /// mirrored left to right when `flip`. A map is the mean of its runs' maps.
+/// A flipped run draws its noise as the plain run of its draw does, laid
+/// out on the mirrored image, so on the image it is that noise mirrored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
     pub draw: u64,
     pub flip: bool,
 }
 
-/// The runs settings with `draws` and `flip` ask for, draw by draw (each draw's plain images
-/// first): `draws` runs, twice as many with `flip`. The first is always draw
-/// 0 unflipped, the only run of the default settings.
+/// The runs settings with `draws` and `flip` ask for, draw by draw (each
+/// draw's plain images first): `draws` runs, twice as many with `flip`. The
+/// first is always draw 0 unflipped, the only run of the default settings.
 pub fn runs(draws: usize, flip: bool) -> Vec<Run> {
     let flips: &[bool] = if flip { &[false, true] } else { &[false] };
     (0..draws as u64)

@@ -16,7 +16,7 @@ use common::{assert_close, cpu, rand_vec};
 use scoredd::backend::{NnBackend, Sampler};
 use scoredd::calibrate::{self, SelectOptions};
 use scoredd::detect::{self, DetectOptions, PairedQuery, TapGrid};
-use scoredd::model_file::{DetectionSettings, Selection};
+use scoredd::model_file::{DetectionSettings, ModelMeta, Selection};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
 use scoredd::sde::SdeConfig;
@@ -283,6 +283,14 @@ fn old_model_files_load_with_one_draw_and_no_flip() {
     assert!(o.remove("draws").is_some() && o.remove("flip").is_some());
     let old: DetectionSettings = serde_json::from_value(v).unwrap();
     assert_eq!((old.draws, old.flip), (1, false));
+    // The same through a whole model file's metadata.
+    let mut meta = model(&cpu()).meta;
+    meta.detection = settings(4, true);
+    let mut v = serde_json::to_value(&meta).unwrap();
+    let d = v["detection"].as_object_mut().unwrap();
+    assert!(d.remove("draws").is_some() && d.remove("flip").is_some());
+    let old: ModelMeta = serde_json::from_value(v).unwrap();
+    assert_eq!((old.detection.draws, old.detection.flip), (1, false));
     // A selection written before stage 6 has no trial, time or budget.
     let sel = serde_json::json!({
         "normals": 4, "defects": 4, "default_ts": [0.1], "default_taps": ["up.0"],
