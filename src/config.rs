@@ -368,7 +368,9 @@ pub struct Selection {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reading_trial: Vec<[f64; 2]>,
     /// The noise-draw and flip trial (stage 6): every (draws, flip) tried,
-    /// with its estimated cost. Empty in older model files.
+    /// with its estimated cost, scored on noise draws stages 1–5 did not see
+    /// (so its one-run AUROC is not `chosen_*_auroc`, which is draw 0's).
+    /// Empty in older model files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub augment_trial: Vec<AugmentTrial>,
     /// Detection time per image the network took on the calibrating
