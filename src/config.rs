@@ -241,7 +241,23 @@ pub struct DetectionSettings {
     /// files written before this field existed mean).
     #[serde(default)]
     pub score_top: f32,
+    /// Independent noise draws per start time whose maps are averaged (1 in
+    /// model files written before this field existed). Each draw costs a
+    /// full detection run.
+    #[serde(default = "one_draw")]
+    pub draws: usize,
+    /// Test-time flip: the horizontally mirrored image is detected too and
+    /// its map, mirrored back, averaged in (doubles the cost; off by default).
+    #[serde(default)]
+    pub flip: bool,
 }
+
+fn one_draw() -> usize {
+    1
+}
+
+/// Most noise draws detection accepts (each is a full run).
+pub const MAX_DRAWS: usize = 16;
 
 /// Per-position mean of each tap's Σ_t distance map over held-out normal
 /// images, measured at `ts`. Dividing a map by it makes a position that is
@@ -274,6 +290,8 @@ impl Default for DetectionSettings {
             smooth: 0.0,
             profile: None,
             score_top: 0.0,
+            draws: 1,
+            flip: false,
         }
     }
 }
@@ -349,6 +367,32 @@ pub struct Selection {
     /// model files calibrated before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reading_trial: Vec<[f64; 2]>,
+    /// The noise-draw and flip trial (stage 6): every (draws, flip) tried,
+    /// with its estimated cost, scored on noise draws stages 1–5 did not see
+    /// (so its one-run AUROC is not `chosen_*_auroc`, which is draw 0's).
+    /// Empty in older model files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub augment_trial: Vec<AugmentTrial>,
+    /// Detection time per image the network took on the calibrating
+    /// backend per start time and run, in ms (what cost estimates scale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_per_time: Option<f64>,
+    /// The time budget the search respected (`calibrate --budget-ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<f64>,
+}
+
+/// One (draws, flip) candidate of the search's stage 6.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AugmentTrial {
+    pub draws: usize,
+    pub flip: bool,
+    /// Estimated detection time, ms per image, on the calibrating backend
+    /// (None where it had no clock: the browser).
+    pub ms_per_image: Option<f64>,
+    /// The objective's AUROC on the synthetic set; None when the estimate
+    /// was over the budget and the candidate was not run.
+    pub auroc: Option<f64>,
 }
 
 /// What `calibrate::select_settings` maximises on the synthetic defects; the other

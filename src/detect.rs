@@ -4,6 +4,9 @@
 //! maps. All T scales and both paths of all images of a call go through the
 //! network as one batch with per-sample t, so an image costs T·(r+2) network
 //! evaluations: T·r for the learned-score steps and 2T for the feature pass.
+//! Settings may ask for several runs per image, whose maps are averaged:
+//! `draws` independent noise draws, each also on the mirrored image with
+//! `flip` (draws · (2 if flip) times the cost).
 //!
 //! The per-pixel distances are computed on the backend (`pair_distance`); the
 //! aggregation (Σ over t, bilinear upsampling, product over taps, optional
@@ -14,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{NnBackend, Sampler};
-use crate::config::{NormalProfile, ProfileMap};
+use crate::config::{NormalProfile, ProfileMap, MAX_DRAWS};
 use crate::error::{Error, Result};
 use crate::method::paired_reverse;
 use crate::model_file::DetectionSettings;
@@ -137,6 +140,12 @@ pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Re
             s.smooth
         )));
     }
+    if !(1..=MAX_DRAWS).contains(&s.draws) {
+        return Err(Error::Invalid(format!(
+            "noise draws must be between 1 and {MAX_DRAWS}, got {}",
+            s.draws
+        )));
+    }
     if !(s.score_top >= 0.0 && s.score_top <= 1.0) {
         return Err(Error::Invalid(format!(
             "the image score's top fraction must be in [0, 1], got {}",
@@ -244,7 +253,9 @@ impl<T> DeviceDistances<T> {
 }
 
 /// What a paired run is asked: the images and the ids naming their noise,
-/// the start times, the reverse steps and sampler, and the seed.
+/// the start times, the reverse steps and sampler, the seed and the noise
+/// draw (0 is the one detection has always used; draw k > 0 takes other
+/// streams of the same seed).
 #[derive(Clone, Copy, Debug)]
 pub struct PairedQuery<'a> {
     pub images: &'a [&'a [f32]],
@@ -253,6 +264,7 @@ pub struct PairedQuery<'a> {
     pub r: usize,
     pub sampler: Sampler,
     pub seed: u64,
+    pub draw: u64,
 }
 
 /// Every image noised to every t in `q.ts` (image-major, noise from
@@ -285,7 +297,7 @@ fn paired_run<B: NnBackend>(
         &t,
         q.r,
         q.sampler,
-        RngStream::new(q.seed, 0),
+        RngStream::new(q.seed, q.draw),
         &streams,
     )
 }
@@ -563,6 +575,79 @@ pub fn top_mean(map: &[f32], fraction: f32) -> f32 {
     (v[cut..].iter().map(|&x| x as f64).sum::<f64>() / k as f64) as f32
 }
 
+/// One detection run over a batch: noise draw `draw`, on the images
+/// mirrored left to right when `flip`. A map is the mean of its runs' maps.
+/// A flipped run draws its noise as the plain run of its draw does, laid
+/// out on the mirrored image, so on the image it is that noise mirrored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub draw: u64,
+    pub flip: bool,
+}
+
+/// The runs settings with `draws` and `flip` ask for, draw by draw (each
+/// draw's plain images first): `draws` runs, twice as many with `flip`. The
+/// first is always draw 0 unflipped, the only run of the default settings.
+pub fn runs(draws: usize, flip: bool) -> Vec<Run> {
+    let flips: &[bool] = if flip { &[false, true] } else { &[false] };
+    (0..draws as u64)
+        .flat_map(|draw| flips.iter().map(move |&flip| Run { draw, flip }))
+        .collect()
+}
+
+/// Row-major data whose rows are `width` values long (a CHW image, a map)
+/// mirrored left to right.
+pub fn mirror_rows(data: &[f32], width: usize) -> Vec<f32> {
+    data.chunks(width.max(1))
+        .flat_map(|row| row.iter().rev().copied())
+        .collect()
+}
+
+/// Every map of a grid mirrored left to right: the distances of mirrored
+/// images brought back to the images' own orientation.
+pub fn mirror_grid(g: &TapGrid) -> TapGrid {
+    TapGrid {
+        data: mirror_rows(&g.data, g.w),
+        ..*g
+    }
+}
+
+/// Adds `m` into `acc`, value by value.
+fn add_into(acc: &mut [f32], m: &[f32]) {
+    acc.iter_mut().zip(m).for_each(|(a, &v)| *a += v);
+}
+
+/// A sum of `n` maps made their mean (n = 1 leaves it bit for bit as is).
+fn divided(mut sum: Vec<f32>, n: usize) -> Vec<f32> {
+    if n > 1 {
+        let k = n as f32;
+        sum.iter_mut().for_each(|v| *v /= k);
+    }
+    sum
+}
+
+/// Image i's map averaged over runs (noise draws, mirrored images brought
+/// back): [`combine_profiled`] of each run's grids, summed in order, divided
+/// by their number. Detection and the automatic search both call this, so
+/// the search scores exactly the maps detection makes.
+pub fn combine_runs(
+    runs: &[&BTreeMap<String, TapGrid>],
+    taps: &[String],
+    js: &[usize],
+    i: usize,
+    size: usize,
+    profile: Option<&NormalProfile>,
+) -> Result<Vec<f32>> {
+    let (first, rest) = runs
+        .split_first()
+        .ok_or_else(|| Error::Invalid("no detection runs to combine".into()))?;
+    let mut sum = combine_profiled(first, taps, js, i, size, profile)?;
+    for g in rest {
+        add_into(&mut sum, &combine_profiled(g, taps, js, i, size, profile)?);
+    }
+    Ok(divided(sum, runs.len()))
+}
+
 /// How the tensors of a [`Pending`] detection become maps.
 enum Plan {
     /// Score-DD and no-scales: per-tap distances, Σ over all times.
@@ -576,11 +661,24 @@ enum Plan {
     Reconstruction { images: usize, channels: usize },
 }
 
+impl Plan {
+    /// Tensors one run leaves to read back.
+    fn tensors_per_run(&self) -> usize {
+        match self {
+            Plan::Features { taps, .. } => taps.len(),
+            Plan::Reconstruction { .. } => 2,
+        }
+    }
+}
+
 /// Detection queued on the backend: read `tensors` back (synchronously, or
 /// asynchronously in the browser) and hand the values to [`Pending::finish`].
 pub struct Pending<T> {
+    /// Every run's tensors, run after run.
     pub tensors: Vec<T>,
     plan: Plan,
+    /// Whether each run saw mirrored images (its results come back mirrored).
+    flips: Vec<bool>,
     size: usize,
     smooth: f32,
     /// The settings' normal profile, when it was measured at these times.
@@ -588,67 +686,123 @@ pub struct Pending<T> {
 }
 
 impl<T> Pending<T> {
-    /// The anomaly maps, one `size×size` row-major map per image.
+    /// The anomaly maps, one `size×size` row-major map per image: the mean
+    /// over the runs, then smoothed.
     pub fn finish(self, host: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
-        let size = self.size;
-        let maps = match self.plan {
-            Plan::Features {
-                taps,
-                shapes,
-                images,
-                times,
-            } => {
-                let grids = DeviceDistances::<()> {
-                    taps: taps.clone(),
-                    tensors: Vec::new(),
-                    shapes,
-                    images,
-                    times,
-                }
-                .into_grids(host)?;
-                let js: Vec<usize> = (0..times).collect();
-                let profile = self.profile.as_ref();
-                (0..images)
-                    .map(|i| combine_profiled(&grids, &taps, &js, i, size, profile))
-                    .collect::<Result<Vec<_>>>()?
-            }
-            Plan::Reconstruction { images, channels } => {
-                let [a, b] = <[Vec<f32>; 2]>::try_from(host).map_err(|_| {
-                    Error::Invalid("reconstruction needs 2 tensors read back".into())
-                })?;
-                let hw = size * size;
-                if a.len() != images * channels * hw || b.len() != a.len() {
-                    return Err(Error::Invalid(
-                        "reconstruction: wrong sizes read back".into(),
-                    ));
-                }
-                (0..images)
-                    .map(|i| {
-                        let mut m = vec![0f32; hw];
-                        for ch in 0..channels {
-                            let off = (i * channels + ch) * hw;
-                            for (p, v) in m.iter_mut().enumerate() {
-                                let d = a[off + p] - b[off + p];
-                                *v += d * d;
-                            }
-                        }
-                        m
-                    })
-                    .collect()
-            }
+        let per_run = self.plan.tensors_per_run();
+        if host.len() != per_run * self.flips.len() {
+            return Err(Error::Invalid(format!(
+                "{} tensors read back for {} runs of {per_run}",
+                host.len(),
+                self.flips.len()
+            )));
+        }
+        let mut values = host.into_iter();
+        let parts: Vec<Vec<Vec<f32>>> = (0..self.flips.len())
+            .map(|_| values.by_ref().take(per_run).collect())
+            .collect();
+        let maps = match &self.plan {
+            Plan::Features { .. } => self.feature_maps(parts)?,
+            Plan::Reconstruction { .. } => self.reconstruction_maps(parts)?,
         };
         Ok(maps
             .into_iter()
-            .map(|m| gaussian_blur(&m, size, self.smooth))
+            .map(|m| gaussian_blur(&m, self.size, self.smooth))
+            .collect())
+    }
+
+    /// Score-DD and no-scales: each run's grids (mirrored back when its
+    /// images were mirrored), combined by [`combine_runs`].
+    fn feature_maps(&self, parts: Vec<Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
+        let Plan::Features {
+            taps,
+            shapes,
+            images,
+            times,
+        } = &self.plan
+        else {
+            return Err(Error::Invalid("not a feature plan".into()));
+        };
+        let mut grids = Vec::with_capacity(parts.len());
+        for (part, &flip) in parts.into_iter().zip(&self.flips) {
+            let g = DeviceDistances::<()> {
+                taps: taps.clone(),
+                tensors: Vec::new(),
+                shapes: shapes.clone(),
+                images: *images,
+                times: *times,
+            }
+            .into_grids(part)?;
+            grids.push(if flip {
+                g.iter().map(|(k, v)| (k.clone(), mirror_grid(v))).collect()
+            } else {
+                g
+            });
+        }
+        let refs: Vec<&BTreeMap<String, TapGrid>> = grids.iter().collect();
+        let js: Vec<usize> = (0..*times).collect();
+        let profile = self.profile.as_ref();
+        (0..*images)
+            .map(|i| combine_runs(&refs, taps, &js, i, self.size, profile))
+            .collect()
+    }
+
+    /// Reconstruction: each run's squared pixel differences (mirrored back
+    /// when its images were mirrored), averaged over the runs.
+    fn reconstruction_maps(&self, parts: Vec<Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
+        let mut sum: Vec<Vec<f32>> = Vec::new();
+        for (part, &flip) in parts.into_iter().zip(&self.flips) {
+            let maps = self.squared_differences(part)?;
+            let maps = maps.into_iter().map(|m| match flip {
+                true => mirror_rows(&m, self.size),
+                false => m,
+            });
+            if sum.is_empty() {
+                sum = maps.collect();
+            } else {
+                sum.iter_mut().zip(maps).for_each(|(s, m)| add_into(s, &m));
+            }
+        }
+        let n = self.flips.len();
+        Ok(sum.into_iter().map(|m| divided(m, n)).collect())
+    }
+
+    /// One reconstruction run's maps: ‖x'(0) − x''(0)‖² per pixel, summed
+    /// over channels.
+    fn squared_differences(&self, part: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+        let Plan::Reconstruction { images, channels } = self.plan else {
+            return Err(Error::Invalid("not a reconstruction plan".into()));
+        };
+        let [a, b] = <[Vec<f32>; 2]>::try_from(part)
+            .map_err(|_| Error::Invalid("reconstruction needs 2 tensors read back".into()))?;
+        let hw = self.size * self.size;
+        if a.len() != images * channels * hw || b.len() != a.len() {
+            return Err(Error::Invalid(
+                "reconstruction: wrong sizes read back".into(),
+            ));
+        }
+        Ok((0..images)
+            .map(|i| {
+                let mut m = vec![0f32; hw];
+                for ch in 0..channels {
+                    let off = (i * channels + ch) * hw;
+                    for (p, v) in m.iter_mut().enumerate() {
+                        let d = a[off + p] - b[off + p];
+                        *v += d * d;
+                    }
+                }
+                m
+            })
             .collect())
     }
 }
 
 /// Queues detection of a batch of images (CHW in [0, 1], `opts.size` px
-/// square, by default the model's size) on the backend. `ids[i]` names image i's noise; pass zeros to give every
-/// image the same noise (its map then depends only on the image). The images
-/// travel through the network as one batch: split big sets with
-/// [`anomaly_maps_batched`].
+/// square, by default the model's size) on the backend: one run per noise
+/// draw, and per draw one on the mirrored images with `flip`. `ids[i]` names
+/// image i's noise; pass zeros to give every image the same noise (its map
+/// then depends only on the image). The images travel through the network as
+/// one batch per run: split big sets with [`anomaly_maps_batched`].
 pub fn start<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
@@ -667,18 +821,51 @@ pub fn start<B: NnBackend>(
             model.net.config.channels
         )));
     }
+    let runs = runs(s.draws, s.flip);
+    let mut tensors = Vec::new();
+    let mut plan = None;
+    for run in &runs {
+        let mirrored: Vec<Vec<f32>> = match run.flip {
+            true => images.iter().map(|x| mirror_rows(x, size)).collect(),
+            false => Vec::new(),
+        };
+        let imgs: Vec<&[f32]> = match run.flip {
+            true => mirrored.iter().map(|v| v.as_slice()).collect(),
+            false => images.to_vec(),
+        };
+        let (t, p) = queue_run(be, model, &imgs, ids, opts, run.draw)?;
+        tensors.extend(t);
+        plan = Some(p);
+    }
+    Ok(Pending {
+        tensors,
+        plan: plan.ok_or_else(|| Error::Invalid("detection needs at least one run".into()))?,
+        flips: runs.iter().map(|r| r.flip).collect(),
+        size,
+        smooth: s.smooth,
+        profile: profile_in_use(s, opts.mode).cloned(),
+    })
+}
+
+/// One run of [`start`] queued: its tensors and how they become maps.
+fn queue_run<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    opts: &DetectOptions,
+    draw: u64,
+) -> Result<(Vec<B::Tensor>, Plan)> {
+    let s = &opts.settings;
     let tmax = s.ts.iter().copied().fold(f64::MIN, f64::max);
-    let features = |d: DeviceDistances<B::Tensor>| Pending {
-        plan: Plan::Features {
+    let features = |d: DeviceDistances<B::Tensor>| {
+        let plan = Plan::Features {
             taps: d.taps,
             shapes: d.shapes,
             images: d.images,
             times: d.times,
-        },
-        tensors: d.tensors,
-        size,
-        smooth: s.smooth,
-        profile: profile_in_use(s, opts.mode).cloned(),
+        };
+        (d.tensors, plan)
     };
     let query = PairedQuery {
         images,
@@ -687,6 +874,7 @@ pub fn start<B: NnBackend>(
         r: s.r,
         sampler: s.sampler,
         seed: opts.seed,
+        draw,
     };
     // The ablations: one full run from max{t} down to ε.
     let full_run = PairedQuery {
@@ -701,16 +889,11 @@ pub fn start<B: NnBackend>(
         )?)),
         Mode::Reconstruction => {
             let run = paired_run(be, model, &full_run)?;
-            Ok(Pending {
-                tensors: vec![run.state.whole, run.state.own],
-                plan: Plan::Reconstruction {
-                    images: images.len(),
-                    channels: model.net.config.channels,
-                },
-                size,
-                smooth: s.smooth,
-                profile: None,
-            })
+            let plan = Plan::Reconstruction {
+                images: images.len(),
+                channels: model.net.config.channels,
+            };
+            Ok((vec![run.state.whole, run.state.own], plan))
         }
     }
 }

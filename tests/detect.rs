@@ -310,6 +310,7 @@ fn gpu_maps_match_cpu_maps() {
         r: 1,
         sampler: Sampler::Ode,
         seed: 0,
+        draw: 0,
     };
     let fc = detect::pair_features(&c, &mc, &query, &taps).unwrap();
     let fg = detect::pair_features(&g, &mg, &query, &taps).unwrap();

@@ -10,7 +10,7 @@ use scoredd::calibrate::{self, Objective};
 use scoredd::data::{self, ImageSpec, Loaded};
 use scoredd::model_file::{Calibration, ModelFile};
 use scoredd::nn::score_model::ScoreModel;
-use scoredd::pipeline::{reading, CalibratePlan, Calibrated, Pipeline, TrainSource};
+use scoredd::pipeline::{augment_words, reading, CalibratePlan, Calibrated, Pipeline, TrainSource};
 use scoredd::{with_backend, Error};
 
 use super::console::Console;
@@ -45,6 +45,11 @@ pub struct CalibrateArgs {
     /// outline defects) or `image` (per-image verdicts).
     #[arg(long, value_enum, default_value_t = Objective::Pixel)]
     pub objective: Objective,
+    /// With --auto: noise draws and flip may not make detection slower than
+    /// this many ms per image (estimated on this backend). Without it a
+    /// costlier setting must gain 0.002 AUROC per doubling of its time.
+    #[arg(long)]
+    pub budget_ms: Option<f64>,
     /// Where to write the calibrated model (default: update --model in place).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -114,6 +119,7 @@ fn calibrate_on<B: NnBackend>(
         select_images: args.select_images,
         objective: args.objective,
         batch: args.flags.batch,
+        budget_ms: args.budget_ms,
     };
     let base = args.flags.options(&file.meta);
     let mut console = Console::new();
@@ -165,6 +171,9 @@ pub fn print_result(c: &Calibrated, auto: bool) {
                 reading(settings.score_top),
                 tried.join(", ")
             );
+        }
+        if let Some(words) = augment_words(sel, settings) {
+            println!("{words}");
         }
     }
     report_threshold(&c.calibration, &c.scores, auto);

@@ -112,6 +112,7 @@ fn plan(args: &DemoArgs, data: PathBuf, category: Option<String>) -> Result<RunP
             select_images: 16,
             objective: Objective::Pixel,
             batch: 8,
+            budget_ms: None,
         },
         evaluate: EvalPlan {
             limit: None,

@@ -40,6 +40,14 @@ pub struct DetectFlags {
     /// (0 = the map's maximum; e.g. 0.01 for the top 1 %).
     #[arg(long)]
     pub score_top: Option<f32>,
+    /// Average the maps of this many independent noise draws (1 to 16;
+    /// each costs a full run).
+    #[arg(long)]
+    pub draws: Option<usize>,
+    /// Also detect on the mirrored image and average its map, mirrored back
+    /// (twice the time); `--flip=false` turns a stored flip off.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub flip: Option<bool>,
     /// Noise seed: the same seed gives the same map for the same image.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -75,6 +83,12 @@ impl DetectFlags {
         }
         if let Some(v) = self.score_top {
             s.score_top = v;
+        }
+        if let Some(v) = self.draws {
+            s.draws = v;
+        }
+        if let Some(v) = self.flip {
+            s.flip = v;
         }
         DetectOptions {
             settings: s,

@@ -24,6 +24,9 @@ pub struct CalibratePlan {
     pub objective: Objective,
     /// Images per network batch.
     pub batch: usize,
+    /// Detection time per image (ms) the automatic choice may not exceed
+    /// with noise draws and flip; None weighs time against AUROC instead.
+    pub budget_ms: Option<f64>,
 }
 
 impl Default for CalibratePlan {
@@ -35,6 +38,7 @@ impl Default for CalibratePlan {
             select_images: calibrate::SELECT_IMAGES,
             objective: Objective::Pixel,
             batch: 8,
+            budget_ms: None,
         }
     }
 }
@@ -151,6 +155,7 @@ fn choose_settings<B: NnBackend>(
             batch: plan.batch.clamp(1, 4),
             seed: opts.seed,
             objective: plan.objective,
+            budget_ms: plan.budget_ms,
             ..Default::default()
         },
         &mut |what, done, total| {

@@ -3,7 +3,7 @@
 //! score, verdict and mask under a model's calibration.
 
 use crate::backend::Sampler;
-use crate::config::{Calibration, DetectionSettings};
+use crate::config::{Calibration, DetectionSettings, Selection};
 use crate::detect::{self, DetectOptions};
 
 /// One line describing the settings in use.
@@ -19,14 +19,65 @@ pub fn describe(o: &DetectOptions) -> String {
         None => "",
     };
     format!(
-        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}, image score {}",
+        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}, image score {}{}",
         o.mode.name(),
         ts.join(","),
         s.r,
         s.taps.join("+"),
         s.smooth,
-        reading(s.score_top)
+        reading(s.score_top),
+        augmentation(s.draws, s.flip)
     )
+}
+
+/// The extra runs averaged into each map, in words ("" for the default one run).
+pub fn augmentation(draws: usize, flip: bool) -> String {
+    let mut out = String::new();
+    if draws > 1 {
+        out += &format!(", {draws} noise draws averaged");
+    }
+    if flip {
+        out += ", averaged with the mirrored image";
+    }
+    out
+}
+
+/// The search's stage 6 in words: the runs averaged per map, their
+/// estimated time, and every candidate's AUROC (or that it was over the
+/// budget). None when the selection has no stage-6 record.
+pub fn augment_words(sel: &Selection, settings: &DetectionSettings) -> Option<String> {
+    if sel.augment_trial.is_empty() {
+        return None;
+    }
+    let ms = |v: Option<f64>| v.map_or("? ms".to_string(), |m| format!("{m:.1} ms"));
+    let name = |d: usize, f: bool| format!("{d} draw(s){}", if f { " + flip" } else { "" });
+    let tried: Vec<String> = sel
+        .augment_trial
+        .iter()
+        .map(|t| {
+            let what = name(t.draws, t.flip);
+            match t.auroc {
+                Some(a) => format!("{what}: {a:.3} ({})", ms(t.ms_per_image)),
+                None => format!("{what}: over budget ({})", ms(t.ms_per_image)),
+            }
+        })
+        .collect();
+    let chosen = sel
+        .augment_trial
+        .iter()
+        .find(|t| (t.draws, t.flip) == (settings.draws, settings.flip))
+        .and_then(|t| t.ms_per_image);
+    let rule = match sel.budget_ms {
+        Some(b) => format!("budget {b} ms/image"),
+        None => "no budget: a costlier setting must gain 0.002 AUROC per doubling of time".into(),
+    };
+    Some(format!(
+        "maps averaged over {}, estimated {} per image on the calibrating backend ({rule}); {:?} AUROC of each tried: {}",
+        name(settings.draws, settings.flip),
+        ms(chosen),
+        sel.objective,
+        tried.join(", ")
+    ))
 }
 
 /// How an image score is read, in words.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use super::detection::{defect_mask, describe};
+use super::detection::{augment_words, defect_mask, describe};
 use super::evaluate::Evaluation;
 use crate::config::Calibration;
 use crate::detect;
@@ -118,6 +118,9 @@ pub fn markdown(r: &Report, ev: &Evaluation) -> String {
                 if m.detection.profile.is_some() { "used" } else { "not used" },
                 sel.objective
             );
+        }
+        if let Some(words) = augment_words(sel, &m.detection) {
+            let _ = writeln!(s, "Runs per image: {words}.\n");
         }
     }
     if r.skipped > 0 {
