@@ -20,7 +20,7 @@ mod common;
 
 use common::{assert_close, cpu, rand_vec};
 use scoredd::backend::cpu::{CpuBackend, CpuTensor};
-use scoredd::backend::{Backend, Conv2dSpec, ModuleOps, Pointwise, ScoreDdOps};
+use scoredd::backend::{Backend, Conv2dSpec, ConvEpilogue, ModuleOps, Pointwise, ScoreDdOps};
 use scoredd::rng::RngStream;
 use scoredd::Error;
 
@@ -202,6 +202,78 @@ fn conv2d_backward_matches_finite_differences() {
             LINEAR_TOL,
             seed + 6,
         );
+    }
+}
+
+/// The fused conv epilogue's gradients as the ResBlock takes them:
+/// conv2d_backward of scale·dy for x, w and bias, scale·dy for the residual
+/// and its per-(sample, channel) sums for the per-sample bias.
+#[test]
+fn conv2d_fused_gradients_match_finite_differences() {
+    let c = cpu();
+    for (i, &case) in CONV_CASES.iter().enumerate() {
+        let (b, ci, h, w, co, k, s, p) = case;
+        let spec = Conv2dSpec::new(s, p);
+        let (xs, ws) = ([b, ci, h, w], [co, ci, k, k]);
+        let seed = 100 + 10 * i as u64;
+        let scale = 0.7f32;
+        let x = rand_vec(b * ci * h * w, seed);
+        let wt = rand_vec(co * ci * k * k, seed + 1);
+        let bias = rand_vec(co, seed + 2);
+        let sb = rand_vec(b * co, seed + 3);
+        let ys = c
+            .conv2d(&up(&c, &x, &xs), &up(&c, &wt, &ws), None, spec)
+            .unwrap()
+            .shape;
+        let res = rand_vec(ys.iter().product(), seed + 4);
+        // Every operand in one list, so one closure perturbs any of them.
+        let ops = [x.clone(), wt.clone(), bias.clone(), sb.clone(), res.clone()];
+        let fused = |which: usize, v: &[f32]| {
+            let mut o = ops.clone();
+            o[which] = v.to_vec();
+            let t = |j: usize, sh: &[usize]| up(&c, &o[j], sh);
+            let (bt, sbt, rt) = (t(2, &[co]), t(3, &[b, co]), t(4, &ys));
+            let ep = ConvEpilogue {
+                bias: &bt,
+                sample_bias: Some(&sbt),
+                residual: Some(&rt),
+                scale,
+            };
+            rd(
+                &c,
+                &c.conv2d_fused(&t(0, &xs), &t(1, &ws), ep, spec).unwrap(),
+            )
+        };
+        let dy = rand_vec(res.len(), seed + 5);
+        let sdy = up(&c, &scaled(&dy, scale), &ys);
+        let g = c
+            .conv2d_backward(&up(&c, &x, &xs), &up(&c, &wt, &ws), &sdy, spec)
+            .unwrap();
+        let dsb = rd(&c, &c.sample_bias_grad(&sdy).unwrap());
+        let grads = [
+            rd(&c, &g.dx),
+            rd(&c, &g.dw),
+            rd(&c, &g.db),
+            dsb,
+            scaled(&dy, scale),
+        ];
+        for (j, name) in ["dx", "dw", "dbias", "dsample_bias", "dresidual"]
+            .iter()
+            .enumerate()
+        {
+            let what = format!("conv2d_fused {case:?} {name}");
+            let f = |v: &[f32]| fused(j, v);
+            dir_check(
+                &what,
+                &f,
+                &ops[j],
+                &grads[j],
+                &dy,
+                LINEAR_H,
+                LINEAR_TOL,
+                seed + 6 + j as u64,
+            );
+        }
     }
 }
 
