@@ -354,7 +354,7 @@ impl Tuner {
                         None => by_variant.push((**v, vec![c.as_str()])),
                     }
                 }
-                by_variant.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+                by_variant.sort_by_key(|(_, cs)| std::cmp::Reverse(cs.len()));
                 let parts: Vec<String> = by_variant
                     .iter()
                     .enumerate()
