@@ -9,7 +9,9 @@
 //!
 //! Then the peak resident memory of detecting one 256 px image with the
 //! paper's `ncsnpp256`, in a child process of its own (about 1 minute on 2
-//! cores; `BENCH_SKIP_NCSNPP=1` skips it). Target: within 4 GB. `BENCH_SKIP_GPU=1` stops after the CPU figures.
+//! cores; `BENCH_SKIP_NCSNPP=1` skips it). Target: within 4 GB.
+//! `BENCH_SKIP_GPU=1` stops after the CPU figures; `BENCH_SKIP_CPU=1` times
+//! the GPU backend only.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -127,21 +129,30 @@ fn main() {
         println!("{name:<42} {b1:>10.1} {b8:>13.1} {:>12.2}", 8e3 / b8);
     };
     let cpu = CpuBackend::new();
-    let (c1, c8) = (time_detect(&cpu, 1, reps), time_detect(&cpu, 8, reps));
-    row("cpu backend", c1, c8);
+    // BENCH_SKIP_CPU=1: the GPU rows only (minutes less on a software adapter).
+    let cpu_ms = std::env::var_os("BENCH_SKIP_CPU")
+        .is_none()
+        .then(|| (time_detect(&cpu, 1, reps), time_detect(&cpu, 8, reps)));
+    if let Some((c1, c8)) = cpu_ms {
+        row("cpu backend", c1, c8);
+    }
     println!("reference figures: {}", peer::source());
     let peer = (peer_ms("score_dd_b1"), peer_ms("score_dd_b8"));
     if let (Some(p1), Some(p8)) = peer {
         row("PyTorch reference (faster malloc mode)", p1, p8);
-        println!(
-            "cpu backend / PyTorch: {:.2}× (1 image), {:.2}× (8 images)",
-            c1 / p1,
-            c8 / p8
-        );
+        if let Some((c1, c8)) = cpu_ms {
+            println!(
+                "cpu backend / PyTorch: {:.2}× (1 image), {:.2}× (8 images)",
+                c1 / p1,
+                c8 / p8
+            );
+        }
     }
     // After the small figures: a process that just used 2 GB leaves memory
     // the next allocations fault in slower (they measured 1.3-1.7x slower).
-    ncsnpp256_peak_in_child();
+    if cpu_ms.is_some() {
+        ncsnpp256_peak_in_child();
+    }
     if std::env::var_os("BENCH_SKIP_GPU").is_some() {
         println!("gpu: skipped (BENCH_SKIP_GPU)");
         return;

@@ -8,9 +8,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use scoredd::backend::AnyBackend;
 use scoredd::pipeline::{Checkpoint, CheckpointKind, PipelineEvents, Progress, Stage, Task};
 use scoredd::train::StepReport;
 use scoredd::Error;
+
+/// `--verbose`: on the GPU backend, one line per tuned kernel family with the
+/// variant the autotuner picked for each shape class that ran (nothing on
+/// the CPU backend, which has no variants).
+pub fn print_tuner_choices(backend: &AnyBackend) {
+    if let AnyBackend::Gpu(g) = backend {
+        let lines = g.tuner.family_lines();
+        if lines.is_empty() {
+            eprintln!("autotune ({:?}): no tuned kernel ran", g.tuner.mode);
+        }
+        for line in lines {
+            eprintln!("{line}");
+        }
+    }
+}
 
 /// A progress bar for `n` images.
 pub fn image_bar(n: usize, what: &str) -> ProgressBar {

@@ -12,7 +12,7 @@ use scoredd::nn::score_model::ScoreModel;
 use scoredd::pipeline::{defect_mask, describe, judge};
 use scoredd::{plot, viz, with_backend, Error};
 
-use super::console::image_bar;
+use super::console::{image_bar, print_tuner_choices};
 
 /// Detection settings shared by `detect`, `eval` and `calibrate`; each one
 /// left out comes from the model file.
@@ -111,13 +111,21 @@ pub struct DetectArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub flags: DetectFlags,
+    /// Also print, on the GPU backend, the kernel variant the autotuner
+    /// picked per tuned kernel family (one line each).
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 pub fn run(choice: BackendChoice, args: DetectArgs) -> Result<(), Error> {
     let file = ModelFile::load(&args.model)?;
     let (backend, why) = open_backend(choice)?;
     eprintln!("{why}");
-    with_backend!(&backend, |b| detect_on(b, &file, &args))
+    with_backend!(&backend, |b| detect_on(b, &file, &args))?;
+    if args.verbose {
+        print_tuner_choices(&backend);
+    }
+    Ok(())
 }
 
 /// Creates a folder, explaining failures.

@@ -80,12 +80,20 @@ pub struct TrainArgs {
     pub checkpoint_every: u64,
     #[arg(long, value_enum, default_value_t = OnDiverge::Rollback)]
     pub on_diverge: OnDiverge,
+    /// Also print, on the GPU backend, the kernel variant the autotuner
+    /// picked per tuned kernel family (one line each).
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 pub fn run(choice: BackendChoice, args: TrainArgs) -> Result<(), Error> {
     let (backend, why) = open_backend(choice)?;
     eprintln!("{why}");
-    with_backend!(&backend, |b| train_on(b, &args))
+    with_backend!(&backend, |b| train_on(b, &args))?;
+    if args.verbose {
+        super::console::print_tuner_choices(&backend);
+    }
+    Ok(())
 }
 
 impl TrainArgs {

@@ -161,13 +161,24 @@ impl GpuContext {
     /// A zero-filled storage buffer of `bytes` (rounded up to 16 so every
     /// buffer can also be read as vec4), refused with a typed error if the
     /// device cannot bind it. A recycled buffer is cleared by a command
-    /// recorded after every earlier use of it.
-    pub fn storage(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
+    /// recorded after every earlier use of it. For what is read before it is
+    /// written in full: accumulators, partial writes, `zeros`.
+    pub fn storage_zeroed(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
         let (buf, released) = self.alloc(op, bytes)?;
         if released.is_some() {
             self.with_encoder(|enc| enc.clear_buffer(&buf, 0, Some(buf.len())));
         }
         Ok(buf)
+    }
+
+    /// A storage buffer of `bytes` (rounded up to 16) whose contents are
+    /// unspecified when it is recycled: only for the output of a kernel that
+    /// writes every one of its elements before anything reads them (a clear
+    /// would be a full extra pass over memory). The bytes past the last
+    /// element (the rounding to 16) are never read: readback stops at the
+    /// element count and the vec4 kernels read only padded-to-8 packings.
+    pub fn storage_output(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
+        Ok(self.alloc(op, bytes)?.0)
     }
 
     /// A buffer of `bytes` (rounded to 16) from the pool or the device, and
@@ -238,7 +249,7 @@ impl GpuContext {
         if let Some(b) = self.placeholder.borrow().as_ref() {
             return Ok(b.clone());
         }
-        let b = Arc::new(self.storage("placeholder", 16)?);
+        let b = Arc::new(self.storage_zeroed("placeholder", 16)?);
         *self.placeholder.borrow_mut() = Some(b.clone());
         Ok(b)
     }

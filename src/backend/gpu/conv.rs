@@ -51,13 +51,13 @@ impl GpuBackend {
             (_, 1) => kernels::CONV2D_K3S1,
             _ => kernels::CONV2D_K3S2,
         };
-        let out = self.tensor(OP, &g.out_shape())?;
+        let out = self.tensor_output(OP, &g.out_shape())?;
         if out.numel() == 0 {
             return Ok(out);
         }
         let c_out_pad = pad8(g.c_out);
         let rows = g.c_in * g.k * g.k;
-        let packed = self.ctx.storage(OP, (rows * c_out_pad * 4) as u64)?;
+        let packed = self.ctx.storage_output(OP, (rows * c_out_pad * 4) as u64)?;
         let pack_params = ConvWeightPackParams {
             c_out: u32_of(OP, "Cout", g.c_out)?,
             c_in: u32_of(OP, "Cin", g.c_in)?,
@@ -161,14 +161,36 @@ impl GpuBackend {
                 ),
             ));
         }
-        // New buffers are zero: what a missing batch, channel or plane contributes.
-        let dx = self.tensor(OP, &x.shape)?;
-        let dw = self.tensor(OP, &w.shape)?;
-        let db = self.tensor(OP, &[g.c_out])?;
-        if dy.numel() == 0 {
-            return Ok(Conv2dGrads { dx, dw, db });
+        // Without dy or x no kernel writes the gradients: zeros, what a
+        // missing batch, channel or plane contributes (e.g. a 1×1 conv with
+        // padding 1 of an empty image still has a dy and a dw). Otherwise
+        // the kernels below write every element of all three.
+        if dy.numel() == 0 || x.numel() == 0 {
+            return Ok(Conv2dGrads {
+                dx: self.tensor_zeroed(OP, &x.shape)?,
+                dw: self.tensor_zeroed(OP, &w.shape)?,
+                db: if dy.numel() == 0 {
+                    self.tensor_zeroed(OP, &[g.c_out])?
+                } else {
+                    self.conv_db(g, dy)?
+                },
+            });
         }
-        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let dx = self.tensor_output(OP, &x.shape)?;
+        let dw = self.tensor_output(OP, &w.shape)?;
+        let db = self.conv_db(g, dy)?;
+        if g.stride == 1 {
+            self.conv_dx_stride1(g, w, dy, &dx)?;
+        } else {
+            self.conv_dx_stride2(g, w, dy, &dx)?;
+        }
+        self.conv_dw(g, x, dy, &dw)?;
+        Ok(Conv2dGrads { dx, dw, db })
+    }
+
+    /// db: one workgroup per output channel sums dy over batch and plane.
+    fn conv_db(&self, g: &ConvGeometry, dy: &GpuTensor) -> Result<GpuTensor> {
+        let db = self.tensor_output("conv2d_backward", &[g.c_out])?;
         let params = Conv2dBackwardBiasParams {
             batch: g.batch as u32,
             c_out: g.c_out as u32,
@@ -180,17 +202,9 @@ impl GpuBackend {
             &[],
             &params,
             &[Bind::Storage(&dy.buf), Bind::Storage(&db.buf)],
-            grid_rows(g.c_out, max),
+            grid_rows(g.c_out, self.max_groups()),
         )?;
-        if x.numel() > 0 {
-            if g.stride == 1 {
-                self.conv_dx_stride1(g, w, dy, &dx)?;
-            } else {
-                self.conv_dx_stride2(g, w, dy, &dx)?;
-            }
-            self.conv_dw(g, x, dy, &dw)?;
-        }
-        Ok(Conv2dGrads { dx, dw, db })
+        Ok(db)
     }
 
     /// The weights `[Cout, Cin, k, k]` packed for an input-gradient kernel:
@@ -420,7 +434,7 @@ impl GpuBackend {
             format!("weight gradient {:?}", dw.shape)
         })?;
         let part = if splits > 1 {
-            Some(self.ctx.storage(OP, (n * splits) as u64 * 4)?)
+            Some(self.ctx.storage_output(OP, (n * splits) as u64 * 4)?)
         } else {
             None
         };

@@ -182,7 +182,7 @@ impl GpuBackend {
         let total = numel(op, &[v.batch, v.rows, v.cols_pad])?;
         u32_of(op, "packed operand elements", total)?;
         u32_of(op, "operand elements", src_len)?;
-        let dst = self.ctx.storage(op, total as u64 * 4)?;
+        let dst = self.ctx.storage_output(op, total as u64 * 4)?;
         if total == 0 {
             return Ok(dst);
         }

@@ -85,13 +85,30 @@ impl GpuBackend {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
-    fn tensor(&self, op: &'static str, shape: &[usize]) -> Result<GpuTensor> {
+    /// A tensor of zeros: for outputs that a kernel accumulates into or
+    /// writes only in part (and `zeros` itself).
+    fn tensor_zeroed(&self, op: &'static str, shape: &[usize]) -> Result<GpuTensor> {
+        self.tensor_with(op, shape, true)
+    }
+
+    /// A tensor with unspecified contents, for an op's output that its
+    /// kernel overwrites in full (see [`GpuContext::storage_output`]).
+    fn tensor_output(&self, op: &'static str, shape: &[usize]) -> Result<GpuTensor> {
+        self.tensor_with(op, shape, false)
+    }
+
+    fn tensor_with(&self, op: &'static str, shape: &[usize], zeroed: bool) -> Result<GpuTensor> {
         let n = numel(op, shape)?;
         let bytes = (n as u64)
             .checked_mul(4)
             .ok_or_else(|| Error::shape(op, format!("{shape:?} is too large")))?;
+        let buf = if zeroed {
+            self.ctx.storage_zeroed(op, bytes)?
+        } else {
+            self.ctx.storage_output(op, bytes)?
+        };
         Ok(GpuTensor {
-            buf: Arc::new(self.ctx.storage(op, bytes)?),
+            buf: Arc::new(buf),
             shape: shape.to_vec(),
         })
     }
@@ -99,7 +116,8 @@ impl GpuBackend {
     /// Makes `t`'s buffer exclusively ours before an in-place update.
     fn make_unique(&self, op: &'static str, t: &mut GpuTensor) -> Result<()> {
         if Arc::strong_count(&t.buf) > 1 {
-            let fresh = self.tensor(op, &t.shape)?;
+            // The copy below overwrites the whole buffer.
+            let fresh = self.tensor_output(op, &t.shape)?;
             self.ctx
                 .copy(&t.buf, &fresh.buf, t.bytes().max(16).div_ceil(16) * 16);
             *t = fresh;

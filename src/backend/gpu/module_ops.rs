@@ -78,8 +78,8 @@ impl ModuleKernels for GpuBackend {
     ) -> Result<GroupNormOut<GpuTensor>> {
         const OP: &str = "group_norm";
         elems(OP, x)?;
-        let y = self.tensor(OP, &x.shape)?;
-        let stats = self.tensor(OP, &p.stats_shape())?;
+        let y = self.tensor_output(OP, &x.shape)?;
+        let stats = self.tensor_output(OP, &p.stats_shape())?;
         let bg = elems(OP, &stats)? / 2;
         let params = GroupNormParams {
             bg,
@@ -130,9 +130,9 @@ impl ModuleKernels for GpuBackend {
             }
             None => dy,
         };
-        let dx = self.tensor(OP, &x.shape)?;
-        let dgamma = self.tensor(OP, &[p.c])?;
-        let dbeta = self.tensor(OP, &[p.c])?;
+        let dx = self.tensor_output(OP, &x.shape)?;
+        let dgamma = self.tensor_output(OP, &[p.c])?;
+        let dbeta = self.tensor_output(OP, &[p.c])?;
         let (groups, cg, s) = (
             u32_of(OP, "groups", p.groups)?,
             u32_of(OP, "channels per group", p.cg)?,
@@ -217,7 +217,7 @@ impl ModuleKernels for GpuBackend {
     fn resample_planned(&self, p: &ResamplePlan, x: &GpuTensor) -> Result<GpuTensor> {
         let op = p.op.name();
         elems(op, x)?;
-        let out = self.tensor(op, &p.out)?;
+        let out = self.tensor_output(op, &p.out)?;
         let n = elems(op, &out)?;
         let (h, w) = (u32_of(op, "height", p.h)?, u32_of(op, "width", p.w)?);
         let binds = [Bind::Storage(&out.buf), Bind::Storage(&x.buf)];
@@ -244,7 +244,7 @@ impl ModuleKernels for GpuBackend {
 
     fn dropout_mask_planned(&self, p: &DropoutPlan, rng: RngStream) -> Result<GpuTensor> {
         const OP: &str = "dropout_mask";
-        let out = self.tensor(OP, &p.shape)?;
+        let out = self.tensor_output(OP, &p.shape)?;
         let n = elems(OP, &out)?;
         let params = DropoutParams {
             n,
@@ -278,7 +278,7 @@ impl GpuBackend {
         bg: u32,
     ) -> Result<GpuTensor> {
         const OP: &str = "group_norm_silu_backward";
-        let out = self.tensor(OP, &x.shape)?;
+        let out = self.tensor_output(OP, &x.shape)?;
         let params = GroupNormParams {
             bg,
             groups: u32_of(OP, "groups", p.groups)?,
@@ -313,7 +313,7 @@ impl GpuBackend {
         v: &GpuTensor,
     ) -> Result<GpuTensor> {
         let n = elems(op, x)?;
-        let out = self.tensor(op, &x.shape)?;
+        let out = self.tensor_output(op, &x.shape)?;
         let params = ElementwiseParams {
             n,
             c: u32_of(op, "channels", p.c)?,
@@ -344,7 +344,7 @@ impl GpuBackend {
         stride_b: usize,
     ) -> Result<GpuTensor> {
         elems(op, x)?;
-        let out = self.tensor(op, out_shape)?;
+        let out = self.tensor_output(op, out_shape)?;
         let rows = out.numel();
         let params = ReduceParams {
             rows: u32_of(op, "rows", rows)?,
@@ -396,7 +396,7 @@ impl GpuBackend {
     fn softmax_rows(&self, p: &RowsPlan, x: &GpuTensor, per_workgroup: bool) -> Result<GpuTensor> {
         const OP: &str = "softmax";
         u32_of(OP, "elements", p.n)?;
-        let y = self.tensor(OP, &x.shape)?;
+        let y = self.tensor_output(OP, &x.shape)?;
         if p.n == 0 {
             return Ok(y);
         }
@@ -418,7 +418,7 @@ impl GpuBackend {
     ) -> Result<GpuTensor> {
         const OP: &str = "softmax_backward";
         u32_of(OP, "elements", p.n)?;
-        let dx = self.tensor(OP, &y.shape)?;
+        let dx = self.tensor_output(OP, &y.shape)?;
         if p.n == 0 {
             return Ok(dx);
         }

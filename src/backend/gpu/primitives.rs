@@ -69,8 +69,8 @@ impl BackendKernels for GpuBackend {
     }
 
     fn zeros_planned(&self, shape: &[usize]) -> Result<GpuTensor> {
-        // wgpu zero-initialises new buffers.
-        self.tensor("zeros", shape)
+        // wgpu zero-initialises new buffers; the pool clears recycled ones.
+        self.tensor_zeroed("zeros", shape)
     }
 
     fn random_planned(
@@ -80,7 +80,7 @@ impl BackendKernels for GpuBackend {
         rng: RngStream,
     ) -> Result<GpuTensor> {
         const OP: &str = "random";
-        let out = self.tensor(OP, shape)?;
+        let out = self.tensor_output(OP, shape)?;
         let n = elems(OP, &out)?;
         let params = RngFillParams {
             n,
@@ -107,7 +107,7 @@ impl BackendKernels for GpuBackend {
 
     fn matmul_planned(&self, p: &MatmulPlan, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         let &MatmulPlan { m, n, .. } = p;
-        let c = self.tensor("matmul", &[m, n])?;
+        let c = self.tensor_output("matmul", &[m, n])?;
         if m == 0 || n == 0 {
             return Ok(c);
         }
@@ -117,8 +117,12 @@ impl BackendKernels for GpuBackend {
 
     fn bmm_planned(&self, p: &BmmPlan, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         const OP: &str = "bmm";
-        let c = self.tensor(OP, &p.out)?;
-        if c.numel() == 0 || p.k == 0 {
+        if p.k == 0 {
+            // An empty sum: zeros, and no kernel runs.
+            return self.tensor_zeroed(OP, &p.out);
+        }
+        let c = self.tensor_output(OP, &p.out)?;
+        if c.numel() == 0 {
             return Ok(c);
         }
         u32_of(OP, "output elements", c.numel())?;
@@ -175,7 +179,7 @@ impl BackendKernels for GpuBackend {
             detail: "no elementwise.wgsl kernel declared for this op".into(),
         })?;
         let n = u32_of(op, "elements", p.n)?;
-        let out = self.tensor(op, &p.shape)?;
+        let out = self.tensor_output(op, &p.shape)?;
         let params = ElementwiseParams {
             n,
             alpha: p.scalars[0],
@@ -191,7 +195,7 @@ impl BackendKernels for GpuBackend {
     fn sum_batch_planned(&self, p: &SumBatchPlan, x: &GpuTensor) -> Result<GpuTensor> {
         const OP: &str = "sum_batch";
         elems(OP, x)?;
-        let out = self.tensor(OP, &p.out)?;
+        let out = self.tensor_output(OP, &p.out)?;
         let d = elems(OP, &out)?;
         let params = ReduceParams {
             rows: d,
@@ -216,7 +220,7 @@ impl BackendKernels for GpuBackend {
         const OP: &str = "concat_channels";
         elems(OP, a)?;
         elems(OP, b)?;
-        let out = self.tensor(OP, &p.out)?;
+        let out = self.tensor_output(OP, &p.out)?;
         let n = elems(OP, &out)?;
         if n == 0 {
             return Ok(out);
@@ -299,7 +303,7 @@ impl GpuBackend {
         // The fast kernel reads A k-major with rows padded to 8: transpose first
         // (O(M·K), small next to the O(M·K·N) product).
         let m_pad = pad8(m);
-        let at = self.ctx.storage(OP, (k as u64) * (m_pad as u64) * 4)?;
+        let at = self.ctx.storage_output(OP, (k as u64) * (m_pad as u64) * 4)?;
         let tparams = MatmulTransposeParams {
             m: m as u32,
             k: k as u32,
@@ -397,7 +401,7 @@ impl GpuBackend {
     ) -> Result<GpuTensor> {
         const OP: &str = "split_channels";
         let (s, cn) = (p.dims.s, shape[1]);
-        let out = self.tensor(OP, shape)?;
+        let out = self.tensor_output(OP, shape)?;
         let n = elems(OP, &out)?;
         if p.dims.batch == 0 || cn * s == 0 {
             return Ok(out);

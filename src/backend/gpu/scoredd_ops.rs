@@ -46,11 +46,16 @@ impl ScoreDdKernels for GpuBackend {
     ) -> Result<(GpuTensor, GpuTensor)> {
         const OP: &str = "perturb";
         let d = p.d;
-        let xt = self.tensor(OP, &x0.shape)?;
-        let z = self.tensor(OP, &x0.shape)?;
         if d == 0 || coef.is_empty() {
-            return Ok((xt, z));
+            // No kernel runs: zeros, as the CPU backend gives.
+            return Ok((
+                self.tensor_zeroed(OP, &x0.shape)?,
+                self.tensor_zeroed(OP, &x0.shape)?,
+            ));
         }
+        // The kernel writes every element of both (four per invocation).
+        let xt = self.tensor_output(OP, &x0.shape)?;
+        let z = self.tensor_output(OP, &x0.shape)?;
         u32_of(OP, "elements", x0.numel())?;
         let gpu_coef: Vec<PerturbCoefGpu> = coef
             .iter()
@@ -141,7 +146,7 @@ impl ScoreDdKernels for GpuBackend {
 
     fn pair_distance_planned(&self, p: &PairPlan, x: &GpuTensor) -> Result<GpuTensor> {
         const OP: &str = "pair_distance";
-        let out = self.tensor(OP, &p.out)?;
+        let out = self.tensor_output(OP, &p.out)?;
         elems(OP, x)?;
         let params = PairDistanceParams {
             n: u32_of(OP, "pairs", p.n)?,

@@ -38,7 +38,7 @@ impl GpuBackend {
         count: u32,
         acc: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {
-        let out = self.tensor(op, &[1])?;
+        let out = self.tensor_output(op, &[1])?;
         let params = SumSquaresParams {
             n: count,
             accumulate: acc.is_some() as u32,
@@ -72,9 +72,9 @@ impl TrainKernels for GpuBackend {
         const OP: &str = "dsm_loss";
         let n = u32_of(OP, "elements", out.numel())?;
         let factor_buf = self.upload_pod(OP, &p.factors)?;
-        let dout = self.tensor(OP, &out.shape)?;
+        let dout = self.tensor_output(OP, &out.shape)?;
         let groups = partial_groups(n as u64);
-        let partials = self.ctx.storage(OP, groups as u64 * 4)?;
+        let partials = self.ctx.storage_output(OP, groups as u64 * 4)?;
         let params = DsmLossParams {
             n,
             d: p.d as u32,
@@ -111,7 +111,13 @@ impl TrainKernels for GpuBackend {
         };
         let n = u32_of(op, "elements", n)?;
         let groups = partial_groups(n as u64);
-        let partials = self.ctx.storage(op, groups as u64 * 4)?;
+        // Each first-level workgroup writes its partial; with n = 0 none runs
+        // and the zeroed partials sum to 0.
+        let partials = if n > 0 {
+            self.ctx.storage_output(op, groups as u64 * 4)?
+        } else {
+            self.ctx.storage_zeroed(op, groups as u64 * 4)?
+        };
         if n > 0 {
             let params = SumSquaresParams {
                 n,
@@ -125,7 +131,6 @@ impl TrainKernels for GpuBackend {
                 (groups, 1, 1),
             )?;
         }
-        // (For n = 0 the fresh, zero-filled partials sum to 0.)
         self.finish_sum(op, &partials, groups, acc)
     }
 

@@ -111,6 +111,15 @@ pub fn shader_hash() -> u64 {
     fnv1a(&parts)
 }
 
+/// The tuned kernel families, by the prefix of their shape classes
+/// (`conv_class` for the forward; the stride-1 conv input gradient's are
+/// prefixed `dx-`), for `--verbose`.
+const FAMILIES: [(&str, &str); 3] = [
+    ("matmul", "matmul"),
+    ("conv", "conv forward"),
+    ("dx-conv", "conv input gradient (stride 1)"),
+];
+
 /// A conv forward's shape class: kernel, stride, and channels and output
 /// positions rounded up to powers of two.
 pub fn conv_class(k: usize, stride: usize, c_in: usize, c_out: usize, positions: usize) -> String {
@@ -214,6 +223,8 @@ pub struct Tuner {
     cache: RefCell<TuneCache>,
     /// Milliseconds per variant, by shape class, measured in this process.
     pub timings: RefCell<BTreeMap<String, Vec<(Variant, f64)>>>,
+    /// The variant each shape class ran with in this process (not forced).
+    used: RefCell<BTreeMap<String, Variant>>,
 }
 
 impl Tuner {
@@ -240,6 +251,7 @@ impl Tuner {
             path,
             cache: RefCell::new(cache),
             timings: RefCell::default(),
+            used: RefCell::default(),
         }
     }
 
@@ -248,11 +260,23 @@ impl Tuner {
         if let Some(v) = self.forced.get() {
             return Some(v);
         }
-        if self.mode == TuneMode::Off || cfg!(target_arch = "wasm32") {
-            return Some(Variant::DEFAULT);
+        let v = if self.mode == TuneMode::Off || cfg!(target_arch = "wasm32") {
+            Some(Variant::DEFAULT)
+        } else {
+            let key = (self.key.clone(), class.to_string());
+            self.cache.borrow().entries.get(&key).copied()
+        };
+        if let Some(v) = v {
+            self.note_used(class, v);
         }
-        let key = (self.key.clone(), class.to_string());
-        self.cache.borrow().entries.get(&key).copied()
+        v
+    }
+
+    fn note_used(&self, class: &str, v: Variant) {
+        let mut used = self.used.borrow_mut();
+        if !used.contains_key(class) {
+            used.insert(class.to_string(), v);
+        }
     }
 
     /// Records the measured times of `class` and keeps (and saves) the fastest.
@@ -268,6 +292,7 @@ impl Tuner {
             .join(", ");
         log::info!("autotune {class}: {} ({line})", best.name());
         self.timings.borrow_mut().insert(class.to_string(), times);
+        self.note_used(class, best);
         let mut cache = self.cache.borrow_mut();
         cache
             .entries
@@ -303,6 +328,52 @@ impl Tuner {
             if measured.is_empty() { "" } else { ": " },
             measured.join(", ")
         )
+    }
+
+    /// For `--verbose`: one line per tuned kernel family that ran in this
+    /// process, with the variant it got in each of its shape classes
+    /// (grouped by variant; the classes listed for all but the most used).
+    pub fn family_lines(&self) -> Vec<String> {
+        let used = self.used.borrow();
+        let timings = self.timings.borrow();
+        FAMILIES
+            .iter()
+            .filter_map(|&(prefix, family)| {
+                let classes: Vec<(&String, &Variant)> = used
+                    .iter()
+                    .filter(|(c, _)| c.starts_with(prefix))
+                    .collect();
+                if classes.is_empty() {
+                    return None;
+                }
+                let measured = classes.iter().filter(|(c, _)| timings.contains_key(*c)).count();
+                let mut by_variant: Vec<(Variant, Vec<&str>)> = Vec::new();
+                for (c, v) in &classes {
+                    match by_variant.iter_mut().find(|(w, _)| w == *v) {
+                        Some((_, cs)) => cs.push(c.as_str()),
+                        None => by_variant.push((**v, vec![c.as_str()])),
+                    }
+                }
+                by_variant.sort_by_key(|(_, cs)| std::cmp::Reverse(cs.len()));
+                let parts: Vec<String> = by_variant
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (v, cs))| {
+                        if i == 0 {
+                            format!("{} ×{}", v.name(), cs.len())
+                        } else {
+                            format!("{} ×{} ({})", v.name(), cs.len(), cs.join(", "))
+                        }
+                    })
+                    .collect();
+                Some(format!(
+                    "autotune {family} ({:?}): {}; {} shape classes, {measured} measured now",
+                    self.mode,
+                    parts.join("; "),
+                    classes.len()
+                ))
+            })
+            .collect()
     }
 
     /// The choices made or loaded for this adapter, by shape class.
