@@ -1,188 +1,20 @@
-//! conv2d on the CPU: im2col per image, then one GEMM `W[Cout, Cin·k²] × col[Cin·k², Ho·Wo]`.
-//! Images run in parallel (one GEMM thread each) when the batch can feed every
-//! core; a lone image lets the GEMM crate split its work instead. The
-//! backward: GEMMs on the same im2col matrices, and col2im for dx.
+//! conv2d on the CPU: per image and block of output rows, im2col then one GEMM
+//! `W[Cout, Cin·k²] × col[Cin·k², rows·Wo]` onto an output prefilled with the
+//! epilogue. Images run in parallel (one GEMM thread each) when the batch can
+//! feed every core; a lone image lets the GEMM crate split its work instead.
+//! The backward: dWᵀ from the same im2col blocks; dx as a conv of dy where the
+//! conv keeps the size, else a GEMM and col2im.
 
+use super::im2col::{
+    col2im_channel, im2col, im2col_channel, row_blocks, transpose, with_scratch, RowBlock,
+};
 use super::par::*;
-use super::simd::vectorized;
 
 use super::gemm::{sgemm, sgemm_ld, MatRef};
 use super::math::plane_sums;
 use super::{alloc_output, alloc_zeros, tensor, CpuTensor};
 use crate::backend::{Conv2dGrads, ConvGeometry};
 use crate::error::Result;
-
-thread_local! {
-    /// Each worker's im2col buffer, kept between calls: allocating (and zeroing)
-    /// a fresh one per conv cost ~15 % of a U-net forward.
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's scratch buffer of `len` floats (contents undefined:
-/// `f` must overwrite what it reads).
-pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| {
-        let mut v = s.borrow_mut();
-        if v.len() < len {
-            v.resize(len, 0.0);
-        }
-        f(&mut v[..len])
-    })
-}
-
-/// Output rows `oy0..oy1` of an image, the unit conv work is blocked in.
-#[derive(Clone, Copy)]
-struct RowBlock {
-    oy0: usize,
-    oy1: usize,
-}
-
-impl RowBlock {
-    fn whole(g: &ConvGeometry) -> Self {
-        RowBlock {
-            oy0: 0,
-            oy1: g.h_out,
-        }
-    }
-    /// Output positions in the block: the im2col block's row length.
-    fn len(&self, g: &ConvGeometry) -> usize {
-        (self.oy1 - self.oy0) * g.w_out
-    }
-}
-
-/// Splits the output rows into blocks whose im2col matrix (`kd × positions`)
-/// stays near `COL_BLOCK_FLOATS`, so it is written and then read by the GEMM
-/// from the core's L2 cache instead of memory (a whole 64×64 image's is 4.7 MB).
-fn row_blocks(g: &ConvGeometry) -> impl Iterator<Item = RowBlock> {
-    const COL_BLOCK_FLOATS: usize = 1 << 17;
-    let kd = g.c_in * g.k * g.k;
-    let rows = (COL_BLOCK_FLOATS / (kd * g.w_out).max(1)).clamp(1, g.h_out.max(1));
-    let h = g.h_out;
-    (0..h).step_by(rows).map(move |oy0| RowBlock {
-        oy0,
-        oy1: (oy0 + rows).min(h),
-    })
-}
-
-/// Writes the im2col matrix of one image's output rows `blk`: row (ci, ky, kx),
-/// column (oy − oy0, ox).
-fn im2col(g: &ConvGeometry, x: &[f32], blk: RowBlock, col: &mut [f32]) {
-    let plane = g.h * g.w;
-    let rows = g.k * g.k * blk.len(g);
-    for (xc, cc) in x.chunks(plane).zip(col.chunks_mut(rows)).take(g.c_in) {
-        im2col_channel(g, xc, blk, cc);
-    }
-}
-
-/// The im2col rows (ky, kx) of one input channel's `h × w` plane, for the
-/// output rows `blk`.
-fn im2col_channel(g: &ConvGeometry, plane: &[f32], blk: RowBlock, col: &mut [f32]) {
-    let (k, s, p) = (g.k, g.stride, g.padding as isize);
-    let n = blk.len(g);
-    if s == 1 && g.h_out == g.h && g.w_out == g.w {
-        for ky in 0..k {
-            for kx in 0..k {
-                let (dy, dx) = (ky as isize - p, kx as isize - p);
-                im2col_same_row(g, plane, blk, (dy, dx), &mut col[(ky * k + kx) * n..][..n]);
-            }
-        }
-        return;
-    }
-    for ky in 0..k {
-        for kx in 0..k {
-            let row = &mut col[(ky * k + kx) * n..][..n];
-            for oy in blk.oy0..blk.oy1 {
-                let iy = (oy * s + ky) as isize - p;
-                let o = oy - blk.oy0;
-                let dst = &mut row[o * g.w_out..(o + 1) * g.w_out];
-                if iy < 0 || iy >= g.h as isize {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                if s == 1 {
-                    // Stride 1: the row is one shifted slice of the input row.
-                    let shift = kx as isize - p;
-                    let lo = (-shift).clamp(0, g.w_out as isize) as usize;
-                    let hi = (g.w as isize - shift).clamp(lo as isize, g.w_out as isize) as usize;
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let from = (lo as isize + shift) as usize;
-                    dst[lo..hi].copy_from_slice(&src[from..from + hi - lo]);
-                    continue;
-                }
-                for (ox, d) in dst.iter_mut().enumerate() {
-                    let ix = (ox * s + kx) as isize - p;
-                    *d = if ix >= 0 && ix < g.w as isize {
-                        src[ix as usize]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
-    }
-}
-
-/// One im2col row of a stride-1 "same" conv (output size = input size):
-/// the input plane shifted by (dy, dx). Over the block's valid rows that is
-/// ONE contiguous copy of the plane; only the `|dx|` columns at each row's
-/// edge, which the copy filled from the neighbouring row, are then zeroed —
-/// instead of a short copy and two fills per output row.
-fn im2col_same_row(
-    g: &ConvGeometry,
-    plane: &[f32],
-    blk: RowBlock,
-    (dy, dx): (isize, isize),
-    row: &mut [f32],
-) {
-    let (h, w) = (g.h as isize, g.w);
-    // Output rows whose input row oy + dy exists.
-    let lo = (-dy).clamp(blk.oy0 as isize, blk.oy1 as isize) as usize;
-    let hi = (h - dy).clamp(lo as isize, blk.oy1 as isize) as usize;
-    row[..(lo - blk.oy0) * w].fill(0.0);
-    row[(hi - blk.oy0) * w..].fill(0.0);
-    if lo == hi {
-        return;
-    }
-    let dst = &mut row[(lo - blk.oy0) * w..(hi - blk.oy0) * w];
-    // Source start, possibly one |dx| before the plane or running past its
-    // end: those elements are edge columns, zeroed below anyway.
-    let start = (lo as isize + dy) * w as isize + dx;
-    let skip_front = (-start).max(0) as usize;
-    let end = start + dst.len() as isize;
-    let skip_back = (end - plane.len() as isize).max(0) as usize;
-    let len = dst.len();
-    dst[skip_front..len - skip_back].copy_from_slice(
-        &plane[(start + skip_front as isize) as usize..(end - skip_back as isize) as usize],
-    );
-    let edge = dx.unsigned_abs().min(w);
-    for r in dst.chunks_exact_mut(w) {
-        // Plain stores: `fill` would be a memset call per row for one value.
-        let r = if dx < 0 {
-            &mut r[..edge]
-        } else {
-            &mut r[w - edge..]
-        };
-        for v in r {
-            *v = 0.0;
-        }
-    }
-}
-
-/// `dst[c × r] = src[r × c]ᵀ`, both row-major, in cache-sized blocks.
-pub(super) fn transpose(src: &[f32], r: usize, c: usize, dst: &mut [f32]) {
-    const B: usize = 16;
-    for i0 in (0..r).step_by(B) {
-        for j0 in (0..c).step_by(B) {
-            for i in i0..(i0 + B).min(r) {
-                for j in j0..(j0 + B).min(c) {
-                    dst[j * r + i] = src[i * c + j];
-                }
-            }
-        }
-    }
-}
 
 /// What the forward adds to `W∗x`, for the whole batch (see
 /// [`crate::backend::ConvEpilogue`]): `out = scale·(W∗x + bias + sample_bias + residual)`.
@@ -304,52 +136,6 @@ pub(super) fn conv2d_forward(
     let rest = out_rest.chunks_mut(out_len).zip(x_rest.chunks(in_len));
     for (j, (o, xi)) in rest.enumerate() {
         conv_one_image(g, (split + j, xi), w, ep, o, threads);
-    }
-}
-
-/// Adds one input channel's rows of an im2col-layout gradient (rows (ky, kx),
-/// columns (oy, ox)) into that channel's `h × w` plane: the transpose of im2col.
-fn col2im_channel(g: &ConvGeometry, dcol: &[f32], blk: RowBlock, plane: &mut [f32]) {
-    vectorized(
-        #[inline(always)]
-        || col2im_channel_body(g, dcol, blk, plane),
-    )
-}
-
-#[inline(always)]
-fn col2im_channel_body(g: &ConvGeometry, dcol: &[f32], blk: RowBlock, plane: &mut [f32]) {
-    let (k, s, p) = (g.k, g.stride, g.padding as isize);
-    let n = blk.len(g);
-    for ky in 0..k {
-        for kx in 0..k {
-            let row = &dcol[(ky * k + kx) * n..][..n];
-            for oy in blk.oy0..blk.oy1 {
-                let iy = (oy * s + ky) as isize - p;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                let o = oy - blk.oy0;
-                let src = &row[o * g.w_out..(o + 1) * g.w_out];
-                if s == 1 {
-                    // Output column ox reads input column ox + shift (as in im2col).
-                    let shift = kx as isize - p;
-                    let lo = (-shift).clamp(0, g.w_out as isize) as usize;
-                    let hi = (g.w as isize - shift).clamp(lo as isize, g.w_out as isize) as usize;
-                    let from = (lo as isize + shift) as usize;
-                    for (d, &v) in dst[from..from + hi - lo].iter_mut().zip(&src[lo..hi]) {
-                        *d += v;
-                    }
-                    continue;
-                }
-                for (ox, &v) in src.iter().enumerate() {
-                    let ix = (ox * s + kx) as isize - p;
-                    if ix >= 0 && ix < g.w as isize {
-                        dst[ix as usize] += v;
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -502,6 +288,19 @@ fn flipped_transposed(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
 
 /// dx, dw and db of a conv2d. Images run in parallel, each run of images
 /// summing its own weight gradient, when the batch can feed every thread.
+/// Σ of dy over batch and space, per output channel.
+fn bias_grad(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
+    let n = g.h_out * g.w_out;
+    let mut db = vec![0.0f64; g.c_out];
+    if n > 0 {
+        for row in plane_sums(dy, n).chunks(g.c_out.max(1)) {
+            db.iter_mut().zip(row).for_each(|(d, s)| *d += s);
+        }
+    }
+    db.into_iter().map(|v| v as f32).collect()
+}
+
+/// dx, dw and db of a conv2d.
 pub(super) fn conv2d_backward(
     g: &ConvGeometry,
     x: &CpuTensor,
@@ -510,19 +309,6 @@ pub(super) fn conv2d_backward(
     threads: usize,
 ) -> Result<Conv2dGrads<CpuTensor>> {
     const OP: &str = "conv2d_backward";
-    let n = g.h_out * g.w_out;
-    let kd = g.c_in * g.k * g.k;
-    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * n);
-
-    // Bias: Σ over batch and space.
-    let mut db = vec![0.0f64; g.c_out];
-    if n > 0 {
-        for row in plane_sums(&dy.data, n).chunks(g.c_out.max(1)) {
-            db.iter_mut().zip(row).for_each(|(d, s)| *d += s);
-        }
-    }
-    let db: Vec<f32> = db.into_iter().map(|v| v as f32).collect();
-
     // dx of a stride-1 "same" conv is itself such a conv of dy (below);
     // otherwise col2im adds into a zeroed dx.
     let dx_conv = dx_as_conv(g);
@@ -530,141 +316,79 @@ pub(super) fn conv2d_backward(
         Some(_) => alloc_output(OP, &x.shape)?,
         None => alloc_zeros(OP, &x.shape)?,
     };
-    let want_dx = dx_conv.is_none();
     // dwᵀ, kd × c_out: see `backward_image`.
     let mut dwt = alloc_zeros(OP, &w.shape)?;
-    let with_sc =
-        |f: &mut dyn FnMut(&mut ConvScratch)| BACKWARD_SCRATCH.with(|s| f(&mut s.borrow_mut()));
-    if g.batch > 0 && in_len > 0 && out_len > 0 {
-        if g.batch >= threads && threads > 1 {
-            // Contiguous runs of images, one per thread, each summing its own
-            // weight gradient; the partial sums are then added in run order,
-            // so the result is the same on every run (resumed training is
-            // bit-exact) — rayon's fold/reduce grouping would vary.
-            let per = g.batch.div_ceil(threads);
-            let partial: Vec<Vec<f32>> = dx
-                .par_chunks_mut(in_len * per)
-                .zip(x.data.par_chunks(in_len * per))
-                .zip(dy.data.par_chunks(out_len * per))
-                .map(|((dxr, xr), dyr)| {
-                    let mut dwp = vec![0.0f32; g.c_out * kd];
-                    with_sc(&mut |sc| {
-                        for ((dxi, xi), dyi) in dxr
-                            .chunks_mut(in_len)
-                            .zip(xr.chunks(in_len))
-                            .zip(dyr.chunks(out_len))
-                        {
-                            let dxi = want_dx.then_some(dxi);
-                            backward_image(g, xi, &w.data, dyi, dxi, &mut dwp, sc, 1);
-                        }
-                    });
-                    dwp
-                })
-                .collect();
-            for p in partial {
-                dwt.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-            }
-        } else {
-            with_sc(&mut |sc| {
-                for ((dxi, xi), dyi) in dx
-                    .chunks_mut(in_len)
-                    .zip(x.data.chunks(in_len))
-                    .zip(dy.data.chunks(out_len))
-                {
-                    let dxi = want_dx.then_some(dxi);
-                    backward_image(g, xi, &w.data, dyi, dxi, &mut dwt, sc, threads);
-                }
-            });
-        }
-    }
+    let want_dx = dx_conv.is_none();
+    per_image_grads(
+        g,
+        (&x.data, &w.data, &dy.data),
+        &mut dx,
+        &mut dwt,
+        want_dx,
+        threads,
+    );
     if let Some(gx) = dx_conv {
         let wf = flipped_transposed(g, &w.data);
         conv2d_forward(&gx, &dy.data, &wf, &Epilogue::bias(None), &mut dx, threads);
     }
     let mut dw = alloc_output(OP, &w.shape)?;
-    transpose(&dwt, kd, g.c_out, &mut dw);
+    transpose(&dwt, g.c_in * g.k * g.k, g.c_out, &mut dw);
     Ok(Conv2dGrads {
         dx: tensor(dx, &x.shape),
         dw: tensor(dw, &w.shape),
-        db: tensor(db, &[g.c_out]),
+        db: tensor(bias_grad(g, &dy.data), &[g.c_out]),
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// im2col by its definition: row (ci, ky, kx), column (oy, ox).
-    fn naive_im2col(g: &ConvGeometry, x: &[f32], blk: RowBlock) -> Vec<f32> {
-        let (k, p) = (g.k as isize, g.padding as isize);
-        let mut out = Vec::new();
-        for ci in 0..g.c_in {
-            for ky in 0..k {
-                for kx in 0..k {
-                    for oy in blk.oy0..blk.oy1 {
-                        for ox in 0..g.w_out {
-                            let iy = (oy * g.stride) as isize + ky - p;
-                            let ix = (ox * g.stride) as isize + kx - p;
-                            let inside =
-                                (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
-                            out.push(if inside {
-                                x[ci * g.h * g.w + iy as usize * g.w + ix as usize]
-                            } else {
-                                0.0
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        out
+/// [`backward_image`] over the batch: dWᵀ summed into `dwt`, dx (when
+/// `want_dx`) into `dx`. Images run in parallel when the batch can feed
+/// every thread, each contiguous run of them summing its own dWᵀ; the
+/// partial sums are then added in run order, so the result is the same on
+/// every run (resumed training is bit-exact) — rayon's fold/reduce grouping
+/// would vary.
+fn per_image_grads(
+    g: &ConvGeometry,
+    (x, w, dy): (&[f32], &[f32], &[f32]),
+    dx: &mut [f32],
+    dwt: &mut [f32],
+    want_dx: bool,
+    threads: usize,
+) {
+    let (in_len, out_len) = (g.c_in * g.h * g.w, g.c_out * g.h_out * g.w_out);
+    if g.batch == 0 || in_len == 0 || out_len == 0 {
+        return;
     }
-
-    /// The "same"-conv fast path and the general path against the definition,
-    /// on odd sizes, narrow planes (w ≤ padding) and every row block.
-    #[test]
-    fn im2col_matches_its_definition() {
-        for (h, w, k, stride, padding) in [
-            (5, 7, 3, 1, 1),
-            (1, 1, 3, 1, 1),
-            (2, 1, 3, 1, 1),
-            (3, 2, 5, 1, 2),
-            (6, 4, 1, 1, 0),
-            (7, 5, 3, 2, 1),
-            (4, 3, 3, 1, 0),
-            (9, 9, 3, 1, 1),
-        ] {
-            let h_out = (h + 2 * padding - k) / stride + 1;
-            let w_out = (w + 2 * padding - k) / stride + 1;
-            let g = ConvGeometry {
-                batch: 1,
-                c_in: 2,
-                h,
-                w,
-                c_out: 1,
-                k,
-                stride,
-                padding,
-                h_out,
-                w_out,
-            };
-            let x: Vec<f32> = (0..2 * h * w).map(|i| 1.0 + i as f32).collect();
-            for rows in 1..=h_out {
-                for oy0 in (0..h_out).step_by(rows) {
-                    let blk = RowBlock {
-                        oy0,
-                        oy1: (oy0 + rows).min(h_out),
-                    };
-                    let mut col = vec![f32::NAN; 2 * k * k * blk.len(&g)];
-                    im2col(&g, &x, blk, &mut col);
-                    assert_eq!(
-                        col,
-                        naive_im2col(&g, &x, blk),
-                        "{h}×{w} k{k} s{stride} p{padding} rows {oy0}..{}",
-                        blk.oy1
-                    );
-                }
+    let with_sc =
+        |f: &mut dyn FnMut(&mut ConvScratch)| BACKWARD_SCRATCH.with(|s| f(&mut s.borrow_mut()));
+    // A run of consecutive images, summing into `dw`.
+    let run = |dxr: &mut [f32], xr: &[f32], dyr: &[f32], dw: &mut [f32], threads: usize| {
+        with_sc(&mut |sc| {
+            let images = dxr
+                .chunks_mut(in_len)
+                .zip(xr.chunks(in_len))
+                .zip(dyr.chunks(out_len));
+            for ((dxi, xi), dyi) in images {
+                let dxi = want_dx.then_some(dxi);
+                backward_image(g, xi, w, dyi, dxi, dw, sc, threads);
             }
+        })
+    };
+    if g.batch >= threads && threads > 1 {
+        let per = g.batch.div_ceil(threads);
+        let partial: Vec<Vec<f32>> = dx
+            .par_chunks_mut(in_len * per)
+            .zip(x.par_chunks(in_len * per))
+            .zip(dy.par_chunks(out_len * per))
+            .map(|((dxr, xr), dyr)| {
+                let mut dwp = vec![0.0f32; dwt.len()];
+                run(dxr, xr, dyr, &mut dwp, 1);
+                dwp
+            })
+            .collect();
+        for p in partial {
+            dwt.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
         }
+    } else {
+        run(dx, x, dy, dwt, threads);
     }
 }

@@ -7,6 +7,7 @@
 // `train_ops`; `pointwise` is the elementwise registry's per-element code.
 mod conv;
 pub mod gemm;
+mod im2col;
 mod math;
 pub mod memory;
 mod module_ops;
