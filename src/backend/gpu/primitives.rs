@@ -303,7 +303,9 @@ impl GpuBackend {
         // The fast kernel reads A k-major with rows padded to 8: transpose first
         // (O(M·K), small next to the O(M·K·N) product).
         let m_pad = pad8(m);
-        let at = self.ctx.storage_output(OP, (k as u64) * (m_pad as u64) * 4)?;
+        let at = self
+            .ctx
+            .storage_output(OP, (k as u64) * (m_pad as u64) * 4)?;
         let tparams = MatmulTransposeParams {
             m: m as u32,
             k: k as u32,

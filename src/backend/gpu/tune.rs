@@ -339,14 +339,15 @@ impl Tuner {
         FAMILIES
             .iter()
             .filter_map(|&(prefix, family)| {
-                let classes: Vec<(&String, &Variant)> = used
-                    .iter()
-                    .filter(|(c, _)| c.starts_with(prefix))
-                    .collect();
+                let classes: Vec<(&String, &Variant)> =
+                    used.iter().filter(|(c, _)| c.starts_with(prefix)).collect();
                 if classes.is_empty() {
                     return None;
                 }
-                let measured = classes.iter().filter(|(c, _)| timings.contains_key(*c)).count();
+                let measured = classes
+                    .iter()
+                    .filter(|(c, _)| timings.contains_key(*c))
+                    .count();
                 let mut by_variant: Vec<(Variant, Vec<&str>)> = Vec::new();
                 for (c, v) in &classes {
                     match by_variant.iter_mut().find(|(w, _)| w == *v) {
