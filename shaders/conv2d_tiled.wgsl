@@ -20,6 +20,10 @@ struct Params {
     padding: u32,
     tiles_x: u32,
     has_bias: u32,
+    has_sample_bias: u32,
+    has_residual: u32,
+    has_scale: u32,
+    scale: f32,
     _pad: u32,
 }
 
@@ -31,6 +35,27 @@ override STRIDE: u32 = 1u;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> sample_bias: array<f32>;
+@group(0) @binding(6) var<storage, read> residual: array<f32>;
+
+// The fused epilogue: scale·(acc + bias[co] + sample_bias[b, co] + residual),
+// each part only when its flag is set.
+fn epilogue(acc: f32, b: u32, co: u32, idx: u32) -> f32 {
+    var v = acc;
+    if (p.has_bias != 0u) {
+        v += bias[co];
+    }
+    if (p.has_sample_bias != 0u) {
+        v += sample_bias[b * p.c_out + co];
+    }
+    if (p.has_residual != 0u) {
+        v += residual[idx];
+    }
+    if (p.has_scale != 0u) {
+        v *= p.scale;
+    }
+    return v;
+}
 
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
@@ -80,10 +105,6 @@ fn store(co: u32, pos0: u32, n_pos: u32, v: vec4<f32>) {
     if (co >= p.c_out) {
         return;
     }
-    var add = 0.0;
-    if (p.has_bias != 0u) {
-        add = bias[co];
-    }
     for (var i = 0u; i < 4u; i++) {
         let pos = pos0 + i;
         if (pos < n_pos) {
@@ -91,7 +112,8 @@ fn store(co: u32, pos0: u32, n_pos: u32, v: vec4<f32>) {
             let rest = pos / p.w_out;
             let oy = rest % p.h_out;
             let b = rest / p.h_out;
-            out[((b * p.c_out + co) * p.h_out + oy) * p.w_out + ox] = v[i] + add;
+            let idx = ((b * p.c_out + co) * p.h_out + oy) * p.w_out + ox;
+            out[idx] = epilogue(v[i], b, co, idx);
         }
     }
 }

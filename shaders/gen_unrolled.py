@@ -127,6 +127,8 @@ def conv_file():
     head = [HEADER, """
 // conv2d forward as an implicit GEMM: out[b, co, oy, ox] = bias[co] +
 //   Σ_{ci, ky, kx} w[co, ci, ky, kx] · x[b, ci, oy·S + ky − P, ox·S + kx − P]   (zero outside)
+// with the optional fused epilogue of ModuleOps::conv2d_fused: + sample_bias[b, co]
+// + residual[b, co, oy, ox], all times scale.
 //
 // Each invocation owns 8 output channels × 8 consecutive output columns of one
 // output row (16 vec4 registers). For every (ci, ky) it loads the input row
@@ -147,6 +149,10 @@ struct Params {
     padding: u32,
     tiles_x: u32,
     has_bias: u32,
+    has_sample_bias: u32,
+    has_residual: u32,
+    has_scale: u32,
+    scale: f32,
     _pad: u32,
 }
 
@@ -155,6 +161,27 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> sample_bias: array<f32>;
+@group(0) @binding(6) var<storage, read> residual: array<f32>;
+
+// The fused epilogue: scale·(acc + bias[co] + sample_bias[b, co] + residual),
+// each part only when its flag is set.
+fn epilogue(acc: f32, b: u32, co: u32, idx: u32) -> f32 {
+    var v = acc;
+    if (p.has_bias != 0u) {
+        v += bias[co];
+    }
+    if (p.has_sample_bias != 0u) {
+        v += sample_bias[b * p.c_out + co];
+    }
+    if (p.has_residual != 0u) {
+        v += residual[idx];
+    }
+    if (p.has_scale != 0u) {
+        v *= p.scale;
+    }
+    return v;
+}
 
 struct Tile {
     valid: bool,
@@ -208,10 +235,8 @@ fn store_col(t: Tile, i: u32, lo: vec4<f32>, hi: vec4<f32>) {
         } else {
             v = hi[c - 4u];
         }
-        if (p.has_bias != 0u) {
-            v += bias[co];
-        }
-        out[base + c * plane] = v;
+        let idx = base + c * plane;
+        out[idx] = epilogue(v, t.b, co, idx);
     }
 }
 """]

@@ -178,7 +178,8 @@ fn fused_and_composed<B: ModuleOps>(be: &B, case: Case, ep: (bool, bool, f32)) -
 }
 
 /// The fused conv epilogue against its composition: on the CPU (one pass,
-/// the same sums in another order: 1e-5 relative) and on the GPU.
+/// the same sums in another order: 1e-5 relative) and on the GPU, every
+/// conv kernel family forced in turn.
 #[test]
 fn conv2d_fused_matches_its_composition() {
     for &case in &CONV_CASES {
@@ -192,18 +193,20 @@ fn conv2d_fused_matches_its_composition() {
             );
         }
     }
+    // On the GPU the epilogue is in every conv kernel's stores: force each family.
+    use scoredd::backend::gpu::tune::Variant;
     let Some(g) = gpu() else { return };
-    for &case in &CONV_CASES {
-        for ep in EPILOGUES {
-            let [got, want] = fused_and_composed(&g, case, ep);
-            assert_close(
-                &format!("gpu conv2d_fused {case:?} {ep:?}"),
-                &got,
-                &want,
-                REL,
-            );
+    for v in Variant::ALL {
+        g.tuner.forced.set(Some(v));
+        for &case in &CONV_CASES {
+            for ep in EPILOGUES {
+                let [got, want] = fused_and_composed(&g, case, ep);
+                let what = format!("gpu conv2d_fused {} {case:?} {ep:?}", v.name());
+                assert_close(&what, &got, &want, REL);
+            }
         }
     }
+    g.tuner.forced.set(None);
 }
 
 /// A per-sample bias or a residual of the wrong shape: the same shape error

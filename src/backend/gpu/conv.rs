@@ -43,6 +43,23 @@ impl GpuBackend {
         w: &GpuTensor,
         bias: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {
+        self.conv2d_forward_fused(g, x, w, bias, None, None, None)
+    }
+
+    /// The conv with the fused epilogue of [`crate::backend::ConvEpilogue`]:
+    /// `scale·(W∗x + bias + sample_bias + residual)`, each part optional,
+    /// written by the conv kernels' own stores.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv2d_forward_fused(
+        &self,
+        g: &ConvGeometry,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        sample_bias: Option<&GpuTensor>,
+        residual: Option<&GpuTensor>,
+        scale: Option<f32>,
+    ) -> Result<GpuTensor> {
         const OP: &str = "conv2d";
         check_kernel_size(OP, g)?;
         let kernel = match (g.k, g.stride) {
@@ -85,20 +102,29 @@ impl GpuBackend {
             padding: u32_of(OP, "padding", g.padding)?,
             tiles_x: tiles_x as u32,
             has_bias: bias.is_some() as u32,
+            has_sample_bias: sample_bias.is_some() as u32,
+            has_residual: residual.is_some() as u32,
+            has_scale: scale.is_some() as u32,
+            scale: scale.unwrap_or(1.0),
             ..Default::default()
         };
         numel(OP, &[g.batch, g.c_in, g.h, g.w]).and_then(|n| u32_of(OP, "input elements", n))?;
         numel(OP, &g.out_shape()).and_then(|n| u32_of(OP, "output elements", n))?;
-        // A bound buffer may not be both read and written: without a bias, bind a dummy.
-        let bias_buf = match bias {
-            Some(b) => b.buf.clone(),
-            None => self.ctx.placeholder()?,
+        // A bound buffer may not be both read and written: an absent operand
+        // binds a dummy (never read: its flag is 0).
+        let or_dummy = |t: Option<&GpuTensor>| match t {
+            Some(t) => Ok(t.buf.clone()),
+            None => self.ctx.placeholder(),
         };
+        let (bias_buf, sb_buf, res_buf) =
+            (or_dummy(bias)?, or_dummy(sample_bias)?, or_dummy(residual)?);
         let binds = [
             Bind::Storage(&x.buf),
             Bind::Storage(&packed),
             Bind::Storage(&bias_buf),
             Bind::Storage(&out.buf),
+            Bind::Storage(&sb_buf),
+            Bind::Storage(&res_buf),
         ];
         let positions = g.batch * g.h_out * g.w_out;
         let class = tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions);
@@ -270,13 +296,16 @@ impl GpuBackend {
         } else {
             kernels::CONV2D_K3S1
         };
-        // The forward kernel binds a bias; with has_bias = 0 it is never read.
-        let no_bias = self.ctx.placeholder()?;
+        // The forward kernel binds a bias and the epilogue's operands; with
+        // their flags at 0 they are never read.
+        let none = self.ctx.placeholder()?;
         let binds = [
             Bind::Storage(&dy.buf),
             Bind::Storage(&packed),
-            Bind::Storage(&no_bias),
+            Bind::Storage(&none),
             Bind::Storage(&dx.buf),
+            Bind::Storage(&none),
+            Bind::Storage(&none),
         ];
         // Either forward family serves: the tiled one reads the (possibly
         // negative) padding as i32 too.

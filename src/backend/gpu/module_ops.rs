@@ -18,9 +18,7 @@ use crate::backend::plan::{
     self, ChannelDims, ConvGeometry, DropoutPlan, GroupNormPlan, NormAct, Resample, ResamplePlan,
     RowsPlan,
 };
-use crate::backend::{
-    Backend, Conv2dGrads, ConvEpilogue, GroupNormGrads, GroupNormOut, ModuleKernels, ModuleOps,
-};
+use crate::backend::{Conv2dGrads, ConvEpilogue, GroupNormGrads, GroupNormOut, ModuleKernels};
 use crate::error::Result;
 use crate::rng::RngStream;
 
@@ -48,8 +46,6 @@ impl ModuleKernels for GpuBackend {
         self.conv2d_grads(g, x, w, dy)
     }
 
-    /// Not yet one kernel here: the conv, then the per-sample bias, then the
-    /// scaled residual sum (the CPU fuses them; the parity tests compare).
     fn conv2d_fused_planned(
         &self,
         g: &ConvGeometry,
@@ -57,15 +53,8 @@ impl ModuleKernels for GpuBackend {
         w: &GpuTensor,
         e: ConvEpilogue<'_, GpuTensor>,
     ) -> Result<GpuTensor> {
-        let mut out = self.conv2d_forward(g, x, w, Some(e.bias))?;
-        if let Some(sb) = e.sample_bias {
-            out = self.add_sample_bias(&out, sb)?;
-        }
-        match e.residual {
-            Some(r) => self.axpby(e.scale, r, e.scale, &out),
-            None if e.scale != 1.0 => self.axpby(e.scale, &out, 0.0, &out),
-            None => Ok(out),
-        }
+        let scale = (e.scale != 1.0).then_some(e.scale);
+        self.conv2d_forward_fused(g, x, w, Some(e.bias), e.sample_bias, e.residual, scale)
     }
 
     fn group_norm_planned(

@@ -128,6 +128,15 @@ params! {
         tiles_x: u32,
         /// 1 to add the bias.
         has_bias: u32,
+        /// 1 to add `sample_bias[b, co]` (the fused epilogue).
+        has_sample_bias: u32,
+        /// 1 to add the residual (shaped like the output).
+        has_residual: u32,
+        /// 1 to multiply the sum by `scale` (0 leaves it as is, so a default
+        /// value does not scale by zero).
+        has_scale: u32,
+        /// The epilogue's scale.
+        scale: f32,
         /// Padding.
         _pad: u32,
     }
