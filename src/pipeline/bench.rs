@@ -110,11 +110,13 @@ fn row(name: &str, train: &TrainSummary, ev: &Evaluation) -> BenchRow {
         detect_ms_per_image: ev.seconds * 1000.0 / n.max(1) as f64,
         test_images: n,
         settings: format!(
-            "t {:?}, taps {}, σ {}, score {}",
+            "t {:?}, taps {}, σ {}, score {}, {} draw(s){}",
             s.ts,
             s.taps.join("+"),
             s.smooth,
-            reading(s.score_top)
+            reading(s.score_top),
+            s.draws,
+            if s.flip { " + flip" } else { "" }
         ),
     }
 }
