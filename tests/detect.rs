@@ -5,36 +5,13 @@
 
 mod common;
 
-use common::{assert_close, cpu, gpu, rand_vec};
-use scoredd::backend::{Backend, NnBackend, Sampler, ScoreDdOps};
+use common::{assert_close, cpu, gpu, nudged_tiny_model as model};
+use scoredd::backend::{Backend, Sampler, ScoreDdOps};
 use scoredd::calibrate::{self, DefectKind, Objective, SelectOptions};
 use scoredd::detect::{self, DetectOptions, Mode};
 use scoredd::model_file::DetectionSettings;
-use scoredd::nn::score_model::ScoreModel;
-use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
 use scoredd::rng::RngStream;
-use scoredd::sde::SdeConfig;
 use scoredd::Error;
-
-/// A tiny VE model with every trainable weight nudged away from its
-/// (partly zero) initialisation, so features and scores depend on the input.
-fn model<B: NnBackend>(be: &B) -> ScoreModel<B> {
-    let cfg = UNetConfig::tiny(1, TimeEmbedding::Fourier);
-    let mut m = ScoreModel::new(be, cfg, SdeConfig::ve(50.0), 3).unwrap();
-    let values: Vec<Vec<f32>> = (0..m.params.len())
-        .map(|i| {
-            let v = be.read(&m.params.values[i]).unwrap();
-            if m.net.is_trainable(i) {
-                let r = rand_vec(v.len(), 500 + i as u64);
-                v.iter().zip(r).map(|(a, b)| a + 0.05 * b).collect()
-            } else {
-                v
-            }
-        })
-        .collect();
-    m.params = m.net.spec.store(be, &values).unwrap();
-    m
-}
 
 /// Smooth images in [0, 1] (32×32, gray).
 fn images(n: usize) -> Vec<Vec<f32>> {

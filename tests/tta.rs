@@ -12,36 +12,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{assert_close, cpu, rand_vec};
+use common::{assert_close, cpu, nudged_tiny_model as model};
 use scoredd::backend::{NnBackend, Sampler};
 use scoredd::calibrate::{self, SelectOptions};
 use scoredd::detect::{self, DetectOptions, PairedQuery, TapGrid};
 use scoredd::model_file::{DetectionSettings, ModelMeta, Selection};
 use scoredd::nn::score_model::ScoreModel;
-use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
-use scoredd::sde::SdeConfig;
 use scoredd::Error;
-
-/// A tiny VE model with every trainable weight nudged away from its
-/// (partly zero) initialisation, so maps depend on the input (as in
-/// tests/detect.rs).
-fn model<B: NnBackend>(be: &B) -> ScoreModel<B> {
-    let cfg = UNetConfig::tiny(1, TimeEmbedding::Fourier);
-    let mut m = ScoreModel::new(be, cfg, SdeConfig::ve(50.0), 3).unwrap();
-    let values: Vec<Vec<f32>> = (0..m.params.len())
-        .map(|i| {
-            let v = be.read(&m.params.values[i]).unwrap();
-            if m.net.is_trainable(i) {
-                let r = rand_vec(v.len(), 500 + i as u64);
-                v.iter().zip(r).map(|(a, b)| a + 0.05 * b).collect()
-            } else {
-                v
-            }
-        })
-        .collect();
-    m.params = m.net.spec.store(be, &values).unwrap();
-    m
-}
 
 /// A smooth 32×32 gray image, left-right asymmetric (k shifts it).
 fn image(k: usize) -> Vec<f32> {

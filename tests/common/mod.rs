@@ -4,7 +4,11 @@
 
 use scoredd::backend::cpu::CpuBackend;
 use scoredd::backend::gpu::GpuBackend;
+use scoredd::backend::NnBackend;
+use scoredd::nn::score_model::ScoreModel;
+use scoredd::nn::unet::{TimeEmbedding, UNetConfig};
 use scoredd::rng::RngStream;
+use scoredd::sde::SdeConfig;
 
 #[path = "../support/skip.rs"]
 mod skip;
@@ -65,4 +69,25 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
         a[at],
         b[at]
     );
+}
+
+/// A tiny VE model with every trainable weight nudged away from its
+/// (partly zero) initialisation, so features, scores and maps depend on the
+/// input.
+pub fn nudged_tiny_model<B: NnBackend>(be: &B) -> ScoreModel<B> {
+    let cfg = UNetConfig::tiny(1, TimeEmbedding::Fourier);
+    let mut m = ScoreModel::new(be, cfg, SdeConfig::ve(50.0), 3).unwrap();
+    let values: Vec<Vec<f32>> = (0..m.params.len())
+        .map(|i| {
+            let v = be.read(&m.params.values[i]).unwrap();
+            if m.net.is_trainable(i) {
+                let r = rand_vec(v.len(), 500 + i as u64);
+                v.iter().zip(r).map(|(a, b)| a + 0.05 * b).collect()
+            } else {
+                v
+            }
+        })
+        .collect();
+    m.params = m.net.spec.store(be, &values).unwrap();
+    m
 }
