@@ -35,6 +35,23 @@ fn check_kernel_size(op: &'static str, g: &ConvGeometry) -> Result<()> {
     Ok(())
 }
 
+/// One conv forward launch for [`GpuBackend::launch_conv`].
+struct ConvLaunch {
+    op: &'static str,
+    /// The tuner's shape class.
+    class: String,
+    /// The register-blocked entry point for this kernel size and stride.
+    kernel: kernels::Kernel<Conv2dParams>,
+    k: usize,
+    stride: usize,
+    /// Output channels (the kernel's `c_out`).
+    c_out: usize,
+    /// 8-wide output tiles (batch × rows × tiles per row).
+    tiles: usize,
+    /// Output positions (batch × rows × columns).
+    positions: usize,
+}
+
 impl GpuBackend {
     pub(super) fn conv2d_forward(
         &self,
@@ -127,35 +144,46 @@ impl GpuBackend {
             Bind::Storage(&res_buf),
         ];
         let positions = g.batch * g.h_out * g.w_out;
-        let class = tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions);
-        let what = || format!("input {:?}", x.shape);
-        self.run_tuned(&class, &|v| match v {
+        let launch = ConvLaunch {
+            op: OP,
+            class: tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions),
+            kernel,
+            k: g.k,
+            stride: g.stride,
+            c_out: g.c_out,
+            tiles: g.batch * g.h_out * tiles_x,
+            positions,
+        };
+        self.launch_conv(&launch, &params, &binds, &|| format!("input {:?}", x.shape))?;
+        Ok(out)
+    }
+
+    /// Runs a conv forward kernel, either family as the tuner picks: the
+    /// register-blocked one over 8-wide tiles × 8 channels, or the tiled one
+    /// over 64 positions × 64 channels. The forward and the stride-1 input
+    /// gradient (the forward kernel on dy) both launch through here.
+    fn launch_conv(
+        &self,
+        l: &ConvLaunch,
+        params: &Conv2dParams,
+        binds: &[Bind],
+        what: &dyn Fn() -> String,
+    ) -> Result<()> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        self.run_tuned(&l.class, &|v| match v {
             Variant::RegisterBlocked => {
-                let tiles = (g.batch * g.h_out * tiles_x) as u64;
-                let groups = grid_2d(
-                    OP,
-                    tiles.div_ceil(WG as u64),
-                    g.c_out.div_ceil(8) as u64,
-                    max,
-                    &what,
-                )?;
-                self.ctx.dispatch(kernel, &[], &params, &binds, groups)
+                let gx = (l.tiles as u64).div_ceil(WG as u64);
+                let groups = grid_2d(l.op, gx, l.c_out.div_ceil(8) as u64, max, what)?;
+                self.ctx.dispatch(l.kernel, &[], params, binds, groups)
             }
             Variant::Tiled => {
-                let groups = grid_2d(
-                    OP,
-                    positions.div_ceil(64) as u64,
-                    g.c_out.div_ceil(64) as u64,
-                    max,
-                    &what,
-                )?;
-                let constants = [("KSIZE", g.k as u32), ("STRIDE", g.stride as u32)];
-                let tiled = kernels::CONV2D_TILED;
+                let gx = l.positions.div_ceil(64) as u64;
+                let groups = grid_2d(l.op, gx, l.c_out.div_ceil(64) as u64, max, what)?;
+                let constants = [("KSIZE", l.k as u32), ("STRIDE", l.stride as u32)];
                 self.ctx
-                    .dispatch(tiled, &constants, &params, &binds, groups)
+                    .dispatch(kernels::CONV2D_TILED, &constants, params, binds, groups)
             }
-        })?;
-        Ok(out)
+        })
     }
 
     pub(super) fn conv2d_grads(
@@ -289,8 +317,6 @@ impl GpuBackend {
         };
         let tiles = numel(OP, &[g.batch, g.h, tiles_x])?;
         u32_of(OP, "input-gradient tiles", tiles)?;
-        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        let what = || format!("input gradient {:?}", dx.shape);
         let kernel = if g.k == 1 {
             kernels::CONV2D_K1S1
         } else {
@@ -310,24 +336,21 @@ impl GpuBackend {
         // Either forward family serves: the tiled one reads the (possibly
         // negative) padding as i32 too.
         let positions = g.batch * g.h * g.w;
-        let class = format!(
-            "dx-{}",
-            tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)
-        );
-        self.run_tuned(&class, &|v| match v {
-            Variant::RegisterBlocked => {
-                let gx = (tiles as u64).div_ceil(WG as u64);
-                let groups = grid_2d(OP, gx, g.c_in.div_ceil(8) as u64, max, &what)?;
-                self.ctx.dispatch(kernel, &[], &params, &binds, groups)
-            }
-            Variant::Tiled => {
-                let gx = positions.div_ceil(64) as u64;
-                let groups = grid_2d(OP, gx, g.c_in.div_ceil(64) as u64, max, &what)?;
-                let constants = [("KSIZE", g.k as u32), ("STRIDE", 1)];
-                let tiled = kernels::CONV2D_TILED;
-                self.ctx
-                    .dispatch(tiled, &constants, &params, &binds, groups)
-            }
+        let launch = ConvLaunch {
+            op: OP,
+            class: format!(
+                "dx-{}",
+                tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)
+            ),
+            kernel,
+            k: g.k,
+            stride: 1,
+            c_out: g.c_in,
+            tiles,
+            positions,
+        };
+        self.launch_conv(&launch, &params, &binds, &|| {
+            format!("input gradient {:?}", dx.shape)
         })
     }
 
