@@ -6,7 +6,7 @@
 //! conv keeps the size, else a GEMM and col2im.
 
 use super::im2col::{
-    col2im_channel, im2col, im2col_channel, row_blocks, transpose, with_scratch, RowBlock,
+    at_least, col2im_channel, im2col, im2col_channel, row_blocks, transpose, with_scratch, RowBlock,
 };
 use super::par::*;
 
@@ -150,14 +150,6 @@ struct ConvScratch {
     col: Vec<f32>,
     dcol: Vec<f32>,
     dyt: Vec<f32>,
-}
-
-/// Grows `v` to at least `len` (old contents kept: callers overwrite what they read).
-fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    &mut v[..len]
 }
 
 /// Gradients of one image: `dwᵀ += col·dyᵀ`, `dx = col2im(Wᵀ·dy)` (`dx` zeroed

@@ -14,13 +14,16 @@ thread_local! {
 /// Runs `f` on this thread's scratch buffer of `len` floats (contents undefined:
 /// `f` must overwrite what it reads).
 pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| {
-        let mut v = s.borrow_mut();
-        if v.len() < len {
-            v.resize(len, 0.0);
-        }
-        f(&mut v[..len])
-    })
+    SCRATCH.with(|s| f(at_least(&mut s.borrow_mut(), len)))
+}
+
+/// The first `len` floats of a scratch `v`, grown if needed (old contents
+/// kept: callers overwrite what they read).
+pub(super) fn at_least(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
 }
 
 /// Output rows `oy0..oy1` of an image, the unit conv work is blocked in.

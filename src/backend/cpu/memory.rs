@@ -127,25 +127,26 @@ mod pool {
         *POISON.get_or_init(|| std::env::var_os("SCOREDD_POISON_POOL").is_some_and(|v| v == "1"))
     }
 
-    /// The size class of `n` floats: 4 classes per power of two (≤ 25 % waste).
+    /// Class spacing around `n` (> 4): a quarter of its power of two, so
+    /// there are 4 classes per power of two (≤ 25 % waste).
+    fn step(n: usize) -> usize {
+        1usize << (usize::BITS - 3 - n.leading_zeros())
+    }
+
+    /// The size class of `n` floats: the smallest class ≥ `n`.
     fn class(n: usize) -> usize {
         if n <= 4 {
             return n;
         }
-        let top = usize::BITS - 1 - n.leading_zeros();
-        let step = 1usize << (top - 2);
-        n.div_ceil(step) * step
+        n.div_ceil(step(n)) * step(n)
     }
 
-    /// The largest class a buffer of `cap` floats can serve.
+    /// The largest class a buffer of `cap` floats can serve (≤ `cap`).
     fn class_floor(cap: usize) -> usize {
-        let c = class(cap);
-        if c == cap || cap <= 4 {
-            return c;
+        if cap <= 4 {
+            return cap;
         }
-        let top = usize::BITS - 1 - cap.leading_zeros();
-        let step = 1usize << (top - 2);
-        cap / step * step
+        cap / step(cap) * step(cap)
     }
 
     /// A buffer of length `n`; its content is whatever it last held (zeros
