@@ -137,6 +137,10 @@ fn main() {
         row("cpu backend", c1, c8);
     }
     println!("reference figures: {}", peer::source());
+    println!(
+        "cpu backend SIMD: {} (`--no-default-features` builds the AVX2 paths alone)",
+        scoredd::backend::cpu::simd_level()
+    );
     let peer = (peer_ms("score_dd_b1"), peer_ms("score_dd_b8"));
     if let (Some(p1), Some(p8)) = peer {
         row("PyTorch reference (faster malloc mode)", p1, p8);

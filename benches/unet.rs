@@ -245,6 +245,10 @@ fn main() {
         None => println!(),
     }
     println!("reference figures: {}", peer::source());
+    println!(
+        "cpu backend SIMD: {} (`--no-default-features` builds the AVX2 paths alone)",
+        scoredd::backend::cpu::simd_level()
+    );
     if std::env::var_os("BENCH_SKIP_GPU").is_some() {
         println!("gpu: skipped (BENCH_SKIP_GPU)");
         return;

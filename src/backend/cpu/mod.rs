@@ -18,6 +18,7 @@ mod primitives;
 mod resample;
 mod scoredd_ops;
 mod simd;
+pub use simd::simd_level;
 mod train_ops;
 
 use std::sync::Arc;

@@ -19,3 +19,27 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
 }
+
+/// The instruction set [`vectorized`] and the GEMM run on this CPU, for
+/// benchmark reports: AVX-512 only when the CPU has it and the build kept
+/// the `avx512` feature (on by default).
+pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && std::is_x86_feature_detected!("avx512f") {
+            "AVX-512"
+        } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            "AVX2+FMA"
+        } else {
+            "SSE2"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "NEON"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "baseline"
+    }
+}
