@@ -146,21 +146,26 @@ impl ResBlock {
         dout: &B::Tensor,
         g: &mut Grads<B::Tensor>,
     ) -> Result<(B::Tensor, B::Tensor)> {
-        let d = scale(be, FRAC_1_SQRT_2, dout)?;
-        let mut da1 = self.conv1.backward(be, p, &s.a1, &d, g)?;
-        if let Some(m) = &s.mask {
-            da1 = be.mul(&da1, m)?;
-        }
-        let dh1 = self.norm1.backward(be, p, &s.n1, &da1, g)?;
-        let dtb = be.sample_bias_grad(&dh1)?;
-        let dtemb = self.temb.backward(be, p, temb_act, &dtb, g)?;
-        let da0 = self.conv0.backward(be, p, &s.a0, &dh1, g)?;
-        let dx = self.norm0.backward(be, p, &s.n0, &da0, g)?;
-        let dskip = match &self.skip {
-            Some(c) => c.backward(be, p, &s.x, &d, g)?,
-            None => d,
-        };
-        Ok((be.axpby(1.0, &dx, 1.0, &dskip)?, dtemb))
+        // out = (skip + h)/√2: backpropagate dout itself, scale what leaves.
+        let (dx, dskip, dtemb) = g.scaled(FRAC_1_SQRT_2, |g| -> Result<_> {
+            let mut da1 = self.conv1.backward(be, p, &s.a1, dout, g)?;
+            if let Some(m) = &s.mask {
+                da1 = be.mul(&da1, m)?;
+            }
+            let dh1 = self.norm1.backward(be, p, &s.n1, &da1, g)?;
+            let dtb = be.sample_bias_grad(&dh1)?;
+            let dtemb = self.temb.backward(be, p, temb_act, &dtb, g)?;
+            let da0 = self.conv0.backward(be, p, &s.a0, &dh1, g)?;
+            let dx = self.norm0.backward(be, p, &s.n0, &da0, g)?;
+            let dskip = match &self.skip {
+                Some(c) => Some(c.backward(be, p, &s.x, dout, g)?),
+                None => None,
+            };
+            Ok((dx, dskip, dtemb))
+        })?;
+        let dskip = dskip.as_ref().unwrap_or(dout);
+        let dx = be.axpby(FRAC_1_SQRT_2, &dx, FRAC_1_SQRT_2, dskip)?;
+        Ok((dx, scale(be, FRAC_1_SQRT_2, &dtemb)?))
     }
 }
 
@@ -251,36 +256,38 @@ impl AttnBlock {
         let shape = be.shape(&s.h).to_vec();
         let c = shape[1];
         let flat = be.shape(&s.q).to_vec();
-        let d = scale(be, FRAC_1_SQRT_2, dout)?;
-        let dh = be.reshape(&self.proj.backward(be, p, &s.h, &d, g)?, &flat)?;
-        // h = v·wᵀ: dv = dh·w, dw = dhᵀ·v.
-        let dv = be.bmm(&dh, &s.w, false, false)?;
-        let dw = be.bmm(&dh, &s.v, true, false)?;
-        let ds = scale(be, (c as f32).powf(-0.5), &be.softmax_backward(&s.w, &dw)?)?;
-        // scores = qᵀ·k: dq = k·dsᵀ, dk = q·ds.
-        let dq = be.bmm(&s.k, &ds, false, true)?;
-        let dk = be.bmm(&s.q, &ds, false, false)?;
-        let mut dhn = self
-            .q
-            .backward(be, p, &s.hn, &be.reshape(&dq, &shape)?, g)?;
-        dhn = be.axpby(
-            1.0,
-            &dhn,
-            1.0,
-            &self
-                .k
-                .backward(be, p, &s.hn, &be.reshape(&dk, &shape)?, g)?,
-        )?;
-        dhn = be.axpby(
-            1.0,
-            &dhn,
-            1.0,
-            &self
-                .v
-                .backward(be, p, &s.hn, &be.reshape(&dv, &shape)?, g)?,
-        )?;
-        let dx = self.norm.backward(be, p, &s.n, &dhn, g)?;
-        be.axpby(1.0, &dx, 1.0, &d)
+        // out = (x + h)/√2: backpropagate dout itself, scale what leaves.
+        let dx = g.scaled(FRAC_1_SQRT_2, |g| -> Result<_> {
+            let dh = be.reshape(&self.proj.backward(be, p, &s.h, dout, g)?, &flat)?;
+            // h = v·wᵀ: dv = dh·w, dw = dhᵀ·v.
+            let dv = be.bmm(&dh, &s.w, false, false)?;
+            let dw = be.bmm(&dh, &s.v, true, false)?;
+            let ds = scale(be, (c as f32).powf(-0.5), &be.softmax_backward(&s.w, &dw)?)?;
+            // scores = qᵀ·k: dq = k·dsᵀ, dk = q·ds.
+            let dq = be.bmm(&s.k, &ds, false, true)?;
+            let dk = be.bmm(&s.q, &ds, false, false)?;
+            let mut dhn = self
+                .q
+                .backward(be, p, &s.hn, &be.reshape(&dq, &shape)?, g)?;
+            dhn = be.axpby(
+                1.0,
+                &dhn,
+                1.0,
+                &self
+                    .k
+                    .backward(be, p, &s.hn, &be.reshape(&dk, &shape)?, g)?,
+            )?;
+            dhn = be.axpby(
+                1.0,
+                &dhn,
+                1.0,
+                &self
+                    .v
+                    .backward(be, p, &s.hn, &be.reshape(&dv, &shape)?, g)?,
+            )?;
+            self.norm.backward(be, p, &s.n, &dhn, g)
+        })?;
+        be.axpby(FRAC_1_SQRT_2, &dx, FRAC_1_SQRT_2, dout)
     }
 }
 

@@ -165,23 +165,42 @@ impl ParamSpec {
 /// Gradients, one slot per parameter, accumulated over uses.
 pub struct Grads<T> {
     pub values: Vec<Option<T>>,
+    /// Factor every [`Grads::add`] applies: see [`Grads::scaled`].
+    scale: f32,
 }
 
 impl<T: Clone> Grads<T> {
     pub fn new(n: usize) -> Self {
         Grads {
             values: vec![None; n],
+            scale: 1.0,
         }
     }
 
-    /// Adds `g` into the slot of `id`.
+    /// Adds `g` (times the current scale) into the slot of `id`.
     pub fn add<B: NnBackend<Tensor = T>>(&mut self, be: &B, id: ParamId, g: T) -> Result<()> {
+        let s = self.scale;
         let slot = &mut self.values[id.0];
         *slot = Some(match slot.take() {
-            None => g,
-            Some(prev) => be.axpby(1.0, &prev, 1.0, &g)?,
+            None if s == 1.0 => g,
+            None => be.axpby(s, &g, 0.0, &g)?,
+            Some(prev) => be.axpby(1.0, &prev, s, &g)?,
         });
         Ok(())
+    }
+
+    /// Runs `f` with every parameter gradient it adds multiplied by `s`. A
+    /// block whose output is scaled (a residual's (skip + h)/√2) backpropagates
+    /// the unscaled output gradient through its layers and scales only what
+    /// leaves it: the weights' gradients here (small tensors) and its input
+    /// gradient in the final sum, instead of a pass over the activation-sized
+    /// output gradient. Every backward op is linear in its incoming gradient.
+    pub fn scaled<R>(&mut self, s: f32, f: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = self.scale;
+        self.scale = outer * s;
+        let r = f(self);
+        self.scale = outer;
+        r
     }
 
     pub fn get(&self, id: ParamId) -> Option<&T> {
