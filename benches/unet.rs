@@ -8,7 +8,7 @@
 //! (`PEER_RESULTS`, default ../shared/peer/results_cpu.json, the faster of its malloc modes).
 //! Target: CPU backend ≤ 1.0× PyTorch's time. `BENCH_REPS=n` sets the repetitions (median
 //! of n, default 5); `BENCH_SKIP_GPU=1` stops after the CPU figures.
-//! `BENCH_PROFILE=forward|train` runs only that `small` b8 CPU figure, `BENCH_REPS`
+//! `BENCH_PROFILE=forward|train|tiny-train` runs only that CPU figure (`small` b8, `tiny` b16), `BENCH_REPS`
 //! times, and nothing else: for `perf record` of one phase.
 
 #[global_allocator]
@@ -125,7 +125,13 @@ fn profile_phase(cpu: &CpuBackend, phase: &str, reps: usize) {
             })
         }
         "train" => time_train_step(cpu, &cfg, 8, reps),
-        other => panic!("BENCH_PROFILE={other}: expected forward or train"),
+        "tiny-train" => {
+            let tiny = UNetConfig::tiny(1, TimeEmbedding::Fourier);
+            let ms = time_train_step(cpu, &tiny, 16, reps);
+            println!("tiny b16 train: {:.1} ms (median of {reps})", ms * 1e3);
+            return;
+        }
+        other => panic!("BENCH_PROFILE={other}: expected forward, train or tiny-train"),
     };
     println!("small b8 {phase}: {:.1} ms (median of {reps})", ms * 1e3);
 }
