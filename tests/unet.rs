@@ -169,59 +169,83 @@ fn gpu_forward_and_gradients_match_cpu() {
     }
 }
 
+/// The backward's derivative of the loss along random directions in
+/// parameter space against a central finite difference: all trainable
+/// parameters at once, then only the attention blocks' and only the residual
+/// blocks' 1×1 skip convs (whose gradients carry the blocks' 1/√2 output
+/// scale as a factor, `Grads::scaled`), so a wrong factor on one group
+/// cannot hide in the sum.
 #[test]
 fn backward_matches_a_finite_difference_directional_derivative() {
     let c = cpu();
-    let (cfg, sde) = tiny_ve();
+    let (tiny, sde) = tiny_ve();
+    // tiny has no attention: add it at 16 px (and so in the middle) for this test.
+    let cfg = UNetConfig {
+        attn_resolutions: vec![16],
+        ..tiny
+    };
     let m = random_model(&c, cfg, sde);
     let n = 2 * 32 * 32;
     let (x, w) = (rand_vec(n, 3), rand_vec(n, 4));
     let t = [0.2, 0.6];
     let (_, _, grads) = loss_and_grads(&c, &m, &x, &t, &w);
     let base: Vec<Vec<f32>> = m.params.values.iter().map(|v| c.read(v).unwrap()).collect();
-    let dir: Vec<Vec<f32>> = base
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            if m.net.is_trainable(i) {
-                rand_vec(v.len(), 500 + i as u64)
-            } else {
-                vec![0.0; v.len()]
-            }
-        })
-        .collect();
-    let analytic: f64 = grads
-        .iter()
-        .zip(&dir)
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(g, d)| {
-            g.iter()
-                .zip(d)
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum::<f64>()
-        })
-        .sum();
-    let loss_at = |h: f32| {
+    let loss_at = |dir: &[Vec<f32>], h: f32| {
         let vals: Vec<Vec<f32>> = base
             .iter()
-            .zip(&dir)
+            .zip(dir)
             .map(|(b, d)| b.iter().zip(d).map(|(x, y)| x + h * y).collect())
             .collect();
         let mut mm = random_model(&c, m.net.config.clone(), m.meta.sde.clone());
         mm.params = m.net.spec.store(&c, &vals).unwrap();
         loss_and_grads(&c, &mm, &x, &t, &w).0
     };
-    // Central difference in f32 arithmetic. The direction has norm ~230, so h = 1e-4
-    // is a parameter step of ~0.02: truncation (O(h²)) and rounding both stay near
-    // 1e-5 relative (measured 5.6e-6); h = 1e-3 already gives 5e-4 from curvature.
-    let h = 1e-4;
-    let numeric = (loss_at(h) - loss_at(-h)) / (2.0 * h as f64);
-    let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
-    eprintln!("directional derivative: fd {numeric:.6e} backward {analytic:.6e} rel {rel:.2e}");
-    assert!(
-        rel < 1e-3,
-        "directional derivative: finite difference {numeric} vs backward {analytic} (rel {rel:e})"
-    );
+    for group in ["", "attn", ".skip."] {
+        let in_group = |i: usize| m.net.is_trainable(i) && m.params.names[i].contains(group);
+        assert!(
+            (0..base.len()).any(in_group),
+            "no trainable parameter matches {group:?}"
+        );
+        let dir: Vec<Vec<f32>> = base
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match in_group(i) {
+                true => rand_vec(v.len(), 500 + i as u64),
+                false => vec![0.0; v.len()],
+            })
+            .collect();
+        let analytic: f64 = grads
+            .iter()
+            .zip(&dir)
+            .filter(|(g, _)| !g.is_empty())
+            .map(|(g, d)| {
+                g.iter()
+                    .zip(d)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+            })
+            .sum();
+        // Central difference in f32 arithmetic, with a parameter step of length
+        // 0.02 along every direction (h = 1e-4 for the full one, norm ~230):
+        // truncation (O(h²)) and the loss's f32 rounding (~1e-7 of it, over 2h)
+        // gave 1.6e-4, 1.2e-4 and 3.9e-4 relative for the three groups; a wrong
+        // 1/√2 factor would be 0.4. A step of 0.2 gives 5e-4 from curvature
+        // alone, and a fixed h lets rounding dominate on the smaller groups.
+        let norm = dir
+            .iter()
+            .flatten()
+            .map(|v| (*v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let h = (0.02 / norm) as f32;
+        let numeric = (loss_at(&dir, h) - loss_at(&dir, -h)) / (2.0 * h as f64);
+        let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
+        eprintln!("directional derivative {group:?}: fd {numeric:.6e} backward {analytic:.6e} rel {rel:.2e}");
+        assert!(
+            rel < 1e-3,
+            "directional derivative {group:?}: finite difference {numeric} vs backward {analytic} (rel {rel:e})"
+        );
+    }
 }
 
 #[test]

@@ -266,25 +266,14 @@ impl AttnBlock {
             // scores = qᵀ·k: dq = k·dsᵀ, dk = q·ds.
             let dq = be.bmm(&s.k, &ds, false, true)?;
             let dk = be.bmm(&s.q, &ds, false, false)?;
+            // q, k and v all read hn: their input gradients add up.
             let mut dhn = self
                 .q
                 .backward(be, p, &s.hn, &be.reshape(&dq, &shape)?, g)?;
-            dhn = be.axpby(
-                1.0,
-                &dhn,
-                1.0,
-                &self
-                    .k
-                    .backward(be, p, &s.hn, &be.reshape(&dk, &shape)?, g)?,
-            )?;
-            dhn = be.axpby(
-                1.0,
-                &dhn,
-                1.0,
-                &self
-                    .v
-                    .backward(be, p, &s.hn, &be.reshape(&dv, &shape)?, g)?,
-            )?;
+            for (conv, d) in [(&self.k, &dk), (&self.v, &dv)] {
+                let dpart = conv.backward(be, p, &s.hn, &be.reshape(d, &shape)?, g)?;
+                dhn = be.axpby(1.0, &dhn, 1.0, &dpart)?;
+            }
             self.norm.backward(be, p, &s.n, &dhn, g)
         })?;
         be.axpby(FRAC_1_SQRT_2, &dx, FRAC_1_SQRT_2, dout)
