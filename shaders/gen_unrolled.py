@@ -574,6 +574,120 @@ fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
     return "".join(out)
 
 
+def conv_subgroup_file():
+    # The 18 weight vec4 a (ci) step needs, j = tap·2 + half: lane j % 8 of
+    # each subgroup loads slot j / 8, and every lane takes them back with
+    # subgroupBroadcast (constant lane ids, so fully unrolled).
+    head = conv_file()
+    head = head[head.index("struct Params"):head.index("struct Tile")]
+    head = head.replace("var<storage, read> x: array<f32>;", "var<storage, read> x4: array<vec4<f32>>;")
+    out = [HEADER, """
+// conv2d forward, 3×3, stride 1, padding 1, W a multiple of 4, for adapters
+// with subgroups of at least 8 invocations (Features::SUBGROUP): the sums and
+// the fused epilogue of conv2d.wgsl, and its tiles (8 output channels × 8
+// consecutive columns of one row per invocation, 16 vec4 registers).
+//
+// Why: lavapipe (Mesa 25.0) turns every storage load whose offset is not a
+// compile-time constant into a loop over the SIMD lanes, one scalar load each,
+// even when the offset is the same for the whole workgroup, so conv2d.wgsl's
+// 2 weight vec4 per tap cost more than its 8×8 block of FMAs. Here the 18
+// weight vec4 of one input channel are loaded once per subgroup, spread over
+// its first 8 lanes (3 loads each instead of 18), and shared by
+// subgroupBroadcast (a register shuffle); the input row segment comes as 4
+// aligned vec4 (hence W % 4 == 0) instead of 10 scalars. Every invocation of
+// the workgroup stays active through the loop (no early return), as the
+// broadcasts need.
+
+""", head, """
+@compute @workgroup_size(64)
+fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32) {
+    let co0 = gid.y * 8u;
+    if (co0 >= p.c_out) {
+        return;
+    }
+    let tiles = p.batch * p.h_out * p.tiles_x;
+    let valid = gid.x < tiles;
+    let tile = min(gid.x, tiles - 1u);
+    let tx = tile % p.tiles_x;
+    let rest = tile / p.tiles_x;
+    let oy = rest % p.h_out;
+    let b = rest / p.h_out;
+    let ox0 = tx * 8u;
+    let cop4 = p.c_out_pad / 4u;
+    let hw4 = p.h * p.w / 4u;
+    let hi = i32(p.h) - 1;
+    let iy0 = i32(oy) - 1;
+    // Which of the row segment's 4 vec4 (columns ox0 − 4 … ox0 + 11) are inside.
+    let ml = ox0 > 0u;
+    let mr1 = ox0 + 4u < p.w;
+    let mr2 = ox0 + 8u < p.w;
+"""]
+    for s in range(3):
+        out.append(f"    let j{s} = min(sgid + {8 * s}u, 17u);\n    let wo{s} = (j{s} / 2u) * cop4 + co0 / 4u + j{s} % 2u;\n")
+    for ky in range(3):
+        out.append(f"    let my{ky} = iy0 + {ky} >= 0 && iy0 + {ky} <= hi;\n    let qo{ky} = (u32(clamp(iy0 + {ky}, 0, hi)) * p.w + ox0) / 4u;\n")
+    for i in range(8):
+        out.append(f"    var lo{i} = vec4<f32>(0.0);\n    var hi{i} = vec4<f32>(0.0);\n")
+    out.append("""    var plane4 = b * p.c_in * hw4;
+    var wr = 0u;
+    for (var ci = 0u; ci < p.c_in; ci++) {
+""")
+    for s in range(3):
+        out.append(f"        let sw{s} = wt4[wr + wo{s}];\n")
+    for ky in range(3):
+        out.append(f"""        let q{ky} = plane4 + qo{ky};
+        let l{ky} = select(vec4<f32>(0.0), x4[select(q{ky}, q{ky} - 1u, ml)], my{ky} && ml);
+        let m{ky} = select(vec4<f32>(0.0), x4[q{ky}], my{ky});
+        let n{ky} = select(vec4<f32>(0.0), x4[select(q{ky}, q{ky} + 1u, mr1)], my{ky} && mr1);
+        let e{ky} = select(vec4<f32>(0.0), x4[select(q{ky}, q{ky} + 2u, mr2)], my{ky} && mr2);
+""")
+        v = [f"l{ky}.w"] + [f"m{ky}.{c}" for c in "xyzw"] + [f"n{ky}.{c}" for c in "xyzw"] + [f"e{ky}.x"]
+        for kx in range(3):
+            t = ky * 3 + kx
+            for h, nm in ((0, "wl"), (1, "wh")):
+                j = 2 * t + h
+                out.append(f"        let {nm}{t} = subgroupBroadcast(sw{j // 8}, {j % 8}u);\n")
+            for i in range(8):
+                out.append(f"        lo{i} = fma(vec4<f32>({v[i + kx]}), wl{t}, lo{i});\n        hi{i} = fma(vec4<f32>({v[i + kx]}), wh{t}, hi{i});\n")
+    out.append("""        plane4 += hw4;
+        wr += 9u * cop4;
+    }
+    if (!valid) {
+        return;
+    }
+""")
+    for i in range(8):
+        out.append(f"    store_col(b, oy, ox0 + {i}u, co0, lo{i}, hi{i});\n")
+    out.append("}\n")
+    text = "".join(out)
+    store = """
+// Writes output column ox of the tile's 8 channels.
+fn store_col(b: u32, oy: u32, ox: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (ox >= p.w_out) {
+        return;
+    }
+    let plane = p.h_out * p.w_out;
+    let base = (b * p.c_out + co0) * plane + oy * p.w_out + ox;
+    for (var c = 0u; c < 8u; c++) {
+        let co = co0 + c;
+        if (co >= p.c_out) {
+            return;
+        }
+        var v: f32;
+        if (c < 4u) {
+            v = lo[c];
+        } else {
+            v = hi[c - 4u];
+        }
+        let idx = base + c * plane;
+        out[idx] = epilogue(v, b, co, idx);
+    }
+}
+"""
+    k = text.index("\n@compute")
+    return text[:k] + store + text[k:]
+
+
 if __name__ == "__main__":
     import pathlib
     import sys
@@ -582,6 +696,7 @@ if __name__ == "__main__":
     here = pathlib.Path(sys.argv[1]) if len(sys.argv) == 2 else pathlib.Path(__file__).parent
     (here / "matmul.wgsl").write_text(matmul())
     (here / "conv2d.wgsl").write_text(conv_file())
+    (here / "conv2d_subgroup.wgsl").write_text(conv_subgroup_file())
     (here / "bmm.wgsl").write_text(bmm())
     (here / "conv2d_backward_input.wgsl").write_text(conv_backward_input_file())
     (here / "conv2d_backward_weight.wgsl").write_text(conv_backward_weight_file())

@@ -93,6 +93,8 @@ fn gpu_conv2d_backward_every_variant_matches_cpu() {
         (1, 70, 9, 9, 5, 3, 1, 1),
         (2, 65, 5, 13, 3, 1, 1, 0),
         (1, 4, 6, 7, 9, 3, 1, 3),
+        // The input gradient through the subgroup conv (dy 12 wide).
+        (2, 11, 5, 12, 6, 3, 1, 1),
     ];
     for v in Variant::ALL {
         g.tuner.forced.set(Some(v));

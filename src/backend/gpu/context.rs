@@ -29,6 +29,10 @@ struct UniformRing {
 
 pub struct GpuContext {
     pub device: wgpu::Device,
+    /// Whether the device runs subgroup operations with subgroups of at
+    /// least 8 invocations (the subgroup kernels' assumption): requested
+    /// natively where the adapter offers `Features::SUBGROUP`.
+    pub subgroups8: bool,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
@@ -89,10 +93,18 @@ impl GpuContext {
         let info = adapter.get_info();
         // Take what the adapter offers: big models need big storage buffers.
         let limits = adapter.limits();
+        // Subgroups where offered (native only: the browser's WebGPU feature
+        // differs, see wgpu#5555) and at least 8 wide.
+        let subgroup = if cfg!(target_arch = "wasm32") {
+            wgpu::Features::empty()
+        } else {
+            adapter.features() & wgpu::Features::SUBGROUP
+        };
+        let subgroups8 = !subgroup.is_empty() && info.subgroup_min_size >= 8;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("scoredd"),
-                required_features: wgpu::Features::empty(),
+                required_features: subgroup,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -122,6 +134,7 @@ impl GpuContext {
         });
         Ok(GpuContext {
             device,
+            subgroups8,
             queue,
             info,
             limits,

@@ -21,6 +21,16 @@ const DW_TARGET_INVOCATIONS: usize = 16_384;
 /// …but each split reduces at least this many (b, oy, ox) positions.
 const DW_MIN_PER_SPLIT: usize = 256;
 
+/// A conv shape class, marked when the subgroup kernel is among its
+/// candidates (shapes with and without it are tuned apart).
+fn sg_class(class: String, subgroup: bool) -> String {
+    if subgroup {
+        class + " sg"
+    } else {
+        class
+    }
+}
+
 /// The GPU kernels' supported geometries, else a shape error.
 fn check_kernel_size(op: &'static str, g: &ConvGeometry) -> Result<()> {
     if !matches!((g.k, g.stride), (1 | 3, 1 | 2)) {
@@ -50,6 +60,17 @@ struct ConvLaunch {
     tiles: usize,
     /// Output positions (batch × rows × columns).
     positions: usize,
+    /// Whether `conv2d_subgroup.wgsl` fits (3×3, stride 1, padding 1,
+    /// input width % 4 == 0, subgroups of 8 or more).
+    subgroup: bool,
+}
+
+impl GpuBackend {
+    /// Whether the subgroup conv kernel serves a forward-kernel launch with
+    /// this kernel size, stride, padding and input width.
+    fn subgroup_conv_fits(&self, k: usize, stride: usize, padding: i64, w: usize) -> bool {
+        self.ctx.subgroups8 && k == 3 && stride == 1 && padding == 1 && w.is_multiple_of(4)
+    }
 }
 
 impl GpuBackend {
@@ -144,23 +165,29 @@ impl GpuBackend {
             Bind::Storage(&res_buf),
         ];
         let positions = g.batch * g.h_out * g.w_out;
+        let subgroup = self.subgroup_conv_fits(g.k, g.stride, g.padding as i64, g.w);
         let launch = ConvLaunch {
             op: OP,
-            class: tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions),
+            class: sg_class(
+                tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions),
+                subgroup,
+            ),
             kernel,
             k: g.k,
             stride: g.stride,
             c_out: g.c_out,
             tiles: g.batch * g.h_out * tiles_x,
             positions,
+            subgroup,
         };
         self.launch_conv(&launch, &params, &binds, &|| format!("input {:?}", x.shape))?;
         Ok(out)
     }
 
-    /// Runs a conv forward kernel, either family as the tuner picks: the
-    /// register-blocked one over 8-wide tiles × 8 channels, or the tiled one
-    /// over 64 positions × 64 channels. The forward and the stride-1 input
+    /// Runs a conv forward kernel, any family as the tuner picks: the
+    /// register-blocked one (or its subgroup form, where it fits) over
+    /// 8-wide tiles × 8 channels, or the tiled one over 64 positions × 64
+    /// channels. The forward and the stride-1 input
     /// gradient (the forward kernel on dy) both launch through here.
     fn launch_conv(
         &self,
@@ -170,11 +197,19 @@ impl GpuBackend {
         what: &dyn Fn() -> String,
     ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        self.run_tuned(&l.class, &|v| match v {
-            Variant::RegisterBlocked => {
+        let all = Variant::ALL;
+        let candidates = if l.subgroup { &all[..] } else { &all[..2] };
+        self.run_tuned(&l.class, candidates, &|v| match v {
+            Variant::RegisterBlocked | Variant::Subgroup => {
+                // Both: 8-wide tiles along x, blocks of 8 channels along y.
+                let kernel = if v == Variant::Subgroup {
+                    kernels::CONV2D_K3S1_SUBGROUP
+                } else {
+                    l.kernel
+                };
                 let gx = (l.tiles as u64).div_ceil(WG as u64);
                 let groups = grid_2d(l.op, gx, l.c_out.div_ceil(8) as u64, max, what)?;
-                self.ctx.dispatch(l.kernel, &[], params, binds, groups)
+                self.ctx.dispatch(kernel, &[], params, binds, groups)
             }
             Variant::Tiled => {
                 let gx = l.positions.div_ceil(64) as u64;
@@ -336,11 +371,16 @@ impl GpuBackend {
         // Either forward family serves: the tiled one reads the (possibly
         // negative) padding as i32 too.
         let positions = g.batch * g.h * g.w;
+        // The forward kernel's input here is dy: its width and this padding.
+        let subgroup = self.subgroup_conv_fits(g.k, 1, pad, g.w_out);
         let launch = ConvLaunch {
             op: OP,
-            class: format!(
-                "dx-{}",
-                tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)
+            class: sg_class(
+                format!(
+                    "dx-{}",
+                    tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)
+                ),
+                subgroup,
             ),
             kernel,
             k: g.k,
@@ -348,6 +388,7 @@ impl GpuBackend {
             c_out: g.c_in,
             tiles,
             positions,
+            subgroup,
         };
         self.launch_conv(&launch, &params, &binds, &|| {
             format!("input gradient {:?}", dx.shape)

@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::kernels::{
-    CONV2D_K3S1, CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE, MATMUL_VEC4,
+    CONV2D_K3S1, CONV2D_K3S1_SUBGROUP, CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE,
+    MATMUL_VEC4,
 };
 
-/// A kernel family's variants (matmul and conv forward have both).
+/// A kernel family's variants (matmul and conv forward have the first two;
+/// the conv forward also the subgroup one, where it applies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// 8×8 outputs per invocation in registers (`matmul.wgsl`, A transposed
@@ -26,10 +28,16 @@ pub enum Variant {
     /// 64×64 output tiles staged through workgroup memory
     /// (`matmul_tiled.wgsl`, `conv2d_tiled.wgsl`).
     Tiled,
+    /// The register-blocked conv with each input channel's weights loaded
+    /// once per subgroup and shared by `subgroupBroadcast`
+    /// (`conv2d_subgroup.wgsl`: 3×3, stride 1, padding 1, W % 4 == 0, on
+    /// adapters with subgroups of 8 or more). A shape or adapter it does not
+    /// fit runs the register-blocked kernel instead.
+    Subgroup,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::RegisterBlocked, Variant::Tiled];
+    pub const ALL: [Variant; 3] = [Variant::RegisterBlocked, Variant::Tiled, Variant::Subgroup];
     /// What `SCOREDD_TUNE=off` uses: the kernel the backend had before tuning.
     pub const DEFAULT: Variant = Variant::RegisterBlocked;
 
@@ -37,6 +45,7 @@ impl Variant {
         match self {
             Variant::RegisterBlocked => "register-blocked 8x8",
             Variant::Tiled => "tiled 64x64x16",
+            Variant::Subgroup => "subgroup 8x8",
         }
     }
 
@@ -105,6 +114,7 @@ pub fn shader_hash() -> u64 {
         MATMUL_TRANSPOSE.info,
         CONV2D_K3S1.info,
         CONV2D_TILED.info,
+        CONV2D_K3S1_SUBGROUP.info,
     ]
     .map(|k| k.wgsl());
     let parts: Vec<&str> = w.iter().map(|s| s.as_str()).collect();
