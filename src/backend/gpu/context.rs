@@ -94,8 +94,10 @@ impl GpuContext {
         // Take what the adapter offers: big models need big storage buffers.
         let limits = adapter.limits();
         // Subgroups where offered (native only: the browser's WebGPU feature
-        // differs, see wgpu#5555) and at least 8 wide.
-        let subgroup = if cfg!(target_arch = "wasm32") {
+        // differs, see wgpu#5555) and at least 8 wide; `SCOREDD_SUBGROUPS=off`
+        // leaves them out (the kernels without them, e.g. to compare).
+        let off = std::env::var("SCOREDD_SUBGROUPS").is_ok_and(|v| v == "off");
+        let subgroup = if cfg!(target_arch = "wasm32") || off {
             wgpu::Features::empty()
         } else {
             adapter.features() & wgpu::Features::SUBGROUP
