@@ -688,6 +688,51 @@ fn store_col(b: u32, oy: u32, ox: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     return text[:k] + store + text[k:]
 
 
+def conv_backward_weight_subgroup_file():
+    # conv_backward_weight_file()'s kernel with dy's loads shared: when all
+    # lanes of a subgroup have the same Cout block (Cin blocks a multiple of
+    # the subgroup size), 4 steps' 8 dy vec4 are loaded one per lane and
+    # taken back by subgroupBroadcast; x stays per lane.
+    text = conv_backward_weight_file()
+    body = text[text.index("\n// Weight gradient"):]
+    body = body.replace("fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>)",
+                        "fn conv2d_backward_weight_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32)")
+    start = body.index("        for (var ox = ox_lo; ox < ox_hi; ox++) {\n")
+    end = body.index("        }\n    }\n    let base")
+    step = body[start:end]
+    fmas = step[step.index("            c00 = fma"):]
+    chunk = ["""        // Lane j % 8 loads step j / 2's dy vec4 j % 2 of the next 4 steps.
+        let dj = (sgid & 7u) / 2u * p.cop4 + (sgid & 1u);
+        var ox = ox_lo;
+        for (; ox + 4 <= ox_hi; ox += 4) {
+            let dl = dyt4[di + dj];
+            di += 4u * p.cop4;
+"""]
+    for t in range(4):
+        chunk.append(f"""            {{
+                let d0 = subgroupBroadcast(dl, {2 * t}u);
+                let d1 = subgroupBroadcast(dl, {2 * t + 1}u);
+                let x0 = xt4[xi];
+                let x1 = xt4[xi + 1u];
+                xi += xstep;
+""")
+        chunk.append("".join("    " + l + "\n" for l in fmas.rstrip("\n").split("\n")))
+        chunk.append("            }\n")
+    chunk.append("        }\n")
+    tail = step.replace("for (var ox = ox_lo; ox < ox_hi; ox++) {", "for (; ox < ox_hi; ox++) {")
+    body = body[:start] + "".join(chunk) + tail + body[end:]
+    intro = """
+// The weight gradient of conv2d_backward_weight.wgsl (same sums, tiles and
+// splits) for adapters with subgroups of at least 8 invocations, where all
+// lanes of a subgroup share one Cout block (ceil(Cin / 8) a multiple of the
+// subgroup size): the dy vec4 every lane of the subgroup would load alike
+// (8 per 4 steps) are loaded once, one per lane, and shared by
+// subgroupBroadcast, as in conv2d_subgroup.wgsl (storage loads at offsets
+// that are not compile-time constants are lavapipe's bottleneck).
+"""
+    return HEADER + intro + body
+
+
 if __name__ == "__main__":
     import pathlib
     import sys
@@ -700,3 +745,4 @@ if __name__ == "__main__":
     (here / "bmm.wgsl").write_text(bmm())
     (here / "conv2d_backward_input.wgsl").write_text(conv_backward_input_file())
     (here / "conv2d_backward_weight.wgsl").write_text(conv_backward_weight_file())
+    (here / "conv2d_backward_weight_subgroup.wgsl").write_text(conv_backward_weight_subgroup_file())

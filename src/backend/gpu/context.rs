@@ -33,6 +33,8 @@ pub struct GpuContext {
     /// least 8 invocations (the subgroup kernels' assumption): requested
     /// natively where the adapter offers `Features::SUBGROUP`.
     pub subgroups8: bool,
+    /// The adapter's largest subgroup size (0 without subgroups).
+    pub subgroup_max: u32,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
@@ -103,6 +105,11 @@ impl GpuContext {
             adapter.features() & wgpu::Features::SUBGROUP
         };
         let subgroups8 = !subgroup.is_empty() && info.subgroup_min_size >= 8;
+        let subgroup_max = if subgroups8 {
+            info.subgroup_max_size
+        } else {
+            0
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("scoredd"),
@@ -137,6 +144,7 @@ impl GpuContext {
         Ok(GpuContext {
             device,
             subgroups8,
+            subgroup_max,
             queue,
             info,
             limits,

@@ -1,8 +1,10 @@
 //! conv2d and its gradients on the GPU. The forward: the register-blocked
-//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2) or the tiled
+//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2), their subgroup
+//! form `conv2d_subgroup.wgsl` (3×3, stride 1, where it fits) or the tiled
 //! `conv2d_tiled.wgsl`, as the tuner picks, on weights packed k-major. The backward: dx of a stride-1 conv is the forward kernel on dy
 //! with flipped, transposed weights; stride 2 has its own kernel; dw is one
-//! GEMM per tap with the reduction split for parallelism; db a row sum.
+//! GEMM per tap with the reduction split for parallelism (or its subgroup
+//! form, as the tuner picks); db a row sum.
 //! Operands are packed (transposed, zero-padded to 8) by `strided_pack.wgsl`,
 //! an O(n) pass next to the kernels' O(n^1.5) work.
 
@@ -531,17 +533,36 @@ impl GpuBackend {
         } else {
             None
         };
-        self.ctx.dispatch(
-            kernels::CONV2D_BACKWARD_WEIGHT,
-            &[],
-            &params,
-            &[
-                Bind::Storage(&dyt),
-                Bind::Storage(&xt),
-                Bind::Storage(part.as_ref().unwrap_or(&dw.buf)),
-            ],
-            groups,
-        )?;
+        let binds = [
+            Bind::Storage(&dyt),
+            Bind::Storage(&xt),
+            Bind::Storage(part.as_ref().unwrap_or(&dw.buf)),
+        ];
+        // The subgroup kernel needs every subgroup within one Cout block.
+        let sg = self.ctx.subgroup_max;
+        if self.ctx.subgroups8 && nci8.is_multiple_of(sg as usize) {
+            let class = format!(
+                "dw-{}",
+                tune::conv_class(g.k, g.stride, g.c_in, g.c_out, reduction)
+            );
+            let candidates = [Variant::RegisterBlocked, Variant::Subgroup];
+            self.run_tuned(&class, &candidates, &|v| {
+                let kernel = if v == Variant::Subgroup {
+                    kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP
+                } else {
+                    kernels::CONV2D_BACKWARD_WEIGHT
+                };
+                self.ctx.dispatch(kernel, &[], &params, &binds, groups)
+            })?;
+        } else {
+            self.ctx.dispatch(
+                kernels::CONV2D_BACKWARD_WEIGHT,
+                &[],
+                &params,
+                &binds,
+                groups,
+            )?;
+        }
         if let Some(part) = part {
             let params = Conv2dBackwardReduceParams {
                 n: n as u32,

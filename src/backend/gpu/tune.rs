@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::kernels::{
-    CONV2D_K3S1, CONV2D_K3S1_SUBGROUP, CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE,
-    MATMUL_VEC4,
+    CONV2D_BACKWARD_WEIGHT, CONV2D_BACKWARD_WEIGHT_SUBGROUP, CONV2D_K3S1, CONV2D_K3S1_SUBGROUP,
+    CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE, MATMUL_VEC4,
 };
 
 /// A kernel family's variants (matmul and conv forward have the first two;
@@ -31,8 +31,11 @@ pub enum Variant {
     /// The register-blocked conv with each input channel's weights loaded
     /// once per subgroup and shared by `subgroupBroadcast`
     /// (`conv2d_subgroup.wgsl`: 3×3, stride 1, padding 1, W % 4 == 0, on
-    /// adapters with subgroups of 8 or more). A shape or adapter it does not
-    /// fit runs the register-blocked kernel instead.
+    /// adapters with subgroups of 8 or more); for the weight gradient, its
+    /// kernel with dy shared the same way
+    /// (`conv2d_backward_weight_subgroup.wgsl`: ceil(Cin / 8) a multiple of
+    /// the subgroup size). A shape or adapter it does not fit runs the
+    /// register-blocked kernel instead.
     Subgroup,
 }
 
@@ -115,6 +118,8 @@ pub fn shader_hash() -> u64 {
         CONV2D_K3S1.info,
         CONV2D_TILED.info,
         CONV2D_K3S1_SUBGROUP.info,
+        CONV2D_BACKWARD_WEIGHT.info,
+        CONV2D_BACKWARD_WEIGHT_SUBGROUP.info,
     ]
     .map(|k| k.wgsl());
     let parts: Vec<&str> = w.iter().map(|s| s.as_str()).collect();
@@ -123,11 +128,12 @@ pub fn shader_hash() -> u64 {
 
 /// The tuned kernel families, by the prefix of their shape classes
 /// (`conv_class` for the forward; the stride-1 conv input gradient's are
-/// prefixed `dx-`), for `--verbose`.
-const FAMILIES: [(&str, &str); 3] = [
+/// prefixed `dx-`, the weight gradient's `dw-`), for `--verbose`.
+const FAMILIES: [(&str, &str); 4] = [
     ("matmul", "matmul"),
     ("conv", "conv forward"),
     ("dx-conv", "conv input gradient (stride 1)"),
+    ("dw-conv", "conv weight gradient"),
 ];
 
 /// A conv forward's shape class: kernel, stride, and channels and output
