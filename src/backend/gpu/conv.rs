@@ -23,16 +23,6 @@ const DW_TARGET_INVOCATIONS: usize = 16_384;
 /// …but each split reduces at least this many (b, oy, ox) positions.
 const DW_MIN_PER_SPLIT: usize = 256;
 
-/// A conv shape class, marked when the subgroup kernel is among its
-/// candidates (shapes with and without it are tuned apart).
-fn sg_class(class: String, subgroup: bool) -> String {
-    if subgroup {
-        class + " sg"
-    } else {
-        class
-    }
-}
-
 /// The GPU kernels' supported geometries, else a shape error.
 fn check_kernel_size(op: &'static str, g: &ConvGeometry) -> Result<()> {
     if !matches!((g.k, g.stride), (1 | 3, 1 | 2)) {
@@ -70,7 +60,7 @@ struct ConvLaunch {
 impl GpuBackend {
     /// Whether the subgroup conv kernel serves a forward-kernel launch with
     /// this kernel size, stride, padding and input width.
-    fn subgroup_conv_fits(&self, k: usize, stride: usize, padding: i64, w: usize) -> bool {
+    pub fn subgroup_conv_fits(&self, k: usize, stride: usize, padding: i64, w: usize) -> bool {
         self.ctx.subgroups8 && k == 3 && stride == 1 && padding == 1 && w.is_multiple_of(4)
     }
 }
@@ -170,7 +160,7 @@ impl GpuBackend {
         let subgroup = self.subgroup_conv_fits(g.k, g.stride, g.padding as i64, g.w);
         let launch = ConvLaunch {
             op: OP,
-            class: sg_class(
+            class: tune::with_subgroup(
                 tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions),
                 subgroup,
             ),
@@ -377,7 +367,7 @@ impl GpuBackend {
         let subgroup = self.subgroup_conv_fits(g.k, 1, pad, g.w_out);
         let launch = ConvLaunch {
             op: OP,
-            class: sg_class(
+            class: tune::with_subgroup(
                 format!(
                     "dx-{}",
                     tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)

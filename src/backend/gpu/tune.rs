@@ -148,6 +148,16 @@ pub fn conv_class(k: usize, stride: usize, c_in: usize, c_out: usize, positions:
     )
 }
 
+/// A conv shape class, marked when the subgroup kernel is among its
+/// candidates (shapes with and without it are tuned apart).
+pub fn with_subgroup(class: String, subgroup: bool) -> String {
+    if subgroup {
+        class + " sg"
+    } else {
+        class
+    }
+}
+
 /// The cache's key for an adapter: name, driver, backend and shader hash.
 pub fn adapter_key(info: &wgpu::AdapterInfo) -> String {
     format!(
