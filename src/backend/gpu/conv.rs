@@ -528,31 +528,7 @@ impl GpuBackend {
             Bind::Storage(&xt),
             Bind::Storage(part.as_ref().unwrap_or(&dw.buf)),
         ];
-        // The subgroup kernel needs every subgroup within one Cout block.
-        let sg = self.ctx.subgroup_max;
-        if self.ctx.subgroups8 && nci8.is_multiple_of(sg as usize) {
-            let class = format!(
-                "dw-{}",
-                tune::conv_class(g.k, g.stride, g.c_in, g.c_out, reduction)
-            );
-            let candidates = [Variant::RegisterBlocked, Variant::Subgroup];
-            self.run_tuned(&class, &candidates, &|v| {
-                let kernel = if v == Variant::Subgroup {
-                    kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP
-                } else {
-                    kernels::CONV2D_BACKWARD_WEIGHT
-                };
-                self.ctx.dispatch(kernel, &[], &params, &binds, groups)
-            })?;
-        } else {
-            self.ctx.dispatch(
-                kernels::CONV2D_BACKWARD_WEIGHT,
-                &[],
-                &params,
-                &binds,
-                groups,
-            )?;
-        }
+        self.dispatch_dw(g, &params, &binds, groups)?;
         if let Some(part) = part {
             let params = Conv2dBackwardReduceParams {
                 n: n as u32,
@@ -568,5 +544,36 @@ impl GpuBackend {
             )?;
         }
         Ok(())
+    }
+
+    /// The weight-gradient kernel: the register-blocked one or, where every
+    /// subgroup lies in one Cout block (ceil(Cin / 8) a multiple of the
+    /// subgroup size), either one as the tuner picks.
+    fn dispatch_dw(
+        &self,
+        g: &ConvGeometry,
+        params: &Conv2dBackwardWeightParams,
+        binds: &[Bind],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        let sg = self.ctx.subgroup_max as usize;
+        if !(self.ctx.subgroups8 && (params.nci8 as usize).is_multiple_of(sg)) {
+            let kernel = kernels::CONV2D_BACKWARD_WEIGHT;
+            return self.ctx.dispatch(kernel, &[], params, binds, groups);
+        }
+        let positions = g.batch * g.h_out * g.w_out;
+        let class = format!(
+            "dw-{}",
+            tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions)
+        );
+        let candidates = [Variant::RegisterBlocked, Variant::Subgroup];
+        self.run_tuned(&class, &candidates, &|v| {
+            let kernel = if v == Variant::Subgroup {
+                kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP
+            } else {
+                kernels::CONV2D_BACKWARD_WEIGHT
+            };
+            self.ctx.dispatch(kernel, &[], params, binds, groups)
+        })
     }
 }
