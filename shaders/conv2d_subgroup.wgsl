@@ -12,9 +12,10 @@
 // weight vec4 of one input channel are loaded once per subgroup, spread over
 // its first 8 lanes (3 loads each instead of 18), and shared by
 // subgroupBroadcast (a register shuffle); the input row segment comes as 4
-// aligned vec4 (hence W % 4 == 0) instead of 10 scalars. Every invocation of
-// the workgroup stays active through the loop (no early return), as the
-// broadcasts need.
+// aligned vec4 (hence W % 4 == 0) instead of 10 scalars, the outer two
+// shuffled from the neighbouring lanes. Every invocation of the workgroup
+// stays active through the loop (no early return), as the shuffles need;
+// lanes are assumed to follow the local invocation index.
 
 struct Params {
     batch: u32,
@@ -87,7 +88,7 @@ fn store_col(b: u32, oy: u32, ox: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 }
 
 @compute @workgroup_size(64)
-fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32) {
+fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32, @builtin(subgroup_size) sg_size: u32) {
     let co0 = gid.y * 8u;
     if (co0 >= p.c_out) {
         return;
@@ -108,6 +109,12 @@ fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let ml = ox0 > 0u;
     let mr1 = ox0 + 4u < p.w;
     let mr2 = ox0 + 8u < p.w;
+    // The row segment's outer vec4 are the neighbouring lanes' inner ones
+    // (lane − 1 holds the tile to the left in the same row whenever ox0 > 0,
+    // lane + 1 the one to the right whenever ox0 + 8 < W); only a subgroup's
+    // first and last lanes load theirs.
+    let first = sgid == 0u;
+    let last = sgid + 1u == sg_size;
     let j0 = min(sgid + 0u, 17u);
     let wo0 = (j0 / 2u) * cop4 + co0 / 4u + j0 % 2u;
     let j1 = min(sgid + 8u, 17u);
@@ -143,10 +150,18 @@ fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         let sw1 = wt4[wr + wo1];
         let sw2 = wt4[wr + wo2];
         let q0 = plane4 + qo0;
-        let l0 = select(vec4<f32>(0.0), x4[select(q0, q0 - 1u, ml)], my0 && ml);
         let m0 = select(vec4<f32>(0.0), x4[q0], my0);
         let n0 = select(vec4<f32>(0.0), x4[select(q0, q0 + 1u, mr1)], my0 && mr1);
-        let e0 = select(vec4<f32>(0.0), x4[select(q0, q0 + 2u, mr2)], my0 && mr2);
+        var l0 = subgroupShuffleUp(n0, 1u);
+        var e0 = subgroupShuffleDown(m0, 1u);
+        if (first && ml && my0) {
+            l0 = x4[q0 - 1u];
+        }
+        if (last && mr2 && my0) {
+            e0 = x4[q0 + 2u];
+        }
+        l0 = select(vec4<f32>(0.0), l0, my0 && ml);
+        e0 = select(vec4<f32>(0.0), e0, my0 && mr2);
         let wl0 = subgroupBroadcast(sw0, 0u);
         let wh0 = subgroupBroadcast(sw0, 1u);
         lo0 = fma(vec4<f32>(l0.w), wl0, lo0);
@@ -202,10 +217,18 @@ fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         lo7 = fma(vec4<f32>(e0.x), wl2, lo7);
         hi7 = fma(vec4<f32>(e0.x), wh2, hi7);
         let q1 = plane4 + qo1;
-        let l1 = select(vec4<f32>(0.0), x4[select(q1, q1 - 1u, ml)], my1 && ml);
         let m1 = select(vec4<f32>(0.0), x4[q1], my1);
         let n1 = select(vec4<f32>(0.0), x4[select(q1, q1 + 1u, mr1)], my1 && mr1);
-        let e1 = select(vec4<f32>(0.0), x4[select(q1, q1 + 2u, mr2)], my1 && mr2);
+        var l1 = subgroupShuffleUp(n1, 1u);
+        var e1 = subgroupShuffleDown(m1, 1u);
+        if (first && ml && my1) {
+            l1 = x4[q1 - 1u];
+        }
+        if (last && mr2 && my1) {
+            e1 = x4[q1 + 2u];
+        }
+        l1 = select(vec4<f32>(0.0), l1, my1 && ml);
+        e1 = select(vec4<f32>(0.0), e1, my1 && mr2);
         let wl3 = subgroupBroadcast(sw0, 6u);
         let wh3 = subgroupBroadcast(sw0, 7u);
         lo0 = fma(vec4<f32>(l1.w), wl3, lo0);
@@ -261,10 +284,18 @@ fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         lo7 = fma(vec4<f32>(e1.x), wl5, lo7);
         hi7 = fma(vec4<f32>(e1.x), wh5, hi7);
         let q2 = plane4 + qo2;
-        let l2 = select(vec4<f32>(0.0), x4[select(q2, q2 - 1u, ml)], my2 && ml);
         let m2 = select(vec4<f32>(0.0), x4[q2], my2);
         let n2 = select(vec4<f32>(0.0), x4[select(q2, q2 + 1u, mr1)], my2 && mr1);
-        let e2 = select(vec4<f32>(0.0), x4[select(q2, q2 + 2u, mr2)], my2 && mr2);
+        var l2 = subgroupShuffleUp(n2, 1u);
+        var e2 = subgroupShuffleDown(m2, 1u);
+        if (first && ml && my2) {
+            l2 = x4[q2 - 1u];
+        }
+        if (last && mr2 && my2) {
+            e2 = x4[q2 + 2u];
+        }
+        l2 = select(vec4<f32>(0.0), l2, my2 && ml);
+        e2 = select(vec4<f32>(0.0), e2, my2 && mr2);
         let wl6 = subgroupBroadcast(sw1, 4u);
         let wh6 = subgroupBroadcast(sw1, 5u);
         lo0 = fma(vec4<f32>(l2.w), wl6, lo0);

@@ -594,13 +594,14 @@ def conv_subgroup_file():
 // weight vec4 of one input channel are loaded once per subgroup, spread over
 // its first 8 lanes (3 loads each instead of 18), and shared by
 // subgroupBroadcast (a register shuffle); the input row segment comes as 4
-// aligned vec4 (hence W % 4 == 0) instead of 10 scalars. Every invocation of
-// the workgroup stays active through the loop (no early return), as the
-// broadcasts need.
+// aligned vec4 (hence W % 4 == 0) instead of 10 scalars, the outer two
+// shuffled from the neighbouring lanes. Every invocation of the workgroup
+// stays active through the loop (no early return), as the shuffles need;
+// lanes are assumed to follow the local invocation index.
 
 """, head, """
 @compute @workgroup_size(64)
-fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32) {
+fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32, @builtin(subgroup_size) sg_size: u32) {
     let co0 = gid.y * 8u;
     if (co0 >= p.c_out) {
         return;
@@ -621,6 +622,12 @@ fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let ml = ox0 > 0u;
     let mr1 = ox0 + 4u < p.w;
     let mr2 = ox0 + 8u < p.w;
+    // The row segment's outer vec4 are the neighbouring lanes' inner ones
+    // (lane − 1 holds the tile to the left in the same row whenever ox0 > 0,
+    // lane + 1 the one to the right whenever ox0 + 8 < W); only a subgroup's
+    // first and last lanes load theirs.
+    let first = sgid == 0u;
+    let last = sgid + 1u == sg_size;
 """]
     for s in range(3):
         out.append(f"    let j{s} = min(sgid + {8 * s}u, 17u);\n    let wo{s} = (j{s} / 2u) * cop4 + co0 / 4u + j{s} % 2u;\n")
@@ -636,10 +643,18 @@ fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
         out.append(f"        let sw{s} = wt4[wr + wo{s}];\n")
     for ky in range(3):
         out.append(f"""        let q{ky} = plane4 + qo{ky};
-        let l{ky} = select(vec4<f32>(0.0), x4[select(q{ky}, q{ky} - 1u, ml)], my{ky} && ml);
         let m{ky} = select(vec4<f32>(0.0), x4[q{ky}], my{ky});
         let n{ky} = select(vec4<f32>(0.0), x4[select(q{ky}, q{ky} + 1u, mr1)], my{ky} && mr1);
-        let e{ky} = select(vec4<f32>(0.0), x4[select(q{ky}, q{ky} + 2u, mr2)], my{ky} && mr2);
+        var l{ky} = subgroupShuffleUp(n{ky}, 1u);
+        var e{ky} = subgroupShuffleDown(m{ky}, 1u);
+        if (first && ml && my{ky}) {{
+            l{ky} = x4[q{ky} - 1u];
+        }}
+        if (last && mr2 && my{ky}) {{
+            e{ky} = x4[q{ky} + 2u];
+        }}
+        l{ky} = select(vec4<f32>(0.0), l{ky}, my{ky} && ml);
+        e{ky} = select(vec4<f32>(0.0), e{ky}, my{ky} && mr2);
 """)
         v = [f"l{ky}.w"] + [f"m{ky}.{c}" for c in "xyzw"] + [f"n{ky}.{c}" for c in "xyzw"] + [f"e{ky}.x"]
         for kx in range(3):
