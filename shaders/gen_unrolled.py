@@ -582,8 +582,9 @@ def conv_subgroup_file():
     head = head[head.index("struct Params"):head.index("struct Tile")]
     head = head.replace("var<storage, read> x: array<f32>;", "var<storage, read> x4: array<vec4<f32>>;")
     out = [HEADER, """
-// conv2d forward, 3×3, stride 1, padding 1, W a multiple of 4, for adapters
-// with subgroups of at least 8 invocations (Features::SUBGROUP): the sums and
+// conv2d forward, 3×3, stride 1, padding 1 (and 1×1, padding 0), W a
+// multiple of 4, for adapters with subgroups of at least 8 invocations
+// (Features::SUBGROUP): the sums and
 // the fused epilogue of conv2d.wgsl, and its tiles (8 output channels × 8
 // consecutive columns of one row per invocation, 16 vec4 registers).
 //
@@ -700,7 +701,60 @@ fn store_col(b: u32, oy: u32, ox: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 }
 """
     k = text.index("\n@compute")
-    return text[:k] + store + text[k:]
+    return text[:k] + store + text[k:] + conv_k1_subgroup()
+
+
+def conv_k1_subgroup():
+    # The 1×1 form: one tap, so each input channel's 2 weight vec4 come from
+    # lanes 0 and 1, and the 8 columns are 2 aligned vec4 (no neighbours).
+    out = ["""
+// 1×1, stride 1, padding 0, W % 4 == 0: the same scheme with one tap.
+@compute @workgroup_size(64)
+fn conv2d_k1s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32) {
+    let co0 = gid.y * 8u;
+    if (co0 >= p.c_out) {
+        return;
+    }
+    let tiles = p.batch * p.h_out * p.tiles_x;
+    let valid = gid.x < tiles;
+    let tile = min(gid.x, tiles - 1u);
+    let tx = tile % p.tiles_x;
+    let rest = tile / p.tiles_x;
+    let oy = rest % p.h_out;
+    let b = rest / p.h_out;
+    let ox0 = tx * 8u;
+    let cop4 = p.c_out_pad / 4u;
+    let hw4 = p.h * p.w / 4u;
+    let mr1 = ox0 + 4u < p.w;
+    let wo = co0 / 4u + min(sgid, 1u);
+    let qo = (oy * p.w + ox0) / 4u;
+"""]
+    for i in range(8):
+        out.append(f"    var lo{i} = vec4<f32>(0.0);\n    var hi{i} = vec4<f32>(0.0);\n")
+    out.append("""    var plane4 = b * p.c_in * hw4;
+    var wr = 0u;
+    for (var ci = 0u; ci < p.c_in; ci++) {
+        let sw = wt4[wr + wo];
+        let wl = subgroupBroadcast(sw, 0u);
+        let wh = subgroupBroadcast(sw, 1u);
+        let q = plane4 + qo;
+        let m = x4[q];
+        let n = select(vec4<f32>(0.0), x4[select(q, q + 1u, mr1)], mr1);
+""")
+    v = [f"m.{c}" for c in "xyzw"] + [f"n.{c}" for c in "xyzw"]
+    for i in range(8):
+        out.append(f"        lo{i} = fma(vec4<f32>({v[i]}), wl, lo{i});\n        hi{i} = fma(vec4<f32>({v[i]}), wh, hi{i});\n")
+    out.append("""        plane4 += hw4;
+        wr += cop4;
+    }
+    if (!valid) {
+        return;
+    }
+""")
+    for i in range(8):
+        out.append(f"    store_col(b, oy, ox0 + {i}u, co0, lo{i}, hi{i});\n")
+    out.append("}\n")
+    return "".join(out)
 
 
 def conv_backward_weight_subgroup_file():

@@ -1,6 +1,6 @@
 //! conv2d and its gradients on the GPU. The forward: the register-blocked
 //! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2), their subgroup
-//! form `conv2d_subgroup.wgsl` (3×3, stride 1, where it fits) or the tiled
+//! form `conv2d_subgroup.wgsl` (stride 1, where it fits) or the tiled
 //! `conv2d_tiled.wgsl`, as the tuner picks, on weights packed k-major. The backward: dx of a stride-1 conv is the forward kernel on dy
 //! with flipped, transposed weights; stride 2 has its own kernel; dw is one
 //! GEMM per tap with the reduction split for parallelism (or its subgroup
@@ -52,8 +52,9 @@ struct ConvLaunch {
     tiles: usize,
     /// Output positions (batch × rows × columns).
     positions: usize,
-    /// Whether `conv2d_subgroup.wgsl` fits (3×3, stride 1, padding 1,
-    /// input width % 4 == 0, subgroups of 8 or more).
+    /// Whether `conv2d_subgroup.wgsl` fits (3×3 with padding 1 or 1×1
+    /// with padding 0, stride 1, input width % 4 == 0, subgroups of 8 or
+    /// more).
     subgroup: bool,
 }
 
@@ -61,7 +62,8 @@ impl GpuBackend {
     /// Whether the subgroup conv kernel serves a forward-kernel launch with
     /// this kernel size, stride, padding and input width.
     pub fn subgroup_conv_fits(&self, k: usize, stride: usize, padding: i64, w: usize) -> bool {
-        self.ctx.subgroups8 && k == 3 && stride == 1 && padding == 1 && w.is_multiple_of(4)
+        let tap_fits = matches!((k, padding), (3, 1) | (1, 0));
+        self.ctx.subgroups8 && tap_fits && stride == 1 && w.is_multiple_of(4)
     }
 }
 
@@ -194,10 +196,10 @@ impl GpuBackend {
         self.run_tuned(&l.class, candidates, &|v| match v {
             Variant::RegisterBlocked | Variant::Subgroup => {
                 // Both: 8-wide tiles along x, blocks of 8 channels along y.
-                let kernel = if v == Variant::Subgroup {
-                    kernels::CONV2D_K3S1_SUBGROUP
-                } else {
-                    l.kernel
+                let kernel = match (v, l.k) {
+                    (Variant::Subgroup, 1) => kernels::CONV2D_K1S1_SUBGROUP,
+                    (Variant::Subgroup, _) => kernels::CONV2D_K3S1_SUBGROUP,
+                    _ => l.kernel,
                 };
                 let gx = (l.tiles as u64).div_ceil(WG as u64);
                 let groups = grid_2d(l.op, gx, l.c_out.div_ceil(8) as u64, max, what)?;

@@ -30,8 +30,8 @@ pub enum Variant {
     Tiled,
     /// The register-blocked conv with each input channel's weights loaded
     /// once per subgroup and shared by `subgroupBroadcast`
-    /// (`conv2d_subgroup.wgsl`: 3×3, stride 1, padding 1, W % 4 == 0, on
-    /// adapters with subgroups of 8 or more); for the weight gradient, its
+    /// (`conv2d_subgroup.wgsl`: 3×3 with padding 1 or 1×1 with padding 0,
+    /// stride 1, W % 4 == 0, on adapters with subgroups of 8 or more); for the weight gradient, its
     /// kernel with dy shared the same way
     /// (`conv2d_backward_weight_subgroup.wgsl`: ceil(Cin / 8) a multiple of
     /// the subgroup size). A shape or adapter it does not fit runs the
