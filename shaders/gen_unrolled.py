@@ -574,6 +574,234 @@ fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
     return "".join(out)
 
 
+def conv_subgroup_file():
+    # The 18 weight vec4 a (ci) step needs, j = tap·2 + half: lane j % 8 of
+    # each subgroup loads slot j / 8, and every lane takes them back with
+    # subgroupBroadcast (constant lane ids, so fully unrolled).
+    head = conv_file()
+    head = head[head.index("struct Params"):head.index("struct Tile")]
+    head = head.replace("var<storage, read> x: array<f32>;", "var<storage, read> x4: array<vec4<f32>>;")
+    out = [HEADER, """
+// conv2d forward, 3×3, stride 1, padding 1 (and 1×1, padding 0), W a
+// multiple of 4, for adapters with subgroups of at least 8 invocations
+// (Features::SUBGROUP): the sums and
+// the fused epilogue of conv2d.wgsl, and its tiles (8 output channels × 8
+// consecutive columns of one row per invocation, 16 vec4 registers).
+//
+// Why: lavapipe (Mesa 25.0) turns every storage load whose offset is not a
+// compile-time constant into a loop over the SIMD lanes, one scalar load each,
+// even when the offset is the same for the whole workgroup, so conv2d.wgsl's
+// 2 weight vec4 per tap cost more than its 8×8 block of FMAs. Here the 18
+// weight vec4 of one input channel are loaded once per subgroup, spread over
+// its first 8 lanes (3 loads each instead of 18), and shared by
+// subgroupBroadcast (a register shuffle); the input row segment comes as 4
+// aligned vec4 (hence W % 4 == 0) instead of 10 scalars, the outer two
+// shuffled from the neighbouring lanes. Every invocation of the workgroup
+// stays active through the loop (no early return), as the shuffles need;
+// lanes are assumed to follow the local invocation index.
+
+""", head, """
+@compute @workgroup_size(64)
+fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32, @builtin(subgroup_size) sg_size: u32) {
+    let co0 = gid.y * 8u;
+    if (co0 >= p.c_out) {
+        return;
+    }
+    let tiles = p.batch * p.h_out * p.tiles_x;
+    let valid = gid.x < tiles;
+    let tile = min(gid.x, tiles - 1u);
+    let tx = tile % p.tiles_x;
+    let rest = tile / p.tiles_x;
+    let oy = rest % p.h_out;
+    let b = rest / p.h_out;
+    let ox0 = tx * 8u;
+    let cop4 = p.c_out_pad / 4u;
+    let hw4 = p.h * p.w / 4u;
+    let hi = i32(p.h) - 1;
+    let iy0 = i32(oy) - 1;
+    // Which of the row segment's 4 vec4 (columns ox0 − 4 … ox0 + 11) are inside.
+    let ml = ox0 > 0u;
+    let mr1 = ox0 + 4u < p.w;
+    let mr2 = ox0 + 8u < p.w;
+    // The row segment's outer vec4 are the neighbouring lanes' inner ones
+    // (lane − 1 holds the tile to the left in the same row whenever ox0 > 0,
+    // lane + 1 the one to the right whenever ox0 + 8 < W); only a subgroup's
+    // first and last lanes load theirs.
+    let first = sgid == 0u;
+    let last = sgid + 1u == sg_size;
+"""]
+    for s in range(3):
+        out.append(f"    let j{s} = min(sgid + {8 * s}u, 17u);\n    let wo{s} = (j{s} / 2u) * cop4 + co0 / 4u + j{s} % 2u;\n")
+    for ky in range(3):
+        out.append(f"    let my{ky} = iy0 + {ky} >= 0 && iy0 + {ky} <= hi;\n    let qo{ky} = (u32(clamp(iy0 + {ky}, 0, hi)) * p.w + ox0) / 4u;\n")
+    for i in range(8):
+        out.append(f"    var lo{i} = vec4<f32>(0.0);\n    var hi{i} = vec4<f32>(0.0);\n")
+    out.append("""    var plane4 = b * p.c_in * hw4;
+    var wr = 0u;
+    for (var ci = 0u; ci < p.c_in; ci++) {
+""")
+    for s in range(3):
+        out.append(f"        let sw{s} = wt4[wr + wo{s}];\n")
+    for ky in range(3):
+        out.append(f"""        let q{ky} = plane4 + qo{ky};
+        let m{ky} = select(vec4<f32>(0.0), x4[q{ky}], my{ky});
+        let n{ky} = select(vec4<f32>(0.0), x4[select(q{ky}, q{ky} + 1u, mr1)], my{ky} && mr1);
+        var l{ky} = subgroupShuffleUp(n{ky}, 1u);
+        var e{ky} = subgroupShuffleDown(m{ky}, 1u);
+        if (first && ml && my{ky}) {{
+            l{ky} = x4[q{ky} - 1u];
+        }}
+        if (last && mr2 && my{ky}) {{
+            e{ky} = x4[q{ky} + 2u];
+        }}
+        l{ky} = select(vec4<f32>(0.0), l{ky}, my{ky} && ml);
+        e{ky} = select(vec4<f32>(0.0), e{ky}, my{ky} && mr2);
+""")
+        v = [f"l{ky}.w"] + [f"m{ky}.{c}" for c in "xyzw"] + [f"n{ky}.{c}" for c in "xyzw"] + [f"e{ky}.x"]
+        for kx in range(3):
+            t = ky * 3 + kx
+            for h, nm in ((0, "wl"), (1, "wh")):
+                j = 2 * t + h
+                out.append(f"        let {nm}{t} = subgroupBroadcast(sw{j // 8}, {j % 8}u);\n")
+            for i in range(8):
+                out.append(f"        lo{i} = fma(vec4<f32>({v[i + kx]}), wl{t}, lo{i});\n        hi{i} = fma(vec4<f32>({v[i + kx]}), wh{t}, hi{i});\n")
+    out.append("""        plane4 += hw4;
+        wr += 9u * cop4;
+    }
+    if (!valid) {
+        return;
+    }
+""")
+    for i in range(8):
+        out.append(f"    store_col(b, oy, ox0 + {i}u, co0, lo{i}, hi{i});\n")
+    out.append("}\n")
+    text = "".join(out)
+    store = """
+// Writes output column ox of the tile's 8 channels.
+fn store_col(b: u32, oy: u32, ox: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (ox >= p.w_out) {
+        return;
+    }
+    let plane = p.h_out * p.w_out;
+    let base = (b * p.c_out + co0) * plane + oy * p.w_out + ox;
+    for (var c = 0u; c < 8u; c++) {
+        let co = co0 + c;
+        if (co >= p.c_out) {
+            return;
+        }
+        var v: f32;
+        if (c < 4u) {
+            v = lo[c];
+        } else {
+            v = hi[c - 4u];
+        }
+        let idx = base + c * plane;
+        out[idx] = epilogue(v, b, co, idx);
+    }
+}
+"""
+    k = text.index("\n@compute")
+    return text[:k] + store + text[k:] + conv_k1_subgroup()
+
+
+def conv_k1_subgroup():
+    # The 1×1 form: one tap, so each input channel's 2 weight vec4 come from
+    # lanes 0 and 1, and the 8 columns are 2 aligned vec4 (no neighbours).
+    out = ["""
+// 1×1, stride 1, padding 0, W % 4 == 0: the same scheme with one tap.
+@compute @workgroup_size(64)
+fn conv2d_k1s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32) {
+    let co0 = gid.y * 8u;
+    if (co0 >= p.c_out) {
+        return;
+    }
+    let tiles = p.batch * p.h_out * p.tiles_x;
+    let valid = gid.x < tiles;
+    let tile = min(gid.x, tiles - 1u);
+    let tx = tile % p.tiles_x;
+    let rest = tile / p.tiles_x;
+    let oy = rest % p.h_out;
+    let b = rest / p.h_out;
+    let ox0 = tx * 8u;
+    let cop4 = p.c_out_pad / 4u;
+    let hw4 = p.h * p.w / 4u;
+    let mr1 = ox0 + 4u < p.w;
+    let wo = co0 / 4u + min(sgid, 1u);
+    let qo = (oy * p.w + ox0) / 4u;
+"""]
+    for i in range(8):
+        out.append(f"    var lo{i} = vec4<f32>(0.0);\n    var hi{i} = vec4<f32>(0.0);\n")
+    out.append("""    var plane4 = b * p.c_in * hw4;
+    var wr = 0u;
+    for (var ci = 0u; ci < p.c_in; ci++) {
+        let sw = wt4[wr + wo];
+        let wl = subgroupBroadcast(sw, 0u);
+        let wh = subgroupBroadcast(sw, 1u);
+        let q = plane4 + qo;
+        let m = x4[q];
+        let n = select(vec4<f32>(0.0), x4[select(q, q + 1u, mr1)], mr1);
+""")
+    v = [f"m.{c}" for c in "xyzw"] + [f"n.{c}" for c in "xyzw"]
+    for i in range(8):
+        out.append(f"        lo{i} = fma(vec4<f32>({v[i]}), wl, lo{i});\n        hi{i} = fma(vec4<f32>({v[i]}), wh, hi{i});\n")
+    out.append("""        plane4 += hw4;
+        wr += cop4;
+    }
+    if (!valid) {
+        return;
+    }
+""")
+    for i in range(8):
+        out.append(f"    store_col(b, oy, ox0 + {i}u, co0, lo{i}, hi{i});\n")
+    out.append("}\n")
+    return "".join(out)
+
+
+def conv_backward_weight_subgroup_file():
+    # conv_backward_weight_file()'s kernel with dy's loads shared: when all
+    # lanes of a subgroup have the same Cout block (Cin blocks a multiple of
+    # the subgroup size), 4 steps' 8 dy vec4 are loaded one per lane and
+    # taken back by subgroupBroadcast; x stays per lane.
+    text = conv_backward_weight_file()
+    body = text[text.index("\n// Weight gradient"):]
+    body = body.replace("fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>)",
+                        "fn conv2d_backward_weight_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32)")
+    start = body.index("        for (var ox = ox_lo; ox < ox_hi; ox++) {\n")
+    end = body.index("        }\n    }\n    let base")
+    step = body[start:end]
+    fmas = step[step.index("            c00 = fma"):]
+    chunk = ["""        // Lane j % 8 loads step j / 2's dy vec4 j % 2 of the next 4 steps.
+        let dj = (sgid & 7u) / 2u * p.cop4 + (sgid & 1u);
+        var ox = ox_lo;
+        for (; ox + 4 <= ox_hi; ox += 4) {
+            let dl = dyt4[di + dj];
+            di += 4u * p.cop4;
+"""]
+    for t in range(4):
+        chunk.append(f"""            {{
+                let d0 = subgroupBroadcast(dl, {2 * t}u);
+                let d1 = subgroupBroadcast(dl, {2 * t + 1}u);
+                let x0 = xt4[xi];
+                let x1 = xt4[xi + 1u];
+                xi += xstep;
+""")
+        chunk.append("".join("    " + l + "\n" for l in fmas.rstrip("\n").split("\n")))
+        chunk.append("            }\n")
+    chunk.append("        }\n")
+    tail = step.replace("for (var ox = ox_lo; ox < ox_hi; ox++) {", "for (; ox < ox_hi; ox++) {")
+    body = body[:start] + "".join(chunk) + tail + body[end:]
+    intro = """
+// The weight gradient of conv2d_backward_weight.wgsl (same sums, tiles and
+// splits) for adapters with subgroups of at least 8 invocations, where all
+// lanes of a subgroup share one Cout block (ceil(Cin / 8) a multiple of the
+// subgroup size): the dy vec4 every lane of the subgroup would load alike
+// (8 per 4 steps) are loaded once, one per lane, and shared by
+// subgroupBroadcast, as in conv2d_subgroup.wgsl (storage loads at offsets
+// that are not compile-time constants are lavapipe's bottleneck).
+"""
+    return HEADER + intro + body
+
+
 if __name__ == "__main__":
     import pathlib
     import sys
@@ -582,6 +810,8 @@ if __name__ == "__main__":
     here = pathlib.Path(sys.argv[1]) if len(sys.argv) == 2 else pathlib.Path(__file__).parent
     (here / "matmul.wgsl").write_text(matmul())
     (here / "conv2d.wgsl").write_text(conv_file())
+    (here / "conv2d_subgroup.wgsl").write_text(conv_subgroup_file())
     (here / "bmm.wgsl").write_text(bmm())
     (here / "conv2d_backward_input.wgsl").write_text(conv_backward_input_file())
     (here / "conv2d_backward_weight.wgsl").write_text(conv_backward_weight_file())
+    (here / "conv2d_backward_weight_subgroup.wgsl").write_text(conv_backward_weight_subgroup_file())

@@ -295,12 +295,18 @@ fn cpu_conv2d_matches_naive() {
 }
 
 /// Cases that cross the tiled conv's 64-channel and 64-position tiles and
-/// its 16-row steps of Cin·K² unevenly.
-const CONV_ODD_CASES: [ConvCase; 4] = [
+/// its 16-row steps of Cin·K² unevenly; the last three fit the subgroup
+/// conv (stride 1, 3×3 with padding 1 or 1×1 with padding 0, W % 4 == 0)
+/// with a width that ends inside an 8-wide tile and channel counts that end
+/// inside an 8-channel block.
+const CONV_ODD_CASES: [ConvCase; 7] = [
     (1, 5, 9, 9, 70, 3, 1, 1, true),
     (2, 7, 12, 11, 13, 3, 2, 1, false),
     (1, 3, 15, 17, 65, 1, 1, 0, true),
     (1, 9, 10, 7, 3, 1, 2, 0, true),
+    (2, 5, 7, 20, 13, 3, 1, 1, true),
+    (3, 9, 5, 4, 6, 3, 1, 1, false),
+    (2, 6, 5, 12, 11, 1, 1, 0, true),
 ];
 
 /// Every conv-forward variant, forced, against the CPU op.

@@ -93,6 +93,13 @@ fn gpu_conv2d_backward_every_variant_matches_cpu() {
         (1, 70, 9, 9, 5, 3, 1, 1),
         (2, 65, 5, 13, 3, 1, 1, 0),
         (1, 4, 6, 7, 9, 3, 1, 3),
+        // The input gradient through the subgroup conv (dy 12 wide).
+        (2, 11, 5, 12, 6, 3, 1, 1),
+        (1, 9, 3, 8, 13, 1, 1, 0),
+        // The subgroup weight gradient: ceil(Cin / 8) = 8, rows of 11 and 5
+        // output columns (4-step chunks and a remainder).
+        (2, 61, 6, 11, 10, 3, 1, 1),
+        (1, 64, 9, 10, 3, 3, 2, 1),
     ];
     for v in Variant::ALL {
         g.tuner.forced.set(Some(v));

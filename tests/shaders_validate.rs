@@ -15,7 +15,8 @@ fn validate(name: &str, src: &str) -> (Module, ModuleInfo) {
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
     let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
+        // The subgroup kernels run only where the device has subgroups.
+        naga::valid::Capabilities::SUBGROUP,
     )
     .validate(&module)
     .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));

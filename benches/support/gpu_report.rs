@@ -52,14 +52,17 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
-/// `run` timed with every variant forced, then with the one the tuner picks
-/// for `class` (measured now, or taken from its cache): three rows.
+/// `run` timed with each of `variants` forced, then with the one the tuner
+/// picks for `class` (measured now, or taken from its cache): one row more
+/// than variants.
+#[allow(clippy::too_many_arguments)]
 fn variant_rows(
     g: &GpuBackend,
     o: &ReportOptions,
     what: &str,
     flops: f64,
     class: &str,
+    variants: &[Variant],
     rows: &mut Vec<Row>,
     run: impl Fn() -> Result<()>,
 ) -> Result<()> {
@@ -72,7 +75,7 @@ fn variant_rows(
         g.tuner.forced.set(None);
         ms
     };
-    for v in Variant::ALL {
+    for &v in variants {
         let ms = time(Some(v))?;
         rows.push(Row {
             what: format!("{what} {}", v.name()),
@@ -104,13 +107,21 @@ fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<(
         let w = g.random(&ws, Distribution::Normal, RngStream::new(2, i as u64))?;
         let flops = ConvGeometry::new(&xs, &ws, None, spec)?.flops();
         let what = format!("conv 3×3 {ch}→{ch} {res}² b{}", o.batch);
-        let class = tune::conv_class(3, 1, ch, ch, o.batch * res * res);
+        // The subgroup kernel is a candidate (and a row) where it fits.
+        let sg = g.subgroup_conv_fits(3, 1, 1, res);
+        let class = tune::with_subgroup(tune::conv_class(3, 1, ch, ch, o.batch * res * res), sg);
+        let variants = if sg {
+            &Variant::ALL[..]
+        } else {
+            &Variant::ALL[..2]
+        };
         variant_rows(
             g,
             o,
             &format!("{what} forward"),
             flops,
             &class,
+            variants,
             rows,
             || g.conv2d(&x, &w, None, spec).map(|_| ()),
         )?;
@@ -141,7 +152,8 @@ fn matmul_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result
         let flops = 2.0 * (m * k * n) as f64;
         let shape = format!("matmul [{m}, {k}] × [{k}, {n}]");
         let class = tune::matmul_class(m, k, n);
-        variant_rows(g, o, &shape, flops, &class, rows, || {
+        let variants = [Variant::RegisterBlocked, Variant::Tiled];
+        variant_rows(g, o, &shape, flops, &class, &variants, rows, || {
             g.matmul(&a, &b).map(|_| ())
         })?;
     }
@@ -236,11 +248,13 @@ pub fn render(g: &GpuBackend, o: &ReportOptions, rows: &[Row]) -> String {
     // The rows below say what was chosen for their shapes; the cache may hold
     // many more classes (every shape this adapter has run).
     let choices = g.tuner.choices();
-    let tiled = choices.iter().filter(|(_, v)| *v == Variant::Tiled).count();
+    let count = |w: Variant| choices.iter().filter(|(_, v)| *v == w).count();
+    let (tiled, subgroup) = (count(Variant::Tiled), count(Variant::Subgroup));
     s.push_str(&format!(
-        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled; conv backward: stride-1 dx tuned like the forward, stride-2 dx and dw register-blocked only\n",
+        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled, {subgroup} subgroup (subgroups: {}); conv backward: stride-1 dx tuned like the forward, dw between register-blocked and subgroup where it fits, stride-2 dx register-blocked only\n",
         g.tuner.mode,
         choices.len(),
+        if g.ctx.subgroups8 { "yes" } else { "no" },
     ));
     s.push_str(&format!("{:<64} {:>10} {:>9}\n", "figure", "ms", "GFLOP/s"));
     for r in rows {

@@ -29,6 +29,12 @@ struct UniformRing {
 
 pub struct GpuContext {
     pub device: wgpu::Device,
+    /// Whether the device runs subgroup operations with subgroups of at
+    /// least 8 invocations (the subgroup kernels' assumption): requested
+    /// natively where the adapter offers `Features::SUBGROUP`.
+    pub subgroups8: bool,
+    /// The adapter's largest subgroup size (0 without subgroups).
+    pub subgroup_max: u32,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
@@ -89,10 +95,25 @@ impl GpuContext {
         let info = adapter.get_info();
         // Take what the adapter offers: big models need big storage buffers.
         let limits = adapter.limits();
+        // Subgroups where offered (native only: the browser's WebGPU feature
+        // differs, see wgpu#5555) and at least 8 wide; `SCOREDD_SUBGROUPS=off`
+        // leaves them out (the kernels without them, e.g. to compare).
+        let off = std::env::var("SCOREDD_SUBGROUPS").is_ok_and(|v| v == "off");
+        let subgroup = if cfg!(target_arch = "wasm32") || off {
+            wgpu::Features::empty()
+        } else {
+            adapter.features() & wgpu::Features::SUBGROUP
+        };
+        let subgroups8 = !subgroup.is_empty() && info.subgroup_min_size >= 8;
+        let subgroup_max = if subgroups8 {
+            info.subgroup_max_size
+        } else {
+            0
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("scoredd"),
-                required_features: wgpu::Features::empty(),
+                required_features: subgroup,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -122,6 +143,8 @@ impl GpuContext {
         });
         Ok(GpuContext {
             device,
+            subgroups8,
+            subgroup_max,
             queue,
             info,
             limits,

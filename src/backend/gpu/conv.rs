@@ -1,8 +1,10 @@
 //! conv2d and its gradients on the GPU. The forward: the register-blocked
-//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2) or the tiled
+//! kernels of `conv2d.wgsl` (1×1 and 3×3, stride 1 or 2), their subgroup
+//! form `conv2d_subgroup.wgsl` (stride 1, where it fits) or the tiled
 //! `conv2d_tiled.wgsl`, as the tuner picks, on weights packed k-major. The backward: dx of a stride-1 conv is the forward kernel on dy
 //! with flipped, transposed weights; stride 2 has its own kernel; dw is one
-//! GEMM per tap with the reduction split for parallelism; db a row sum.
+//! GEMM per tap with the reduction split for parallelism (or its subgroup
+//! form, as the tuner picks); db a row sum.
 //! Operands are packed (transposed, zero-padded to 8) by `strided_pack.wgsl`,
 //! an O(n) pass next to the kernels' O(n^1.5) work.
 
@@ -50,6 +52,19 @@ struct ConvLaunch {
     tiles: usize,
     /// Output positions (batch × rows × columns).
     positions: usize,
+    /// Whether `conv2d_subgroup.wgsl` fits (3×3 with padding 1 or 1×1
+    /// with padding 0, stride 1, input width % 4 == 0, subgroups of 8 or
+    /// more).
+    subgroup: bool,
+}
+
+impl GpuBackend {
+    /// Whether the subgroup conv kernel serves a forward-kernel launch with
+    /// this kernel size, stride, padding and input width.
+    pub fn subgroup_conv_fits(&self, k: usize, stride: usize, padding: i64, w: usize) -> bool {
+        let tap_fits = matches!((k, padding), (3, 1) | (1, 0));
+        self.ctx.subgroups8 && tap_fits && stride == 1 && w.is_multiple_of(4)
+    }
 }
 
 impl GpuBackend {
@@ -144,23 +159,29 @@ impl GpuBackend {
             Bind::Storage(&res_buf),
         ];
         let positions = g.batch * g.h_out * g.w_out;
+        let subgroup = self.subgroup_conv_fits(g.k, g.stride, g.padding as i64, g.w);
         let launch = ConvLaunch {
             op: OP,
-            class: tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions),
+            class: tune::with_subgroup(
+                tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions),
+                subgroup,
+            ),
             kernel,
             k: g.k,
             stride: g.stride,
             c_out: g.c_out,
             tiles: g.batch * g.h_out * tiles_x,
             positions,
+            subgroup,
         };
         self.launch_conv(&launch, &params, &binds, &|| format!("input {:?}", x.shape))?;
         Ok(out)
     }
 
-    /// Runs a conv forward kernel, either family as the tuner picks: the
-    /// register-blocked one over 8-wide tiles × 8 channels, or the tiled one
-    /// over 64 positions × 64 channels. The forward and the stride-1 input
+    /// Runs a conv forward kernel, any family as the tuner picks: the
+    /// register-blocked one (or its subgroup form, where it fits) over
+    /// 8-wide tiles × 8 channels, or the tiled one over 64 positions × 64
+    /// channels. The forward and the stride-1 input
     /// gradient (the forward kernel on dy) both launch through here.
     fn launch_conv(
         &self,
@@ -170,11 +191,19 @@ impl GpuBackend {
         what: &dyn Fn() -> String,
     ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        self.run_tuned(&l.class, &|v| match v {
-            Variant::RegisterBlocked => {
+        let all = Variant::ALL;
+        let candidates = if l.subgroup { &all[..] } else { &all[..2] };
+        self.run_tuned(&l.class, candidates, &|v| match v {
+            Variant::RegisterBlocked | Variant::Subgroup => {
+                // Both: 8-wide tiles along x, blocks of 8 channels along y.
+                let kernel = match (v, l.k) {
+                    (Variant::Subgroup, 1) => kernels::CONV2D_K1S1_SUBGROUP,
+                    (Variant::Subgroup, _) => kernels::CONV2D_K3S1_SUBGROUP,
+                    _ => l.kernel,
+                };
                 let gx = (l.tiles as u64).div_ceil(WG as u64);
                 let groups = grid_2d(l.op, gx, l.c_out.div_ceil(8) as u64, max, what)?;
-                self.ctx.dispatch(l.kernel, &[], params, binds, groups)
+                self.ctx.dispatch(kernel, &[], params, binds, groups)
             }
             Variant::Tiled => {
                 let gx = l.positions.div_ceil(64) as u64;
@@ -336,11 +365,16 @@ impl GpuBackend {
         // Either forward family serves: the tiled one reads the (possibly
         // negative) padding as i32 too.
         let positions = g.batch * g.h * g.w;
+        // The forward kernel's input here is dy: its width and this padding.
+        let subgroup = self.subgroup_conv_fits(g.k, 1, pad, g.w_out);
         let launch = ConvLaunch {
             op: OP,
-            class: format!(
-                "dx-{}",
-                tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)
+            class: tune::with_subgroup(
+                format!(
+                    "dx-{}",
+                    tune::conv_class(g.k, 1, g.c_out, g.c_in, positions)
+                ),
+                subgroup,
             ),
             kernel,
             k: g.k,
@@ -348,6 +382,7 @@ impl GpuBackend {
             c_out: g.c_in,
             tiles,
             positions,
+            subgroup,
         };
         self.launch_conv(&launch, &params, &binds, &|| {
             format!("input gradient {:?}", dx.shape)
@@ -490,17 +525,12 @@ impl GpuBackend {
         } else {
             None
         };
-        self.ctx.dispatch(
-            kernels::CONV2D_BACKWARD_WEIGHT,
-            &[],
-            &params,
-            &[
-                Bind::Storage(&dyt),
-                Bind::Storage(&xt),
-                Bind::Storage(part.as_ref().unwrap_or(&dw.buf)),
-            ],
-            groups,
-        )?;
+        let binds = [
+            Bind::Storage(&dyt),
+            Bind::Storage(&xt),
+            Bind::Storage(part.as_ref().unwrap_or(&dw.buf)),
+        ];
+        self.dispatch_dw(g, &params, &binds, groups)?;
         if let Some(part) = part {
             let params = Conv2dBackwardReduceParams {
                 n: n as u32,
@@ -516,5 +546,36 @@ impl GpuBackend {
             )?;
         }
         Ok(())
+    }
+
+    /// The weight-gradient kernel: the register-blocked one or, where every
+    /// subgroup lies in one Cout block (ceil(Cin / 8) a multiple of the
+    /// subgroup size), either one as the tuner picks.
+    fn dispatch_dw(
+        &self,
+        g: &ConvGeometry,
+        params: &Conv2dBackwardWeightParams,
+        binds: &[Bind],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        let sg = self.ctx.subgroup_max as usize;
+        if !(self.ctx.subgroups8 && (params.nci8 as usize).is_multiple_of(sg)) {
+            let kernel = kernels::CONV2D_BACKWARD_WEIGHT;
+            return self.ctx.dispatch(kernel, &[], params, binds, groups);
+        }
+        let positions = g.batch * g.h_out * g.w_out;
+        let class = format!(
+            "dw-{}",
+            tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions)
+        );
+        let candidates = [Variant::RegisterBlocked, Variant::Subgroup];
+        self.run_tuned(&class, &candidates, &|v| {
+            let kernel = if v == Variant::Subgroup {
+                kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP
+            } else {
+                kernels::CONV2D_BACKWARD_WEIGHT
+            };
+            self.ctx.dispatch(kernel, &[], params, binds, groups)
+        })
     }
 }

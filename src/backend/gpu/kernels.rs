@@ -137,10 +137,13 @@ kernels! {
     CONV2D_K3S1: Conv2dParams = "conv2d.wgsl"::conv2d_k3s1, bindings: 6;
     CONV2D_K3S2: Conv2dParams = "conv2d.wgsl"::conv2d_k3s2, bindings: 6;
     CONV2D_TILED: Conv2dParams = "conv2d_tiled.wgsl"::conv2d_tiled, bindings: 6;
+    CONV2D_K3S1_SUBGROUP: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k3s1_subgroup, bindings: 6;
+    CONV2D_K1S1_SUBGROUP: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k1s1_subgroup, bindings: 6;
     CONV_WEIGHT_PACK: ConvWeightPackParams = "conv_weight_pack.wgsl"::conv_weight_pack, bindings: 2;
     CONV2D_BACKWARD_INPUT_K1S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k1s2, bindings: 3;
     CONV2D_BACKWARD_INPUT_K3S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k3s2, bindings: 3;
     CONV2D_BACKWARD_WEIGHT: Conv2dBackwardWeightParams = "conv2d_backward_weight.wgsl"::conv2d_backward_weight, bindings: 3;
+    CONV2D_BACKWARD_WEIGHT_SUBGROUP: Conv2dBackwardWeightParams = "conv2d_backward_weight_subgroup.wgsl"::conv2d_backward_weight_subgroup, bindings: 3;
     CONV2D_BACKWARD_REDUCE: Conv2dBackwardReduceParams = "conv2d_backward_reduce.wgsl"::conv2d_backward_reduce, bindings: 2;
     CONV2D_BACKWARD_BIAS: Conv2dBackwardBiasParams = "conv2d_backward_bias.wgsl"::conv2d_backward_bias, bindings: 2;
     GROUP_NORM: GroupNormParams = "group_norm.wgsl"::group_norm, bindings: 5;

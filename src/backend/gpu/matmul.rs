@@ -23,6 +23,9 @@ const TUNE_REPS: usize = 3;
 #[cfg(not(target_arch = "wasm32"))]
 const SKIP_FACTOR: f64 = 4.0;
 
+/// The matmul family's variants.
+const MATMUL_VARIANTS: [Variant; 2] = [Variant::RegisterBlocked, Variant::Tiled];
+
 impl GpuBackend {
     /// C = A·B into `c` (M, N > 0) with the variant chosen for this shape class.
     pub(super) fn matmul_into(
@@ -33,28 +36,40 @@ impl GpuBackend {
         c: &GpuTensor,
     ) -> Result<()> {
         let class = tune::matmul_class(p.m, p.k, p.n);
-        self.run_tuned(&class, &|v| match v {
-            Variant::RegisterBlocked => self.matmul_register_blocked(p, a, b, c),
+        self.run_tuned(&class, &MATMUL_VARIANTS, &|v| match v {
             Variant::Tiled => self.matmul_tiled(p, a, b, c),
+            _ => self.matmul_register_blocked(p, a, b, c),
         })
     }
 
     /// Runs `run` with the variant settled for `class`, or times every
-    /// variant (each run must leave the same, correct result) and keeps the
-    /// fastest.
-    pub(super) fn run_tuned(&self, class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<()> {
+    /// candidate (each run must leave the same, correct result) and keeps
+    /// the fastest. A settled variant that is not a candidate here (forced
+    /// by a test, or a shape the variant does not fit) runs as the default.
+    pub(super) fn run_tuned(
+        &self,
+        class: &str,
+        candidates: &[Variant],
+        run: &dyn Fn(Variant) -> Result<()>,
+    ) -> Result<()> {
         match self.tuner.settled(class) {
-            Some(v) => run(v),
-            None => self.tune(class, run).map(|_| ()),
+            Some(v) if candidates.contains(&v) => run(v),
+            Some(_) => run(Variant::DEFAULT),
+            None => self.tune(class, candidates, run).map(|_| ()),
         }
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    fn tune(&self, class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<Variant> {
+    fn tune(
+        &self,
+        class: &str,
+        candidates: &[Variant],
+        run: &dyn Fn(Variant) -> Result<()>,
+    ) -> Result<Variant> {
         // Work queued before us must not be billed to the first candidate.
         self.ctx.finish("autotune")?;
         let mut times = Vec::new();
-        for v in Variant::ALL {
+        for &v in candidates {
             // The warm-up also compiles the candidate's pipeline. A candidate
             // whose warm-up is already far slower than the best so far is not
             // timed again: on a software adapter a slow variant of a big conv
@@ -85,7 +100,12 @@ impl GpuBackend {
 
     /// In the browser nothing may wait for the GPU: the default, never timed.
     #[cfg(target_arch = "wasm32")]
-    fn tune(&self, _class: &str, run: &dyn Fn(Variant) -> Result<()>) -> Result<Variant> {
+    fn tune(
+        &self,
+        _class: &str,
+        _candidates: &[Variant],
+        run: &dyn Fn(Variant) -> Result<()>,
+    ) -> Result<Variant> {
         run(Variant::DEFAULT)?;
         Ok(Variant::DEFAULT)
     }

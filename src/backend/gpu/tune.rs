@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::kernels::{
-    CONV2D_K3S1, CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE, MATMUL_VEC4,
+    CONV2D_BACKWARD_WEIGHT, CONV2D_BACKWARD_WEIGHT_SUBGROUP, CONV2D_K3S1, CONV2D_K3S1_SUBGROUP,
+    CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE, MATMUL_VEC4,
 };
 
-/// A kernel family's variants (matmul and conv forward have both).
+/// A kernel family's variants (matmul and conv forward have the first two;
+/// the conv forward also the subgroup one, where it applies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// 8×8 outputs per invocation in registers (`matmul.wgsl`, A transposed
@@ -26,10 +28,19 @@ pub enum Variant {
     /// 64×64 output tiles staged through workgroup memory
     /// (`matmul_tiled.wgsl`, `conv2d_tiled.wgsl`).
     Tiled,
+    /// The register-blocked conv with each input channel's weights loaded
+    /// once per subgroup and shared by `subgroupBroadcast`
+    /// (`conv2d_subgroup.wgsl`: 3×3 with padding 1 or 1×1 with padding 0,
+    /// stride 1, W % 4 == 0, on adapters with subgroups of 8 or more); for the weight gradient, its
+    /// kernel with dy shared the same way
+    /// (`conv2d_backward_weight_subgroup.wgsl`: ceil(Cin / 8) a multiple of
+    /// the subgroup size). A shape or adapter it does not fit runs the
+    /// register-blocked kernel instead.
+    Subgroup,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::RegisterBlocked, Variant::Tiled];
+    pub const ALL: [Variant; 3] = [Variant::RegisterBlocked, Variant::Tiled, Variant::Subgroup];
     /// What `SCOREDD_TUNE=off` uses: the kernel the backend had before tuning.
     pub const DEFAULT: Variant = Variant::RegisterBlocked;
 
@@ -37,6 +48,7 @@ impl Variant {
         match self {
             Variant::RegisterBlocked => "register-blocked 8x8",
             Variant::Tiled => "tiled 64x64x16",
+            Variant::Subgroup => "subgroup 8x8",
         }
     }
 
@@ -105,6 +117,9 @@ pub fn shader_hash() -> u64 {
         MATMUL_TRANSPOSE.info,
         CONV2D_K3S1.info,
         CONV2D_TILED.info,
+        CONV2D_K3S1_SUBGROUP.info,
+        CONV2D_BACKWARD_WEIGHT.info,
+        CONV2D_BACKWARD_WEIGHT_SUBGROUP.info,
     ]
     .map(|k| k.wgsl());
     let parts: Vec<&str> = w.iter().map(|s| s.as_str()).collect();
@@ -113,11 +128,12 @@ pub fn shader_hash() -> u64 {
 
 /// The tuned kernel families, by the prefix of their shape classes
 /// (`conv_class` for the forward; the stride-1 conv input gradient's are
-/// prefixed `dx-`), for `--verbose`.
-const FAMILIES: [(&str, &str); 3] = [
+/// prefixed `dx-`, the weight gradient's `dw-`), for `--verbose`.
+const FAMILIES: [(&str, &str); 4] = [
     ("matmul", "matmul"),
     ("conv", "conv forward"),
     ("dx-conv", "conv input gradient (stride 1)"),
+    ("dw-conv", "conv weight gradient"),
 ];
 
 /// A conv forward's shape class: kernel, stride, and channels and output
@@ -130,6 +146,16 @@ pub fn conv_class(k: usize, stride: usize, c_in: usize, c_out: usize, positions:
         p2(c_out),
         p2(positions)
     )
+}
+
+/// A conv shape class, marked when the subgroup kernel is among its
+/// candidates (shapes with and without it are tuned apart).
+pub fn with_subgroup(class: String, subgroup: bool) -> String {
+    if subgroup {
+        class + " sg"
+    } else {
+        class
+    }
 }
 
 /// The cache's key for an adapter: name, driver, backend and shader hash.
