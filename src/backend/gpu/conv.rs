@@ -13,7 +13,7 @@ use super::kernels;
 use super::launch::{grid_1d, grid_2d, grid_3d, grid_rows, pad8, u32_of, PackView, WG};
 use super::params::*;
 use super::tune::{self, Variant};
-use super::{GpuBackend, GpuTensor};
+use super::{GpuBackend, GpuBuf, GpuTensor};
 use crate::backend::{numel, Conv2dGrads, ConvGeometry};
 use crate::error::{Error, Result};
 
@@ -174,7 +174,8 @@ impl GpuBackend {
             positions,
             subgroup,
         };
-        self.launch_conv(&launch, &params, &binds, &|| format!("input {:?}", x.shape))?;
+        let what = || format!("input {:?}", x.shape);
+        self.launch_conv(&launch, &params, &binds, &out.buf, &what)?;
         Ok(out)
     }
 
@@ -188,12 +189,13 @@ impl GpuBackend {
         l: &ConvLaunch,
         params: &Conv2dParams,
         binds: &[Bind],
+        out: &GpuBuf,
         what: &dyn Fn() -> String,
     ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         let all = Variant::ALL;
         let candidates = if l.subgroup { &all[..] } else { &all[..2] };
-        self.run_tuned(&l.class, candidates, &|v| match v {
+        self.run_tuned(&l.class, candidates, out, &|v| match v {
             Variant::RegisterBlocked | Variant::Subgroup => {
                 // Both: 8-wide tiles along x, blocks of 8 channels along y.
                 let kernel = match (v, l.k) {
@@ -384,9 +386,8 @@ impl GpuBackend {
             positions,
             subgroup,
         };
-        self.launch_conv(&launch, &params, &binds, &|| {
-            format!("input gradient {:?}", dx.shape)
-        })
+        let what = || format!("input gradient {:?}", dx.shape);
+        self.launch_conv(&launch, &params, &binds, &dx.buf, &what)
     }
 
     /// dx of a stride-2 conv: the dedicated kernel of conv2d_backward_input.wgsl.
@@ -530,7 +531,7 @@ impl GpuBackend {
             Bind::Storage(&xt),
             Bind::Storage(part.as_ref().unwrap_or(&dw.buf)),
         ];
-        self.dispatch_dw(g, &params, &binds, groups)?;
+        self.dispatch_dw(g, &params, &binds, part.as_ref().unwrap_or(&dw.buf), groups)?;
         if let Some(part) = part {
             let params = Conv2dBackwardReduceParams {
                 n: n as u32,
@@ -556,6 +557,7 @@ impl GpuBackend {
         g: &ConvGeometry,
         params: &Conv2dBackwardWeightParams,
         binds: &[Bind],
+        out: &GpuBuf,
         groups: (u32, u32, u32),
     ) -> Result<()> {
         let sg = self.ctx.subgroup_max as usize;
@@ -569,7 +571,7 @@ impl GpuBackend {
             tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions)
         );
         let candidates = [Variant::RegisterBlocked, Variant::Subgroup];
-        self.run_tuned(&class, &candidates, &|v| {
+        self.run_tuned(&class, &candidates, out, &|v| {
             let kernel = if v == Variant::Subgroup {
                 kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP
             } else {

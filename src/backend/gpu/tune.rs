@@ -414,3 +414,20 @@ impl Tuner {
             .collect()
     }
 }
+
+/// Whether a candidate kernel's output `b` matches the reference `a`: every
+/// element within 1e-3 of the reference's largest magnitude. Summation order
+/// differs between variants (a few ulps of the sums); a lane mix-up in a
+/// subgroup kernel moves whole values.
+pub fn agrees(a: &[f32], b: &[f32]) -> bool {
+    let scale = a
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (x - y).abs() <= 1e-3 * scale
+                || x.to_bits() == y.to_bits()
+                || (x.is_nan() && y.is_nan())
+        })
+}
