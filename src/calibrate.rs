@@ -23,7 +23,10 @@ use crate::nn::score_model::ScoreModel;
 
 mod defects;
 
-pub use defects::{synthetic_defect, with_synthetic_defects, DefectKind, DEFECT_KINDS};
+pub use defects::{
+    synthetic_defect, with_defect_kinds, with_synthetic_defects, DefectKind, DEFECT_KINDS,
+    STRUCTURAL_KINDS,
+};
 
 /// The start-time grid searched (fractions of [0, 1]); contains the paper's
 /// {0.025, …, 0.125} as a window.
@@ -58,6 +61,9 @@ pub struct SelectOptions {
     /// search's own network runs) that stage 6 may not exceed. Without one a
     /// costlier setting must win 0.002 AUROC per doubling of its time.
     pub budget_ms: Option<f64>,
+    /// The synthetic defect kinds pasted, in turn (all of [`DEFECT_KINDS`]
+    /// when empty).
+    pub kinds: Vec<DefectKind>,
 }
 
 impl Default for SelectOptions {
@@ -74,6 +80,7 @@ impl Default for SelectOptions {
             draws_grid: vec![1, 2, 4],
             flip_grid: vec![false, true],
             budget_ms: None,
+            kinds: DEFECT_KINDS.to_vec(),
         }
     }
 }
@@ -216,7 +223,7 @@ pub fn select_settings<B: NnBackend>(
     check_options(normals, opts)?;
     let c = &model.net.config;
     let size = c.image_size;
-    let (images, masks) = with_synthetic_defects(normals, c.channels, size, opts.seed);
+    let (images, masks) = with_defect_kinds(normals, c.channels, size, opts.seed, &opts.kinds);
     let set = SearchSet {
         be,
         model,
