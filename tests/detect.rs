@@ -431,13 +431,20 @@ fn structural_defects_erase_add_and_move_the_object() {
             );
             match kind {
                 // Ink removed: only ring pixels change, to the background (0).
-                DefectKind::Erase => assert!(inside.iter().all(|&p| ring[p] == 1.0 && out[p] == 0.0)),
+                DefectKind::Erase => {
+                    assert!(inside.iter().all(|&p| ring[p] == 1.0 && out[p] == 0.0))
+                }
                 // Ink added: background pixels become the ring's tone (1).
-                DefectKind::Stroke => assert!(inside.iter().all(|&p| ring[p] == 0.0 && out[p] == 1.0)),
+                DefectKind::Stroke => {
+                    assert!(inside.iter().all(|&p| ring[p] == 0.0 && out[p] == 1.0))
+                }
                 // Moved: some ink leaves, some arrives.
                 _ => {
                     assert!(inside.iter().any(|&p| out[p] > ring[p]), "warp adds no ink");
-                    assert!(inside.iter().any(|&p| out[p] < ring[p]), "warp removes no ink");
+                    assert!(
+                        inside.iter().any(|&p| out[p] < ring[p]),
+                        "warp removes no ink"
+                    );
                 }
             }
             let again = calibrate::synthetic_defect(&ring, 1, size, kind, rng);

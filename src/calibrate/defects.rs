@@ -356,7 +356,8 @@ fn warp(image: &[f32], canvas: &mut Canvas, u: &dyn Fn(u64) -> f64) {
             let w = (1.0 - r2).powi(2);
             canvas.mask[y * size + x] = 1;
             for c in 0..channels {
-                canvas.out[c * hw + y * size + x] = sample(c, px - w * dx, py - w * dy).clamp(0.0, 1.0);
+                canvas.out[c * hw + y * size + x] =
+                    sample(c, px - w * dx, py - w * dy).clamp(0.0, 1.0);
             }
         }
     }
@@ -412,7 +413,11 @@ pub fn with_defect_kinds(
     seed: u64,
     kinds: &[DefectKind],
 ) -> (Vec<Vec<f32>>, Vec<Vec<u8>>) {
-    let kinds = if kinds.is_empty() { &DEFECT_KINDS[..] } else { kinds };
+    let kinds = if kinds.is_empty() {
+        &DEFECT_KINDS[..]
+    } else {
+        kinds
+    };
     let root = RngStream::new(seed, 0x5e1ec7);
     let mut images: Vec<Vec<f32>> = normals.to_vec();
     let mut masks: Vec<Vec<u8>> = vec![vec![0u8; size * size]; normals.len()];
