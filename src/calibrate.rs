@@ -256,28 +256,9 @@ pub fn select_settings<B: NnBackend>(
     let windows = time_windows(opts.t_grid.len(), opts.max_times);
     let base_score = score_base(&mut scorer, base, &taps, &opts.t_grid)?;
     // Stages 1–3 without a profile, then (stage 4) again with a cross-fitted
-    // one; the profiled search is kept when it wins.
-    let plain_search = search_taps_and_times(&mut scorer, &taps, &windows, opts, progress)?;
+    // one; the profiled search is kept unless it loses clearly.
     let n = normals.len();
-    let mut choice = ProfileChoice {
-        found: plain_search,
-        profile: None,
-        trial: None,
-    };
-    if n >= 8 {
-        scorer.cross = Some(n);
-        let profiled = search_taps_and_times(&mut scorer, &taps, &windows, opts, progress)?;
-        scorer.cross = None;
-        choice.trial = Some([choice.found.score.key.0, profiled.score.key.0]);
-        if profiled.score.key.0 >= choice.found.score.key.0 - PROFILE_TOLERANCE {
-            let js = &windows[profiled.window];
-            let ts: Vec<f64> = js.iter().map(|&j| opts.t_grid[j]).collect();
-            let all: Vec<usize> = (0..n).collect();
-            let profile = detect::normal_profile(scorer.runs[0], &profiled.taps, js, &ts, &all)?;
-            choice.found = profiled;
-            choice.profile = Some(profile);
-        }
-    }
+    let choice = choose_profile(&mut scorer, &taps, &windows, opts, n, progress)?;
     let Found {
         score: best,
         taps: chosen,
@@ -739,6 +720,42 @@ fn search_taps_and_times(
         window: w,
         smooth,
     })
+}
+
+/// Stage 4: stages 1–3 without a profile, then again with a cross-fitted
+/// one (with at least 8 of the `n` normals); the profiled search wins unless
+/// it scores more than [`PROFILE_TOLERANCE`] below, and then keeps the
+/// profile of its taps and times measured on all `n` normals.
+fn choose_profile(
+    scorer: &mut Scorer,
+    taps: &[String],
+    windows: &[Vec<usize>],
+    opts: &SelectOptions,
+    n: usize,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<ProfileChoice> {
+    let plain = search_taps_and_times(scorer, taps, windows, opts, progress)?;
+    let mut choice = ProfileChoice {
+        found: plain,
+        profile: None,
+        trial: None,
+    };
+    if n < 8 {
+        return Ok(choice);
+    }
+    scorer.cross = Some(n);
+    let profiled = search_taps_and_times(scorer, taps, windows, opts, progress)?;
+    scorer.cross = None;
+    choice.trial = Some([choice.found.score.key.0, profiled.score.key.0]);
+    if profiled.score.key.0 >= choice.found.score.key.0 - PROFILE_TOLERANCE {
+        let js = &windows[profiled.window];
+        let ts: Vec<f64> = js.iter().map(|&j| opts.t_grid[j]).collect();
+        let all: Vec<usize> = (0..n).collect();
+        let profile = detect::normal_profile(scorer.runs[0], &profiled.taps, js, &ts, &all)?;
+        choice.found = profiled;
+        choice.profile = Some(profile);
+    }
+    Ok(choice)
 }
 
 /// The outcome of stage 4: the search kept, and the profile with it.
