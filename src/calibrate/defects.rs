@@ -203,16 +203,9 @@ pub fn synthetic_defect(
             let r = |k| (0.12 + 0.12 * u(k)) * s;
             let (ra, rb) = (r(1), r(2));
             let angle = u(3) * std::f64::consts::PI;
-            let (back, hw) = (&tones.background, size * size);
             let before = canvas.out.to_vec();
             canvas.ellipse(centre, (ra, rb), angle, |v| v);
-            for p in 0..hw {
-                if canvas.mask[p] != 0 {
-                    for c in 0..channels {
-                        canvas.out[c * hw + p] = back[c];
-                    }
-                }
-            }
+            paint_mask(&mut canvas, &tones.background);
             keep_changed(&mut canvas, &before);
         }
         DefectKind::Stroke => {
@@ -225,17 +218,10 @@ pub fn synthetic_defect(
             let a1 = a0 + (u(4) - 0.5) * 2.0;
             let p2 = inside((p1.0 + l1 * a1.cos(), p1.1 + l1 * a1.sin()));
             let half = ((0.03 + 0.03 * u(5)) * s).max(1.0);
-            let (ink, hw) = (&tones.ink, size * size);
             let before = canvas.out.to_vec();
             canvas.segment(p0, p1, half, |v| v);
             canvas.segment(p1, p2, half, |v| v);
-            for p in 0..hw {
-                if canvas.mask[p] != 0 {
-                    for c in 0..channels {
-                        canvas.out[c * hw + p] = ink[c];
-                    }
-                }
-            }
+            paint_mask(&mut canvas, &tones.ink);
             keep_changed(&mut canvas, &before);
         }
         DefectKind::Warp => warp(image, &mut canvas, &u),
@@ -295,6 +281,16 @@ impl Tones {
         let k = ((u * self.object.len() as f64) as usize).min(self.object.len() - 1);
         let p = self.object[k];
         ((p % self.size) as f64 + 0.5, (p / self.size) as f64 + 0.5)
+    }
+}
+
+/// Sets every marked pixel to `tone` (one value per channel).
+fn paint_mask(canvas: &mut Canvas, tone: &[f32]) {
+    let hw = canvas.size * canvas.size;
+    for p in (0..hw).filter(|&p| canvas.mask[p] != 0) {
+        for (c, &v) in tone.iter().enumerate() {
+            canvas.out[c * hw + p] = v;
+        }
     }
 }
 
