@@ -357,9 +357,10 @@ pub struct Selection {
     /// What the search maximised.
     #[serde(default)]
     pub objective: Objective,
-    /// The normal-profile trial: the objective's AUROC without and with the
-    /// profile, on the half of the normals (and their defects) it was not
-    /// measured on. None when too few normals to try it.
+    /// The normal-profile trial: the objective's best AUROC of the search
+    /// without and with a profile, each image's map divided by a profile
+    /// measured on the half of the normals it does not come from
+    /// (cross-fitted). None when too few normals to try it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_trial: Option<[f64; 2]>,
     /// The score-reading trial: each `[fraction of top pixels, image AUROC]`

@@ -400,6 +400,59 @@ fn synthetic_defects_change_exactly_their_mask() {
     }
 }
 
+/// The structural kinds on a digit-like image (a bright ring on black): a
+/// missing part is set to the background, extra material is drawn in the
+/// object's tone, a warp moves the ring; each changes only its non-empty
+/// mask, touches the object, and is the same for the same stream.
+#[test]
+fn structural_defects_erase_add_and_move_the_object() {
+    let size = 32;
+    let ring: Vec<f32> = (0..size * size)
+        .map(|p| {
+            let (x, y) = ((p % size) as f32 - 15.5, (p / size) as f32 - 15.5);
+            let r = (x * x + y * y).sqrt();
+            if (7.0..10.0).contains(&r) {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    for k in 0..6u64 {
+        for kind in [DefectKind::Erase, DefectKind::Stroke, DefectKind::Warp] {
+            let rng = RngStream::new(3, k);
+            let (out, mask) = calibrate::synthetic_defect(&ring, 1, size, kind, rng);
+            let inside: Vec<usize> = (0..size * size).filter(|&p| mask[p] != 0).collect();
+            assert!(inside.len() >= 3, "{kind:?}: mask of {} px", inside.len());
+            assert!((0..size * size).all(|p| mask[p] != 0 || out[p] == ring[p]));
+            assert!(
+                inside.iter().all(|&p| (out[p] - ring[p]).abs() >= 0.02),
+                "{kind:?}: the mask holds only pixels that changed"
+            );
+            match kind {
+                // Ink removed: only ring pixels change, to the background (0).
+                DefectKind::Erase => {
+                    assert!(inside.iter().all(|&p| ring[p] == 1.0 && out[p] == 0.0))
+                }
+                // Ink added: background pixels become the ring's tone (1).
+                DefectKind::Stroke => {
+                    assert!(inside.iter().all(|&p| ring[p] == 0.0 && out[p] == 1.0))
+                }
+                // Moved: some ink leaves, some arrives.
+                _ => {
+                    assert!(inside.iter().any(|&p| out[p] > ring[p]), "warp adds no ink");
+                    assert!(
+                        inside.iter().any(|&p| out[p] < ring[p]),
+                        "warp removes no ink"
+                    );
+                }
+            }
+            let again = calibrate::synthetic_defect(&ring, 1, size, kind, rng);
+            assert_eq!((out, mask), again, "{kind:?}: not deterministic");
+        }
+    }
+}
+
 #[test]
 fn calibration_quantiles_and_normalisation() {
     let scores = [1.0, 2.0, 3.0, 4.0, 5.0];

@@ -110,10 +110,15 @@ fn row(name: &str, train: &TrainSummary, ev: &Evaluation) -> BenchRow {
         detect_ms_per_image: ev.seconds * 1000.0 / n.max(1) as f64,
         test_images: n,
         settings: format!(
-            "t {:?}, taps {}, σ {}, score {}, {} draw(s){}",
+            "t {:?}, taps {}, σ {}{}, score {}, {} draw(s){}",
             s.ts,
             s.taps.join("+"),
             s.smooth,
+            if s.profile.is_some() {
+                ", normal profile"
+            } else {
+                ""
+            },
             reading(s.score_top),
             s.draws,
             if s.flip { " + flip" } else { "" }
