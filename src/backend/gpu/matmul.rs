@@ -189,23 +189,13 @@ impl GpuBackend {
 mod tests {
     use super::*;
 
-    /// A GPU backend, or None outside CI when there is no adapter (said aloud).
-    fn gpu() -> Option<GpuBackend> {
-        match GpuBackend::new() {
-            Ok(g) => Some(g),
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("no GPU in CI: {e}"),
-            Err(e) => {
-                eprintln!("SKIPPED: no GPU adapter ({e})");
-                None
-            }
-        }
-    }
-
     /// The tuner never picks a variant whose result disagrees with the
     /// default's, however fast, and leaves the default's result in place.
     #[test]
     fn the_tuner_rejects_a_variant_with_a_wrong_result() {
-        let Some(g) = gpu() else { return };
+        let Some(g) = super::super::test_backend() else {
+            return;
+        };
         let out = g.ctx.storage_output("test", 16).unwrap();
         let write = |v: &[f32]| g.ctx.queue.write_buffer(&out, 0, bytemuck::cast_slice(v));
         let run = |v: Variant| {

@@ -130,24 +130,32 @@ impl GpuBackend {
     }
 }
 
+/// A GPU backend for unit tests, or None when there is no adapter: skipped
+/// visibly outside CI, a failure under `CI=true` (CI has lavapipe).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+pub(crate) fn test_backend() -> Option<GpuBackend> {
+    match GpuBackend::new() {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but the GPU backend failed to open: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU adapter ({e})");
+            None
+        }
+    }
+}
+
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
-    use super::GpuBackend;
     use crate::backend::Backend;
 
     /// The browser's readback path, run natively: the same values as `read`,
     /// for a tensor that is still being computed when the read starts.
     #[test]
     fn read_async_matches_read() {
-        let g = match GpuBackend::new() {
-            Ok(g) => g,
-            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but the GPU backend failed to open: {e}")
-            }
-            Err(e) => {
-                eprintln!("skipping: {e}");
-                return;
-            }
+        let Some(g) = super::test_backend() else {
+            return;
         };
         let a = g.upload(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
         let b = g.upload(&[1.0, 0.5, -1.0, 2.0, 0.0, 1.0], &[3, 2]).unwrap();
