@@ -6,7 +6,8 @@
 //! conv keeps the size, else a GEMM and col2im.
 
 use super::im2col::{
-    at_least, col2im_channel, im2col, im2col_channel, row_blocks, transpose, with_scratch, RowBlock,
+    at_least, col2im_channel, column_shifts, im2col, im2col_channel, row_blocks, row_blocks_of,
+    transpose, with_scratch, RowBlock, COL_BLOCK_FLOATS,
 };
 use super::par::*;
 
@@ -61,11 +62,77 @@ impl<'a> Epilogue<'a> {
     }
 }
 
-/// Image `i` of the batch: `out = epilogue(W∗x)`.
+/// The weights of a stride-1 "same" conv (k > 1) split by kernel row, for
+/// [`conv_by_kernel_rows`]: `[ky][co][ci, kx]`. `None` for other convs.
+fn weights_by_kernel_row(g: &ConvGeometry, w: &[f32]) -> Option<Vec<f32>> {
+    let same = g.stride == 1 && g.h_out == g.h && g.w_out == g.w && g.k == 2 * g.padding + 1;
+    if !same || g.k == 1 {
+        return None;
+    }
+    let (k, kk) = (g.k, g.k * g.k);
+    let per_row = w.len() / k;
+    let mut wk = vec![0.0; w.len()];
+    // Element by element: a copy call per k floats cost more than the loop.
+    for (j, taps) in w.chunks_exact(kk).enumerate() {
+        for ky in 0..k {
+            for kx in 0..k {
+                wk[ky * per_row + j * k + kx] = taps[ky * k + kx];
+            }
+        }
+    }
+    Some(wk)
+}
+
+/// A stride-1 "same" conv as k GEMMs of depth Cin·k, one per kernel row ky,
+/// all reading one column-shifted copy of the input ([`column_shifts`]) at
+/// an offset of ky rows: k copies of the input instead of im2col's k², whose
+/// copying was an eighth of a forward.
+#[allow(clippy::too_many_arguments)]
+fn conv_by_kernel_rows(
+    g: &ConvGeometry,
+    x: &[f32],
+    wk: &[f32],
+    (scale, acc): (f32, bool),
+    out: &mut [f32],
+    budget: usize,
+    threads: usize,
+) {
+    let (k, w, n) = (g.k, g.w, g.h_out * g.w_out);
+    let depth = g.c_in * k;
+    let per_row = depth * w;
+    let whole = std::iter::once(RowBlock::whole(g));
+    // One image over several threads: one block gives the GEMMs most work.
+    let blocks: Box<dyn Iterator<Item = RowBlock>> = if threads > 1 {
+        Box::new(whole)
+    } else {
+        Box::new(row_blocks_of(g, per_row, budget))
+    };
+    for blk in blocks {
+        let ld = (blk.oy1 - blk.oy0 + k - 1) * w;
+        with_scratch(depth * ld, |xs| {
+            column_shifts(g, x, blk, xs);
+            for (ky, wrow) in wk.chunks(g.c_out * depth).enumerate() {
+                let a = MatRef::new(wrow, g.c_out, depth);
+                let b = MatRef {
+                    data: &xs[ky * w..],
+                    rows: depth,
+                    cols: blk.len(g),
+                    ld,
+                    cs: 1,
+                };
+                let dst = &mut out[blk.oy0 * w..];
+                sgemm_ld(a, b, dst, n, acc || ky > 0, scale, threads);
+            }
+        });
+    }
+}
+
+/// Image `i` of the batch: `out = epilogue(W∗x)`. `wk`: the weights split by
+/// kernel row when the conv is computed that way ([`weights_by_kernel_row`]).
 fn conv_one_image(
     g: &ConvGeometry,
     (i, x): (usize, &[f32]),
-    w: &[f32],
+    (w, wk): (&[f32], Option<&[f32]>),
     ep: &Epilogue,
     out: &mut [f32],
     threads: usize,
@@ -75,6 +142,10 @@ fn conv_one_image(
     let acc = ep.adds_anything();
     if acc {
         ep.prefill(g, i, out);
+    }
+    if let Some(wk) = wk {
+        let budget = COL_BLOCK_FLOATS;
+        return conv_by_kernel_rows(g, x, wk, (ep.scale, acc), out, budget, threads);
     }
     let wmat = MatRef::new(w, g.c_out, kdim);
     // A 1×1, stride-1, unpadded conv is already a GEMM on the input planes.
@@ -125,6 +196,8 @@ pub(super) fn conv2d_forward(
     // Whole rounds of images run one per thread; the images left over (a
     // batch of 5 on 2 threads) each get every thread, through the GEMM's own
     // split, rather than leaving threads idle while the last ones finish.
+    let wk = weights_by_kernel_row(g, w);
+    let w = (w, wk.as_deref());
     let split = g.batch - g.batch % threads;
     let (out_rounds, out_rest) = out.split_at_mut(split * out_len);
     let (x_rounds, x_rest) = x.split_at(split * in_len);
@@ -382,5 +455,100 @@ fn per_image_grads(
         }
     } else {
         run(dx, x, dy, dwt, threads);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "same" conv by its definition, no bias.
+    fn naive_same_conv(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let (k, p) = (g.k as isize, g.padding as isize);
+        let mut out = vec![0.0f32; g.c_out * g.h * g.w];
+        for co in 0..g.c_out {
+            for oy in 0..g.h as isize {
+                for ox in 0..g.w as isize {
+                    let mut acc = 0.0f64;
+                    for ci in 0..g.c_in {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) = (oy + ky - p, ox + kx - p);
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let wv = w[((co * g.c_in + ci) * g.k + ky as usize) * g.k + kx as usize];
+                                let xv = x[(ci * g.h + iy as usize) * g.w + ix as usize];
+                                acc += (wv * xv) as f64;
+                            }
+                        }
+                    }
+                    out[(co * g.h + oy as usize) * g.w + ox as usize] = acc as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// The kernel-row conv against the definition for every block height
+    /// (down to one row, where the halo is most of the block), 3×3 and 5×5,
+    /// one thread and two, narrow planes included.
+    #[test]
+    fn the_conv_by_kernel_rows_matches_the_definition_for_every_block() {
+        for (c_in, c_out, h, w, k) in [(3, 4, 7, 5, 3), (2, 3, 6, 9, 5), (1, 2, 4, 1, 3)] {
+            let g = ConvGeometry {
+                batch: 1,
+                c_in,
+                h,
+                w,
+                c_out,
+                k,
+                stride: 1,
+                padding: k / 2,
+                h_out: h,
+                w_out: w,
+            };
+            let x: Vec<f32> = (0..c_in * h * w).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let wt: Vec<f32> = (0..c_out * c_in * k * k)
+                .map(|i| ((i * 5) % 13) as f32 * 0.1 - 0.6)
+                .collect();
+            let want = naive_same_conv(&g, &x, &wt);
+            let wk = weights_by_kernel_row(&g, &wt).expect("a same conv");
+            for rows in 1..=h {
+                for threads in [1, 2] {
+                    let mut out = vec![f32::NAN; want.len()];
+                    let budget = rows * c_in * k * w;
+                    conv_by_kernel_rows(&g, &x, &wk, (1.0, false), &mut out, budget, threads);
+                    for (j, (a, b)) in out.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                            "{c_in}→{c_out} {h}×{w} k{k}, {rows}-row blocks, {threads} threads: [{j}] {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Only stride-1 convs that keep the size (k > 1) take the kernel-row path.
+    #[test]
+    fn only_same_convs_are_split_by_kernel_row() {
+        let g = |k, stride, padding, h_out| ConvGeometry {
+            batch: 1,
+            c_in: 1,
+            h: 8,
+            w: 8,
+            c_out: 1,
+            k,
+            stride,
+            padding,
+            h_out,
+            w_out: h_out,
+        };
+        let w = vec![0.0; 9];
+        assert!(weights_by_kernel_row(&g(3, 1, 1, 8), &w).is_some());
+        assert!(weights_by_kernel_row(&g(3, 2, 1, 4), &w).is_none());
+        assert!(weights_by_kernel_row(&g(3, 1, 0, 6), &w).is_none());
+        assert!(weights_by_kernel_row(&g(1, 1, 0, 8), &w[..1]).is_none());
     }
 }

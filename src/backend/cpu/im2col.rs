@@ -50,9 +50,19 @@ impl RowBlock {
 /// stays near `COL_BLOCK_FLOATS`, so it is written and then read by the GEMM
 /// from the core's L2 cache instead of memory (a whole 64×64 image's is 4.7 MB).
 pub(super) fn row_blocks(g: &ConvGeometry) -> impl Iterator<Item = RowBlock> {
-    const COL_BLOCK_FLOATS: usize = 1 << 17;
-    let kd = g.c_in * g.k * g.k;
-    let rows = (COL_BLOCK_FLOATS / (kd * g.w_out).max(1)).clamp(1, g.h_out.max(1));
+    row_blocks_of(g, g.c_in * g.k * g.k * g.w_out, COL_BLOCK_FLOATS)
+}
+
+/// The L2-sized scratch budget of one block, in floats (512 KiB).
+pub(super) const COL_BLOCK_FLOATS: usize = 1 << 17;
+
+/// Blocks of output rows, each with about `budget / floats_per_row` rows.
+pub(super) fn row_blocks_of(
+    g: &ConvGeometry,
+    floats_per_row: usize,
+    budget: usize,
+) -> impl Iterator<Item = RowBlock> {
+    let rows = (budget / floats_per_row.max(1)).clamp(1, g.h_out.max(1));
     let h = g.h_out;
     (0..h).step_by(rows).map(move |oy0| RowBlock {
         oy0,
@@ -116,6 +126,27 @@ pub(super) fn im2col_channel(g: &ConvGeometry, plane: &[f32], blk: RowBlock, col
                     };
                 }
             }
+        }
+    }
+}
+
+/// The operand of a stride-1 "same" conv computed one kernel row at a time
+/// (see `conv::conv_by_kernel_rows`): row (ci, kx), column (r, ox) holds input
+/// pixel (oy0 − p + r, ox + kx − p), zero outside the plane, for the block's
+/// rows and the k − 1 rows of halo below them. Kernel row ky then reads the
+/// same matrix shifted by ky image rows, so this is k copies of the input
+/// where im2col makes k².
+pub(super) fn column_shifts(g: &ConvGeometry, x: &[f32], blk: RowBlock, xs: &mut [f32]) {
+    let with_halo = RowBlock {
+        oy0: blk.oy0,
+        oy1: blk.oy1 + g.k - 1,
+    };
+    let (len, p) = (with_halo.len(g), g.padding as isize);
+    let chunks = xs.chunks_mut(g.k * len);
+    for (plane, cc) in x.chunks(g.h * g.w).zip(chunks).take(g.c_in) {
+        for kx in 0..g.k {
+            let shift = (-p, kx as isize - p);
+            im2col_same_row(g, plane, with_halo, shift, &mut cc[kx * len..][..len]);
         }
     }
 }
