@@ -1,8 +1,9 @@
 //! conv2d on the CPU: per image and block of output rows, im2col then one GEMM
 //! `W[Cout, Cin·k²] × col[Cin·k², rows·Wo]` onto an output prefilled with the
 //! epilogue; stride-1 "same" convs instead as one GEMM per kernel row over a
-//! column-shifted copy of the input (k copies, not k²). Images run in parallel (one GEMM thread each) when the batch can
-//! feed every core; a lone image lets the GEMM crate split its work instead.
+//! column-shifted copy of the input (k copies, not k²). Images run in
+//! parallel (one GEMM thread each) when the batch can feed every core; a
+//! lone image lets the GEMM crate split its work instead.
 //! The backward: dWᵀ from the same im2col blocks; dx as a conv of dy where the
 //! conv keeps the size, else a GEMM and col2im.
 
