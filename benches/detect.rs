@@ -43,6 +43,9 @@ fn median(reps: usize, mut f: impl FnMut()) -> f64 {
 #[path = "support/peer.rs"]
 mod peer;
 
+#[path = "support/flags.rs"]
+mod flags;
+
 /// The reference's `small` figure for `key`, in ms (faster malloc mode).
 fn peer_ms(key: &str) -> Option<f64> {
     peer::peer_ms("small", key).map(|(ms, _)| ms)
@@ -80,7 +83,7 @@ fn peak_rss_mib() -> Option<f64> {
 /// `BENCH_NCSNPP_ONLY=1`): its peak resident memory is then its own, and the
 /// 2 GB it used do not shape the memory the `small` figures run in.
 fn ncsnpp256_peak_in_child() {
-    if std::env::var_os("BENCH_SKIP_NCSNPP").is_some() {
+    if flags::on("BENCH_SKIP_NCSNPP") {
         return;
     }
     let exe = std::env::current_exe().expect("the bench's own path");
@@ -121,7 +124,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    if std::env::var_os("BENCH_NCSNPP_ONLY").is_some() {
+    if flags::on("BENCH_NCSNPP_ONLY") {
         return ncsnpp256_peak(&CpuBackend::new());
     }
     println!("Score-DD, small (64 px, RGB), T 5, r 1      1 image ms   8 images ms   images/s (8)");
@@ -130,8 +133,7 @@ fn main() {
     };
     let cpu = CpuBackend::new();
     // BENCH_SKIP_CPU=1: the GPU rows only (minutes less on a software adapter).
-    let cpu_ms = std::env::var_os("BENCH_SKIP_CPU")
-        .is_none()
+    let cpu_ms = (!flags::on("BENCH_SKIP_CPU"))
         .then(|| (time_detect(&cpu, 1, reps), time_detect(&cpu, 8, reps)));
     if let Some((c1, c8)) = cpu_ms {
         row("cpu backend", c1, c8);
@@ -157,7 +159,7 @@ fn main() {
     if cpu_ms.is_some() {
         ncsnpp256_peak_in_child();
     }
-    if std::env::var_os("BENCH_SKIP_GPU").is_some() {
+    if flags::on("BENCH_SKIP_GPU") {
         println!("gpu: skipped (BENCH_SKIP_GPU)");
         return;
     }

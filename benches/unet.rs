@@ -139,6 +139,9 @@ fn profile_phase(cpu: &CpuBackend, phase: &str, reps: usize) {
 #[path = "support/peer.rs"]
 mod peer;
 
+#[path = "support/flags.rs"]
+mod flags;
+
 /// The reference's `small` figure for `key`, in ms (faster malloc mode).
 fn peer_ms(key: &str) -> Option<f64> {
     peer::peer_ms("small", key).map(|(ms, _)| ms)
@@ -255,7 +258,7 @@ fn main() {
         "cpu backend SIMD: {} (`--no-default-features` builds the AVX2 paths alone)",
         scoredd::backend::cpu::simd_level()
     );
-    if std::env::var_os("BENCH_SKIP_GPU").is_some() {
+    if flags::on("BENCH_SKIP_GPU") {
         println!("gpu: skipped (BENCH_SKIP_GPU)");
         return;
     }
