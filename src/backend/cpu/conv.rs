@@ -479,7 +479,8 @@ mod tests {
                                 if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                                     continue;
                                 }
-                                let wv = w[((co * g.c_in + ci) * g.k + ky as usize) * g.k + kx as usize];
+                                let wv =
+                                    w[((co * g.c_in + ci) * g.k + ky as usize) * g.k + kx as usize];
                                 let xv = x[(ci * g.h + iy as usize) * g.w + ix as usize];
                                 acc += (wv * xv) as f64;
                             }
@@ -510,7 +511,9 @@ mod tests {
                 h_out: h,
                 w_out: w,
             };
-            let x: Vec<f32> = (0..c_in * h * w).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let x: Vec<f32> = (0..c_in * h * w)
+                .map(|i| ((i * 7) % 11) as f32 - 5.0)
+                .collect();
             let wt: Vec<f32> = (0..c_out * c_in * k * k)
                 .map(|i| ((i * 5) % 13) as f32 * 0.1 - 0.6)
                 .collect();
