@@ -315,20 +315,16 @@ pub fn pair_features<B: NnBackend>(
     let run = paired_run(be, model, q)?;
     let both = stack_pair(be, &run.state.whole, &run.state.own)?;
     let t2: Vec<f64> = run.t_end.iter().chain(&run.t_end).copied().collect();
-    // An inference forward runs in memory-sized chunks: the paper's 256 px
-    // model takes one sample at a time.
-    let f = model.net.forward(
-        be,
-        &model.params,
-        model.sde.as_ref(),
-        &both,
-        &t2,
-        &ForwardOpts {
-            taps,
-            ..Default::default()
-        },
-    )?;
-    Ok(f.taps)
+    // Runs in memory-sized chunks (the paper's 256 px model takes one sample
+    // at a time) and stops at the last tap: the layers after it never run.
+    let opts = ForwardOpts {
+        taps,
+        ..Default::default()
+    };
+    let sde = model.sde.as_ref();
+    model
+        .net
+        .features(be, &model.params, sde, &both, &t2, &opts)
 }
 
 /// The costly part of Score-DD, queued on the backend: [`pair_features`] and

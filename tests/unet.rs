@@ -434,3 +434,97 @@ fn inference_in_chunks_matches_one_forward() {
     assert_eq!(small.inference_batch_limit(64, 64), 16);
     assert_eq!(big.inference_batch_limit(256, 256), 1);
 }
+
+/// `features` returns exactly the taps a whole forward returns, whole or in
+/// chunks; and it stops at the last tap asked for: with a decoder weight
+/// broken (a wrong shape, which any conv over it rejects), encoder and
+/// middle taps still come back while a decoder tap or the whole forward fails.
+fn features_match_forward_and_stop_at_the_last_tap<B: NnBackend>(be: &B, what: &str) {
+    let (cfg, sde) = tiny_ve();
+    let mut m = random_model(be, cfg, sde);
+    let n = 5;
+    let x = be
+        .upload(&rand_vec(n * 32 * 32, 9), &[n, 1, 32, 32])
+        .unwrap();
+    let t: Vec<f64> = (0..n).map(|i| 0.05 + 0.15 * i as f64).collect();
+    let read = |v: &B::Tensor| be.read(v).unwrap();
+    let tap_sets: [&[&str]; 4] = [
+        &["down.0.block.0"],
+        &["mid", "down.1.block.0"],
+        &["up.1.block.0"],
+        &["up.0", "down.0.block.0"],
+    ];
+    for set in tap_sets {
+        let taps: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        let opts = ForwardOpts {
+            taps: &taps,
+            ..Default::default()
+        };
+        let whole = m
+            .net
+            .forward(be, &m.params, m.sde.as_ref(), &x, &t, &opts)
+            .unwrap();
+        for max_batch in [None, Some(2)] {
+            let fo = ForwardOpts { max_batch, ..opts };
+            let f = m
+                .net
+                .features(be, &m.params, m.sde.as_ref(), &x, &t, &fo)
+                .unwrap();
+            assert_eq!(f.len(), taps.len(), "{what} {set:?}");
+            for name in &taps {
+                assert_eq!(be.shape(&f[name]), be.shape(&whole.taps[name]));
+                assert_close(
+                    &format!("{what} features {name} (max_batch {max_batch:?})"),
+                    &read(&f[name]),
+                    &read(&whole.taps[name]),
+                    1e-6,
+                );
+            }
+        }
+    }
+    // Break the last decoder level's first conv.
+    let broken = m
+        .params
+        .names
+        .iter()
+        .position(|n| n.starts_with("up.0.block.0.") && n.ends_with("conv0.weight"))
+        .expect("tiny has up.0.block.0.conv0.weight");
+    m.params.values[broken] = be.upload(&[0.5], &[1, 1, 1, 1]).unwrap();
+    let run = |taps: &[&str]| {
+        let taps: Vec<String> = taps.iter().map(|s| s.to_string()).collect();
+        let opts = ForwardOpts {
+            taps: &taps,
+            ..Default::default()
+        };
+        m.net
+            .features(be, &m.params, m.sde.as_ref(), &x, &t, &opts)
+            .map(|f| f.len())
+    };
+    assert_eq!(run(&["down.1.block.0", "mid"]).ok(), Some(2), "{what}");
+    assert_eq!(run(&["up.1"]).ok(), Some(1), "{what}");
+    assert!(
+        run(&["up.0"]).is_err(),
+        "{what}: the broken conv did not run"
+    );
+    let opts = ForwardOpts::default();
+    assert!(m
+        .net
+        .forward(be, &m.params, m.sde.as_ref(), &x, &t, &opts)
+        .is_err());
+    let record = ForwardOpts {
+        record: true,
+        ..ForwardOpts::default()
+    };
+    assert!(m
+        .net
+        .features(be, &m.params, m.sde.as_ref(), &x, &t, &record)
+        .is_err());
+}
+
+#[test]
+fn features_match_forward_taps_and_skip_the_layers_after_the_last() {
+    features_match_forward_and_stop_at_the_last_tap(&cpu(), "cpu");
+    if let Some(g) = gpu() {
+        features_match_forward_and_stop_at_the_last_tap(&g, "gpu");
+    }
+}

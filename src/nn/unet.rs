@@ -122,6 +122,8 @@ struct Pass<'a, 'm, B: NnBackend> {
     /// Names of the feature maps asked for.
     wanted: &'a [String],
     taps: BTreeMap<String, B::Tensor>,
+    /// Stop once every wanted tap is in hand (no output needed).
+    stop_at_taps: bool,
 }
 
 impl<'m, B: NnBackend> Pass<'_, 'm, B> {
@@ -130,6 +132,11 @@ impl<'m, B: NnBackend> Pass<'_, 'm, B> {
         if self.wanted.contains(&name) {
             self.taps.insert(name, v.clone());
         }
+    }
+
+    /// Whether the pass may stop here: it only wants taps, and has them all.
+    fn has_every_tap(&self) -> bool {
+        self.stop_at_taps && self.wanted.iter().all(|n| self.taps.contains_key(n))
     }
 
     /// Records `step` when recording; otherwise its saved state is dropped
@@ -495,18 +502,118 @@ impl UNet {
             steps: Vec::new(),
             wanted: opts.taps,
             taps: BTreeMap::new(),
+            stop_at_taps: false,
         };
-        let h = pass.conv(&self.conv_in, x)?;
-        let mut hs = Vec::new();
-        pass.push_skip(&mut hs, &h);
-        let h = self.encode(&mut pass, h, &mut hs)?;
-        let h = self.middle(&mut pass, h)?;
-        let h = self.decode(&mut pass, h, &mut hs)?;
-        let h = pass.norm(&self.norm_out, &h, NormAct::Silu)?;
-        let out = pass.conv(&self.conv_out, &h)?;
+        let out = self
+            .layers(&mut pass, x)?
+            .ok_or_else(|| Error::Invalid("internal: a whole forward pass stopped early".into()))?;
         let (taps, steps) = (pass.taps, pass.steps);
         let tape = opts.record.then_some(Tape { temb, steps });
         Ok(Forward { out, taps, tape })
+    }
+
+    /// The layers over `x`: the network's output, or None when the pass
+    /// stopped at its last wanted tap (`stop_at_taps`).
+    fn layers<'m, B: NnBackend>(
+        &'m self,
+        pass: &mut Pass<'_, 'm, B>,
+        x: &B::Tensor,
+    ) -> Result<Option<B::Tensor>> {
+        let h = pass.conv(&self.conv_in, x)?;
+        let mut hs = Vec::new();
+        pass.push_skip(&mut hs, &h);
+        let h = self.encode(pass, h, &mut hs)?;
+        if pass.has_every_tap() {
+            return Ok(None);
+        }
+        let h = self.middle(pass, h)?;
+        if pass.has_every_tap() {
+            return Ok(None);
+        }
+        let h = self.decode(pass, h, &mut hs)?;
+        if pass.has_every_tap() {
+            return Ok(None);
+        }
+        let h = pass.norm(&self.norm_out, &h, NormAct::Silu)?;
+        Ok(Some(pass.conv(&self.conv_out, &h)?))
+    }
+
+    /// Only the feature maps `opts.taps` of `x` (no output, no tape): the
+    /// pass stops at the last of them, so layers after it never run —
+    /// Score-DD's feature pass with encoder taps skips the whole decoder.
+    /// Runs in chunks of `opts.max_batch` (by default memory-sized) samples
+    /// as an inference [`UNet::forward`] does.
+    pub fn features<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        sde: &dyn Sde,
+        x: &B::Tensor,
+        t: &[f64],
+        opts: &ForwardOpts,
+    ) -> Result<BTreeMap<String, B::Tensor>> {
+        if opts.record {
+            return Err(Error::Invalid(
+                "a features-only pass keeps no tape: use forward to record".into(),
+            ));
+        }
+        self.check_forward_input(be.shape(x), t, opts)?;
+        let taps = opts.taps;
+        let limit = match (opts.max_batch, be.shape(x)) {
+            (Some(m), _) => m.max(1),
+            (None, [_, _, h, w]) => self.inference_batch_limit(*h, *w),
+            _ => usize::MAX,
+        };
+        if t.len() <= limit {
+            return self.features_whole(be, p, sde, x, t, taps);
+        }
+        let mut parts = Vec::new();
+        let mut rest = x.clone();
+        for (k, tc) in t.chunks(limit.max(1)).enumerate() {
+            let chunk = if (k + 1).saturating_mul(limit) >= t.len() {
+                rest.clone()
+            } else {
+                let (a, b) = split_batch(be, &rest, tc.len())?;
+                rest = b;
+                a
+            };
+            parts.push(self.features_whole(be, p, sde, &chunk, tc, taps)?);
+        }
+        let mut tapped = BTreeMap::new();
+        for name in taps {
+            let t = concat_batch(be, parts.iter().filter_map(|f| f.get(name)))?;
+            tapped.insert(name.clone(), t);
+        }
+        Ok(tapped)
+    }
+
+    /// [`UNet::features`] over the whole batch at once.
+    fn features_whole<B: NnBackend>(
+        &self,
+        be: &B,
+        p: &ParamStore<B::Tensor>,
+        sde: &dyn Sde,
+        x: &B::Tensor,
+        t: &[f64],
+        taps: &[String],
+    ) -> Result<BTreeMap<String, B::Tensor>> {
+        self.evaluated.fetch_add(t.len() as u64, Ordering::Relaxed);
+        let temb = self.time_embedding(be, p, sde, t)?;
+        let mut pass = Pass {
+            be,
+            p,
+            ctx: BlockCtx {
+                temb_act: &temb.act,
+                dropout: None,
+            },
+            record: false,
+            steps: Vec::new(),
+            wanted: taps,
+            taps: BTreeMap::new(),
+            stop_at_taps: true,
+        };
+        self.layers(&mut pass, x)?;
+        Ok(pass.taps)
     }
 
     /// Checks a forward pass's input shape, times and requested taps.
@@ -583,6 +690,9 @@ impl UNet {
             for (j, (rb, at)) in level.blocks.iter().enumerate() {
                 h = pass.block(rb, at.as_ref(), &h)?;
                 pass.tap(format!("down.{i}.block.{j}"), &h);
+                if pass.has_every_tap() {
+                    return Ok(h);
+                }
                 pass.push_skip(hs, &h);
             }
             if let Some(d) = &level.down {
@@ -620,8 +730,14 @@ impl UNet {
                 let cat = pass.concat_skip(hs, &h)?;
                 h = pass.block(rb, at.as_ref(), &cat)?;
                 pass.tap(format!("up.{i}.block.{j}"), &h);
+                if pass.has_every_tap() {
+                    return Ok(h);
+                }
             }
             pass.tap(format!("up.{i}"), &h);
+            if pass.has_every_tap() {
+                return Ok(h);
+            }
             if let Some(u) = &level.up {
                 let (y, saved) = u.forward(pass.be, pass.p, &h)?;
                 pass.record(Step::Up(u, saved));
