@@ -98,6 +98,35 @@ function enqueue(job) {
   return run;
 }
 
+// --- kernel choice (WebGPU) ------------------------------------------------------------
+// The worker times each kernel family once per adapter (and shader version:
+// the key says both) and the page keeps the winner in localStorage.
+const KERNELS_KEY = 'scoredd-kernels';
+
+function storedKernels() {
+  try {
+    return JSON.parse(localStorage.getItem(KERNELS_KEY) || '{}') || {};
+  } catch {
+    return {}; // unreadable or blocked storage: measure again
+  }
+}
+
+function keepKernels(k) {
+  if (!k || k.stored) return;
+  try {
+    localStorage.setItem(KERNELS_KEY, JSON.stringify({ ...storedKernels(), [k.key]: k.chosen }));
+  } catch {
+    // Storage full or blocked: the next load measures again.
+  }
+}
+
+function kernelWords(k) {
+  if (!k) return '';
+  if (k.stored) return `; kernels: ${k.chosen} (measured before on this adapter)`;
+  const times = Object.entries(k.ms).map(([f, ms]) => `${f} ${ms.toFixed(0)} ms`).join(', ');
+  return `; kernels: ${k.chosen}, measured now (${times})`;
+}
+
 // --- model --------------------------------------------------------------------------
 function wantGpu() {
   return !$('force-cpu').checked;
@@ -108,10 +137,10 @@ async function loadModel(bytes, name) {
   if (bytes.byteLength > MAX_MODEL_BYTES) {
     throw new Error(`${name} is ${(bytes.byteLength / 1e6).toFixed(0)} MB; models this page takes are at most ${MAX_MODEL_BYTES / 1e6} MB`);
   }
-  setBusy(`Loading model ${name}…`);
+  setBusy(`Loading model ${name}… (on a GPU new to this page, its kernels are timed once first)`);
   let info;
   try {
-    info = await pool.load(bytes, name, wantGpu());
+    info = await pool.load(bytes, name, wantGpu(), storedKernels());
   } catch (e) {
     throw new Error(`Could not load the model: ${message(e)}`);
   }
@@ -127,7 +156,8 @@ async function loadModel(bytes, name) {
     `${name}: ${m.model.image_size} px, ${m.model.channels === 1 ? 'grey' : 'RGB'}, ` +
     `nf ${m.model.nf}, ${m.step} training steps, t {${m.detection.ts.join(', ')}}, ` +
     `taps ${m.detection.taps.join(' + ')}${m.detection.smooth ? `, smoothing σ ${m.detection.smooth} px` : ''}; ${cal}.`;
-  $('backend').textContent = `Backend: ${info.backend}`;
+  $('backend').textContent = `Backend: ${info.backend}${kernelWords(info.kernels)}`;
+  keepKernels(info.kernels);
   document.body.dataset.backend = info.kind;
   if (!state.train.running && !state.train.configTouched) {
     // A real GPU trains the 64 px model in reasonable time; the CPU and a

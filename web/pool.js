@@ -96,12 +96,13 @@ export class DetectPool {
 
   // Loads a model into the first worker (a fresh one: the old model stays in
   // use until this one has loaded), which says which backend it got.
-  async load(bytes, name, preferGpu) {
+  // `kernels`: stored kernel choices by adapter key (see worker.js).
+  async load(bytes, name, preferGpu, kernels = {}) {
     const client = new WorkerClient();
     let info;
     try {
       const init = await client.ready;
-      info = await client.call('load', { bytes: bytes.slice(0), name, preferGpu });
+      info = await client.call('load', { bytes: bytes.slice(0), name, preferGpu, kernels });
       info.minImages = init.minImages;
     } catch (e) {
       client.terminate('replaced');
@@ -126,7 +127,8 @@ export class DetectPool {
       const { bytes, name } = this.model;
       // The first worker found out whether WebGPU works: the others follow it.
       const preferGpu = this.info.kind === 'webgpu';
-      const loaded = client.ready.then(() => client.call('load', { bytes: bytes.slice(0), name, preferGpu }));
+      const kernels = this.info.kernels ? { [this.info.kernels.key]: this.info.kernels.chosen } : {};
+      const loaded = client.ready.then(() => client.call('load', { bytes: bytes.slice(0), name, preferGpu, kernels }));
       this.workers.push({ client, loaded });
     }
     await this.workers[i].loaded;

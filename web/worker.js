@@ -66,7 +66,19 @@ async function load(m) {
   if (detector) detector.free();
   detector = null;
   detector = await Detector.create(new Uint8Array(m.bytes), m.name, m.preferGpu);
-  return { meta: JSON.parse(detector.metaJson()), backend: detector.backend(), kind: detector.backendKind(), slow: detector.isSlow() };
+  const kernels = await chooseKernels(m.kernels || {});
+  return { meta: JSON.parse(detector.metaJson()), backend: detector.backend(), kind: detector.backendKind(), slow: detector.isSlow(), kernels };
+}
+
+// On WebGPU, the kernel family this adapter runs fastest: the page's stored
+// choice for this adapter key (`stored`: key → family, from localStorage),
+// else measured now. Null on the CPU.
+async function chooseKernels(stored) {
+  const key = detector.kernelKey();
+  if (key === undefined) return null;
+  if (stored[key] && detector.useKernels(stored[key])) return { key, chosen: stored[key], stored: true };
+  const t = await detector.tuneKernels();
+  return { key, chosen: t.chosen, ms: t.ms, stored: false };
 }
 
 async function detect(m) {

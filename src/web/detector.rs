@@ -11,6 +11,7 @@ use wasm_bindgen::prelude::*;
 
 use super::{adapter_words, is_software, now_ms, open_gpu, prepare, set, ReadBack, WebError};
 use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::tune::{adapter_key, Variant};
 use crate::backend::gpu::GpuBackend;
 use crate::detect::{self, DetectOptions};
 use crate::model_file::{ModelFile, ModelMeta};
@@ -147,6 +148,42 @@ impl Detector {
             .map(|c| c.normalise(raw))
     }
 
+    /// Times detection with each kernel family the browser offers and keeps
+    /// the fastest for this detector. Resolves to `{ key, chosen, ms: { family:
+    /// ms } }`, or `null` on the CPU. Natively each (kernel, shape) is timed
+    /// inside the op; a page cannot wait for the GPU there, so it times whole
+    /// detections of a mid-grey image instead, one family at a time (a warm-up
+    /// run compiles its pipelines first). `key` names the adapter, driver and
+    /// shaders: store the choice under it and hand it to `useKernels` next time.
+    #[wasm_bindgen(js_name = tuneKernels)]
+    pub fn tune_kernels(&self) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move { Ok(inner.tune_kernels().await?) })
+    }
+
+    /// Uses kernel family `name` (a `chosen` of `tuneKernels` under the same
+    /// `kernelKey`) without measuring. False on the CPU or for an unknown name.
+    #[wasm_bindgen(js_name = useKernels)]
+    pub fn use_kernels(&self, name: &str) -> bool {
+        match (&self.inner.engine, Variant::from_name(name)) {
+            (Engine::Gpu { be, .. }, Some(v)) if BROWSER_FAMILIES.contains(&v) => {
+                be.tuner.forced.set(Some(v));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What a tuning result is valid for (adapter, driver, backend, shader
+    /// hash); `undefined` on the CPU.
+    #[wasm_bindgen(js_name = kernelKey)]
+    pub fn kernel_key(&self) -> Option<String> {
+        match &self.inner.engine {
+            Engine::Gpu { be, .. } => Some(adapter_key(&be.ctx.info)),
+            Engine::Cpu { .. } => None,
+        }
+    }
+
     /// Detects defects in an image given as RGBA bytes (`width × height × 4`,
     /// as from a canvas' `getImageData`). Resolves to
     /// `{ map: Float32Array (size×size, row-major), size, score, normalised,
@@ -194,7 +231,61 @@ async fn map_on<B: ReadBack>(
         .ok_or_else(|| WebError::Usage("detection returned no map".into()))
 }
 
+/// The kernel families a page chooses between (subgroups are native only).
+const BROWSER_FAMILIES: [Variant; 2] = [Variant::RegisterBlocked, Variant::Tiled];
+
+/// A family whose first (compiling) run takes this many times the best
+/// timed run so far is out without a second run.
+const SKIP_FACTOR: f64 = 3.0;
+
 impl Inner {
+    async fn tune_kernels(&self) -> Result<JsValue, WebError> {
+        let Engine::Gpu { be, model } = &self.engine else {
+            return Ok(JsValue::NULL);
+        };
+        let cfg = &self.meta.model;
+        let grey = vec![0.5f32; cfg.channels * cfg.image_size * cfg.image_size];
+        let opts = DetectOptions::from_settings(self.meta.detection.clone());
+        let before = be.tuner.forced.get();
+        let ms = js_sys::Object::new();
+        let mut best = (Variant::DEFAULT, f64::INFINITY);
+        for v in BROWSER_FAMILIES {
+            be.tuner.forced.set(Some(v));
+            let best_ms = best.1;
+            let timed = async {
+                // The warm-up compiles the family's pipelines. A family whose
+                // warm-up is already far slower than the best is not timed
+                // again: on a software adapter that saves seconds of a load.
+                let t0 = now_ms();
+                map_on(be, model, &grey, &opts).await?;
+                let warm = now_ms() - t0;
+                if warm > SKIP_FACTOR * best_ms {
+                    return Ok(warm);
+                }
+                let t0 = now_ms();
+                map_on(be, model, &grey, &opts).await?;
+                Ok::<f64, WebError>(now_ms() - t0)
+            };
+            let t = match timed.await {
+                Ok(t) => t,
+                Err(e) => {
+                    be.tuner.forced.set(before);
+                    return Err(e);
+                }
+            };
+            set(&ms, v.name(), t);
+            if t < best.1 {
+                best = (v, t);
+            }
+        }
+        be.tuner.forced.set(Some(best.0));
+        let o = js_sys::Object::new();
+        set(&o, "key", adapter_key(&be.ctx.info));
+        set(&o, "chosen", best.0.name());
+        set(&o, "ms", ms);
+        Ok(o.into())
+    }
+
     async fn detect(&self, rgba: &[u8], width: u32, height: u32) -> Result<JsValue, WebError> {
         let t0 = now_ms();
         let cfg = &self.meta.model;

@@ -414,6 +414,22 @@ async function outlineIoUs(page, manifest) {
 }
 
 // --- the test --------------------------------------------------------------------------------
+// On WebGPU the page times the kernel families on its first load, says which
+// won, and on the next load takes the stored choice without timing again;
+// maps stay equal to the CLI's with whichever family runs.
+async function kernelChoice(page, first, ref) {
+  const families = '(register-blocked 8x8|tiled 64x64x16)';
+  const measured = new RegExp(`kernels: ${families}, measured now \\(register-blocked 8x8 \\d+ ms, tiled 64x64x16 \\d+ ms\\)`);
+  check('webgpu: kernel families timed on the first load', measured.test(first.backendText), first.backendText);
+  await page.reload();
+  await waitIdle(page);
+  const again = await lastResult(page);
+  const stored = new RegExp(`kernels: ${families} \\(measured before on this adapter\\)`);
+  check('webgpu: the stored kernel choice is used on the next load', stored.test(again.backendText), again.backendText);
+  const p = parity(again.result && again.result.map, ref);
+  check('webgpu: map after the reload equals the CLI\'s', p.ok, p.detail);
+}
+
 async function detectionPage(browser, base, label, query, ref) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 1000 }, acceptDownloads: true });
   const logs = [];
@@ -444,6 +460,7 @@ async function detectionPage(browser, base, label, query, ref) {
   check(`${label}: second run equal too`, p2.ok, p2.detail);
   checkResponsive(`${label}: page's thread during detection`, gap,
     ` during a ${second.result.ms.toFixed(0)} ms detection; idle page: ${idle.max_gap_ms.toFixed(0)} ms`);
+  if (first.backend === 'webgpu') await kernelChoice(page, first, ref);
   await page.screenshot({ path: path.join(out, `browser-${label}.png`), fullPage: true });
   report[label] = {
     backend: first.backendText,

@@ -6,8 +6,9 @@
 //!
 //! `SCOREDD_TUNE=off` always uses the default (today's register-blocked
 //! kernel); `SCOREDD_TUNE=fresh` ignores the cache and re-measures. In the
-//! browser nothing can wait for the GPU to time it, so the default is used
-//! (and kept in memory).
+//! browser nothing can wait for the GPU inside an op: there the page times
+//! whole detections once per kernel family (`Detector.tuneKernels`), forces
+//! the fastest, and keeps the choice in localStorage under the adapter key.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -239,7 +240,8 @@ pub fn default_cache_path() -> Option<PathBuf> {
     Some(base.join("scoredd").join("gpu-tune.tsv"))
 }
 
-/// The backend's tuning state: a forced variant (tests), the choices so far,
+/// The backend's tuning state: a forced variant (tests; in the browser, the
+/// family the page measured fastest, see `web::Detector::tune_kernels`), the choices so far,
 /// and the timings behind them (for the GPU report).
 pub struct Tuner {
     pub mode: TuneMode,
