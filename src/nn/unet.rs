@@ -428,28 +428,14 @@ impl UNet {
         opts: &ForwardOpts,
         limit: usize,
     ) -> Result<Forward<'_, B::Tensor>> {
-        let mut parts: Vec<Forward<B::Tensor>> = Vec::new();
-        let mut rest = x.clone();
-        for (k, tc) in t.chunks(limit).enumerate() {
-            let last = (k + 1) * limit >= t.len();
-            let chunk = if last {
-                rest.clone()
-            } else {
-                let (a, b) = split_batch(be, &rest, tc.len())?;
-                rest = b;
-                a
-            };
-            parts.push(self.forward_whole(be, p, sde, &chunk, tc, opts)?);
-        }
+        let parts = over_chunks(be, x, t, limit, |chunk, tc| {
+            self.forward_whole(be, p, sde, chunk, tc, opts)
+        })?;
         let out = concat_batch(be, parts.iter().map(|f| &f.out))?;
-        let mut tapped = BTreeMap::new();
-        for name in parts[0].taps.keys() {
-            let t = concat_batch(be, parts.iter().filter_map(|f| f.taps.get(name)))?;
-            tapped.insert(name.clone(), t);
-        }
+        let taps = concat_taps(be, opts.taps, parts.iter().map(|f| &f.taps))?;
         Ok(Forward {
             out,
-            taps: tapped,
+            taps,
             tape: None,
         })
     }
@@ -466,11 +452,7 @@ impl UNet {
         t: &[f64],
         opts: &ForwardOpts,
     ) -> Result<Forward<'_, B::Tensor>> {
-        let limit = match (opts.max_batch, be.shape(x)) {
-            (Some(m), _) => m.max(1),
-            (None, [_, _, h, w]) => self.inference_batch_limit(*h, *w),
-            _ => usize::MAX, // forward_whole reports the bad shape
-        };
+        let limit = self.chunk_limit(be.shape(x), opts);
         let n = be.shape(x).first().copied().unwrap_or(0);
         if opts.record || n <= limit || t.len() != n {
             return self.forward_whole(be, p, sde, x, t, opts);
@@ -491,19 +473,7 @@ impl UNet {
         self.check_forward_input(be.shape(x), t, opts)?;
         self.evaluated.fetch_add(t.len() as u64, Ordering::Relaxed);
         let temb = self.time_embedding(be, p, sde, t)?;
-        let mut pass = Pass {
-            be,
-            p,
-            ctx: BlockCtx {
-                temb_act: &temb.act,
-                dropout: opts.dropout.map(|r| (self.config.dropout, r)),
-            },
-            record: opts.record,
-            steps: Vec::new(),
-            wanted: opts.taps,
-            taps: BTreeMap::new(),
-            stop_at_taps: false,
-        };
+        let mut pass = self.pass(be, p, &temb.act, opts, false);
         let out = self
             .layers(&mut pass, x)?
             .ok_or_else(|| Error::Invalid("internal: a whole forward pass stopped early".into()))?;
@@ -558,33 +528,24 @@ impl UNet {
             ));
         }
         self.check_forward_input(be.shape(x), t, opts)?;
-        let taps = opts.taps;
-        let limit = match (opts.max_batch, be.shape(x)) {
+        let limit = self.chunk_limit(be.shape(x), opts);
+        if t.len() <= limit {
+            return self.features_whole(be, p, sde, x, t, opts);
+        }
+        let parts = over_chunks(be, x, t, limit, |chunk, tc| {
+            self.features_whole(be, p, sde, chunk, tc, opts)
+        })?;
+        concat_taps(be, opts.taps, parts.iter())
+    }
+
+    /// Most samples one inference pass takes: `opts.max_batch`, else the
+    /// memory budget of [`UNet::inference_batch_limit`].
+    fn chunk_limit(&self, shape: &[usize], opts: &ForwardOpts) -> usize {
+        match (opts.max_batch, shape) {
             (Some(m), _) => m.max(1),
             (None, [_, _, h, w]) => self.inference_batch_limit(*h, *w),
-            _ => usize::MAX,
-        };
-        if t.len() <= limit {
-            return self.features_whole(be, p, sde, x, t, taps);
+            _ => usize::MAX, // the pass reports the bad shape
         }
-        let mut parts = Vec::new();
-        let mut rest = x.clone();
-        for (k, tc) in t.chunks(limit.max(1)).enumerate() {
-            let chunk = if (k + 1).saturating_mul(limit) >= t.len() {
-                rest.clone()
-            } else {
-                let (a, b) = split_batch(be, &rest, tc.len())?;
-                rest = b;
-                a
-            };
-            parts.push(self.features_whole(be, p, sde, &chunk, tc, taps)?);
-        }
-        let mut tapped = BTreeMap::new();
-        for name in taps {
-            let t = concat_batch(be, parts.iter().filter_map(|f| f.get(name)))?;
-            tapped.insert(name.clone(), t);
-        }
-        Ok(tapped)
     }
 
     /// [`UNet::features`] over the whole batch at once.
@@ -595,25 +556,37 @@ impl UNet {
         sde: &dyn Sde,
         x: &B::Tensor,
         t: &[f64],
-        taps: &[String],
+        opts: &ForwardOpts,
     ) -> Result<BTreeMap<String, B::Tensor>> {
         self.evaluated.fetch_add(t.len() as u64, Ordering::Relaxed);
         let temb = self.time_embedding(be, p, sde, t)?;
-        let mut pass = Pass {
+        let mut pass = self.pass(be, p, &temb.act, opts, true);
+        self.layers(&mut pass, x)?;
+        Ok(pass.taps)
+    }
+
+    /// A pass's shared state; `stop_at_taps`: it only wants the taps.
+    fn pass<'a, B: NnBackend>(
+        &self,
+        be: &'a B,
+        p: &'a ParamStore<B::Tensor>,
+        temb_act: &'a B::Tensor,
+        opts: &'a ForwardOpts,
+        stop_at_taps: bool,
+    ) -> Pass<'a, '_, B> {
+        Pass {
             be,
             p,
             ctx: BlockCtx {
-                temb_act: &temb.act,
-                dropout: None,
+                temb_act,
+                dropout: opts.dropout.map(|r| (self.config.dropout, r)),
             },
-            record: false,
+            record: opts.record,
             steps: Vec::new(),
-            wanted: taps,
+            wanted: opts.taps,
             taps: BTreeMap::new(),
-            stop_at_taps: true,
-        };
-        self.layers(&mut pass, x)?;
-        Ok(pass.taps)
+            stop_at_taps,
+        }
     }
 
     /// Checks a forward pass's input shape, times and requested taps.
@@ -935,4 +908,45 @@ where
     let (flat, shape) =
         acc.ok_or_else(|| Error::Invalid("internal: no batch to concatenate".into()))?;
     be.reshape(&flat, &shape)
+}
+
+/// `f` over `x` in chunks of at most `limit` samples (with their times), in
+/// order: the chunks' results.
+fn over_chunks<B: NnBackend, R>(
+    be: &B,
+    x: &B::Tensor,
+    t: &[f64],
+    limit: usize,
+    mut f: impl FnMut(&B::Tensor, &[f64]) -> Result<R>,
+) -> Result<Vec<R>> {
+    let mut parts = Vec::new();
+    let mut rest = x.clone();
+    for (k, tc) in t.chunks(limit.max(1)).enumerate() {
+        let chunk = if (k + 1).saturating_mul(limit) >= t.len() {
+            rest.clone()
+        } else {
+            let (a, b) = split_batch(be, &rest, tc.len())?;
+            rest = b;
+            a
+        };
+        parts.push(f(&chunk, tc)?);
+    }
+    Ok(parts)
+}
+
+/// Each tap in `names`, its chunks' tensors concatenated back into one batch.
+fn concat_taps<'t, B: NnBackend>(
+    be: &B,
+    names: &[String],
+    parts: impl Iterator<Item = &'t BTreeMap<String, B::Tensor>> + Clone,
+) -> Result<BTreeMap<String, B::Tensor>>
+where
+    B::Tensor: 't,
+{
+    let mut tapped = BTreeMap::new();
+    for name in names {
+        let t = concat_batch(be, parts.clone().filter_map(|f| f.get(name)))?;
+        tapped.insert(name.clone(), t);
+    }
+    Ok(tapped)
 }
