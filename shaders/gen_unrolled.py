@@ -894,88 +894,6 @@ def conv_backward_weight_subgroup_file():
     return HEADER + intro + body
 
 
-def conv_backward_weight_sg_entry(k_blocks):
-    # conv_backward_weight_file()'s kernel for subgroups of exactly 8 lanes
-    # spanning k_blocks Cout blocks (ceil(Cin / 8) = 8 / k_blocks): lane l
-    # loads step l / 2's dy vec4 l % 2 of the next 4 steps for each of the
-    # subgroup's k_blocks Cout blocks; every lane takes its own block's back
-    # by subgroupBroadcast (constant lanes) and a select.
-    text = conv_backward_weight_file()
-    body = text[text.index("@compute"):]
-    body = body.replace("fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>)",
-                        f"fn conv2d_backward_weight_sg{k_blocks}(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32)")
-    early = """    if (cob >= p.nco8) {
-        return;
-    }
-"""
-    assert early in body
-    shared = ["""    // No early return: the subgroup's lanes share loads. A lane past the
-    // last Cout block loads the last one's (clamped) and stores nothing
-    // (store_row skips channels past Cout).
-    let cobc = min(cob, p.nco8 - 1u);
-    // The subgroup's first Cout block, and which of its blocks is this lane's.
-    let cob0 = (gid.x - sgid) / p.nci8;
-    let sel = sgid / p.nci8;
-"""]
-    for c in range(k_blocks):
-        shared.append(f"    let dc{c} = min(cob0 + {c}u, p.nco8 - 1u) * 2u;\n")
-    body = body.replace(early, "".join(shared))
-    body = body.replace("var di = (r * p.wo + u32(ox_lo)) * p.cop4 + cob * 2u;",
-                        "var di = (r * p.wo + u32(ox_lo)) * p.cop4 + cobc * 2u;")
-    start = body.index("        for (var ox = ox_lo; ox < ox_hi; ox++) {\n")
-    end = body.index("        }\n    }\n    let base")
-    step = body[start:end]
-    fmas = step[step.index("            c00 = fma"):]
-    chunk = ["""        // Lane l loads step l / 2's dy vec4 l % 2 of the next 4 steps, of
-        // each of the subgroup's Cout blocks.
-        let dj = (sgid / 2u) * p.cop4 + (sgid & 1u);
-        var ox = ox_lo;
-        for (; ox + 4 <= ox_hi; ox += 4) {
-"""]
-    for c in range(k_blocks):
-        chunk.append(f"            let dl{c} = dyt4[di - cobc * 2u + dc{c} + dj];\n")
-    chunk.append("            di += 4u * p.cop4;\n")
-
-    def pick(lane):
-        b = [f"subgroupBroadcast(dl{c}, {lane}u)" for c in range(k_blocks)]
-        if k_blocks == 2:
-            return f"select({b[0]}, {b[1]}, sel == 1u)"
-        assert k_blocks == 4
-        return (f"select(select({b[0]}, {b[1]}, sel == 1u), "
-                f"select({b[2]}, {b[3]}, sel == 3u), sel >= 2u)")
-    for t in range(4):
-        chunk.append(f"""            {{
-                let d0 = {pick(2 * t)};
-                let d1 = {pick(2 * t + 1)};
-                let x0 = xt4[xi];
-                let x1 = xt4[xi + 1u];
-                xi += xstep;
-""")
-        chunk.append("".join("    " + l + "\n" for l in fmas.rstrip("\n").split("\n")))
-        chunk.append("            }\n")
-    chunk.append("        }\n")
-    tail = step.replace("for (var ox = ox_lo; ox < ox_hi; ox++) {", "for (; ox < ox_hi; ox++) {")
-    return "\n" + body[:start] + "".join(chunk) + tail + body[end:]
-
-
-def conv_backward_weight_sg_file():
-    text = conv_backward_weight_file()
-    head = text[text.index("struct Params"):text.index("@compute")]
-    intro = """
-// The weight gradient of conv2d_backward_weight.wgsl (same sums, tiles and
-// splits) for subgroups of exactly 8 lanes when ceil(Cin / 8) is 4 or 2, so
-// a subgroup spans 2 or 4 Cout blocks (conv2d_backward_weight_subgroup.wgsl
-// needs it to span one): per 4 steps each lane loads one dy vec4 of each of
-// the subgroup's Cout blocks (2 or 4 loads instead of 8) and takes the ones
-// of its own block back by subgroupBroadcast and a select (storage loads at
-// offsets that are not compile-time constants are lavapipe's bottleneck).
-// Lanes are assumed to follow the invocation index, as in the other
-// subgroup kernels (the tuner checks the result against the default's).
-
-"""
-    return HEADER + intro + head + conv_backward_weight_sg_entry(2).lstrip("\n") + conv_backward_weight_sg_entry(4)
-
-
 if __name__ == "__main__":
     import pathlib
     import sys
@@ -989,4 +907,3 @@ if __name__ == "__main__":
     (here / "conv2d_backward_input.wgsl").write_text(conv_backward_input_file())
     (here / "conv2d_backward_weight.wgsl").write_text(conv_backward_weight_file())
     (here / "conv2d_backward_weight_subgroup.wgsl").write_text(conv_backward_weight_subgroup_file())
-    (here / "conv2d_backward_weight_sg.wgsl").write_text(conv_backward_weight_sg_file())

@@ -565,8 +565,7 @@ impl GpuBackend {
 
     /// The weight-gradient kernel: the register-blocked one or, where every
     /// subgroup lies in one Cout block (ceil(Cin / 8) a multiple of the
-    /// subgroup size) or subgroups of exactly 8 span 2 or 4 of them
-    /// (ceil(Cin / 8) = 4 or 2), either one as the tuner picks.
+    /// subgroup size), either one as the tuner picks.
     fn dispatch_dw(
         &self,
         g: &ConvGeometry,
@@ -576,18 +575,10 @@ impl GpuBackend {
         groups: (u32, u32, u32),
     ) -> Result<()> {
         let sg = self.ctx.subgroup_max as usize;
-        let nci8 = params.nci8 as usize;
-        let subgroup_kernel = match (self.ctx.subgroups8, sg, nci8) {
-            (false, ..) => None,
-            (true, _, n) if n.is_multiple_of(sg) => Some(kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP),
-            (true, 8, 4) => Some(kernels::CONV2D_BACKWARD_WEIGHT_SG2),
-            (true, 8, 2) => Some(kernels::CONV2D_BACKWARD_WEIGHT_SG4),
-            _ => None,
-        };
-        let Some(subgroup_kernel) = subgroup_kernel else {
+        if !(self.ctx.subgroups8 && (params.nci8 as usize).is_multiple_of(sg)) {
             let kernel = kernels::CONV2D_BACKWARD_WEIGHT;
             return self.ctx.dispatch(kernel, &[], params, binds, groups);
-        };
+        }
         let positions = g.batch * g.h_out * g.w_out;
         let class = format!(
             "dw-{}",
@@ -596,7 +587,7 @@ impl GpuBackend {
         let candidates = [Variant::RegisterBlocked, Variant::Subgroup];
         self.run_tuned(&class, &candidates, out, &|v| {
             let kernel = if v == Variant::Subgroup {
-                subgroup_kernel
+                kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP
             } else {
                 kernels::CONV2D_BACKWARD_WEIGHT
             };

@@ -147,8 +147,6 @@ kernels! {
     CONV2D_BACKWARD_INPUT_K3S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k3s2, bindings: 3;
     CONV2D_BACKWARD_WEIGHT: Conv2dBackwardWeightParams = "conv2d_backward_weight.wgsl"::conv2d_backward_weight, bindings: 3;
     CONV2D_BACKWARD_WEIGHT_SUBGROUP: Conv2dBackwardWeightParams = "conv2d_backward_weight_subgroup.wgsl"::conv2d_backward_weight_subgroup, bindings: 3;
-    CONV2D_BACKWARD_WEIGHT_SG2: Conv2dBackwardWeightParams = "conv2d_backward_weight_sg.wgsl"::conv2d_backward_weight_sg2, bindings: 3;
-    CONV2D_BACKWARD_WEIGHT_SG4: Conv2dBackwardWeightParams = "conv2d_backward_weight_sg.wgsl"::conv2d_backward_weight_sg4, bindings: 3;
     CONV2D_BACKWARD_REDUCE: Conv2dBackwardReduceParams = "conv2d_backward_reduce.wgsl"::conv2d_backward_reduce, bindings: 2;
     CONV2D_BACKWARD_BIAS: Conv2dBackwardBiasParams = "conv2d_backward_bias.wgsl"::conv2d_backward_bias, bindings: 2;
     GROUP_NORM: GroupNormParams = "group_norm.wgsl"::group_norm, bindings: 5;

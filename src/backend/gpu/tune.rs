@@ -14,9 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::kernels::{
-    CONV2D_BACKWARD_WEIGHT, CONV2D_BACKWARD_WEIGHT_SG2, CONV2D_BACKWARD_WEIGHT_SUBGROUP,
-    CONV2D_K3S1, CONV2D_K3S1_SUBGROUP, CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE,
-    MATMUL_VEC4,
+    CONV2D_BACKWARD_WEIGHT, CONV2D_BACKWARD_WEIGHT_SUBGROUP, CONV2D_K3S1, CONV2D_K3S1_SUBGROUP,
+    CONV2D_TILED, MATMUL_ANY, MATMUL_TILED, MATMUL_TRANSPOSE, MATMUL_VEC4,
 };
 
 /// A kernel family's variants (matmul and conv forward have the first two;
@@ -35,10 +34,8 @@ pub enum Variant {
     /// stride 1, W % 4 == 0, on adapters with subgroups of 8 or more); for the weight gradient, its
     /// kernel with dy shared the same way
     /// (`conv2d_backward_weight_subgroup.wgsl`: ceil(Cin / 8) a multiple of
-    /// the subgroup size), or shared across the 2 or 4 Cout blocks a
-    /// subgroup of exactly 8 spans when ceil(Cin / 8) is 4 or 2
-    /// (`conv2d_backward_weight_sg.wgsl`). A shape or adapter it does not
-    /// fit runs the register-blocked kernel instead.
+    /// the subgroup size). A shape or adapter it does not fit runs the
+    /// register-blocked kernel instead.
     Subgroup,
     /// The 3×3 subgroup conv with two output rows per invocation
     /// (`conv2d_subgroup.wgsl`, `conv2d_k3s1_subgroup_rows2`): the 4 input
@@ -135,7 +132,6 @@ pub fn shader_hash() -> u64 {
         CONV2D_K3S1_SUBGROUP.info,
         CONV2D_BACKWARD_WEIGHT.info,
         CONV2D_BACKWARD_WEIGHT_SUBGROUP.info,
-        CONV2D_BACKWARD_WEIGHT_SG2.info,
     ]
     .map(|k| k.wgsl());
     let parts: Vec<&str> = w.iter().map(|s| s.as_str()).collect();
