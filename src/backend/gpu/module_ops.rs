@@ -83,7 +83,7 @@ impl ModuleKernels for GpuBackend {
             ..Default::default()
         };
         // Channel planes of whole vec4: the kernel that takes 4 at a time.
-        let vec4 = p.s % 4 == 0;
+        let vec4 = p.s.is_multiple_of(4);
         self.launch_per_workgroup(
             OP,
             if vec4 {
@@ -135,7 +135,7 @@ impl ModuleKernels for GpuBackend {
         );
         let params = GroupNormBackwardParams { bg, groups, cg, s };
         // Channel planes of whole vec4: the kernels that take 4 at a time.
-        let vec4 = p.s % 4 == 0;
+        let vec4 = p.s.is_multiple_of(4);
         self.launch_per_workgroup(
             OP,
             if vec4 {
@@ -238,10 +238,10 @@ impl ModuleKernels for GpuBackend {
         let (n, binds) = (n as u64, &binds[..]);
         match p.op {
             // Rows of whole vec4 (the output's too): 16 or 4 outputs per invocation.
-            Resample::Upsample2x if w % 4 == 0 => {
+            Resample::Upsample2x if w.is_multiple_of(4) => {
                 self.launch_1d(kernels::UPSAMPLE2X_VEC4, &plane, binds, n / 16)
             }
-            Resample::Avgpool2x if w % 8 == 0 => {
+            Resample::Avgpool2x if w.is_multiple_of(8) => {
                 self.launch_1d(kernels::AVGPOOL2X_VEC4, &plane, binds, n / 4)
             }
             Resample::Upsample2x => self.launch_1d(kernels::UPSAMPLE2X, &plane, binds, n),
@@ -298,7 +298,7 @@ impl GpuBackend {
             s: u32_of(OP, "elements per channel", p.s)?,
             ..Default::default()
         };
-        let (kernel, threads) = if p.s % 4 == 0 {
+        let (kernel, threads) = if p.s.is_multiple_of(4) {
             (kernels::GROUP_NORM_SILU_GRAD_VEC4, x.numel() / 4)
         } else {
             (kernels::GROUP_NORM_SILU_GRAD, x.numel())

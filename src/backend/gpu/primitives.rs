@@ -232,7 +232,8 @@ impl BackendKernels for GpuBackend {
             off: 0,
         };
         // Rows of whole vec4: four elements per invocation.
-        let (kernel, threads) = if params.row_a % 4 == 0 && params.row_b % 4 == 0 {
+        let (kernel, threads) = if params.row_a.is_multiple_of(4) && params.row_b.is_multiple_of(4)
+        {
             (kernels::CONCAT_CHANNELS_VEC4, n / 4)
         } else {
             (kernels::CONCAT_CHANNELS, n)
@@ -422,7 +423,7 @@ impl GpuBackend {
         };
         let vec4 = [params.row_a, params.row_b, params.off]
             .iter()
-            .all(|v| v % 4 == 0);
+            .all(|v| v.is_multiple_of(4));
         let (kernel, threads) = if vec4 {
             (kernels::SLICE_CHANNELS_VEC4, n / 4)
         } else {
