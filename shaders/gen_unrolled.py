@@ -701,7 +701,99 @@ fn store_col(b: u32, oy: u32, ox: u32, co0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 }
 """
     k = text.index("\n@compute")
-    return text[:k] + store + text[k:] + conv_k1_subgroup()
+    return text[:k] + store + text[k:] + conv_k1_subgroup() + conv_k3_subgroup_rows2()
+
+
+def conv_k3_subgroup_rows2():
+    # conv2d_k3s1_subgroup with two output rows per invocation: the 4 input
+    # rows they see are loaded (and shuffled) once for both, and each input
+    # channel's 18 weight vec4 broadcast once for both, so the loads,
+    # shuffles and broadcasts per FMA halve (lo/hi: row oy0, lp/hp: oy0 + 1).
+    out = ["""
+// 3×3, stride 1, padding 1, W % 4 == 0, two output rows (oy0, oy0 + 1) per
+// invocation: the same sums as conv2d_k3s1_subgroup, with its input row
+// segments (4 rows for the pair) and weight broadcasts shared by both rows.
+@compute @workgroup_size(64)
+fn conv2d_k3s1_subgroup_rows2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32, @builtin(subgroup_size) sg_size: u32) {
+    let co0 = gid.y * 8u;
+    if (co0 >= p.c_out) {
+        return;
+    }
+    let pairs = (p.h_out + 1u) / 2u;
+    let tiles = p.batch * pairs * p.tiles_x;
+    let valid = gid.x < tiles;
+    let tile = min(gid.x, tiles - 1u);
+    let tx = tile % p.tiles_x;
+    let rest = tile / p.tiles_x;
+    let oy = 2u * (rest % pairs);
+    let b = rest / pairs;
+    let ox0 = tx * 8u;
+    let cop4 = p.c_out_pad / 4u;
+    let hw4 = p.h * p.w / 4u;
+    let hi = i32(p.h) - 1;
+    let iy0 = i32(oy) - 1;
+    let ml = ox0 > 0u;
+    let mr1 = ox0 + 4u < p.w;
+    let mr2 = ox0 + 8u < p.w;
+    let first = sgid == 0u;
+    let last = sgid + 1u == sg_size;
+"""]
+    for s_ in range(3):
+        out.append(f"    let j{s_} = min(sgid + {8 * s_}u, 17u);\n    let wo{s_} = (j{s_} / 2u) * cop4 + co0 / 4u + j{s_} % 2u;\n")
+    for r in range(4):
+        out.append(f"    let my{r} = iy0 + {r} >= 0 && iy0 + {r} <= hi;\n    let qo{r} = (u32(clamp(iy0 + {r}, 0, hi)) * p.w + ox0) / 4u;\n")
+    for i in range(8):
+        out.append(f"    var lo{i} = vec4<f32>(0.0);\n    var hi{i} = vec4<f32>(0.0);\n")
+    for i in range(8):
+        out.append(f"    var lp{i} = vec4<f32>(0.0);\n    var hp{i} = vec4<f32>(0.0);\n")
+    out.append("""    var plane4 = b * p.c_in * hw4;
+    var wr = 0u;
+    for (var ci = 0u; ci < p.c_in; ci++) {
+""")
+    for s_ in range(3):
+        out.append(f"        let sw{s_} = wt4[wr + wo{s_}];\n")
+    for t in range(9):
+        for h, nm in ((0, "wl"), (1, "wh")):
+            j = 2 * t + h
+            out.append(f"        let {nm}{t} = subgroupBroadcast(sw{j // 8}, {j % 8}u);\n")
+    for r in range(4):
+        out.append(f"""        let q{r} = plane4 + qo{r};
+        let m{r} = select(vec4<f32>(0.0), x4[q{r}], my{r});
+        let n{r} = select(vec4<f32>(0.0), x4[select(q{r}, q{r} + 1u, mr1)], my{r} && mr1);
+        var l{r} = subgroupShuffleUp(n{r}, 1u);
+        var e{r} = subgroupShuffleDown(m{r}, 1u);
+        if (first && ml && my{r}) {{
+            l{r} = x4[q{r} - 1u];
+        }}
+        if (last && mr2 && my{r}) {{
+            e{r} = x4[q{r} + 2u];
+        }}
+        l{r} = select(vec4<f32>(0.0), l{r}, my{r} && ml);
+        e{r} = select(vec4<f32>(0.0), e{r}, my{r} && mr2);
+""")
+        v = [f"l{r}.w"] + [f"m{r}.{c}" for c in "xyzw"] + [f"n{r}.{c}" for c in "xyzw"] + [f"e{r}.x"]
+        # Input row r is tap row r of output row oy0 and tap row r − 1 of oy0 + 1.
+        for ky, (lo, hi_) in ((r, ("lo", "hi")), (r - 1, ("lp", "hp"))):
+            if not 0 <= ky < 3:
+                continue
+            for kx in range(3):
+                t = ky * 3 + kx
+                for i in range(8):
+                    out.append(f"        {lo}{i} = fma(vec4<f32>({v[i + kx]}), wl{t}, {lo}{i});\n        {hi_}{i} = fma(vec4<f32>({v[i + kx]}), wh{t}, {hi_}{i});\n")
+    out.append("""        plane4 += hw4;
+        wr += 9u * cop4;
+    }
+    if (!valid) {
+        return;
+    }
+""")
+    for i in range(8):
+        out.append(f"    store_col(b, oy, ox0 + {i}u, co0, lo{i}, hi{i});\n")
+    out.append("    if (oy + 1u < p.h_out) {\n")
+    for i in range(8):
+        out.append(f"        store_col(b, oy + 1u, ox0 + {i}u, co0, lp{i}, hp{i});\n")
+    out.append("    }\n}\n")
+    return "".join(out)
 
 
 def conv_k1_subgroup():

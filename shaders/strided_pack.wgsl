@@ -6,6 +6,11 @@
 // Packs operands for the register-blocked kernels: bmm's A and B k-major,
 // conv2d_backward's dy and x channels-last, and its transposed (for stride 1
 // also spatially flipped) weights.
+//
+// cols_pad is a multiple of 4 (the callers pad to 8): one invocation writes
+// 4 consecutive j as one vec4, so the index arithmetic (three u32 divisions)
+// and the store, each costing one lane at a time on lavapipe, come once per
+// 4 elements.
 
 struct Params {
     batch: u32,
@@ -20,21 +25,32 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn strided_pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= p.batch * p.rows * p.cols_pad) {
+    let cp4 = p.cols_pad / 4u;
+    if (i >= p.batch * p.rows * cp4) {
         return;
     }
-    let j = i % p.cols_pad;
-    let rest = i / p.cols_pad;
+    let j0 = (i % cp4) * 4u;
+    let rest = i / cp4;
     let r = rest % p.rows;
     let t = rest / p.rows;
-    var v = 0.0;
-    if (j < p.cols) {
-        v = src[p.base + t * p.s_batch + r * p.s_row + j * p.s_col];
+    let at = p.base + t * p.s_batch + r * p.s_row + j0 * p.s_col;
+    var v = vec4<f32>(0.0);
+    if (j0 < p.cols) {
+        v.x = src[at];
     }
-    dst[i] = v;
+    if (j0 + 1u < p.cols) {
+        v.y = src[at + p.s_col];
+    }
+    if (j0 + 2u < p.cols) {
+        v.z = src[at + 2u * p.s_col];
+    }
+    if (j0 + 3u < p.cols) {
+        v.w = src[at + 3u * p.s_col];
+    }
+    dst4[i] = v;
 }

@@ -233,13 +233,17 @@ fn group_norm_matches_cpu() {
     let Some(g) = gpu() else { return };
     let c = cpu();
     // (shape, groups)
-    let cases: [(&[usize], usize); 6] = [
+    let cases: [(&[usize], usize); 8] = [
         (&[3, 6, 6, 10], 3),
         (&[3, 6, 6, 10], 2),
         (&[3, 64, 16, 16], 16),
         (&[2, 6, 5, 7], 6),
         (&[4, 12], 4),
         (&[1, 32, 33, 31], 1),
+        // S % 4 == 0, the vec4 kernels: fewer vec4 than invocations, and a
+        // group that ends inside the last round of 64.
+        (&[2, 10, 3, 4], 5),
+        (&[1, 3, 20, 20], 1),
     ];
     for (i, &(s, groups)) in cases.iter().enumerate() {
         let ch = s[1];
@@ -278,7 +282,10 @@ fn group_norm_matches_cpu() {
 fn resampling_matches_cpu() {
     let Some(g) = gpu() else { return };
     let c = cpu();
-    for (i, s) in IMAGES.iter().enumerate() {
+    // Besides IMAGES: widths of whole vec4 (upsample2x's vec4 kernel; avgpool2x's
+    // at widths % 8 == 0, here 24 and 8) with odd heights and plane counts.
+    let more = [[2, 3, 5, 12], [1, 1, 3, 4]];
+    for (i, s) in IMAGES.iter().chain(&more).enumerate() {
         let up = [s[0], s[1], 2 * s[2], 2 * s[3]];
         let inp = inputs(&[s, &up], 40 + i as u64);
         let what = format!("{s:?}");
@@ -367,11 +374,15 @@ fn gpu_resampling_adjoints() {
 fn channel_ops_match_cpu() {
     let Some(g) = gpu() else { return };
     let c = cpu();
-    let cases: [(&[usize], &[usize]); 4] = [
+    // Rows of whole vec4 (the vec4 kernels: rows of Ca·S, Cb·S and c0·S all
+    // multiples of 4) in the first and the last two cases.
+    let cases: [(&[usize], &[usize]); 6] = [
         (&[3, 6, 6, 10], &[3, 5, 6, 10]),
         (&[2, 1, 7, 9], &[2, 64, 7, 9]),
         (&[4, 3], &[4, 7]),
         (&[3, 2, 5], &[3, 0, 5]),
+        (&[2, 3, 4], &[2, 5, 4]),
+        (&[3, 3, 2, 6], &[3, 1, 2, 6]),
     ];
     for (i, &(sa, sb)) in cases.iter().enumerate() {
         let inp = inputs(&[sa, sb], 60 + i as u64);

@@ -250,8 +250,9 @@ pub fn render(g: &GpuBackend, o: &ReportOptions, rows: &[Row]) -> String {
     let choices = g.tuner.choices();
     let count = |w: Variant| choices.iter().filter(|(_, v)| *v == w).count();
     let (tiled, subgroup) = (count(Variant::Tiled), count(Variant::Subgroup));
+    let rows2 = count(Variant::SubgroupRows2);
     s.push_str(&format!(
-        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled, {subgroup} subgroup (subgroups: {}); conv backward: stride-1 dx tuned like the forward, dw between register-blocked and subgroup where it fits, stride-2 dx register-blocked only\n",
+        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled, {subgroup} subgroup, {rows2} subgroup 2 rows (subgroups: {}); conv backward: stride-1 dx tuned like the forward, dw between register-blocked and subgroup where it fits, stride-2 dx register-blocked only\n",
         g.tuner.mode,
         choices.len(),
         if g.ctx.subgroups8 { "yes" } else { "no" },

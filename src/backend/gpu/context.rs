@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::kernels::{Kernel, PipelineCache};
 use super::params::{uniform_size, KernelParams};
 use super::pool::{self, GpuBuf, MemoryStats, Pool};
+use super::profile::{self, DispatchProfile};
 use crate::error::{Error, Result};
 
 /// How many dispatches we record before submitting: enough to amortise
@@ -49,6 +50,8 @@ pub struct GpuContext {
     /// Storage buffers recycled by size class (see `pool`).
     pool: Pool,
     uniforms: RefCell<UniformRing>,
+    /// `SCOREDD_GPU_PROFILE=1`: each dispatch waited for and timed.
+    profile: Option<DispatchProfile>,
 }
 
 /// An error wgpu reported outside an error scope, kept as text: wgpu's own
@@ -156,6 +159,7 @@ impl GpuContext {
             placeholder: RefCell::new(None),
             pool: Pool::default(),
             uniforms: RefCell::default(),
+            profile: DispatchProfile::from_env(),
         })
     }
 
@@ -362,6 +366,11 @@ impl GpuContext {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        // Profiling: what was queued before is not this dispatch's.
+        let started = self.profile.as_ref().map(|_| {
+            let _ = self.finish(kernel.entry);
+            profile::now_s()
+        });
         self.with_encoder(|enc| {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(kernel.entry),
@@ -372,6 +381,10 @@ impl GpuContext {
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         });
         self.pending.set(self.pending.get() + 1);
+        if let (Some(p), Some(t)) = (&self.profile, started) {
+            self.finish(kernel.entry)?;
+            p.record(kernel.entry, groups, profile::now_s() - t);
+        }
         if self.pending.get() >= MAX_PENDING_DISPATCHES {
             self.submit();
         }
@@ -566,6 +579,14 @@ mod oneshot {
             }
             s.waker = Some(cx.waker().clone());
             Poll::Pending
+        }
+    }
+}
+
+impl Drop for GpuContext {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            eprint!("{}", p.render());
         }
     }
 }

@@ -50,6 +50,9 @@ struct ConvLaunch {
     c_out: usize,
     /// 8-wide output tiles (batch × rows × tiles per row).
     tiles: usize,
+    /// 8-wide tiles of output row pairs (batch × ⌈rows / 2⌉ × tiles per
+    /// row), for the two-row subgroup kernel.
+    tiles_rows2: usize,
     /// Output positions (batch × rows × columns).
     positions: usize,
     /// Whether `conv2d_subgroup.wgsl` fits (3×3 with padding 1 or 1×1
@@ -171,6 +174,7 @@ impl GpuBackend {
             stride: g.stride,
             c_out: g.c_out,
             tiles: g.batch * g.h_out * tiles_x,
+            tiles_rows2: g.batch * g.h_out.div_ceil(2) * tiles_x,
             positions,
             subgroup,
         };
@@ -194,16 +198,25 @@ impl GpuBackend {
     ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         let all = Variant::ALL;
-        let candidates = if l.subgroup { &all[..] } else { &all[..2] };
+        // The two-row subgroup kernel is 3×3 only.
+        let candidates = match (l.subgroup, l.k) {
+            (false, _) => &all[..2],
+            (true, 3) => &all[..],
+            (true, _) => &all[..3],
+        };
         self.run_tuned(&l.class, candidates, out, &|v| match v {
-            Variant::RegisterBlocked | Variant::Subgroup => {
-                // Both: 8-wide tiles along x, blocks of 8 channels along y.
-                let kernel = match (v, l.k) {
-                    (Variant::Subgroup, 1) => kernels::CONV2D_K1S1_SUBGROUP,
-                    (Variant::Subgroup, _) => kernels::CONV2D_K3S1_SUBGROUP,
-                    _ => l.kernel,
+            Variant::RegisterBlocked | Variant::Subgroup | Variant::SubgroupRows2 => {
+                // All: 8-wide tiles (of one row or a pair) along x, blocks of
+                // 8 channels along y.
+                let (kernel, tiles) = match (v, l.k) {
+                    (Variant::Subgroup, 1) => (kernels::CONV2D_K1S1_SUBGROUP, l.tiles),
+                    (Variant::Subgroup, _) => (kernels::CONV2D_K3S1_SUBGROUP, l.tiles),
+                    (Variant::SubgroupRows2, _) => {
+                        (kernels::CONV2D_K3S1_SUBGROUP_ROWS2, l.tiles_rows2)
+                    }
+                    _ => (l.kernel, l.tiles),
                 };
-                let gx = (l.tiles as u64).div_ceil(WG as u64);
+                let gx = (tiles as u64).div_ceil(WG as u64);
                 let groups = grid_2d(l.op, gx, l.c_out.div_ceil(8) as u64, max, what)?;
                 self.ctx.dispatch(kernel, &[], params, binds, groups)
             }
@@ -383,6 +396,7 @@ impl GpuBackend {
             stride: 1,
             c_out: g.c_in,
             tiles,
+            tiles_rows2: g.batch * g.h.div_ceil(2) * tiles_x,
             positions,
             subgroup,
         };

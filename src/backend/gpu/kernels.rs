@@ -123,6 +123,8 @@ kernels! {
     SUM_BATCH: ReduceParams = "reduce.wgsl"::sum_batch, bindings: 2;
     CONCAT_CHANNELS: ChannelsParams = "channels.wgsl"::concat_channels, bindings: 3;
     SLICE_CHANNELS: ChannelsParams = "channels.wgsl"::slice_channels, bindings: 2;
+    CONCAT_CHANNELS_VEC4: ChannelsParams = "channels_vec4.wgsl"::concat_channels_vec4, bindings: 3;
+    SLICE_CHANNELS_VEC4: ChannelsParams = "channels_vec4.wgsl"::slice_channels_vec4, bindings: 2;
 
     // The elementwise registry (backend::pointwise), found by entry name:
     // bindings = the op's operands + 1 (the output).
@@ -138,6 +140,7 @@ kernels! {
     CONV2D_K3S2: Conv2dParams = "conv2d.wgsl"::conv2d_k3s2, bindings: 6;
     CONV2D_TILED: Conv2dParams = "conv2d_tiled.wgsl"::conv2d_tiled, bindings: 6;
     CONV2D_K3S1_SUBGROUP: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k3s1_subgroup, bindings: 6;
+    CONV2D_K3S1_SUBGROUP_ROWS2: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k3s1_subgroup_rows2, bindings: 6;
     CONV2D_K1S1_SUBGROUP: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k1s1_subgroup, bindings: 6;
     CONV_WEIGHT_PACK: ConvWeightPackParams = "conv_weight_pack.wgsl"::conv_weight_pack, bindings: 2;
     CONV2D_BACKWARD_INPUT_K1S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k1s2, bindings: 3;
@@ -150,6 +153,10 @@ kernels! {
     GROUP_NORM_SILU_GRAD: GroupNormParams = "group_norm.wgsl"::group_norm_silu_grad, bindings: 6;
     GROUP_NORM_BACKWARD_DX: GroupNormBackwardParams = "group_norm_backward.wgsl"::group_norm_backward_dx, bindings: 5;
     GROUP_NORM_PARAM_GRAD: GroupNormParamGradParams = "group_norm_param_grad.wgsl"::group_norm_param_grad, bindings: 5;
+    GROUP_NORM_VEC4: GroupNormParams = "group_norm_vec4.wgsl"::group_norm_vec4, bindings: 5;
+    GROUP_NORM_SILU_GRAD_VEC4: GroupNormParams = "group_norm_vec4.wgsl"::group_norm_silu_grad_vec4, bindings: 6;
+    GROUP_NORM_BACKWARD_DX_VEC4: GroupNormBackwardParams = "group_norm_backward_vec4.wgsl"::group_norm_backward_dx_vec4, bindings: 5;
+    GROUP_NORM_PARAM_GRAD_VEC4: GroupNormParamGradParams = "group_norm_param_grad_vec4.wgsl"::group_norm_param_grad_vec4, bindings: 5;
     SOFTMAX: SoftmaxParams = "softmax.wgsl"::softmax, bindings: 2;
     SOFTMAX_BACKWARD: SoftmaxParams = "softmax_backward.wgsl"::softmax_backward, bindings: 3;
     SOFTMAX_ROW: SoftmaxParams = "softmax.wgsl"::softmax_row, bindings: 2;
@@ -159,6 +166,8 @@ kernels! {
     REDUCE_ROWS: ReduceParams = "reduce.wgsl"::reduce_rows, bindings: 2;
     UPSAMPLE2X: ResampleParams = "resample.wgsl"::upsample2x, bindings: 2;
     AVGPOOL2X: ResampleParams = "resample.wgsl"::avgpool2x, bindings: 2;
+    UPSAMPLE2X_VEC4: ResampleParams = "resample_vec4.wgsl"::upsample2x_vec4, bindings: 2;
+    AVGPOOL2X_VEC4: ResampleParams = "resample_vec4.wgsl"::avgpool2x_vec4, bindings: 2;
     FIR_UP: FirParams = "fir.wgsl"::fir_up, bindings: 2;
     FIR_DOWN: FirParams = "fir.wgsl"::fir_down, bindings: 2;
     DROPOUT_MASK: DropoutParams = "dropout.wgsl"::dropout_mask, bindings: 1, rng;

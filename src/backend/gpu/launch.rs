@@ -179,6 +179,16 @@ impl GpuBackend {
         src_len: usize,
         v: PackView,
     ) -> Result<GpuBuf> {
+        // strided_pack.wgsl writes 4 columns at a time.
+        if !v.cols_pad.is_multiple_of(4) || v.cols_pad < v.cols {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "packed rows of {} columns padded to {}: not a multiple of 4",
+                    v.cols, v.cols_pad
+                ),
+            ));
+        }
         let total = numel(op, &[v.batch, v.rows, v.cols_pad])?;
         u32_of(op, "packed operand elements", total)?;
         u32_of(op, "operand elements", src_len)?;
@@ -201,7 +211,7 @@ impl GpuBackend {
             kernels::STRIDED_PACK,
             &params,
             &[Bind::Storage(src), Bind::Storage(&dst)],
-            total as u64,
+            total as u64 / 4,
         )?;
         Ok(dst)
     }

@@ -5,7 +5,8 @@
 //! `scoredd_ops`, `train_ops`; `launch` holds the dispatch helpers they
 //! share, `kernels` and `params` the declared WGSL entry points, `pool` the
 //! recycled storage buffers, `tune` and `matmul` the kernel variants (matmul,
-//! conv forward, stride-1 conv input gradient) and the autotuner picking one.
+//! conv forward, stride-1 conv input gradient) and the autotuner picking one,
+//! `profile` the per-kernel timing of `SCOREDD_GPU_PROFILE=1`.
 
 // In the browser wgpu's handles are neither Send nor Sync; tensors still share
 // buffers through Arc so the code is one for both targets.
@@ -20,6 +21,7 @@ mod module_ops;
 pub mod params;
 mod pool;
 mod primitives;
+mod profile;
 mod scoredd_ops;
 mod train_ops;
 pub mod tune;

@@ -82,9 +82,15 @@ impl ModuleKernels for GpuBackend {
             },
             ..Default::default()
         };
+        // Channel planes of whole vec4: the kernel that takes 4 at a time.
+        let vec4 = p.s.is_multiple_of(4);
         self.launch_per_workgroup(
             OP,
-            kernels::GROUP_NORM,
+            if vec4 {
+                kernels::GROUP_NORM_VEC4
+            } else {
+                kernels::GROUP_NORM
+            },
             &params,
             &[
                 Bind::Storage(&y.buf),
@@ -128,9 +134,15 @@ impl ModuleKernels for GpuBackend {
             u32_of(OP, "elements per channel", p.s)?,
         );
         let params = GroupNormBackwardParams { bg, groups, cg, s };
+        // Channel planes of whole vec4: the kernels that take 4 at a time.
+        let vec4 = p.s.is_multiple_of(4);
         self.launch_per_workgroup(
             OP,
-            kernels::GROUP_NORM_BACKWARD_DX,
+            if vec4 {
+                kernels::GROUP_NORM_BACKWARD_DX_VEC4
+            } else {
+                kernels::GROUP_NORM_BACKWARD_DX
+            },
             &params,
             &[
                 Bind::Storage(&dx.buf),
@@ -149,7 +161,11 @@ impl ModuleKernels for GpuBackend {
         };
         self.launch_per_workgroup(
             OP,
-            kernels::GROUP_NORM_PARAM_GRAD,
+            if vec4 {
+                kernels::GROUP_NORM_PARAM_GRAD_VEC4
+            } else {
+                kernels::GROUP_NORM_PARAM_GRAD
+            },
             &params,
             &[
                 Bind::Storage(&dgamma.buf),
@@ -221,6 +237,13 @@ impl ModuleKernels for GpuBackend {
         let fir = |scale| FirParams { n, h, w, scale };
         let (n, binds) = (n as u64, &binds[..]);
         match p.op {
+            // Rows of whole vec4 (the output's too): 16 or 4 outputs per invocation.
+            Resample::Upsample2x if w.is_multiple_of(4) => {
+                self.launch_1d(kernels::UPSAMPLE2X_VEC4, &plane, binds, n / 16)
+            }
+            Resample::Avgpool2x if w.is_multiple_of(8) => {
+                self.launch_1d(kernels::AVGPOOL2X_VEC4, &plane, binds, n / 4)
+            }
             Resample::Upsample2x => self.launch_1d(kernels::UPSAMPLE2X, &plane, binds, n),
             Resample::Avgpool2x => self.launch_1d(kernels::AVGPOOL2X, &plane, binds, n),
             Resample::FirUp => self.launch_1d(kernels::FIR_UP, &fir(1.0), binds, n),
@@ -275,8 +298,13 @@ impl GpuBackend {
             s: u32_of(OP, "elements per channel", p.s)?,
             ..Default::default()
         };
+        let (kernel, threads) = if p.s.is_multiple_of(4) {
+            (kernels::GROUP_NORM_SILU_GRAD_VEC4, x.numel() / 4)
+        } else {
+            (kernels::GROUP_NORM_SILU_GRAD, x.numel())
+        };
         self.launch_1d(
-            kernels::GROUP_NORM_SILU_GRAD,
+            kernel,
             &params,
             &[
                 Bind::Storage(&out.buf),
@@ -286,7 +314,7 @@ impl GpuBackend {
                 Bind::Storage(&beta.buf),
                 Bind::Storage(&dy.buf),
             ],
-            x.numel() as u64,
+            threads as u64,
         )?;
         Ok(out)
     }

@@ -231,15 +231,22 @@ impl BackendKernels for GpuBackend {
             row_b: u32_of(OP, "second row", p.cb * p.s)?,
             off: 0,
         };
+        // Rows of whole vec4: four elements per invocation.
+        let (kernel, threads) = if params.row_a.is_multiple_of(4) && params.row_b.is_multiple_of(4)
+        {
+            (kernels::CONCAT_CHANNELS_VEC4, n / 4)
+        } else {
+            (kernels::CONCAT_CHANNELS, n)
+        };
         self.launch_1d(
-            kernels::CONCAT_CHANNELS,
+            kernel,
             &params,
             &[
                 Bind::Storage(&out.buf),
                 Bind::Storage(&a.buf),
                 Bind::Storage(&b.buf),
             ],
-            n as u64,
+            threads as u64,
         )?;
         Ok(out)
     }
@@ -414,11 +421,19 @@ impl GpuBackend {
             row_b: u32_of(OP, "input row", p.dims.c * s)?,
             off: u32_of(OP, "channel offset", c0 * s)?,
         };
+        let vec4 = [params.row_a, params.row_b, params.off]
+            .iter()
+            .all(|v| v.is_multiple_of(4));
+        let (kernel, threads) = if vec4 {
+            (kernels::SLICE_CHANNELS_VEC4, n / 4)
+        } else {
+            (kernels::SLICE_CHANNELS, n)
+        };
         self.launch_1d(
-            kernels::SLICE_CHANNELS,
+            kernel,
             &params,
             &[Bind::Storage(&out.buf), Bind::Storage(&x.buf)],
-            n as u64,
+            threads as u64,
         )?;
         Ok(out)
     }

@@ -38,10 +38,21 @@ pub enum Variant {
     /// the subgroup size). A shape or adapter it does not fit runs the
     /// register-blocked kernel instead.
     Subgroup,
+    /// The 3×3 subgroup conv with two output rows per invocation
+    /// (`conv2d_subgroup.wgsl`, `conv2d_k3s1_subgroup_rows2`): the 4 input
+    /// rows the pair sees are loaded and shuffled once, and each input
+    /// channel's weights broadcast once, for both rows. Where it fits the
+    /// 3×3 subgroup conv fits; elsewhere the register-blocked kernel runs.
+    SubgroupRows2,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::RegisterBlocked, Variant::Tiled, Variant::Subgroup];
+    pub const ALL: [Variant; 4] = [
+        Variant::RegisterBlocked,
+        Variant::Tiled,
+        Variant::Subgroup,
+        Variant::SubgroupRows2,
+    ];
     /// What `SCOREDD_TUNE=off` uses: the kernel the backend had before tuning.
     pub const DEFAULT: Variant = Variant::RegisterBlocked;
 
@@ -50,6 +61,7 @@ impl Variant {
             Variant::RegisterBlocked => "register-blocked 8x8",
             Variant::Tiled => "tiled 64x64x16",
             Variant::Subgroup => "subgroup 8x8",
+            Variant::SubgroupRows2 => "subgroup 8x8 2 rows",
         }
     }
 
