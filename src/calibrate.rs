@@ -64,6 +64,9 @@ pub struct SelectOptions {
     /// The synthetic defect kinds pasted, in turn (all of [`DEFECT_KINDS`]
     /// when empty).
     pub kinds: Vec<DefectKind>,
+    /// Also offer every tap compared by relative distance (`tap~rel`, see
+    /// [`detect::RELATIVE`]): the search then picks each tap's distance.
+    pub relative: bool,
 }
 
 impl Default for SelectOptions {
@@ -81,6 +84,7 @@ impl Default for SelectOptions {
             flip_grid: vec![false, true],
             budget_ms: None,
             kinds: DEFECT_KINDS.to_vec(),
+            relative: true,
         }
     }
 }
@@ -231,7 +235,10 @@ pub fn select_settings<B: NnBackend>(
         base,
         opts,
     };
-    let taps = model.net.tap_names();
+    let taps = match opts.relative {
+        true => detect::tap_variants(&model.net.tap_names()),
+        false => model.net.tap_names(),
+    };
     let total = images.len();
     let plain = detect::Run {
         draw: 0,
