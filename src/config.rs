@@ -227,7 +227,8 @@ pub struct DetectionSettings {
     /// Reverse steps per start time.
     pub r: usize,
     pub sampler: Sampler,
-    /// Feature maps compared (names from `UNet::tap_names`).
+    /// Feature maps compared (names from `UNet::tap_names`; `NAME~rel` is NAME
+    /// compared by relative distance, see `detect::RELATIVE`).
     pub taps: Vec<String>,
     /// Gaussian smoothing of the map, σ in model pixels (0 = off).
     #[serde(default)]

@@ -113,6 +113,27 @@ pub fn steps_to_eps(sde: &dyn crate::sde::Sde, t: f64) -> usize {
     ((t - sde.eps()) / sde.dt()).ceil().max(1.0) as usize
 }
 
+/// Suffix of a tap compared by relative distance
+/// ([`crate::backend::ScoreDdOps::pair_relative_distance`]): `mid~rel` is the
+/// feature map `mid`, its distance divided by the features' norms.
+pub const RELATIVE: &str = "~rel";
+
+/// A tap as settings name it: the network's feature map, and whether its
+/// distance is relative.
+pub fn tap_parts(tap: &str) -> (&str, bool) {
+    match tap.strip_suffix(RELATIVE) {
+        Some(base) => (base, true),
+        None => (tap, false),
+    }
+}
+
+/// Every feature map of `names` with each distance: the plain ones, then
+/// the relative ones.
+pub fn tap_variants(names: &[String]) -> Vec<String> {
+    let rel = names.iter().map(|n| format!("{n}{RELATIVE}"));
+    names.iter().cloned().chain(rel).collect()
+}
+
 /// Checks settings against a model: times in (ε, 1], r ≥ 1, known non-empty taps.
 pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Result<()> {
     let s = &opts.settings;
@@ -157,7 +178,11 @@ pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Re
             return Err(Error::Invalid("detection needs at least one tap".into()));
         }
         let known = model.net.tap_names();
-        if let Some(bad) = s.taps.iter().find(|t| !known.contains(t)) {
+        if let Some(bad) = s
+            .taps
+            .iter()
+            .find(|t| !known.iter().any(|k| k == tap_parts(t).0))
+        {
             return Err(Error::Invalid(format!(
                 "unknown feature map {bad:?}; this model has {}",
                 known.join(", ")
@@ -335,7 +360,14 @@ pub fn tap_distances_device<B: NnBackend>(
     q: &PairedQuery,
     taps: &[String],
 ) -> Result<DeviceDistances<B::Tensor>> {
-    let f = pair_features(be, model, q, taps)?;
+    let mut bases: Vec<String> = Vec::new();
+    for t in taps {
+        let b = tap_parts(t).0;
+        if !bases.iter().any(|x| x == b) {
+            bases.push(b.to_string());
+        }
+    }
+    let f = pair_features(be, model, q, &bases)?;
     let mut out = DeviceDistances {
         taps: taps.to_vec(),
         tensors: Vec::new(),
@@ -344,10 +376,14 @@ pub fn tap_distances_device<B: NnBackend>(
         times: q.ts.len(),
     };
     for name in taps {
+        let (base, relative) = tap_parts(name);
         let feat = f
-            .get(name)
-            .ok_or_else(|| Error::Invalid(format!("the network did not return tap {name:?}")))?;
-        let d = be.pair_distance(feat)?;
+            .get(base)
+            .ok_or_else(|| Error::Invalid(format!("the network did not return tap {base:?}")))?;
+        let d = match relative {
+            true => be.pair_relative_distance(feat)?,
+            false => be.pair_distance(feat)?,
+        };
         let shape = be.shape(&d).to_vec();
         out.shapes.push((shape[1], shape[2]));
         out.tensors.push(d);

@@ -188,6 +188,55 @@ fn aggregation_sums_over_t_upsamples_and_multiplies_taps() {
 }
 
 #[test]
+fn a_relative_tap_maps_by_the_relative_distance_of_its_feature_map() {
+    assert_eq!(detect::tap_parts("up.0~rel"), ("up.0", true));
+    assert_eq!(detect::tap_parts("up.0"), ("up.0", false));
+    let names = ["a".to_string(), "b".to_string()];
+    assert_eq!(detect::tap_variants(&names), ["a", "b", "a~rel", "b~rel"]);
+    let be = cpu();
+    let m = model(&be);
+    let imgs = images(2);
+    let ts = [0.1, 0.05];
+    let mut o = opts(&ts, 1);
+    o.settings.taps = vec!["up.1~rel".into(), "up.1".into()];
+    let maps = detect::anomaly_maps(&be, &m, &refs(&imgs), &[0, 1], &o).unwrap();
+    // By hand: the relative and the plain distance of the same features.
+    let q = detect::PairedQuery {
+        images: &refs(&imgs),
+        ids: &[0, 1],
+        ts: &ts,
+        r: 1,
+        sampler: Sampler::Ode,
+        seed: 0,
+        draw: 0,
+    };
+    let f = detect::pair_features(&be, &m, &q, &["up.1".to_string()]).unwrap();
+    let rel = be
+        .read(&be.pair_relative_distance(&f["up.1"]).unwrap())
+        .unwrap();
+    let abs = be.read(&be.pair_distance(&f["up.1"]).unwrap()).unwrap();
+    let hw = rel.len() / 4;
+    let side = (hw as f64).sqrt() as usize;
+    for i in 0..2 {
+        let sum = |d: &[f32]| -> Vec<f32> {
+            (0..hw)
+                .map(|p| d[2 * i * hw + p] + d[(2 * i + 1) * hw + p])
+                .collect()
+        };
+        let (r, a) = (sum(&rel), sum(&abs));
+        let want: Vec<f32> = detect::bilinear_resize(&r, side, side, 32, 32)
+            .iter()
+            .zip(detect::bilinear_resize(&a, side, side, 32, 32))
+            .map(|(x, y)| x * y)
+            .collect();
+        assert_close("relative × plain", &maps[i], &want, 1e-5);
+    }
+    // Relative distances lie in [0, 1] and are not the plain ones.
+    assert!(rel.iter().all(|&v| (0.0..=1.0).contains(&v)));
+    assert!(rel.iter().zip(&abs).any(|(r, a)| (r - a).abs() > 1e-3));
+}
+
+#[test]
 fn gaussian_smoothing_keeps_constants_and_mass() {
     let flat = vec![2.5f32; 16 * 16];
     assert_close(
@@ -225,6 +274,9 @@ fn bad_settings_and_images_are_refused() {
     let mut o = opts(&[0.1], 1);
     o.settings.taps = vec!["up.9".into()];
     assert!(bad(o), "unknown tap");
+    let mut o = opts(&[0.1], 1);
+    o.settings.taps = vec!["up.9~rel".into()];
+    assert!(bad(o), "unknown tap, relative");
     let mut o = opts(&[0.1], 1);
     o.settings.smooth = -1.0;
     assert!(bad(o), "negative smoothing");
@@ -533,7 +585,10 @@ fn automatic_selection_picks_grid_settings_at_least_as_good_as_the_default() {
         calibrate::select_settings(&be, &m, &normals, &base, &sel_opts, &mut |_, _, _| {}).unwrap();
     assert!(!settings.taps.is_empty() && settings.taps.len() <= 2);
     let known = m.net.tap_names();
-    assert!(settings.taps.iter().all(|t| known.contains(t)));
+    assert!(settings
+        .taps
+        .iter()
+        .all(|t| known.iter().any(|k| k == detect::tap_parts(t).0)));
     assert!(!settings.ts.is_empty() && settings.ts.len() <= 2 || settings == base);
     assert!(sel.chosen_pixel_auroc >= sel.default_pixel_auroc);
     assert!(sel.candidates > known.len());

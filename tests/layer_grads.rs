@@ -1667,6 +1667,41 @@ fn dropout_mask_follows_the_stream() {
 }
 
 #[test]
+fn pair_relative_distance_is_the_distance_over_the_norms_and_ignores_scale() {
+    let c = cpu();
+    let (n, ch, h, w) = (2usize, 4usize, 3usize, 5usize);
+    let s = h * w;
+    let x = rand_vec(2 * n * ch * s, 62);
+    let shape = [2 * n, ch, h, w];
+    let plain = rd(&c, &c.pair_distance(&up(&c, &x, &shape)).unwrap());
+    let rel = rd(&c, &c.pair_relative_distance(&up(&c, &x, &shape)).unwrap());
+    let norm = |k: usize, p: usize| {
+        (0..ch)
+            .map(|q| (x[(k * ch + q) * s + p] as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let want: Vec<f32> = (0..n * s)
+        .map(|i| {
+            let (k, p) = (i / s, i % s);
+            (plain[i] as f64 / (norm(k, p) + norm(n + k, p) + 1e-6)) as f32
+        })
+        .collect();
+    assert_close("pair_relative_distance", &rel, &want, 1e-5);
+    assert!(rel.iter().all(|&v| (0.0..=1.0).contains(&v)));
+    // Ten times the features: ten times the distance, the same ratio.
+    let big: Vec<f32> = x.iter().map(|v| v * 10.0).collect();
+    let plain10 = rd(&c, &c.pair_distance(&up(&c, &big, &shape)).unwrap());
+    let rel10 = rd(
+        &c,
+        &c.pair_relative_distance(&up(&c, &big, &shape)).unwrap(),
+    );
+    let tenfold: Vec<f32> = plain.iter().map(|v| v * 10.0).collect();
+    assert_close("plain ×10", &plain10, &tenfold, 1e-5);
+    assert_close("relative ×10", &rel10, &rel, 1e-5);
+}
+
+#[test]
 fn pair_distance_matches_naive() {
     let c = cpu();
     let (n, ch, h, w) = (3usize, 5usize, 4usize, 6usize);

@@ -561,6 +561,15 @@ fn pair_distance_matches_cpu() {
             &format!("pair_distance {s:?}"),
             on_both!(&c, &g, &inp, |be, t| vec![be.pair_distance(&t[0])?]),
         );
+        check(
+            &format!("pair_relative_distance {s:?}"),
+            on_both!(
+                &c,
+                &g,
+                &inp,
+                |be, t| vec![be.pair_relative_distance(&t[0])?]
+            ),
+        );
     }
     let odd = g.zeros(&[3, 2, 4, 4]).unwrap();
     assert!(matches!(g.pair_distance(&odd), Err(Error::Shape { .. })));

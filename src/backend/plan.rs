@@ -813,6 +813,9 @@ pub struct PairPlan {
     /// Pixels per channel (H·W).
     pub s: usize,
     pub out: Shape,
+    /// Divide each distance by the pair's feature norms (see
+    /// `ScoreDdOps::pair_relative_distance`).
+    pub relative: bool,
 }
 
 pub fn pair_distance(x: &[usize]) -> Result<PairPlan> {
@@ -835,6 +838,7 @@ pub fn pair_distance(x: &[usize]) -> Result<PairPlan> {
         c: x[1],
         s: x[2] * x[3],
         out: vec![x[0] / 2, x[2], x[3]],
+        relative: false,
     })
 }
 

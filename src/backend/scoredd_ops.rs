@@ -101,6 +101,12 @@ pub trait ScoreDdOps: Backend {
     /// is the per-pixel Euclidean distance over channels,
     /// sqrt(Σ_c (x[n, c] − x[N + n, c])²).
     fn pair_distance(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// [`ScoreDdOps::pair_distance`] relative to the features' magnitude:
+    /// ‖a − b‖ / (‖a‖ + ‖b‖ + 1e-6) per pixel, in [0, 1]. Busy texture
+    /// makes features and their differences large together; the ratio
+    /// does not grow with it, so a plain region's defect can outrank it.
+    fn pair_relative_distance(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 }
 
 /// What a backend implements for [`ScoreDdOps`]: the computations on
@@ -153,6 +159,14 @@ impl<K: ScoreDdKernels> ScoreDdOps for K {
 
     fn pair_distance(&self, x: &K::Tensor) -> Result<K::Tensor> {
         let p = plan::pair_distance(self.shape(x))?;
+        self.pair_distance_planned(&p, x)
+    }
+
+    fn pair_relative_distance(&self, x: &K::Tensor) -> Result<K::Tensor> {
+        let p = PairPlan {
+            relative: true,
+            ..plan::pair_distance(self.shape(x))?
+        };
         self.pair_distance_planned(&p, x)
     }
 }

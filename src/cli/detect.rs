@@ -27,7 +27,8 @@ pub struct DetectFlags {
     pub r: Option<usize>,
     #[arg(long, value_enum)]
     pub sampler: Option<Sampler>,
-    /// Feature maps compared, comma-separated (e.g. up.1,up.2).
+    /// Feature maps compared, comma-separated (e.g. up.1,up.2); NAME~rel compares NAME by
+    /// relative distance ‖a − b‖ / (‖a‖ + ‖b‖).
     #[arg(long, value_delimiter = ',')]
     pub taps: Option<Vec<String>>,
     /// score-dd (the method) or an ablation: reconstruction, no-scales.

@@ -81,20 +81,33 @@ impl ScoreDdKernels for CpuBackend {
     }
 
     fn pair_distance_planned(&self, p: &PairPlan, x: &CpuTensor) -> Result<CpuTensor> {
-        let &PairPlan { n, c, s, .. } = p;
+        let &PairPlan {
+            n, c, s, relative, ..
+        } = p;
         let mut out = alloc_zeros("pair_distance", &p.out)?;
         if s > 0 {
             out.par_chunks_mut(s).enumerate().for_each(|(i, o)| {
                 let (a, b) = (&x.data[i * c * s..], &x.data[(n + i) * c * s..]);
+                let mut norms = vec![[0f32; 2]; if relative { s } else { 0 }];
                 for ch in 0..c {
                     let (a, b) = (&a[ch * s..][..s], &b[ch * s..][..s]);
                     for ((o, &u), &v) in o.iter_mut().zip(a).zip(b) {
                         *o += (u - v) * (u - v);
                     }
+                    for ((nm, &u), &v) in norms.iter_mut().zip(a).zip(b) {
+                        nm[0] += u * u;
+                        nm[1] += v * v;
+                    }
                 }
                 o.iter_mut().for_each(|v| *v = v.sqrt());
+                for (v, nm) in o.iter_mut().zip(&norms) {
+                    *v /= nm[0].sqrt() + nm[1].sqrt() + RELATIVE_EPS;
+                }
             });
         }
         Ok(tensor(out, &p.out))
     }
 }
+
+/// Added to the norms a relative distance divides by (as in `pair_distance.wgsl`).
+const RELATIVE_EPS: f32 = 1e-6;

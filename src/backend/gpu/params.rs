@@ -267,8 +267,8 @@ params! {
         c: u32,
         /// Pixels per channel (H·W).
         s: u32,
-        /// Padding.
-        _pad: u32,
+        /// 1: divide by the pair's feature norms.
+        relative: u32,
     }
 
     /// `group_norm.wgsl`: forward with per-group statistics.

@@ -152,7 +152,7 @@ impl ScoreDdKernels for GpuBackend {
             n: u32_of(OP, "pairs", p.n)?,
             c: u32_of(OP, "channels", p.c)?,
             s: u32_of(OP, "pixels", p.s)?,
-            ..Default::default()
+            relative: u32::from(p.relative),
         };
         self.launch_1d(
             kernels::PAIR_DISTANCE,
