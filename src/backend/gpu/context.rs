@@ -367,10 +367,13 @@ impl GpuContext {
             entries: &entries,
         });
         // Profiling: what was queued before is not this dispatch's.
-        let started = self.profile.as_ref().map(|_| {
-            let _ = self.finish(kernel.entry);
-            profile::now_s()
-        });
+        let started = match &self.profile {
+            Some(_) => {
+                self.finish(kernel.entry)?;
+                Some(profile::now_s())
+            }
+            None => None,
+        };
         self.with_encoder(|enc| {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(kernel.entry),
