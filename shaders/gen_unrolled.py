@@ -894,6 +894,157 @@ def conv_backward_weight_subgroup_file():
     return HEADER + intro + body
 
 
+def conv_backward_weight_row3_file():
+    # The weight gradient of a 3×3 stride-1 conv with the three taps of one
+    # kernel row per invocation: along an output row, tap kx reads x one
+    # column further than tap kx − 1, so a window of three x vec4 slides one
+    # column per step and each step loads one new x vec4 and dy's two,
+    # for 3 × 8 × 4 FMAs (the 8×8 one-tap kernel: 4 loads for 8 × 8).
+    text = conv_backward_weight_file()
+    params = text[text.index("struct Params {"):text.index("@group(0) @binding(0)")]
+    acc = [(kx, r) for kx in range(3) for r in range(8)]
+    lanes = "xyzw"
+    out = [HEADER, """
+// Weight gradient of a 3×3, stride-1 conv (ModuleOps::conv2d_backward, dw):
+//   dw[co, ci, ky, kx] = Σ_{b, oy, ox} dy[b, co, oy, ox] · x[b, ci, oy + ky − P, ox + kx − P]
+// on the channels-last dyt and xt of conv2d_backward_weight.wgsl, with its
+// splits and partial sums (conv2d_backward_reduce.wgsl adds them up).
+//
+// One invocation: 8 output channels × 4 input channels × the 3 taps of one
+// kernel row ky. Along an output row, tap kx reads x one column to the right
+// of tap kx − 1, so three x vec4 form a window that slides one column per
+// step: each step loads one x vec4 and dy's two, for 96 FMAs. On lavapipe,
+// where every storage load at a non-constant offset runs one lane at a
+// time, the one-tap kernel's 4 loads per 64 FMAs are what limit it.
+//
+// x lanes: (ci block of 4, co block of 8); y: ky; z: the split of the rows
+// (b, oy). Columns outside the input read as zero (a uniform test per step).
+
+""", params, """@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dyt4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> xt4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// Writes dw[co, ci0…ci0+3, tap] of this split.
+fn store4(base: u32, co: u32, ci0: u32, tap: u32, v: vec4<f32>) {
+    if (co >= p.c_out) {
+        return;
+    }
+    let row = base + (co * p.c_in + ci0) * p.kk + tap;
+    for (var c = 0u; c < 4u; c++) {
+        if (ci0 + c >= p.c_in) {
+            return;
+        }
+        out[row + c * p.kk] = v[c];
+    }
+}
+
+// x at column q of the row starting at position `row`, channels ci4·4…+3;
+// zero outside 0 ≤ q < W.
+fn x_at(row: u32, q: i32, ci4: u32) -> vec4<f32> {
+    if (q < 0 || q >= i32(p.w)) {
+        return vec4<f32>(0.0);
+    }
+    return xt4[(row + u32(q)) * p.cip4 + ci4];
+}
+
+@compute @workgroup_size(64)
+fn conv2d_backward_weight_row3(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let nci4 = (p.c_in + 3u) / 4u;
+    let ci4 = gid.x % nci4;
+    let cob = gid.x / nci4;
+    if (cob >= p.nco8) {
+        return;
+    }
+    let ky = gid.y;
+    let split = gid.z;
+    let r0 = split * p.rows_per_split;
+    let r1 = min(r0 + p.rows_per_split, p.rows);
+    let pad = i32(p.padding);
+"""]
+    for kx, r in acc:
+        out.append(f"    var a{kx}{r} = vec4<f32>(0.0);\n")
+    out.append("""    for (var r = r0; r < r1; r++) {
+        let b = r / p.ho;
+        let oy = r % p.ho;
+        let iy = i32(oy + ky) - pad;
+        if (iy < 0 || iy >= i32(p.h)) {
+            continue;
+        }
+        let row = (b * p.h + u32(iy)) * p.w;
+        var di = r * p.wo * p.cop4 + cob * 2u;
+        // The window: x at columns q, q + 1, q + 2 for taps 0, 1, 2.
+        var q = -pad;
+        var xa = x_at(row, q, ci4);
+        var xb = x_at(row, q + 1, ci4);
+        for (var ox = 0u; ox < p.wo; ox++) {
+            let xc = x_at(row, q + 2, ci4);
+            let d0 = dyt4[di];
+            let d1 = dyt4[di + 1u];
+            di += p.cop4;
+""")
+    for kx, xv in enumerate(("xa", "xb", "xc")):
+        for r in range(8):
+            d = f"d{r // 4}.{lanes[r % 4]}"
+            out.append(f"            a{kx}{r} = fma(vec4<f32>({d}), {xv}, a{kx}{r});\n")
+    out.append("""            xa = xb;
+            xb = xc;
+            q += 1;
+        }
+    }
+    let base = split * p.c_out * p.c_in * p.kk;
+""")
+    for kx, r in acc:
+        out.append(f"    store4(base, cob * 8u + {r}u, ci4 * 4u, ky * 3u + {kx}u, a{kx}{r});\n")
+    out.append("}\n")
+    return "".join(out)
+
+
+def conv_backward_weight_row3_subgroup_file():
+    # conv_backward_weight_row3_file()'s kernel with dy's loads shared as in
+    # conv_backward_weight_subgroup_file(): where all lanes of a subgroup
+    # have the same Cout block (ceil(Cin / 4) a multiple of the subgroup
+    # size), 4 steps' 8 dy vec4 are loaded one per lane and taken back by
+    # subgroupBroadcast, leaving one x load per lane and step.
+    text = conv_backward_weight_row3_file()
+    body = text[text.index("\n// Weight gradient"):]
+    body = body.replace("fn conv2d_backward_weight_row3(@builtin(global_invocation_id) gid: vec3<u32>)",
+                        "fn conv2d_backward_weight_row3_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) sgid: u32)")
+    start = body.index("        for (var ox = 0u; ox < p.wo; ox++) {\n")
+    end = body.index("    }\n    let base")
+    step = body[start:end]
+    inner = step[step.index("            let xc"):step.index("        }\n")]
+    fmas_and_slide = inner[inner.index("            a00 = fma"):]
+    chunk = ["""        // Lane j % 8 loads step j / 2's dy vec4 j % 2 of the next 4 steps.
+        let dj = (sgid & 7u) / 2u * p.cop4 + (sgid & 1u);
+        var ox = 0u;
+        for (; ox + 4u <= p.wo; ox += 4u) {
+            let dl = dyt4[di + dj];
+            di += 4u * p.cop4;
+"""]
+    for t in range(4):
+        chunk.append(f"""            {{
+                let d0 = subgroupBroadcast(dl, {2 * t}u);
+                let d1 = subgroupBroadcast(dl, {2 * t + 1}u);
+                let xc = x_at(row, q + 2, ci4);
+""")
+        chunk.append("".join("    " + l + "\n" for l in fmas_and_slide.rstrip("\n").split("\n")))
+        chunk.append("            }\n")
+    chunk.append("        }\n")
+    tail = step.replace("for (var ox = 0u; ox < p.wo; ox++) {", "for (; ox < p.wo; ox++) {")
+    body = body[:start] + "".join(chunk) + tail + body[end:]
+    intro = """
+// The kernel-row weight gradient of conv2d_backward_weight_row3.wgsl (same
+// sums, window and splits) for adapters with subgroups of at least 8
+// invocations, where all lanes of a subgroup share one Cout block
+// (ceil(Cin / 4) a multiple of the subgroup size): the dy vec4 every lane
+// would load alike are loaded once, one per lane, and shared by
+// subgroupBroadcast (conv2d_backward_weight_subgroup.wgsl's scheme). Every
+// lane of a subgroup takes the same branches, as the broadcasts need.
+"""
+    return HEADER + intro + body
+
+
 if __name__ == "__main__":
     import pathlib
     import sys
@@ -907,3 +1058,5 @@ if __name__ == "__main__":
     (here / "conv2d_backward_input.wgsl").write_text(conv_backward_input_file())
     (here / "conv2d_backward_weight.wgsl").write_text(conv_backward_weight_file())
     (here / "conv2d_backward_weight_subgroup.wgsl").write_text(conv_backward_weight_subgroup_file())
+    (here / "conv2d_backward_weight_row3.wgsl").write_text(conv_backward_weight_row3_file())
+    (here / "conv2d_backward_weight_row3_subgroup.wgsl").write_text(conv_backward_weight_row3_subgroup_file())

@@ -100,6 +100,11 @@ fn gpu_conv2d_backward_every_variant_matches_cpu() {
         // output columns (4-step chunks and a remainder).
         (2, 61, 6, 11, 10, 3, 1, 1),
         (1, 64, 9, 10, 3, 3, 2, 1),
+        // The kernel-row weight gradient and its subgroup form
+        // (ceil(Cin / 4) = 8): padding 0 and 2, where the sliding window
+        // starts inside the row and reaches two columns past it.
+        (1, 32, 7, 9, 5, 3, 1, 0),
+        (2, 30, 5, 6, 9, 3, 1, 2),
     ];
     for v in Variant::ALL {
         g.tuner.forced.set(Some(v));

@@ -110,10 +110,11 @@ fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<(
         // The subgroup kernel is a candidate (and a row) where it fits.
         let sg = g.subgroup_conv_fits(3, 1, 1, res);
         let class = tune::with_subgroup(tune::conv_class(3, 1, ch, ch, o.batch * res * res), sg);
-        let variants = if sg {
-            &Variant::ALL[..]
+        use Variant::*;
+        let variants: &[Variant] = if sg {
+            &[RegisterBlocked, Tiled, Subgroup, SubgroupRows2]
         } else {
-            &Variant::ALL[..2]
+            &[RegisterBlocked, Tiled]
         };
         variant_rows(
             g,
@@ -251,8 +252,9 @@ pub fn render(g: &GpuBackend, o: &ReportOptions, rows: &[Row]) -> String {
     let count = |w: Variant| choices.iter().filter(|(_, v)| *v == w).count();
     let (tiled, subgroup) = (count(Variant::Tiled), count(Variant::Subgroup));
     let rows2 = count(Variant::SubgroupRows2);
+    let kernel_row = count(Variant::KernelRow) + count(Variant::KernelRowSubgroup);
     s.push_str(&format!(
-        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled, {subgroup} subgroup, {rows2} subgroup 2 rows (subgroups: {}); conv backward: stride-1 dx tuned like the forward, dw between register-blocked and subgroup where it fits, stride-2 dx register-blocked only\n",
+        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled, {subgroup} subgroup, {rows2} subgroup 2 rows, {kernel_row} kernel row (subgroups: {}); conv backward: stride-1 dx tuned like the forward, dw among register-blocked, subgroup and (3×3 stride 1) kernel row and its subgroup form where they fit, stride-2 dx register-blocked only\n",
         g.tuner.mode,
         choices.len(),
         if g.ctx.subgroups8 { "yes" } else { "no" },

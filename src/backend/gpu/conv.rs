@@ -197,15 +197,17 @@ impl GpuBackend {
         what: &dyn Fn() -> String,
     ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        let all = Variant::ALL;
+        use Variant::*;
         // The two-row subgroup kernel is 3×3 only.
-        let candidates = match (l.subgroup, l.k) {
-            (false, _) => &all[..2],
-            (true, 3) => &all[..],
-            (true, _) => &all[..3],
+        let candidates: &[Variant] = match (l.subgroup, l.k) {
+            (false, _) => &[RegisterBlocked, Tiled],
+            (true, 3) => &[RegisterBlocked, Tiled, Subgroup, SubgroupRows2],
+            (true, _) => &[RegisterBlocked, Tiled, Subgroup],
         };
         self.run_tuned(&l.class, candidates, out, &|v| match v {
-            Variant::RegisterBlocked | Variant::Subgroup | Variant::SubgroupRows2 => {
+            // The kernel-row ones are weight-gradient variants, never
+            // candidates here.
+            RegisterBlocked | Subgroup | SubgroupRows2 | KernelRow | KernelRowSubgroup => {
                 // All: 8-wide tiles (of one row or a pair) along x, blocks of
                 // 8 channels along y.
                 let (kernel, tiles) = match (v, l.k) {
@@ -220,7 +222,7 @@ impl GpuBackend {
                 let groups = grid_2d(l.op, gx, l.c_out.div_ceil(8) as u64, max, what)?;
                 self.ctx.dispatch(kernel, &[], params, binds, groups)
             }
-            Variant::Tiled => {
+            Tiled => {
                 let gx = l.positions.div_ceil(64) as u64;
                 let groups = grid_2d(l.op, gx, l.c_out.div_ceil(64) as u64, max, what)?;
                 let constants = [("KSIZE", l.k as u32), ("STRIDE", l.stride as u32)];
@@ -532,9 +534,17 @@ impl GpuBackend {
             rows: u32_of(OP, "batch × output rows", rows)?,
             rows_per_split: rows_per_split as u32,
         };
-        let groups = grid_3d(OP, [lanes.div_ceil(WG as usize), kk, splits], max, &|| {
-            format!("weight gradient {:?}", dw.shape)
-        })?;
+        let what = || format!("weight gradient {:?}", dw.shape);
+        let groups = grid_3d(OP, [lanes.div_ceil(WG as usize), kk, splits], max, &what)?;
+        // The kernel-row variant: lanes of 8 output × 4 input channels, one
+        // kernel row each.
+        let lanes_row = nco8 * g.c_in.div_ceil(4);
+        let groups_row = grid_3d(
+            OP,
+            [lanes_row.div_ceil(WG as usize), g.k, splits],
+            max,
+            &what,
+        )?;
         let part = if splits > 1 {
             Some(self.ctx.storage_output(OP, (n * splits) as u64 * 4)?)
         } else {
@@ -545,7 +555,8 @@ impl GpuBackend {
             Bind::Storage(&xt),
             Bind::Storage(part.as_ref().unwrap_or(&dw.buf)),
         ];
-        self.dispatch_dw(g, &params, &binds, part.as_ref().unwrap_or(&dw.buf), groups)?;
+        let out = part.as_ref().unwrap_or(&dw.buf);
+        self.dispatch_dw(g, &params, &binds, out, [groups, groups_row])?;
         if let Some(part) = part {
             let params = Conv2dBackwardReduceParams {
                 n: n as u32,
@@ -563,35 +574,50 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// The weight-gradient kernel: the register-blocked one or, where every
-    /// subgroup lies in one Cout block (ceil(Cin / 8) a multiple of the
-    /// subgroup size), either one as the tuner picks.
+    /// The weight-gradient kernel, as the tuner picks among those that fit:
+    /// the register-blocked one; its subgroup form where every subgroup lies
+    /// in one Cout block (ceil(Cin / 8) a multiple of the subgroup size); the
+    /// kernel-row one for 3×3 at stride 1, and its subgroup form where
+    /// ceil(Cin / 4) is a multiple of the subgroup size. `groups`: the one-tap kernels'
+    /// grid, then the kernel-row kernel's.
     fn dispatch_dw(
         &self,
         g: &ConvGeometry,
         params: &Conv2dBackwardWeightParams,
         binds: &[Bind],
         out: &GpuBuf,
-        groups: (u32, u32, u32),
+        groups: [(u32, u32, u32); 2],
     ) -> Result<()> {
         let sg = self.ctx.subgroup_max as usize;
-        if !(self.ctx.subgroups8 && (params.nci8 as usize).is_multiple_of(sg)) {
-            let kernel = kernels::CONV2D_BACKWARD_WEIGHT;
-            return self.ctx.dispatch(kernel, &[], params, binds, groups);
+        let mut candidates = vec![Variant::RegisterBlocked];
+        if self.ctx.subgroups8 && (params.nci8 as usize).is_multiple_of(sg) {
+            candidates.push(Variant::Subgroup);
+        }
+        if g.k == 3 && g.stride == 1 {
+            candidates.push(Variant::KernelRow);
+            if self.ctx.subgroups8 && g.c_in.div_ceil(4).is_multiple_of(sg) {
+                candidates.push(Variant::KernelRowSubgroup);
+            }
+        }
+        let run = |v: Variant| {
+            let (kernel, groups) = match v {
+                Variant::Subgroup => (kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP, groups[0]),
+                Variant::KernelRow => (kernels::CONV2D_BACKWARD_WEIGHT_ROW3, groups[1]),
+                Variant::KernelRowSubgroup => {
+                    (kernels::CONV2D_BACKWARD_WEIGHT_ROW3_SUBGROUP, groups[1])
+                }
+                _ => (kernels::CONV2D_BACKWARD_WEIGHT, groups[0]),
+            };
+            self.ctx.dispatch(kernel, &[], params, binds, groups)
+        };
+        if candidates.len() == 1 {
+            return run(Variant::RegisterBlocked);
         }
         let positions = g.batch * g.h_out * g.w_out;
         let class = format!(
             "dw-{}",
             tune::conv_class(g.k, g.stride, g.c_in, g.c_out, positions)
         );
-        let candidates = [Variant::RegisterBlocked, Variant::Subgroup];
-        self.run_tuned(&class, &candidates, out, &|v| {
-            let kernel = if v == Variant::Subgroup {
-                kernels::CONV2D_BACKWARD_WEIGHT_SUBGROUP
-            } else {
-                kernels::CONV2D_BACKWARD_WEIGHT
-            };
-            self.ctx.dispatch(kernel, &[], params, binds, groups)
-        })
+        self.run_tuned(&class, &candidates, out, &run)
     }
 }

@@ -147,6 +147,8 @@ kernels! {
     CONV2D_BACKWARD_INPUT_K3S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k3s2, bindings: 3;
     CONV2D_BACKWARD_WEIGHT: Conv2dBackwardWeightParams = "conv2d_backward_weight.wgsl"::conv2d_backward_weight, bindings: 3;
     CONV2D_BACKWARD_WEIGHT_SUBGROUP: Conv2dBackwardWeightParams = "conv2d_backward_weight_subgroup.wgsl"::conv2d_backward_weight_subgroup, bindings: 3;
+    CONV2D_BACKWARD_WEIGHT_ROW3: Conv2dBackwardWeightParams = "conv2d_backward_weight_row3.wgsl"::conv2d_backward_weight_row3, bindings: 3;
+    CONV2D_BACKWARD_WEIGHT_ROW3_SUBGROUP: Conv2dBackwardWeightParams = "conv2d_backward_weight_row3_subgroup.wgsl"::conv2d_backward_weight_row3_subgroup, bindings: 3;
     CONV2D_BACKWARD_REDUCE: Conv2dBackwardReduceParams = "conv2d_backward_reduce.wgsl"::conv2d_backward_reduce, bindings: 2;
     CONV2D_BACKWARD_BIAS: Conv2dBackwardBiasParams = "conv2d_backward_bias.wgsl"::conv2d_backward_bias, bindings: 2;
     GROUP_NORM: GroupNormParams = "group_norm.wgsl"::group_norm, bindings: 5;

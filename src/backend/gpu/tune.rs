@@ -44,14 +44,26 @@ pub enum Variant {
     /// channel's weights broadcast once, for both rows. Where it fits the
     /// 3×3 subgroup conv fits; elsewhere the register-blocked kernel runs.
     SubgroupRows2,
+    /// For the 3×3 stride-1 weight gradient only: the three taps of a kernel
+    /// row per invocation, 8 output × 4 input channels, over a window of
+    /// x that slides one column per step (`conv2d_backward_weight_row3.wgsl`):
+    /// a third of the one-tap kernels' loads per FMA.
+    KernelRow,
+    /// The kernel-row weight gradient with dy loaded once per subgroup and
+    /// shared by `subgroupBroadcast`
+    /// (`conv2d_backward_weight_row3_subgroup.wgsl`: ceil(Cin / 4) a
+    /// multiple of the subgroup size, subgroups of 8 or more).
+    KernelRowSubgroup,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 6] = [
         Variant::RegisterBlocked,
         Variant::Tiled,
         Variant::Subgroup,
         Variant::SubgroupRows2,
+        Variant::KernelRow,
+        Variant::KernelRowSubgroup,
     ];
     /// What `SCOREDD_TUNE=off` uses: the kernel the backend had before tuning.
     pub const DEFAULT: Variant = Variant::RegisterBlocked;
@@ -62,6 +74,8 @@ impl Variant {
             Variant::Tiled => "tiled 64x64x16",
             Variant::Subgroup => "subgroup 8x8",
             Variant::SubgroupRows2 => "subgroup 8x8 2 rows",
+            Variant::KernelRow => "kernel row 8x4x3",
+            Variant::KernelRowSubgroup => "kernel row 8x4x3 subgroup",
         }
     }
 
