@@ -25,7 +25,7 @@ mod defects;
 
 pub use defects::{
     synthetic_defect, with_defect_kinds, with_synthetic_defects, DefectKind, DEFECT_KINDS,
-    STRUCTURAL_KINDS,
+    SEMANTIC_KINDS, STRUCTURAL_KINDS,
 };
 
 /// The start-time grid searched (fractions of [0, 1]); contains the paper's
@@ -104,9 +104,9 @@ struct Score {
 
 impl Score {
     fn new(pixel: f64, image: f64, objective: Objective) -> Self {
-        let key = match objective {
-            Objective::Pixel => (pixel, image),
-            Objective::Image => (image, pixel),
+        let key = match objective.ranks_images() {
+            false => (pixel, image),
+            true => (image, pixel),
         };
         Score { pixel, image, key }
     }

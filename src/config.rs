@@ -408,6 +408,18 @@ pub enum Objective {
     Pixel,
     /// Image AUROC: good/defective verdicts per image.
     Image,
+    /// Image AUROC against whole-image anomalies — the wrong object or
+    /// class (one-class tasks such as MNIST digits) rather than a local
+    /// mark: the synthetic anomalies are smooth deformations of the whole
+    /// normal image, whose parts look right and whose overall shape does not.
+    Semantic,
+}
+
+impl Objective {
+    /// Whether candidates are ranked by image AUROC first.
+    pub fn ranks_images(self) -> bool {
+        matches!(self, Objective::Image | Objective::Semantic)
+    }
 }
 
 /// Everything but the weights.

@@ -505,6 +505,61 @@ fn structural_defects_erase_add_and_move_the_object() {
     }
 }
 
+/// The semantic objective's morph on the ring: the whole shape moves (ink
+/// leaves and arrives all round, far more than a local mark changes), every
+/// value stays in [0, 1], and it is the same for the same stream. Its
+/// normals are resampled too (a rigid sub-pixel shift), so the resampling's
+/// blur is no cue: a shifted normal keeps its ink and changes far less than
+/// a morph.
+#[test]
+fn a_morph_reshapes_the_whole_object_and_its_normals_share_the_resampling() {
+    let size = 32;
+    let ring: Vec<f32> = (0..size * size)
+        .map(|p| {
+            let (x, y) = ((p % size) as f32 - 15.5, (p / size) as f32 - 15.5);
+            let r = (x * x + y * y).sqrt();
+            (1.5 - (r - 8.5).abs()).clamp(0.0, 1.0)
+        })
+        .collect();
+    let moved = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>();
+    let ink: f32 = ring.iter().sum();
+    for k in 0..4u64 {
+        let rng = RngStream::new(5, k);
+        let (out, mask) = calibrate::synthetic_defect(&ring, 1, size, DefectKind::Morph, rng);
+        assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!(mask.iter().filter(|&&m| m != 0).count() > size * size / 10);
+        // At least a third of the ring's ink is displaced, in every quadrant.
+        assert!(
+            moved(&out, &ring) > ink / 3.0,
+            "morph {k}: {}",
+            moved(&out, &ring)
+        );
+        for (qx, qy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            let quad = |p: usize| (p % size) / 16 == qx && (p / size) / 16 == qy;
+            assert!(
+                (0..size * size).any(|p| quad(p) && mask[p] != 0),
+                "quadrant {qx},{qy}"
+            );
+        }
+        let again = calibrate::synthetic_defect(&ring, 1, size, DefectKind::Morph, rng);
+        assert_eq!((out, mask), again);
+    }
+    let normals = vec![ring.clone(); 3];
+    let (set, masks) =
+        calibrate::with_defect_kinds(&normals, 1, size, 0, &calibrate::SEMANTIC_KINDS);
+    assert_eq!((set.len(), masks.len()), (6, 6));
+    for i in 0..3 {
+        let (normal, morph) = (&set[i], &set[3 + i]);
+        assert!(masks[i].iter().all(|&m| m == 0));
+        assert!(normal != &ring, "normal {i} was not resampled");
+        assert!((normal.iter().sum::<f32>() - ink).abs() < 0.05 * ink);
+        assert!(moved(normal, &ring) < moved(morph, &ring) / 2.0);
+    }
+    // The local mix leaves its normals as they are.
+    let (set, _) = calibrate::with_defect_kinds(&normals, 1, size, 0, &calibrate::DEFECT_KINDS);
+    assert!(set[..3].iter().all(|n| n == &ring));
+}
+
 #[test]
 fn calibration_quantiles_and_normalisation() {
     let scores = [1.0, 2.0, 3.0, 4.0, 5.0];
@@ -625,6 +680,16 @@ fn automatic_selection_picks_grid_settings_at_least_as_good_as_the_default() {
     let (_, sel) =
         calibrate::select_settings(&be, &m, &normals, &base, &by_image, &mut |_, _, _| {}).unwrap();
     assert_eq!(sel.objective, Objective::Image);
+    assert!(sel.chosen_image_auroc >= sel.default_image_auroc);
+    // The semantic objective ranks by image AUROC on morphs.
+    let semantic = SelectOptions {
+        objective: Objective::Semantic,
+        kinds: calibrate::SEMANTIC_KINDS.to_vec(),
+        ..by_image
+    };
+    let (_, sel) =
+        calibrate::select_settings(&be, &m, &normals, &base, &semantic, &mut |_, _, _| {}).unwrap();
+    assert_eq!(sel.objective, Objective::Semantic);
     assert!(sel.chosen_image_auroc >= sel.default_image_auroc);
 }
 

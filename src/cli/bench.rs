@@ -47,8 +47,8 @@ pub struct BenchArgs {
     pub sde: Option<SdeKind>,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// What calibrate --auto maximises (default: pixel for MVTec, image for
-    /// MNIST, which has no masks).
+    /// What calibrate --auto maximises (default: pixel for MVTec, semantic
+    /// for MNIST, whose anomalies are other digits, not local marks).
     #[arg(long, value_enum)]
     pub objective: Option<Objective>,
     /// Evaluate about this many test images per category.
@@ -110,7 +110,7 @@ fn plan(args: &BenchArgs, mnist: bool) -> Result<BenchPlan, Error> {
     }
     train.checkpoint_every = u64::MAX / 4;
     let objective = args.objective.unwrap_or(if mnist {
-        Objective::Image
+        Objective::Semantic
     } else {
         Objective::Pixel
     });

@@ -42,7 +42,9 @@ pub struct CalibrateArgs {
     #[arg(long, default_value_t = calibrate::SELECT_IMAGES)]
     pub select_images: usize,
     /// What --auto maximises on the synthetic defects: `pixel` (maps that
-    /// outline defects) or `image` (per-image verdicts).
+    /// outline defects), `image` (per-image verdicts on local defects) or
+    /// `semantic` (per-image verdicts on whole-image anomalies: the wrong
+    /// object or class, as in one-class MNIST).
     #[arg(long, value_enum, default_value_t = Objective::Pixel)]
     pub objective: Objective,
     /// With --auto: noise draws and flip may not make detection slower than

@@ -156,6 +156,10 @@ fn choose_settings<B: NnBackend>(
             seed: opts.seed,
             objective: plan.objective,
             budget_ms: plan.budget_ms,
+            kinds: match plan.objective {
+                Objective::Semantic => calibrate::SEMANTIC_KINDS.to_vec(),
+                _ => calibrate::DEFECT_KINDS.to_vec(),
+            },
             ..Default::default()
         },
         &mut |what, done, total| {
