@@ -849,6 +849,28 @@ fn conv2d_k1s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     return "".join(out)
 
 
+def dy_broadcast_chunks(loop_head, x_loads, step):
+    # The 4-step chunks of a weight-gradient kernel whose subgroup shares
+    # dy: lane j % 8 loads step j / 2's dy vec4 j % 2, each step takes its
+    # two back by subgroupBroadcast, then loads its x (`x_loads`) and runs
+    # `step` (the one-step kernel's FMAs, indented one level more here).
+    chunk = ["""        // Lane j % 8 loads step j / 2's dy vec4 j % 2 of the next 4 steps.
+        let dj = (sgid & 7u) / 2u * p.cop4 + (sgid & 1u);
+""" + loop_head + """
+            let dl = dyt4[di + dj];
+            di += 4u * p.cop4;
+"""]
+    for t in range(4):
+        chunk.append(f"""            {{
+                let d0 = subgroupBroadcast(dl, {2 * t}u);
+                let d1 = subgroupBroadcast(dl, {2 * t + 1}u);
+""" + x_loads)
+        chunk.append("".join("    " + l + "\n" for l in step.rstrip("\n").split("\n")))
+        chunk.append("            }\n")
+    chunk.append("        }\n")
+    return "".join(chunk)
+
+
 def conv_backward_weight_subgroup_file():
     # conv_backward_weight_file()'s kernel with dy's loads shared: when all
     # lanes of a subgroup have the same Cout block (Cin blocks a multiple of
@@ -862,26 +884,12 @@ def conv_backward_weight_subgroup_file():
     end = body.index("        }\n    }\n    let base")
     step = body[start:end]
     fmas = step[step.index("            c00 = fma"):]
-    chunk = ["""        // Lane j % 8 loads step j / 2's dy vec4 j % 2 of the next 4 steps.
-        let dj = (sgid & 7u) / 2u * p.cop4 + (sgid & 1u);
-        var ox = ox_lo;
-        for (; ox + 4 <= ox_hi; ox += 4) {
-            let dl = dyt4[di + dj];
-            di += 4u * p.cop4;
-"""]
-    for t in range(4):
-        chunk.append(f"""            {{
-                let d0 = subgroupBroadcast(dl, {2 * t}u);
-                let d1 = subgroupBroadcast(dl, {2 * t + 1}u);
-                let x0 = xt4[xi];
-                let x1 = xt4[xi + 1u];
-                xi += xstep;
-""")
-        chunk.append("".join("    " + l + "\n" for l in fmas.rstrip("\n").split("\n")))
-        chunk.append("            }\n")
-    chunk.append("        }\n")
+    chunk = dy_broadcast_chunks(
+        "        var ox = ox_lo;\n        for (; ox + 4 <= ox_hi; ox += 4) {",
+        "                let x0 = xt4[xi];\n                let x1 = xt4[xi + 1u];\n                xi += xstep;\n",
+        fmas)
     tail = step.replace("for (var ox = ox_lo; ox < ox_hi; ox++) {", "for (; ox < ox_hi; ox++) {")
-    body = body[:start] + "".join(chunk) + tail + body[end:]
+    body = body[:start] + chunk + tail + body[end:]
     intro = """
 // The weight gradient of conv2d_backward_weight.wgsl (same sums, tiles and
 // splits) for adapters with subgroups of at least 8 invocations, where all
@@ -1015,24 +1023,12 @@ def conv_backward_weight_row3_subgroup_file():
     step = body[start:end]
     inner = step[step.index("            let xc"):step.index("        }\n")]
     fmas_and_slide = inner[inner.index("            a00 = fma"):]
-    chunk = ["""        // Lane j % 8 loads step j / 2's dy vec4 j % 2 of the next 4 steps.
-        let dj = (sgid & 7u) / 2u * p.cop4 + (sgid & 1u);
-        var ox = 0u;
-        for (; ox + 4u <= p.wo; ox += 4u) {
-            let dl = dyt4[di + dj];
-            di += 4u * p.cop4;
-"""]
-    for t in range(4):
-        chunk.append(f"""            {{
-                let d0 = subgroupBroadcast(dl, {2 * t}u);
-                let d1 = subgroupBroadcast(dl, {2 * t + 1}u);
-                let xc = x_at(row, q + 2, ci4);
-""")
-        chunk.append("".join("    " + l + "\n" for l in fmas_and_slide.rstrip("\n").split("\n")))
-        chunk.append("            }\n")
-    chunk.append("        }\n")
+    chunk = dy_broadcast_chunks(
+        "        var ox = 0u;\n        for (; ox + 4u <= p.wo; ox += 4u) {",
+        "                let xc = x_at(row, q + 2, ci4);\n",
+        fmas_and_slide)
     tail = step.replace("for (var ox = 0u; ox < p.wo; ox++) {", "for (; ox < p.wo; ox++) {")
-    body = body[:start] + "".join(chunk) + tail + body[end:]
+    body = body[:start] + chunk + tail + body[end:]
     intro = """
 // The kernel-row weight gradient of conv2d_backward_weight_row3.wgsl (same
 // sums, window and splits) for adapters with subgroups of at least 8

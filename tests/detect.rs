@@ -452,6 +452,17 @@ fn synthetic_defects_change_exactly_their_mask() {
     }
 }
 
+/// A digit-like `size`² image: `tone(r)` at distance r from the centre.
+fn ring_image(size: usize, tone: impl Fn(f32) -> f32) -> Vec<f32> {
+    let c = size as f32 / 2.0 - 0.5;
+    (0..size * size)
+        .map(|p| {
+            let (x, y) = ((p % size) as f32 - c, (p / size) as f32 - c);
+            tone((x * x + y * y).sqrt())
+        })
+        .collect()
+}
+
 /// The structural kinds on a digit-like image (a bright ring on black): a
 /// missing part is set to the background, extra material is drawn in the
 /// object's tone, a warp moves the ring; each changes only its non-empty
@@ -459,17 +470,7 @@ fn synthetic_defects_change_exactly_their_mask() {
 #[test]
 fn structural_defects_erase_add_and_move_the_object() {
     let size = 32;
-    let ring: Vec<f32> = (0..size * size)
-        .map(|p| {
-            let (x, y) = ((p % size) as f32 - 15.5, (p / size) as f32 - 15.5);
-            let r = (x * x + y * y).sqrt();
-            if (7.0..10.0).contains(&r) {
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let ring = ring_image(size, |r| f32::from(u8::from((7.0..10.0).contains(&r))));
     for k in 0..6u64 {
         for kind in [DefectKind::Erase, DefectKind::Stroke, DefectKind::Warp] {
             let rng = RngStream::new(3, k);
@@ -514,13 +515,7 @@ fn structural_defects_erase_add_and_move_the_object() {
 #[test]
 fn a_morph_reshapes_the_whole_object_and_its_normals_share_the_resampling() {
     let size = 32;
-    let ring: Vec<f32> = (0..size * size)
-        .map(|p| {
-            let (x, y) = ((p % size) as f32 - 15.5, (p / size) as f32 - 15.5);
-            let r = (x * x + y * y).sqrt();
-            (1.5 - (r - 8.5).abs()).clamp(0.0, 1.0)
-        })
-        .collect();
+    let ring = ring_image(size, |r| (1.5 - (r - 8.5).abs()).clamp(0.0, 1.0));
     let moved = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>();
     let ink: f32 = ring.iter().sum();
     for k in 0..4u64 {
