@@ -23,7 +23,8 @@ use std::path::PathBuf;
 
 use scoredd::backend::cpu::CpuBackend;
 use scoredd::calibrate::{
-    with_defect_kinds, DEFECT_KINDS, SEMANTIC_KINDS, STRUCTURAL_KINDS, T_GRID,
+    with_defect_kinds, with_defects_per_normal, DEFECT_KINDS, SEMANTIC_KINDS, STRUCTURAL_KINDS,
+    T_GRID,
 };
 use scoredd::data::ImageSpec;
 use scoredd::detect::{self, PairedQuery, TapGrid};
@@ -98,6 +99,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let synth_labels: Vec<bool> = (0..set.len()).map(|i| i >= normals.len()).collect();
             let sg = all_grids(&be, &model, &set)?;
             proxy(&model, &sg, &synth_labels, &rows, name);
+        }
+        // The search's situation: 32 normals, one or three morphs each, over
+        // several draws of the normals and morphs.
+        for per_normal in [1, 3] {
+            for draw in 0..3u64 {
+                let pick: Vec<Vec<f32>> = (0..32)
+                    .map(|k| normals[(k * 2 + draw as usize) % normals.len()].clone())
+                    .collect();
+                let (set, _) = with_defects_per_normal(
+                    &pick,
+                    c.channels,
+                    c.image_size,
+                    draw,
+                    &SEMANTIC_KINDS,
+                    per_normal,
+                );
+                let synth_labels: Vec<bool> = (0..set.len()).map(|i| i >= pick.len()).collect();
+                let sg = all_grids(&be, &model, &set)?;
+                proxy(
+                    &model,
+                    &sg,
+                    &synth_labels,
+                    &rows,
+                    &format!("32 normals, {per_normal} morph(s) each, draw {draw}"),
+                );
+            }
         }
     }
     Ok(())

@@ -24,8 +24,8 @@ use crate::nn::score_model::ScoreModel;
 mod defects;
 
 pub use defects::{
-    synthetic_defect, with_defect_kinds, with_synthetic_defects, DefectKind, DEFECT_KINDS,
-    SEMANTIC_KINDS, STRUCTURAL_KINDS,
+    synthetic_defect, with_defect_kinds, with_defects_per_normal, with_synthetic_defects,
+    DefectKind, DEFECT_KINDS, SEMANTIC_KINDS, STRUCTURAL_KINDS,
 };
 
 /// The start-time grid searched (fractions of [0, 1]); contains the paper's
