@@ -550,6 +550,13 @@ fn a_morph_reshapes_the_whole_object_and_its_normals_share_the_resampling() {
         assert!((normal.iter().sum::<f32>() - ink).abs() < 0.05 * ink);
         assert!(moved(normal, &ring) < moved(morph, &ring) / 2.0);
     }
+    // Three morphs per normal: the first round is the one-per-normal set,
+    // the others new deformations.
+    let (more, more_masks) =
+        calibrate::with_defects_per_normal(&normals, 1, size, 0, &calibrate::SEMANTIC_KINDS, 3);
+    assert_eq!((more.len(), more_masks.len()), (12, 12));
+    assert_eq!(more[..6], set[..]);
+    assert!(more[6] != more[3] && more[9] != more[6]);
     // The local mix leaves its normals as they are.
     let (set, _) = calibrate::with_defect_kinds(&normals, 1, size, 0, &calibrate::DEFECT_KINDS);
     assert!(set[..3].iter().all(|n| n == &ring));
