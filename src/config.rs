@@ -420,6 +420,15 @@ impl Objective {
     pub fn ranks_images(self) -> bool {
         matches!(self, Objective::Image | Objective::Semantic)
     }
+
+    /// What candidates are ranked by, in words ("… AUROC").
+    pub fn auroc_words(self) -> &'static str {
+        match self {
+            Objective::Pixel => "Pixel AUROC",
+            Objective::Image => "Image AUROC",
+            Objective::Semantic => "Image AUROC on morphs",
+        }
+    }
 }
 
 /// Everything but the weights.

@@ -136,8 +136,8 @@ pub fn print_result(c: &Calibrated, auto: bool) {
     if let Some(sel) = &c.selection {
         let settings = &c.options.settings;
         println!(
-            "automatic choice ({:?} AUROC first) on {} normal images + {} synthetic defects ({} combinations): t {:?}, taps {}, smoothing σ {} px → pixel AUROC {:.3}, image AUROC {:.3} (default t {:?}, taps {}: {:.3}, {:.3})",
-            sel.objective,
+            "automatic choice ({} first) on {} normal images + {} synthetic defects ({} combinations): t {:?}, taps {}, smoothing σ {} px → pixel AUROC {:.3}, image AUROC {:.3} (default t {:?}, taps {}: {:.3}, {:.3})",
+            sel.objective.auroc_words(),
             sel.normals,
             sel.defects,
             sel.candidates,
@@ -158,8 +158,8 @@ pub fn print_result(c: &Calibrated, auto: bool) {
                 "not used"
             };
             println!(
-                "normal profile (maps divided by their per-position mean on good images): {used}; {:?} AUROC {off:.3} without, {on:.3} with, on normals it was not measured on",
-                sel.objective
+                "normal profile (maps divided by their per-position mean on good images): {used}; {} {off:.3} without, {on:.3} with, on normals it was not measured on",
+                sel.objective.auroc_words()
             );
         }
         if !sel.reading_trial.is_empty() {

@@ -72,10 +72,10 @@ pub fn augment_words(sel: &Selection, settings: &DetectionSettings) -> Option<St
         None => "no budget: a costlier setting must gain 0.002 AUROC per doubling of time".into(),
     };
     Some(format!(
-        "maps averaged over {}, estimated {} per image on the calibrating backend ({rule}); {:?} AUROC of each tried: {}",
+        "maps averaged over {}, estimated {} per image on the calibrating backend ({rule}); {} of each tried: {}",
         name(settings.draws, settings.flip),
         ms(chosen),
-        sel.objective,
+        sel.objective.auroc_words(),
         tried.join(", ")
     ))
 }

@@ -114,9 +114,9 @@ pub fn markdown(r: &Report, ev: &Evaluation) -> String {
         if let Some([off, on]) = sel.profile_trial {
             let _ = writeln!(
                 s,
-                "Normal profile (each tap's map divided by its per-position mean on good images): {}; {:?} AUROC {off:.3} without, {on:.3} with, on held-apart normals.\n",
+                "Normal profile (each tap's map divided by its per-position mean on good images): {}; {} {off:.3} without, {on:.3} with, on held-apart normals.\n",
                 if m.detection.profile.is_some() { "used" } else { "not used" },
-                sel.objective
+                sel.objective.auroc_words()
             );
         }
         if let Some(words) = augment_words(sel, &m.detection) {
