@@ -574,6 +574,42 @@ fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
     return "".join(out)
 
 
+def segment_setup(rows):
+    # Per lane: which of the 18 weight vec4 of an input channel it loads
+    # (j0…j2), and per input row whether it is inside and where it starts.
+    out = []
+    for s in range(3):
+        out.append(f"    let j{s} = min(sgid + {8 * s}u, 17u);\n    let wo{s} = (j{s} / 2u) * cop4 + co0 / 4u + j{s} % 2u;\n")
+    for r in range(rows):
+        out.append(f"    let my{r} = iy0 + {r} >= 0 && iy0 + {r} <= hi;\n    let qo{r} = (u32(clamp(iy0 + {r}, 0, hi)) * p.w + ox0) / 4u;\n")
+    return "".join(out)
+
+
+def row_segment(r):
+    # Input row r's segment (columns ox0 − 4 … ox0 + 11) as 4 vec4: the
+    # inner two loaded, the outer two shuffled from the neighbouring lanes
+    # (loaded by a subgroup's first and last lanes), zero outside the image.
+    return f"""        let q{r} = plane4 + qo{r};
+        let m{r} = select(vec4<f32>(0.0), x4[q{r}], my{r});
+        let n{r} = select(vec4<f32>(0.0), x4[select(q{r}, q{r} + 1u, mr1)], my{r} && mr1);
+        var l{r} = subgroupShuffleUp(n{r}, 1u);
+        var e{r} = subgroupShuffleDown(m{r}, 1u);
+        if (first && ml && my{r}) {{
+            l{r} = x4[q{r} - 1u];
+        }}
+        if (last && mr2 && my{r}) {{
+            e{r} = x4[q{r} + 2u];
+        }}
+        l{r} = select(vec4<f32>(0.0), l{r}, my{r} && ml);
+        e{r} = select(vec4<f32>(0.0), e{r}, my{r} && mr2);
+"""
+
+
+def row_columns(r):
+    # The 10 columns ox0 − 1 … ox0 + 8 of row r's segment, as WGSL scalars.
+    return [f"l{r}.w"] + [f"m{r}.{c}" for c in "xyzw"] + [f"n{r}.{c}" for c in "xyzw"] + [f"e{r}.x"]
+
+
 def conv_subgroup_file():
     # The 18 weight vec4 a (ci) step needs, j = tap·2 + half: lane j % 8 of
     # each subgroup loads slot j / 8, and every lane takes them back with
@@ -630,10 +666,7 @@ fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let first = sgid == 0u;
     let last = sgid + 1u == sg_size;
 """]
-    for s in range(3):
-        out.append(f"    let j{s} = min(sgid + {8 * s}u, 17u);\n    let wo{s} = (j{s} / 2u) * cop4 + co0 / 4u + j{s} % 2u;\n")
-    for ky in range(3):
-        out.append(f"    let my{ky} = iy0 + {ky} >= 0 && iy0 + {ky} <= hi;\n    let qo{ky} = (u32(clamp(iy0 + {ky}, 0, hi)) * p.w + ox0) / 4u;\n")
+    out.append(segment_setup(3))
     for i in range(8):
         out.append(f"    var lo{i} = vec4<f32>(0.0);\n    var hi{i} = vec4<f32>(0.0);\n")
     out.append("""    var plane4 = b * p.c_in * hw4;
@@ -643,21 +676,8 @@ fn conv2d_k3s1_subgroup(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     for s in range(3):
         out.append(f"        let sw{s} = wt4[wr + wo{s}];\n")
     for ky in range(3):
-        out.append(f"""        let q{ky} = plane4 + qo{ky};
-        let m{ky} = select(vec4<f32>(0.0), x4[q{ky}], my{ky});
-        let n{ky} = select(vec4<f32>(0.0), x4[select(q{ky}, q{ky} + 1u, mr1)], my{ky} && mr1);
-        var l{ky} = subgroupShuffleUp(n{ky}, 1u);
-        var e{ky} = subgroupShuffleDown(m{ky}, 1u);
-        if (first && ml && my{ky}) {{
-            l{ky} = x4[q{ky} - 1u];
-        }}
-        if (last && mr2 && my{ky}) {{
-            e{ky} = x4[q{ky} + 2u];
-        }}
-        l{ky} = select(vec4<f32>(0.0), l{ky}, my{ky} && ml);
-        e{ky} = select(vec4<f32>(0.0), e{ky}, my{ky} && mr2);
-""")
-        v = [f"l{ky}.w"] + [f"m{ky}.{c}" for c in "xyzw"] + [f"n{ky}.{c}" for c in "xyzw"] + [f"e{ky}.x"]
+        out.append(row_segment(ky))
+        v = row_columns(ky)
         for kx in range(3):
             t = ky * 3 + kx
             for h, nm in ((0, "wl"), (1, "wh")):
@@ -738,10 +758,7 @@ fn conv2d_k3s1_subgroup_rows2(@builtin(global_invocation_id) gid: vec3<u32>, @bu
     let first = sgid == 0u;
     let last = sgid + 1u == sg_size;
 """]
-    for s_ in range(3):
-        out.append(f"    let j{s_} = min(sgid + {8 * s_}u, 17u);\n    let wo{s_} = (j{s_} / 2u) * cop4 + co0 / 4u + j{s_} % 2u;\n")
-    for r in range(4):
-        out.append(f"    let my{r} = iy0 + {r} >= 0 && iy0 + {r} <= hi;\n    let qo{r} = (u32(clamp(iy0 + {r}, 0, hi)) * p.w + ox0) / 4u;\n")
+    out.append(segment_setup(4))
     for i in range(8):
         out.append(f"    var lo{i} = vec4<f32>(0.0);\n    var hi{i} = vec4<f32>(0.0);\n")
     for i in range(8):
@@ -757,21 +774,8 @@ fn conv2d_k3s1_subgroup_rows2(@builtin(global_invocation_id) gid: vec3<u32>, @bu
             j = 2 * t + h
             out.append(f"        let {nm}{t} = subgroupBroadcast(sw{j // 8}, {j % 8}u);\n")
     for r in range(4):
-        out.append(f"""        let q{r} = plane4 + qo{r};
-        let m{r} = select(vec4<f32>(0.0), x4[q{r}], my{r});
-        let n{r} = select(vec4<f32>(0.0), x4[select(q{r}, q{r} + 1u, mr1)], my{r} && mr1);
-        var l{r} = subgroupShuffleUp(n{r}, 1u);
-        var e{r} = subgroupShuffleDown(m{r}, 1u);
-        if (first && ml && my{r}) {{
-            l{r} = x4[q{r} - 1u];
-        }}
-        if (last && mr2 && my{r}) {{
-            e{r} = x4[q{r} + 2u];
-        }}
-        l{r} = select(vec4<f32>(0.0), l{r}, my{r} && ml);
-        e{r} = select(vec4<f32>(0.0), e{r}, my{r} && mr2);
-""")
-        v = [f"l{r}.w"] + [f"m{r}.{c}" for c in "xyzw"] + [f"n{r}.{c}" for c in "xyzw"] + [f"e{r}.x"]
+        out.append(row_segment(r))
+        v = row_columns(r)
         # Input row r is tap row r of output row oy0 and tap row r − 1 of oy0 + 1.
         for ky, (lo, hi_) in ((r, ("lo", "hi")), (r - 1, ("lp", "hp"))):
             if not 0 <= ky < 3:
