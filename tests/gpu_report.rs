@@ -22,9 +22,9 @@ fn the_gpu_report_runs_and_measures_every_figure() {
     let rows = gpu_report::measure(&g, &o).unwrap();
     // Two levels × (conv forward per variant and chosen, backward; matmul
     // per variant and chosen), a training step, one detection; the subgroup
-    // conv and its two-row form add two rows per level where the adapter has
-    // subgroups (the tiny model's 16² and 8² fit them).
-    let conv_variants = if g.ctx.subgroups8 { 4 } else { 2 };
+    // conv and its two- and four-row forms add three rows per level where the
+    // adapter has subgroups (the tiny model's 16² and 8² fit them).
+    let conv_variants = if g.ctx.subgroups8 { 5 } else { 2 };
     assert_eq!(rows.len(), 2 * (conv_variants + 1 + 1 + 2 + 1) + 2);
     for r in &rows {
         assert!(r.ms.is_finite() && r.ms > 0.0, "{}: {} ms", r.what, r.ms);

@@ -112,7 +112,13 @@ fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<(
         let class = tune::with_subgroup(tune::conv_class(3, 1, ch, ch, o.batch * res * res), sg);
         use Variant::*;
         let variants: &[Variant] = if sg {
-            &[RegisterBlocked, Tiled, Subgroup, SubgroupRows2]
+            &[
+                RegisterBlocked,
+                Tiled,
+                Subgroup,
+                SubgroupRows2,
+                SubgroupRows4,
+            ]
         } else {
             &[RegisterBlocked, Tiled]
         };
@@ -251,10 +257,10 @@ pub fn render(g: &GpuBackend, o: &ReportOptions, rows: &[Row]) -> String {
     let choices = g.tuner.choices();
     let count = |w: Variant| choices.iter().filter(|(_, v)| *v == w).count();
     let (tiled, subgroup) = (count(Variant::Tiled), count(Variant::Subgroup));
-    let rows2 = count(Variant::SubgroupRows2);
+    let (rows2, rows4) = (count(Variant::SubgroupRows2), count(Variant::SubgroupRows4));
     let kernel_row = count(Variant::KernelRow) + count(Variant::KernelRowSubgroup);
     s.push_str(&format!(
-        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled, {subgroup} subgroup, {rows2} subgroup 2 rows, {kernel_row} kernel row (subgroups: {}); conv backward: stride-1 dx tuned like the forward, dw among register-blocked, subgroup and (3×3 stride 1) kernel row and its subgroup form where they fit, stride-2 dx register-blocked only\n",
+        "autotune: {:?} (SCOREDD_TUNE); {} shape classes settled for this adapter, {tiled} of them tiled, {subgroup} subgroup, {rows2} subgroup 2 rows, {rows4} subgroup 4 rows, {kernel_row} kernel row (subgroups: {}); conv backward: stride-1 dx tuned like the forward, dw among register-blocked, subgroup and (3×3 stride 1) kernel row and its subgroup form where they fit, stride-2 dx register-blocked only\n",
         g.tuner.mode,
         choices.len(),
         if g.ctx.subgroups8 { "yes" } else { "no" },

@@ -50,9 +50,10 @@ struct ConvLaunch {
     c_out: usize,
     /// 8-wide output tiles (batch × rows × tiles per row).
     tiles: usize,
-    /// 8-wide tiles of output row pairs (batch × ⌈rows / 2⌉ × tiles per
-    /// row), for the two-row subgroup kernel.
+    /// 8-wide tiles of groups of 2 and of 4 output rows (batch ×
+    /// ⌈rows / n⌉ × tiles per row), for the multi-row subgroup kernels.
     tiles_rows2: usize,
+    tiles_rows4: usize,
     /// Output positions (batch × rows × columns).
     positions: usize,
     /// Whether `conv2d_subgroup.wgsl` fits (3×3 with padding 1 or 1×1
@@ -175,6 +176,7 @@ impl GpuBackend {
             c_out: g.c_out,
             tiles: g.batch * g.h_out * tiles_x,
             tiles_rows2: g.batch * g.h_out.div_ceil(2) * tiles_x,
+            tiles_rows4: g.batch * g.h_out.div_ceil(4) * tiles_x,
             positions,
             subgroup,
         };
@@ -198,23 +200,33 @@ impl GpuBackend {
     ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         use Variant::*;
-        // The two-row subgroup kernel is 3×3 only.
+        // The multi-row subgroup kernels are 3×3 only.
         let candidates: &[Variant] = match (l.subgroup, l.k) {
             (false, _) => &[RegisterBlocked, Tiled],
-            (true, 3) => &[RegisterBlocked, Tiled, Subgroup, SubgroupRows2],
+            (true, 3) => &[
+                RegisterBlocked,
+                Tiled,
+                Subgroup,
+                SubgroupRows2,
+                SubgroupRows4,
+            ],
             (true, _) => &[RegisterBlocked, Tiled, Subgroup],
         };
         self.run_tuned(&l.class, candidates, out, &|v| match v {
             // The kernel-row ones are weight-gradient variants, never
             // candidates here.
-            RegisterBlocked | Subgroup | SubgroupRows2 | KernelRow | KernelRowSubgroup => {
-                // All: 8-wide tiles (of one row or a pair) along x, blocks of
+            RegisterBlocked | Subgroup | SubgroupRows2 | SubgroupRows4 | KernelRow
+            | KernelRowSubgroup => {
+                // All: 8-wide tiles (of one row or a group of rows) along x, blocks of
                 // 8 channels along y.
                 let (kernel, tiles) = match (v, l.k) {
                     (Variant::Subgroup, 1) => (kernels::CONV2D_K1S1_SUBGROUP, l.tiles),
                     (Variant::Subgroup, _) => (kernels::CONV2D_K3S1_SUBGROUP, l.tiles),
                     (Variant::SubgroupRows2, _) => {
                         (kernels::CONV2D_K3S1_SUBGROUP_ROWS2, l.tiles_rows2)
+                    }
+                    (Variant::SubgroupRows4, _) => {
+                        (kernels::CONV2D_K3S1_SUBGROUP_ROWS4, l.tiles_rows4)
                     }
                     _ => (l.kernel, l.tiles),
                 };
@@ -399,6 +411,7 @@ impl GpuBackend {
             c_out: g.c_in,
             tiles,
             tiles_rows2: g.batch * g.h.div_ceil(2) * tiles_x,
+            tiles_rows4: g.batch * g.h.div_ceil(4) * tiles_x,
             positions,
             subgroup,
         };

@@ -141,6 +141,7 @@ kernels! {
     CONV2D_TILED: Conv2dParams = "conv2d_tiled.wgsl"::conv2d_tiled, bindings: 6;
     CONV2D_K3S1_SUBGROUP: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k3s1_subgroup, bindings: 6;
     CONV2D_K3S1_SUBGROUP_ROWS2: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k3s1_subgroup_rows2, bindings: 6;
+    CONV2D_K3S1_SUBGROUP_ROWS4: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k3s1_subgroup_rows4, bindings: 6;
     CONV2D_K1S1_SUBGROUP: Conv2dParams = "conv2d_subgroup.wgsl"::conv2d_k1s1_subgroup, bindings: 6;
     CONV_WEIGHT_PACK: ConvWeightPackParams = "conv_weight_pack.wgsl"::conv_weight_pack, bindings: 2;
     CONV2D_BACKWARD_INPUT_K1S2: Conv2dBackwardInputParams = "conv2d_backward_input.wgsl"::conv2d_backward_input_k1s2, bindings: 3;

@@ -44,6 +44,10 @@ pub enum Variant {
     /// channel's weights broadcast once, for both rows. Where it fits the
     /// 3×3 subgroup conv fits; elsewhere the register-blocked kernel runs.
     SubgroupRows2,
+    /// The same with four output rows per invocation
+    /// (`conv2d_k3s1_subgroup_rows4`): 6 input rows loaded and each
+    /// input channel's weights broadcast once for 4 rows.
+    SubgroupRows4,
     /// For the 3×3 stride-1 weight gradient only: the three taps of a kernel
     /// row per invocation, 8 output × 4 input channels, over a window of
     /// x that slides one column per step (`conv2d_backward_weight_row3.wgsl`):
@@ -57,11 +61,12 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::RegisterBlocked,
         Variant::Tiled,
         Variant::Subgroup,
         Variant::SubgroupRows2,
+        Variant::SubgroupRows4,
         Variant::KernelRow,
         Variant::KernelRowSubgroup,
     ];
@@ -74,6 +79,7 @@ impl Variant {
             Variant::Tiled => "tiled 64x64x16",
             Variant::Subgroup => "subgroup 8x8",
             Variant::SubgroupRows2 => "subgroup 8x8 2 rows",
+            Variant::SubgroupRows4 => "subgroup 8x8 4 rows",
             Variant::KernelRow => "kernel row 8x4x3",
             Variant::KernelRowSubgroup => "kernel row 8x4x3 subgroup",
         }
