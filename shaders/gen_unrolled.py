@@ -1021,6 +1021,39 @@ fn conv2d_backward_weight_row3(@builtin(global_invocation_id) gid: vec3<u32>) {
     return "".join(out)
 
 
+def row3_subgroup_chunks():
+    # The kernel-row weight gradient's 4-step chunks with dy shared (lane
+    # j % 8 loads step j / 2's dy vec4 j % 2): all 4 steps' dy and x first,
+    # then accumulator-major FMAs, each accumulator taking its 4 steps in a
+    # row. Its 96 accumulators do not fit in registers; this way each is
+    # reloaded and stored once per chunk instead of once per step.
+    lanes = "xyzw"
+    out = ["""        // Lane j % 8 loads step j / 2's dy vec4 j % 2 of the next 4 steps.
+        let dj = (sgid & 7u) / 2u * p.cop4 + (sgid & 1u);
+        var ox = 0u;
+        for (; ox + 4u <= p.wo; ox += 4u) {
+            let dl = dyt4[di + dj];
+            di += 4u * p.cop4;
+"""]
+    for t in range(4):
+        out.append(f"            let d{t}0 = subgroupBroadcast(dl, {2 * t}u);\n            let d{t}1 = subgroupBroadcast(dl, {2 * t + 1}u);\n")
+    # The window over the chunk: columns q … q + 5 (taps 0–2 of steps 0–3).
+    xs = ["xa", "xb"] + [f"x{t}" for t in range(4)]
+    for t in range(4):
+        out.append(f"            let x{t} = x_at(row, q + {t + 2}, ci4);\n")
+    for kx in range(3):
+        for r in range(8):
+            for t in range(4):
+                d = f"d{t}{r // 4}.{lanes[r % 4]}"
+                out.append(f"            a{kx}{r} = fma(vec4<f32>({d}), {xs[t + kx]}, a{kx}{r});\n")
+    out.append("""            xa = x2;
+            xb = x3;
+            q += 4;
+        }
+""")
+    return "".join(out)
+
+
 def conv_backward_weight_row3_subgroup_file():
     # conv_backward_weight_row3_file()'s kernel with dy's loads shared as in
     # conv_backward_weight_subgroup_file(): where all lanes of a subgroup
@@ -1035,11 +1068,7 @@ def conv_backward_weight_row3_subgroup_file():
     end = body.index("    }\n    let base")
     step = body[start:end]
     inner = step[step.index("            let xc"):step.index("        }\n")]
-    fmas_and_slide = inner[inner.index("            a00 = fma"):]
-    chunk = dy_broadcast_chunks(
-        "        var ox = 0u;\n        for (; ox + 4u <= p.wo; ox += 4u) {",
-        "                let xc = x_at(row, q + 2, ci4);\n",
-        fmas_and_slide)
+    chunk = row3_subgroup_chunks()
     tail = step.replace("for (var ox = 0u; ox < p.wo; ox++) {", "for (; ox < p.wo; ox++) {")
     body = body[:start] + chunk + tail + body[end:]
     intro = """
