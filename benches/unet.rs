@@ -269,7 +269,7 @@ fn main() {
                 g.read(t).unwrap();
             };
             let (gf, gfb) = time_model(&g, &mg, b, reps.min(2), &sync);
-            let gts = time_train_step(&g, &cfg, b, 1);
+            let gts = time_train_step(&g, &cfg, b, reps.min(3));
             println!(
                 "gpu train step        {:>12.1} ms = {:.2} images/s",
                 gts * 1e3,

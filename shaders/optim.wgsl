@@ -13,7 +13,7 @@ struct AdamParams {
     bc1: f32,        // 1 − beta1^t
     bc2: f32,        // 1 − beta2^t
     max_norm: f32,
-    _p2: u32,
+    ema_rate: f32,   // adam_ema_step: the weight kept on the old average
 }
 
 @group(0) @binding(0) var<uniform> ap: AdamParams;
@@ -22,6 +22,8 @@ struct AdamParams {
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;
 @group(0) @binding(4) var<storage, read> grad: array<f32>;
 @group(0) @binding(5) var<storage, read> grad_sq_total: array<f32>;
+// adam_ema_step only.
+@group(0) @binding(6) var<storage, read_write> ema: array<f32>;
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 64u;
@@ -35,15 +37,10 @@ fn non_finite(x: f32) -> bool {
 // Adam with global-norm clipping from the device-side Σ g² over all
 // parameters; a non-finite total skips the step (nothing is written). The
 // f32 expression order matches the CPU backend's.
-@compute @workgroup_size(64)
-fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
-    if (i >= ap.n) {
-        return;
-    }
+fn adam_update(i: u32) -> f32 {
     let total = grad_sq_total[0];
     if (non_finite(total)) {
-        return;
+        return param[i];
     }
     var scale = 1.0;
     if (ap.clip != 0u) {
@@ -56,5 +53,31 @@ fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     v[i] = vi;
     let mhat = mi / ap.bc1;
     let vhat = vi / ap.bc2;
-    param[i] = param[i] - ap.lr * mhat / (sqrt(vhat) + ap.eps);
+    let updated = param[i] - ap.lr * mhat / (sqrt(vhat) + ap.eps);
+    param[i] = updated;
+    return updated;
+}
+
+@compute @workgroup_size(64)
+fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= ap.n) {
+        return;
+    }
+    adam_update(i);
+}
+
+// adam_step, then ema = rate·ema + (1 − rate)·param on the updated param
+// (ema.wgsl's expression): one dispatch per parameter instead of two, which
+// on a software adapter is most of the cost of these small tensors. A
+// skipped step still moves the average toward the (unchanged) param, as the
+// two separate kernels do.
+@compute @workgroup_size(64)
+fn adam_ema_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= ap.n) {
+        return;
+    }
+    let updated = adam_update(i);
+    ema[i] = ap.ema_rate * ema[i] + (1.0 - ap.ema_rate) * updated;
 }

@@ -25,7 +25,7 @@ fn tree_reduce(lid: u32, v: f32) {
 struct Params {
     n: u32,           // sum_squares_partial: elements of x; sum_partials: partials to add
     accumulate: u32,  // sum_partials: 1 to also add acc_in[0]
-    _p0: u32,
+    offset: u32,      // sum_squares_partial: where its partials start in out
     _p1: u32,
 }
 
@@ -36,7 +36,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> acc_in: array<f32>;
 
-// partials[wg] = Σ x[i]² over the workgroup's share (grid-strided), 1-D grid in x.
+// partials[offset + wg] = Σ x[i]² over the workgroup's share (grid-strided),
+// 1-D grid in x. The offset lets many tensors' partials share one buffer
+// and one sum_partials (the squared global norm of all gradients).
 @compute @workgroup_size(64)
 fn sum_squares_partial(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -51,7 +53,7 @@ fn sum_squares_partial(
     }
     tree_reduce(lid, acc);
     if (lid == 0u) {
-        out[wid.x] = scratch[0];
+        out[p.offset + wid.x] = scratch[0];
     }
 }
 

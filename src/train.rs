@@ -259,10 +259,8 @@ impl<B: NnBackend + TrainOps> Trainer<B> {
             .net
             .backward(be, &self.model.params, &tape, &dout)?;
         drop(tape);
-        let mut total = be.zeros(&[1])?;
-        for g in grads.values.iter().flatten() {
-            total = be.add_sum_squares(&total, g)?;
-        }
+        let all: Vec<&B::Tensor> = grads.values.iter().flatten().collect();
+        let total = be.sum_squares_all(&all)?;
         let hp = AdamStep {
             max_norm: cfg.max_norm,
             ..AdamStep::new(cfg.learning_rate(step), step)
@@ -270,15 +268,16 @@ impl<B: NnBackend + TrainOps> Trainer<B> {
         let decay = cfg.ema_rate.min((1.0 + step as f32) / (10.0 + step as f32));
         for (i, g) in grads.values.iter().enumerate() {
             let Some(g) = g else { continue };
-            be.adam_step(
+            be.adam_ema_step(
                 &mut self.model.params.values[i],
                 g,
                 &mut self.m[i],
                 &mut self.v[i],
                 &hp,
                 &total,
+                &mut self.ema[i],
+                decay,
             )?;
-            be.ema_update(&mut self.ema[i], &self.model.params.values[i], decay)?;
         }
         self.step = step;
         self.model.meta.step = step;

@@ -486,6 +486,82 @@ fn gpu_ema_matches_cpu() {
     }
 }
 
+/// The fused optimizer calls give what the separate ones give: the norm of
+/// many tensors as chained accumulating sums (up to f32 rounding: the GPU
+/// adds all partial sums in one pass), and Adam + EMA bit for bit, a
+/// skipped (non-finite) step included.
+fn fused_steps_match_separate<B: TrainOps>(be: &B) {
+    let sizes = [1usize, 7, 0, 1000, 65537];
+    let xs: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| be.upload(&rand_vec(n, 300 + k as u64), &[n]).unwrap())
+        .collect();
+    let refs: Vec<&B::Tensor> = xs.iter().collect();
+    let mut chained = be.zeros(&[1]).unwrap();
+    for x in &xs {
+        chained = be.add_sum_squares(&chained, x).unwrap();
+    }
+    let all = be.sum_squares_all(&refs).unwrap();
+    assert_eq!(be.shape(&all), &[1]);
+    assert_close(
+        "sum_squares_all",
+        &be.read(&all).unwrap(),
+        &be.read(&chained).unwrap(),
+        REDUCTION,
+    );
+    assert_eq!(be.read(&be.sum_squares_all(&[]).unwrap()).unwrap(), [0.0]);
+    assert_eq!(
+        be.read(&be.sum_squares_all(&refs[2..3]).unwrap()).unwrap(),
+        [0.0]
+    );
+
+    let n = 1000;
+    let hp = AdamStep::new(1e-2, 3);
+    let start = |seed: u64| {
+        let v: Vec<f32> = rand_vec(n, seed).iter().map(|x| x.abs()).collect();
+        be.upload(&v, &[n]).unwrap()
+    };
+    let g = be.upload(&rand_vec(n, 9), &[n]).unwrap();
+    for total in [all, be.upload(&[f32::NAN], &[1]).unwrap()] {
+        let [mut p1, mut m1, mut v1, mut e1] = [11, 12, 13, 14].map(start);
+        let [mut p2, mut m2, mut v2, mut e2] = [11, 12, 13, 14].map(start);
+        be.adam_step(&mut p1, &g, &mut m1, &mut v1, &hp, &total)
+            .unwrap();
+        be.ema_update(&mut e1, &p1, 0.95).unwrap();
+        be.adam_ema_step(&mut p2, &g, &mut m2, &mut v2, &hp, &total, &mut e2, 0.95)
+            .unwrap();
+        for (what, a, b) in [
+            ("param", &p1, &p2),
+            ("m", &m1, &m2),
+            ("v", &v1, &v2),
+            ("ema", &e1, &e2),
+        ] {
+            let (a, b) = (be.read(a).unwrap(), be.read(b).unwrap());
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "adam_ema_step {what} differs from adam_step + ema_update"
+            );
+        }
+        assert_ne!(
+            be.read(&e2).unwrap(),
+            be.read(&start(14)).unwrap(),
+            "the EMA moved"
+        );
+    }
+}
+
+#[test]
+fn cpu_fused_optimizer_steps_match_separate() {
+    fused_steps_match_separate(&cpu());
+}
+
+#[test]
+fn gpu_fused_optimizer_steps_match_separate() {
+    let Some(g) = gpu() else { return };
+    fused_steps_match_separate(&g);
+}
+
 fn is_shape<T: std::fmt::Debug>(what: &str, r: scoredd::error::Result<T>) {
     match r {
         Err(Error::Shape { .. }) => {}

@@ -139,6 +139,28 @@ pub trait TrainOps: Backend {
     /// ema = rate·ema + (1 − rate)·param, in place, same shapes.
     fn ema_update(&self, ema: &mut Self::Tensor, param: &Self::Tensor, rate: f32) -> Result<()>;
 
+    /// Σ x² over every element of every tensor → `[1]` (0 for none): the
+    /// squared global gradient norm, equal to chaining
+    /// [`TrainOps::add_sum_squares`] from zero up to f32 rounding (the GPU
+    /// adds all tensors' partial sums in one pass).
+    fn sum_squares_all(&self, xs: &[&Self::Tensor]) -> Result<Self::Tensor>;
+
+    /// [`TrainOps::adam_step`], then [`TrainOps::ema_update`] of `ema` toward
+    /// the updated `param` at `rate`: the same results, fused where the
+    /// backend can (one GPU dispatch per parameter instead of two).
+    #[allow(clippy::too_many_arguments)]
+    fn adam_ema_step(
+        &self,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        hp: &AdamStep,
+        grad_sq_total: &Self::Tensor,
+        ema: &mut Self::Tensor,
+        rate: f32,
+    ) -> Result<()>;
+
     /// Whether every element of `x` (typically a `[1]` scalar) is finite. A
     /// host read: it waits for the device.
     fn is_finite(&self, x: &Self::Tensor) -> Result<bool>;
@@ -183,6 +205,35 @@ pub trait TrainKernels: BackendKernels {
         param: &Self::Tensor,
         rate: f32,
     ) -> Result<()>;
+
+    /// Σ x² over all `xs` (`ns[i]` elements in `xs[i]`) → `[1]`; by default
+    /// one accumulating sum per tensor, from zero.
+    fn sum_squares_all_planned(&self, ns: &[usize], xs: &[&Self::Tensor]) -> Result<Self::Tensor> {
+        let mut total = self.zeros_planned(&[1])?;
+        for (&n, x) in ns.iter().zip(xs) {
+            total = self.sum_squares_planned(n, Some(&total), x)?;
+        }
+        Ok(total)
+    }
+
+    /// Adam then the EMA toward the updated param; by default the two
+    /// kernels one after the other.
+    #[allow(clippy::too_many_arguments)]
+    fn adam_ema_step_planned(
+        &self,
+        p: &AdamPlan,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+        hp: &AdamStep,
+        grad_sq_total: &Self::Tensor,
+        ema: &mut Self::Tensor,
+        rate: f32,
+    ) -> Result<()> {
+        self.adam_step_planned(p, param, grad, m, v, hp, grad_sq_total)?;
+        self.ema_update_planned(p.n, ema, param, rate)
+    }
 }
 
 impl<K: TrainKernels> TrainOps for K {
@@ -225,6 +276,31 @@ impl<K: TrainKernels> TrainOps for K {
     fn ema_update(&self, ema: &mut K::Tensor, param: &K::Tensor, rate: f32) -> Result<()> {
         let n = plan::ema_update(self.shape(ema), self.shape(param))?;
         self.ema_update_planned(n, ema, param, rate)
+    }
+
+    fn sum_squares_all(&self, xs: &[&K::Tensor]) -> Result<K::Tensor> {
+        let ns = xs
+            .iter()
+            .map(|x| plan::sum_squares(self.shape(x)))
+            .collect::<Result<Vec<_>>>()?;
+        self.sum_squares_all_planned(&ns, xs)
+    }
+
+    fn adam_ema_step(
+        &self,
+        param: &mut K::Tensor,
+        grad: &K::Tensor,
+        m: &mut K::Tensor,
+        v: &mut K::Tensor,
+        hp: &AdamStep,
+        grad_sq_total: &K::Tensor,
+        ema: &mut K::Tensor,
+        rate: f32,
+    ) -> Result<()> {
+        let shapes = [&*param, grad, &*m, &*v].map(|t| self.shape(t));
+        let p = plan::adam_step(shapes, self.shape(grad_sq_total), hp)?;
+        plan::ema_update(self.shape(ema), self.shape(param))?;
+        self.adam_ema_step_planned(&p, param, grad, m, v, hp, grad_sq_total, ema, rate)
     }
 
     fn is_finite(&self, x: &K::Tensor) -> Result<bool> {

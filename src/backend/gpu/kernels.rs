@@ -185,6 +185,7 @@ kernels! {
     SUM_PARTIALS: SumSquaresParams = "sum_squares.wgsl"::sum_partials, bindings: 3;
     DSM_LOSS_PARTIAL: DsmLossParams = "dsm_loss.wgsl"::dsm_loss_partial, bindings: 5;
     ADAM_STEP: AdamParams = "optim.wgsl"::adam_step, bindings: 5;
+    ADAM_EMA_STEP: AdamParams = "optim.wgsl"::adam_ema_step, bindings: 6;
     EMA_UPDATE: EmaParams = "ema.wgsl"::ema_update, bindings: 2;
 }
 

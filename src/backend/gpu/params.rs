@@ -484,8 +484,8 @@ params! {
         n: u32,
         /// sum_partials: 1 to also add acc_in[0].
         accumulate: u32,
-        /// Padding.
-        _p0: u32,
+        /// sum_squares_partial: where its partials start in the output.
+        offset: u32,
         /// Padding.
         _p1: u32,
     }
@@ -526,8 +526,8 @@ params! {
         bc2: f32,
         /// Gradient-norm clip threshold.
         max_norm: f32,
-        /// Padding.
-        _p2: u32,
+        /// adam_ema_step: the weight kept on the old average.
+        ema_rate: f32,
     }
 
     /// `ema.wgsl` (ema_update): ema = rate·ema + (1 − rate)·param.

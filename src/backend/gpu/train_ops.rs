@@ -29,6 +29,22 @@ fn partial_groups(n: u64) -> u32 {
     n.div_ceil(WG as u64 * PER_THREAD).clamp(1, MAX_PARTIALS) as u32
 }
 
+/// Adam's uniform block (the EMA rate left at 0: adam_step ignores it).
+fn adam_params(n: u32, plan: &AdamPlan, hp: &AdamStep) -> AdamParams {
+    AdamParams {
+        n,
+        clip: hp.clips() as u32,
+        lr: hp.lr,
+        beta1: hp.beta1,
+        beta2: hp.beta2,
+        eps: hp.eps,
+        bc1: plan.bc1,
+        bc2: plan.bc2,
+        max_norm: hp.max_norm,
+        ..Default::default()
+    }
+}
+
 impl GpuBackend {
     /// Second level: `[1]` = Σ partials (+ acc[0]).
     fn finish_sum(
@@ -153,18 +169,7 @@ impl TrainKernels for GpuBackend {
         self.make_unique(OP, param)?;
         self.make_unique(OP, m)?;
         self.make_unique(OP, v)?;
-        let params = AdamParams {
-            n,
-            clip: hp.clips() as u32,
-            lr: hp.lr,
-            beta1: hp.beta1,
-            beta2: hp.beta2,
-            eps: hp.eps,
-            bc1: plan.bc1,
-            bc2: plan.bc2,
-            max_norm: hp.max_norm,
-            ..Default::default()
-        };
+        let params = adam_params(n, plan, hp);
         self.ctx.dispatch(
             kernels::ADAM_STEP,
             &[],
@@ -175,6 +180,92 @@ impl TrainKernels for GpuBackend {
                 Bind::Storage(&v.buf),
                 Bind::Storage(&grad.buf),
                 Bind::Storage(&grad_sq_total.buf),
+            ],
+            grid_1d(n as u64, self.max_groups()),
+        )
+    }
+
+    /// Every tensor's first-level partial sums into one buffer (each at its
+    /// offset), then one second level over all of them: n + 1 dispatches
+    /// instead of the 2n of chained accumulating sums.
+    fn sum_squares_all_planned(&self, ns: &[usize], xs: &[&GpuTensor]) -> Result<GpuTensor> {
+        const OP: &str = "sum_squares_all";
+        let groups = ns
+            .iter()
+            .map(|&n| {
+                Ok(if n == 0 {
+                    0
+                } else {
+                    partial_groups(u32_of(OP, "elements", n)? as u64)
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        let total: u64 = groups.iter().map(|&g| g as u64).sum();
+        if total == 0 {
+            let zero = self.ctx.storage_zeroed(OP, 4)?;
+            return self.finish_sum(OP, &zero, 1, None);
+        }
+        let count = u32_of(OP, "partial sums", total as usize)?;
+        let partials = self.ctx.storage_output(OP, total * 4)?;
+        let mut offset = 0u32;
+        for ((&n, x), &g) in ns.iter().zip(xs).zip(&groups) {
+            if g == 0 {
+                continue;
+            }
+            let params = SumSquaresParams {
+                n: n as u32,
+                offset,
+                ..Default::default()
+            };
+            self.ctx.dispatch(
+                kernels::SUM_SQUARES_PARTIAL,
+                &[],
+                &params,
+                &[Bind::Storage(&partials), Bind::Storage(&x.buf)],
+                (g, 1, 1),
+            )?;
+            offset += g;
+        }
+        self.finish_sum(OP, &partials, count, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn adam_ema_step_planned(
+        &self,
+        plan: &AdamPlan,
+        param: &mut GpuTensor,
+        grad: &GpuTensor,
+        m: &mut GpuTensor,
+        v: &mut GpuTensor,
+        hp: &AdamStep,
+        grad_sq_total: &GpuTensor,
+        ema: &mut GpuTensor,
+        rate: f32,
+    ) -> Result<()> {
+        const OP: &str = "adam_ema_step";
+        let n = u32_of(OP, "elements", plan.n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        // Exclusive buffers: no binding below aliases a written one.
+        for t in [&mut *param, &mut *m, &mut *v, &mut *ema] {
+            self.make_unique(OP, t)?;
+        }
+        let params = AdamParams {
+            ema_rate: rate,
+            ..adam_params(n, plan, hp)
+        };
+        self.ctx.dispatch(
+            kernels::ADAM_EMA_STEP,
+            &[],
+            &params,
+            &[
+                Bind::Storage(&param.buf),
+                Bind::Storage(&m.buf),
+                Bind::Storage(&v.buf),
+                Bind::Storage(&grad.buf),
+                Bind::Storage(&grad_sq_total.buf),
+                Bind::Storage(&ema.buf),
             ],
             grid_1d(n as u64, self.max_groups()),
         )
