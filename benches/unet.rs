@@ -275,6 +275,12 @@ fn main() {
                 gts * 1e3,
                 b as f64 / gts
             );
+            if let Some(pt) = peer_ms("train_step") {
+                println!(
+                    "gpu train step / pytorch: {:.2}× (target ≤ 5.0 on a software adapter)",
+                    gts * 1e3 / pt
+                );
+            }
             println!(
                 "gpu ({})  {:>12.1} {:>8.1} {:>12.1} {:>8.1}",
                 g.ctx.info.name,
