@@ -54,3 +54,4 @@ fn strided_pack(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
     dst4[i] = v;
 }
+

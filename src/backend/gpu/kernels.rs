@@ -119,6 +119,7 @@ kernels! {
     MATMUL_ANY: MatmulAnyParams = "matmul_any.wgsl"::matmul_any, bindings: 3;
     MATMUL_TILED: MatmulAnyParams = "matmul_tiled.wgsl"::matmul_tiled, bindings: 3;
     STRIDED_PACK: StridedPackParams = "strided_pack.wgsl"::strided_pack, bindings: 2;
+    STRIDED_PACK_ROWS4: StridedPackParams = "strided_pack_rows4.wgsl"::strided_pack_rows4, bindings: 2;
     BMM: BmmParams = "bmm.wgsl"::bmm, bindings: 3;
     SUM_BATCH: ReduceParams = "reduce.wgsl"::sum_batch, bindings: 2;
     CONCAT_CHANNELS: ChannelsParams = "channels.wgsl"::concat_channels, bindings: 3;

@@ -207,11 +207,20 @@ impl GpuBackend {
             s_row: v.s_row as u32,
             s_col: v.s_col as u32,
         };
+        // Contiguous, aligned rows: 4 × 4 blocks moved as vec4.
+        let aligned = [v.base, v.s_batch, v.s_col, v.rows as i64]
+            .iter()
+            .all(|&x| x >= 0 && x % 4 == 0);
+        let (kernel, invocations) = if v.s_row == 1 && aligned && src_len.is_multiple_of(4) {
+            (kernels::STRIDED_PACK_ROWS4, total as u64 / 16)
+        } else {
+            (kernels::STRIDED_PACK, total as u64 / 4)
+        };
         self.launch_1d(
-            kernels::STRIDED_PACK,
+            kernel,
             &params,
             &[Bind::Storage(src), Bind::Storage(&dst)],
-            total as u64 / 4,
+            invocations,
         )?;
         Ok(dst)
     }
