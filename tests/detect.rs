@@ -592,6 +592,14 @@ fn calibration_quantiles_and_normalisation() {
     assert_eq!(select, [0, 2, 4]);
     assert_eq!(rest, [1, 3, 5, 6, 7, 8, 9]);
     assert_eq!(calibrate::split_held_out(5, 32).0, [0, 2]);
+    // How many choose by default (at most 64): what the threshold can spare
+    // beyond the 99 normals of q = 0.99, but at least 32 and at most half.
+    assert_eq!(calibrate::select_count(152, 0.99, 64), 53);
+    assert_eq!(calibrate::select_count(400, 0.99, 64), 64);
+    assert_eq!(calibrate::select_count(120, 0.99, 64), 32);
+    assert_eq!(calibrate::select_count(40, 0.99, 64), 20);
+    assert_eq!(calibrate::select_count(152, 0.99, 16), 16);
+    assert_eq!(calibrate::select_count(152, 0.9, 64), 64);
     assert_eq!(calibrate::normals_needed(0.9), 9);
     assert!(calibrate::calibration_from_scores(&[], 0.9).is_err());
     assert!(calibrate::calibration_from_scores(&scores, 1.5).is_err());

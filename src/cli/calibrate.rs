@@ -38,8 +38,10 @@ pub struct CalibrateArgs {
     #[arg(long, default_value_t = calibrate::QUANTILE)]
     pub quantile: f64,
     /// At most this many normal images for the automatic choice (each is
-    /// also pasted with one synthetic defect).
-    #[arg(long, default_value_t = calibrate::SELECT_IMAGES)]
+    /// also pasted with one synthetic defect). Fewer are used when the
+    /// threshold would keep fewer than --quantile's guarantee needs (99 for
+    /// 0.99), but at least 32 (or this many, if smaller) and at most half.
+    #[arg(long, default_value_t = calibrate::SELECT_IMAGES_MAX)]
     pub select_images: usize,
     /// What --auto maximises on the synthetic defects: `pixel` (maps that
     /// outline defects), `image` (per-image verdicts on local defects) or

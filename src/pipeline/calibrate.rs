@@ -18,7 +18,8 @@ pub struct CalibratePlan {
     pub auto: bool,
     /// Quantile of the normal images' scores used as the verdict threshold.
     pub quantile: f64,
-    /// At most this many normal images for the automatic choice.
+    /// At most this many normal images for the automatic choice (fewer
+    /// when the threshold would keep too few: [`calibrate::select_count`]).
     pub select_images: usize,
     /// What the automatic choice maximises.
     pub objective: Objective,
@@ -35,7 +36,7 @@ impl Default for CalibratePlan {
         CalibratePlan {
             auto: false,
             quantile: calibrate::QUANTILE,
-            select_images: calibrate::SELECT_IMAGES,
+            select_images: calibrate::SELECT_IMAGES_MAX,
             objective: Objective::Pixel,
             batch: 8,
             budget_ms: None,
@@ -134,7 +135,8 @@ fn split_normals(n: usize, plan: &CalibratePlan) -> Result<(Vec<usize>, Vec<usiz
             "--auto needs at least 4 held-out normal images (2 to choose the settings, 2 for the threshold), got {n}"
         )));
     }
-    Ok(calibrate::split_held_out(n, plan.select_images.max(2)))
+    let select = calibrate::select_count(n, plan.quantile, plan.select_images.max(2));
+    Ok(calibrate::split_held_out(n, select.max(2)))
 }
 
 /// {t} and taps chosen on synthetic defects pasted onto `normals`.

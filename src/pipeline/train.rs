@@ -320,7 +320,8 @@ fn few_held_out_note(held: usize) -> Option<String> {
     if held < 4 || held >= wanted {
         return None;
     }
-    let (select, threshold) = calibrate::split_held_out(held, calibrate::SELECT_IMAGES);
+    let select = calibrate::select_count(held, calibrate::QUANTILE, calibrate::SELECT_IMAGES_MAX);
+    let (select, threshold) = calibrate::split_held_out(held, select);
     Some(format!(
         "note: {held} images held out; `calibrate --auto` will choose settings on {} and set the threshold on {}, which guarantees at most {:.2} % false alarms (1 % needs {wanted} held out: more good images or a larger --holdout)",
         select.len(),
