@@ -50,9 +50,10 @@ struct ConvLaunch {
     c_out: usize,
     /// 8-wide output tiles (batch × rows × tiles per row).
     tiles: usize,
-    /// 8-wide tiles of groups of 2 and of 4 output rows (batch ×
-    /// ⌈rows / n⌉ × tiles per row), for the multi-row subgroup kernels.
+    /// 8-wide tiles of output row pairs (batch × ⌈rows / 2⌉ × tiles per
+    /// row), for the two-row subgroup kernel.
     tiles_rows2: usize,
+    /// The same for groups of 4 rows, for the four-row subgroup kernel.
     tiles_rows4: usize,
     /// Output positions (batch × rows × columns).
     positions: usize,
