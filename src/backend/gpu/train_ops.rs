@@ -29,23 +29,73 @@ fn partial_groups(n: u64) -> u32 {
     n.div_ceil(WG as u64 * PER_THREAD).clamp(1, MAX_PARTIALS) as u32
 }
 
-/// Adam's uniform block (the EMA rate left at 0: adam_step ignores it).
-fn adam_params(n: u32, plan: &AdamPlan, hp: &AdamStep) -> AdamParams {
-    AdamParams {
-        n,
-        clip: hp.clips() as u32,
-        lr: hp.lr,
-        beta1: hp.beta1,
-        beta2: hp.beta2,
-        eps: hp.eps,
-        bc1: plan.bc1,
-        bc2: plan.bc2,
-        max_norm: hp.max_norm,
-        ..Default::default()
-    }
-}
-
 impl GpuBackend {
+    /// `adam_step`, or with `ema` (the average and its rate) `adam_ema_step`:
+    /// Adam, then the EMA toward the updated param, in one dispatch.
+    #[allow(clippy::too_many_arguments)]
+    fn adam_dispatch(
+        &self,
+        plan: &AdamPlan,
+        param: &mut GpuTensor,
+        grad: &GpuTensor,
+        m: &mut GpuTensor,
+        v: &mut GpuTensor,
+        hp: &AdamStep,
+        grad_sq_total: &GpuTensor,
+        mut ema: Option<(&mut GpuTensor, f32)>,
+    ) -> Result<()> {
+        let op = if ema.is_some() {
+            "adam_ema_step"
+        } else {
+            "adam_step"
+        };
+        let n = u32_of(op, "elements", plan.n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        // Exclusive buffers: no binding below aliases a written one.
+        self.make_unique(op, param)?;
+        self.make_unique(op, m)?;
+        self.make_unique(op, v)?;
+        if let Some((e, _)) = ema.as_mut() {
+            self.make_unique(op, e)?;
+        }
+        let mut binds = vec![
+            Bind::Storage(&param.buf),
+            Bind::Storage(&m.buf),
+            Bind::Storage(&v.buf),
+            Bind::Storage(&grad.buf),
+            Bind::Storage(&grad_sq_total.buf),
+        ];
+        let (kernel, ema_rate) = match &ema {
+            Some((e, rate)) => {
+                binds.push(Bind::Storage(&e.buf));
+                (kernels::ADAM_EMA_STEP, *rate)
+            }
+            None => (kernels::ADAM_STEP, 0.0),
+        };
+        let params = AdamParams {
+            n,
+            clip: hp.clips() as u32,
+            lr: hp.lr,
+            beta1: hp.beta1,
+            beta2: hp.beta2,
+            eps: hp.eps,
+            bc1: plan.bc1,
+            bc2: plan.bc2,
+            max_norm: hp.max_norm,
+            ema_rate,
+            ..Default::default()
+        };
+        self.ctx.dispatch(
+            kernel,
+            &[],
+            &params,
+            &binds,
+            grid_1d(n as u64, self.max_groups()),
+        )
+    }
+
     /// Second level: `[1]` = Σ partials (+ acc[0]).
     fn finish_sum(
         &self,
@@ -160,29 +210,7 @@ impl TrainKernels for GpuBackend {
         hp: &AdamStep,
         grad_sq_total: &GpuTensor,
     ) -> Result<()> {
-        const OP: &str = "adam_step";
-        let n = u32_of(OP, "elements", plan.n)?;
-        if n == 0 {
-            return Ok(());
-        }
-        // Exclusive buffers: no binding below aliases a written one.
-        self.make_unique(OP, param)?;
-        self.make_unique(OP, m)?;
-        self.make_unique(OP, v)?;
-        let params = adam_params(n, plan, hp);
-        self.ctx.dispatch(
-            kernels::ADAM_STEP,
-            &[],
-            &params,
-            &[
-                Bind::Storage(&param.buf),
-                Bind::Storage(&m.buf),
-                Bind::Storage(&v.buf),
-                Bind::Storage(&grad.buf),
-                Bind::Storage(&grad_sq_total.buf),
-            ],
-            grid_1d(n as u64, self.max_groups()),
-        )
+        self.adam_dispatch(plan, param, grad, m, v, hp, grad_sq_total, None)
     }
 
     /// Every tensor's first-level partial sums into one buffer (each at its
@@ -242,32 +270,15 @@ impl TrainKernels for GpuBackend {
         ema: &mut GpuTensor,
         rate: f32,
     ) -> Result<()> {
-        const OP: &str = "adam_ema_step";
-        let n = u32_of(OP, "elements", plan.n)?;
-        if n == 0 {
-            return Ok(());
-        }
-        // Exclusive buffers: no binding below aliases a written one.
-        for t in [&mut *param, &mut *m, &mut *v, &mut *ema] {
-            self.make_unique(OP, t)?;
-        }
-        let params = AdamParams {
-            ema_rate: rate,
-            ..adam_params(n, plan, hp)
-        };
-        self.ctx.dispatch(
-            kernels::ADAM_EMA_STEP,
-            &[],
-            &params,
-            &[
-                Bind::Storage(&param.buf),
-                Bind::Storage(&m.buf),
-                Bind::Storage(&v.buf),
-                Bind::Storage(&grad.buf),
-                Bind::Storage(&grad_sq_total.buf),
-                Bind::Storage(&ema.buf),
-            ],
-            grid_1d(n as u64, self.max_groups()),
+        self.adam_dispatch(
+            plan,
+            param,
+            grad,
+            m,
+            v,
+            hp,
+            grad_sq_total,
+            Some((ema, rate)),
         )
     }
 
