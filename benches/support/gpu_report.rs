@@ -110,18 +110,7 @@ fn conv_rows(g: &GpuBackend, o: &ReportOptions, rows: &mut Vec<Row>) -> Result<(
         // The subgroup kernel is a candidate (and a row) where it fits.
         let sg = g.subgroup_conv_fits(3, 1, 1, res);
         let class = tune::with_subgroup(tune::conv_class(3, 1, ch, ch, o.batch * res * res), sg);
-        use Variant::*;
-        let variants: &[Variant] = if sg {
-            &[
-                RegisterBlocked,
-                Tiled,
-                Subgroup,
-                SubgroupRows2,
-                SubgroupRows4,
-            ]
-        } else {
-            &[RegisterBlocked, Tiled]
-        };
+        let variants = tune::conv_forward_candidates(sg, 3);
         variant_rows(
             g,
             o,

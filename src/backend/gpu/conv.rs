@@ -201,18 +201,7 @@ impl GpuBackend {
     ) -> Result<()> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         use Variant::*;
-        // The multi-row subgroup kernels are 3×3 only.
-        let candidates: &[Variant] = match (l.subgroup, l.k) {
-            (false, _) => &[RegisterBlocked, Tiled],
-            (true, 3) => &[
-                RegisterBlocked,
-                Tiled,
-                Subgroup,
-                SubgroupRows2,
-                SubgroupRows4,
-            ],
-            (true, _) => &[RegisterBlocked, Tiled, Subgroup],
-        };
+        let candidates = tune::conv_forward_candidates(l.subgroup, l.k);
         self.run_tuned(&l.class, candidates, out, &|v| match v {
             // The kernel-row ones are weight-gradient variants, never
             // candidates here.

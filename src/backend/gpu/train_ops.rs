@@ -96,6 +96,30 @@ impl GpuBackend {
         )
     }
 
+    /// First level: `groups` partial sums of x² (x holds `n` elements) into
+    /// `partials[offset…]`.
+    fn partial_sums(
+        &self,
+        partials: &GpuBuf,
+        offset: u32,
+        n: u32,
+        x: &GpuTensor,
+        groups: u32,
+    ) -> Result<()> {
+        let params = SumSquaresParams {
+            n,
+            offset,
+            ..Default::default()
+        };
+        self.ctx.dispatch(
+            kernels::SUM_SQUARES_PARTIAL,
+            &[],
+            &params,
+            &[Bind::Storage(partials), Bind::Storage(&x.buf)],
+            (groups, 1, 1),
+        )
+    }
+
     /// Second level: `[1]` = Σ partials (+ acc[0]).
     fn finish_sum(
         &self,
@@ -185,17 +209,7 @@ impl TrainKernels for GpuBackend {
             self.ctx.storage_zeroed(op, groups as u64 * 4)?
         };
         if n > 0 {
-            let params = SumSquaresParams {
-                n,
-                ..Default::default()
-            };
-            self.ctx.dispatch(
-                kernels::SUM_SQUARES_PARTIAL,
-                &[],
-                &params,
-                &[Bind::Storage(&partials), Bind::Storage(&x.buf)],
-                (groups, 1, 1),
-            )?;
+            self.partial_sums(&partials, 0, n, x, groups)?;
         }
         self.finish_sum(op, &partials, groups, acc)
     }
@@ -240,18 +254,7 @@ impl TrainKernels for GpuBackend {
             if g == 0 {
                 continue;
             }
-            let params = SumSquaresParams {
-                n: n as u32,
-                offset,
-                ..Default::default()
-            };
-            self.ctx.dispatch(
-                kernels::SUM_SQUARES_PARTIAL,
-                &[],
-                &params,
-                &[Bind::Storage(&partials), Bind::Storage(&x.buf)],
-                (g, 1, 1),
-            )?;
+            self.partial_sums(&partials, offset, n as u32, x, g)?;
             offset += g;
         }
         self.finish_sum(OP, &partials, count, None)

@@ -90,6 +90,24 @@ impl Variant {
     }
 }
 
+/// The conv-forward variants the tuner times (the stride-1 input gradient's
+/// too) for a kernel size `k`, where the subgroup kernels fit or not: the
+/// multi-row subgroup kernels are 3×3 only. The GPU report shows these.
+pub fn conv_forward_candidates(subgroup: bool, k: usize) -> &'static [Variant] {
+    use Variant::*;
+    match (subgroup, k) {
+        (false, _) => &[RegisterBlocked, Tiled],
+        (true, 3) => &[
+            RegisterBlocked,
+            Tiled,
+            Subgroup,
+            SubgroupRows2,
+            SubgroupRows4,
+        ],
+        (true, _) => &[RegisterBlocked, Tiled, Subgroup],
+    }
+}
+
 /// How the tuner behaves (`SCOREDD_TUNE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TuneMode {
