@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let be = CpuBackend::new();
     let mut quiet = Quiet;
     let mut p = Pipeline::new(&be, &mut quiet);
+    let mnist = args.first().map(String::as_str) == Some("mnist");
     let (model, test, held) = match args.first().map(String::as_str) {
         Some("mnist") => {
             let dir = PathBuf::from(&args[1]);
@@ -79,7 +80,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let opts = detect::DetectOptions::from_settings(model.meta.detection.clone());
             let test = source.load_for(&model, &opts)?.set;
-            // The normals calibration would use: training's held-out split.
+            // The normals calibration would use: the held-out split the model
+            // was trained with.
+            let holdout = model.meta.training.as_ref().map_or(0.0, |t| t.holdout);
+            if holdout <= 0.0 {
+                return Err("the model was trained on every image: nothing held out".into());
+            }
             let train = TrainSource {
                 data: PathBuf::from(&args[2]),
                 category: None,
@@ -90,20 +96,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 size: model.net.config.image_size,
                 channels: model.net.config.channels,
             };
-            let held = train.held_out(0.2, spec)?.0.images;
-            let grids = all_grids(
-                &be,
-                &model,
-                &test
-                    .items
-                    .iter()
-                    .map(|i| i.image.clone())
-                    .collect::<Vec<_>>(),
-            )?;
-            let labels: Vec<bool> = test.items.iter().map(|i| i.defect != "good").collect();
-            let rows = report(&model, &grids, &labels)?;
-            contrast_proxies(&be, &model, &held, &rows)?;
-            return Ok(());
+            let held = train.held_out(holdout, spec)?.0.images;
+            (model, test, held)
         }
         _ => return Err("usage: oracle_probe mnist DIR DIGIT [MINUTES] | mvtec MODEL DIR".into()),
     };
@@ -111,8 +105,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let images: Vec<Vec<f32>> = test.items.iter().map(|i| i.image.clone()).collect();
     let grids = all_grids(&be, &model, &images)?;
     let rows = report(&model, &grids, &labels)?;
-    // How well each synthetic mix ranks the same settings (MNIST: on the
-    // held-out training normals).
+    // How well each synthetic mix ranks the same settings, on the held-out
+    // training normals.
+    match mnist {
+        true => mnist_proxies(&be, &model, held, &rows),
+        false => contrast_proxies(&be, &model, &held, &rows),
+    }
+}
+
+/// MNIST: how the local, semantic and structural mixes rank the grid's
+/// settings, and the search's situation (32 normals, one or three morphs
+/// each, several draws).
+fn mnist_proxies(
+    be: &CpuBackend,
+    model: &ScoreModel<CpuBackend>,
+    held: Vec<Vec<f32>>,
+    rows: &[Setting],
+) -> Result<(), Box<dyn std::error::Error>> {
     let normals: Vec<Vec<f32>> = held.into_iter().take(64).collect();
     if normals.len() >= 8 {
         let c = &model.net.config;
@@ -123,8 +132,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ] {
             let (set, _) = with_defect_kinds(&normals, c.channels, c.image_size, 0, &kinds);
             let synth_labels: Vec<bool> = (0..set.len()).map(|i| i >= normals.len()).collect();
-            let sg = all_grids(&be, &model, &set)?;
-            proxy(&model, &sg, &synth_labels, &rows, name);
+            let sg = all_grids(be, model, &set)?;
+            proxy(model, &sg, &synth_labels, rows, name);
         }
         // The search's situation: 32 normals, one or three morphs each, over
         // several draws of the normals and morphs.
@@ -142,12 +151,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     per_normal,
                 );
                 let synth_labels: Vec<bool> = (0..set.len()).map(|i| i >= pick.len()).collect();
-                let sg = all_grids(&be, &model, &set)?;
+                let sg = all_grids(be, model, &set)?;
                 proxy(
-                    &model,
+                    model,
                     &sg,
                     &synth_labels,
-                    &rows,
+                    rows,
                     &format!("32 normals, {per_normal} morph(s) each, draw {draw}"),
                 );
             }

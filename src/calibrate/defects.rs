@@ -409,15 +409,22 @@ fn morph(image: &[f32], canvas: &mut Canvas, u: &dyn Fn(u64) -> f64) {
             .map(|&(kx, ky, ph)| (kx * x + ky * y + ph).sin())
             .sum::<f64>()
     };
-    let centres = || (0..size * size).map(|p| ((p % size) as f64 + 0.5, (p / size) as f64 + 0.5));
-    let peak = centres()
-        .map(|(x, y)| field(0, x, y).hypot(field(1, x, y)))
+    // Pixel centre and unscaled displacement, each evaluated once.
+    let points: Vec<(f64, f64, f64, f64)> = (0..size * size)
+        .map(|p| {
+            let (x, y) = ((p % size) as f64 + 0.5, (p / size) as f64 + 0.5);
+            (x, y, field(0, x, y), field(1, x, y))
+        })
+        .collect();
+    let peak = points
+        .iter()
+        .map(|&(_, _, dx, dy)| dx.hypot(dy))
         .fold(1e-9, f64::max);
     let scale = (0.15 + 0.15 * u(0)) * s / peak;
     let before = canvas.out.to_vec();
     let hw = size * size;
-    for (p, (x, y)) in centres().enumerate() {
-        let (sx, sy) = (x + scale * field(0, x, y), y + scale * field(1, x, y));
+    for (p, &(x, y, dx, dy)) in points.iter().enumerate() {
+        let (sx, sy) = (x + scale * dx, y + scale * dy);
         canvas.mask[p] = 1;
         for c in 0..channels {
             canvas.out[c * hw + p] = bilinear_at(image, size, c, sx, sy).clamp(0.0, 1.0);

@@ -136,7 +136,7 @@ fn split_normals(n: usize, plan: &CalibratePlan) -> Result<(Vec<usize>, Vec<usiz
         )));
     }
     let select = calibrate::select_count(n, plan.quantile, plan.select_images.max(2));
-    Ok(calibrate::split_held_out(n, select.max(2)))
+    Ok(calibrate::split_held_out(n, select))
 }
 
 /// {t} and taps chosen on synthetic defects pasted onto `normals`.
