@@ -1067,7 +1067,6 @@ def conv_backward_weight_row3_subgroup_file():
     start = body.index("        for (var ox = 0u; ox < p.wo; ox++) {\n")
     end = body.index("    }\n    let base")
     step = body[start:end]
-    inner = step[step.index("            let xc"):step.index("        }\n")]
     chunk = row3_subgroup_chunks()
     tail = step.replace("for (var ox = 0u; ox < p.wo; ox++) {", "for (; ox < p.wo; ox++) {")
     body = body[:start] + chunk + tail + body[end:]
