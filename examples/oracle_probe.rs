@@ -107,9 +107,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows = report(&model, &grids, &labels)?;
     // How well each synthetic mix ranks the same settings, on the held-out
     // training normals.
+    let mut dump = Dump::default();
     match mnist {
-        true => mnist_proxies(&be, &model, held, &rows),
-        false => contrast_proxies(&be, &model, &held, &rows),
+        true => mnist_proxies(&be, &model, held, &rows, &mut dump)?,
+        false => contrast_proxies(&be, &model, &held, &rows, &mut dump)?,
+    }
+    if let Ok(path) = std::env::var("PROBE_DUMP") {
+        dump.write(std::path::Path::new(&path), &rows)?;
+        eprintln!("every setting's real and synthetic AUROC written to {path}");
+    }
+    Ok(())
+}
+
+/// Every mix's synthetic AUROC of every setting (on all its normals, and on
+/// each half of them with their own defects), for studying selection rules
+/// offline: `PROBE_DUMP=file.tsv`.
+#[derive(Default)]
+struct Dump {
+    columns: Vec<String>,
+    values: Vec<Vec<f64>>,
+}
+
+impl Dump {
+    fn add(&mut self, name: &str, v: Vec<f64>) {
+        self.columns.push(name.to_string());
+        self.values.push(v);
+    }
+
+    fn write(&self, path: &std::path::Path, rows: &[Setting]) -> std::io::Result<()> {
+        let mut out = format!("setting\treal\t{}\n", self.columns.join("\t"));
+        for (i, s) in rows.iter().enumerate() {
+            out += &format!("{}\t{:.6}", describe(&s.taps, &s.js, s.top), s.auroc);
+            for v in &self.values {
+                out += &format!("\t{:.6}", v[i]);
+            }
+            out.push('\n');
+        }
+        std::fs::write(path, out)
     }
 }
 
@@ -121,6 +155,7 @@ fn mnist_proxies(
     model: &ScoreModel<CpuBackend>,
     held: Vec<Vec<f32>>,
     rows: &[Setting],
+    dump: &mut Dump,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let normals: Vec<Vec<f32>> = held.into_iter().take(64).collect();
     if normals.len() >= 8 {
@@ -133,7 +168,7 @@ fn mnist_proxies(
             let (set, _) = with_defect_kinds(&normals, c.channels, c.image_size, 0, &kinds);
             let synth_labels: Vec<bool> = (0..set.len()).map(|i| i >= normals.len()).collect();
             let sg = all_grids(be, model, &set)?;
-            proxy(model, &sg, &synth_labels, rows, name);
+            proxy(model, &sg, &synth_labels, rows, name, dump);
         }
         // The search's situation: 32 normals, one or three morphs each, over
         // several draws of the normals and morphs.
@@ -158,6 +193,7 @@ fn mnist_proxies(
                     &synth_labels,
                     rows,
                     &format!("32 normals, {per_normal} morph(s) each, draw {draw}"),
+                    dump,
                 );
             }
         }
@@ -174,6 +210,7 @@ fn contrast_proxies(
     model: &ScoreModel<CpuBackend>,
     held: &[Vec<f32>],
     real: &[Setting],
+    dump: &mut Dump,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let normals: Vec<Vec<f32>> = held.iter().take(64).cloned().collect();
     let n = normals.len();
@@ -186,8 +223,10 @@ fn contrast_proxies(
         ("structural", STRUCTURAL_KINDS.to_vec()),
         ("local + structural", both),
     ] {
-        let (set, _) = with_defect_kinds(&normals, c.channels, c.image_size, 0, &kinds);
-        for alpha in [1.0f32, 0.5, 0.25] {
+        // A second draw of the defects at full contrast: how much the
+        // ranking owes to one draw.
+        for (seed, alpha) in [(0u64, 1.0f32), (0, 0.5), (0, 0.25), (1, 1.0)] {
+            let (set, _) = with_defect_kinds(&normals, c.channels, c.image_size, seed, &kinds);
             let defects: Vec<Vec<f32>> = (0..n)
                 .map(|i| {
                     set[n + i]
@@ -209,7 +248,8 @@ fn contrast_proxies(
                 &g,
                 &labels,
                 real,
-                &format!("{name}, contrast ×{alpha}"),
+                &format!("{name}, contrast ×{alpha}, draw {seed}"),
+                dump,
             );
         }
     }
@@ -219,12 +259,41 @@ fn contrast_proxies(
 /// For the settings of `real` (real AUROC, description), the synthetic
 /// AUROC on `g`: the real AUROC of the synthetic best, and the rank
 /// correlation of the two over all settings.
-fn proxy(model: &ScoreModel<CpuBackend>, g: &Grids, labels: &[bool], real: &[Setting], name: &str) {
+fn proxy(
+    model: &ScoreModel<CpuBackend>,
+    g: &Grids,
+    labels: &[bool],
+    real: &[Setting],
+    name: &str,
+    dump: &mut Dump,
+) {
     let size = model.net.config.image_size;
+    // Normals first, then as many defects: each half of the normals with
+    // its own defects is a smaller, independent check.
+    let n = labels.iter().filter(|&&l| !l).count();
+    let halves: Vec<Vec<usize>> = (0..2)
+        .map(|h| {
+            let part = h * n / 2..(h + 1) * n / 2;
+            part.clone().chain(part.map(|i| i + n)).collect()
+        })
+        .collect();
+    let mut parts: Vec<Vec<f64>> = vec![Vec::new(); 2];
     let synth: Vec<f64> = real
         .iter()
-        .map(|s| auroc(g, &s.taps, &s.js, s.top, labels, size))
+        .map(|s| {
+            let scores = setting_scores(g, &s.taps, &s.js, s.top, labels.len(), size);
+            for (h, idx) in halves.iter().enumerate() {
+                let sc: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
+                let lb: Vec<bool> = idx.iter().map(|&i| labels[i]).collect();
+                parts[h].push(metrics::auroc(&sc, &lb).unwrap_or(f64::NAN));
+            }
+            metrics::auroc(&scores, labels).unwrap_or(f64::NAN)
+        })
         .collect();
+    dump.add(name, synth.clone());
+    for (h, v) in parts.into_iter().enumerate() {
+        dump.add(&format!("{name} [half {h}]"), v);
+    }
     let best = (0..real.len())
         .max_by(|&a, &b| synth[a].total_cmp(&synth[b]))
         .unwrap();
@@ -295,7 +364,20 @@ fn all_grids(
 /// Image AUROC of one setting: times `js`, `taps`, score read as the mean of
 /// the map's top `top` fraction (0 = its maximum).
 fn auroc(g: &Grids, taps: &[String], js: &[usize], top: f32, labels: &[bool], size: usize) -> f64 {
-    let scores: Vec<f64> = (0..labels.len())
+    let scores = setting_scores(g, taps, js, top, labels.len(), size);
+    metrics::auroc(&scores, labels).unwrap_or(f64::NAN)
+}
+
+/// Image scores of the first `n` images under one setting.
+fn setting_scores(
+    g: &Grids,
+    taps: &[String],
+    js: &[usize],
+    top: f32,
+    n: usize,
+    size: usize,
+) -> Vec<f64> {
+    (0..n)
         .map(|i| {
             let map = detect::combine(g, taps, js, i, size).expect("taps are in the grids");
             f64::from(if top == 0.0 {
@@ -304,8 +386,7 @@ fn auroc(g: &Grids, taps: &[String], js: &[usize], top: f32, labels: &[bool], si
                 detect::top_mean(&map, top)
             })
         })
-        .collect();
-    metrics::auroc(&scores, labels).unwrap_or(f64::NAN)
+        .collect()
 }
 
 /// One setting of the grid and its image AUROC on the real test split.

@@ -434,7 +434,13 @@ pub fn bilinear_resize(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) ->
 
 /// Separable Gaussian blur of a `size×size` map (σ in pixels, edges clamped).
 pub fn gaussian_blur(map: &[f32], size: usize, sigma: f32) -> Vec<f32> {
-    if sigma <= 0.0 {
+    gaussian_blur_rect(map, size, size, sigma)
+}
+
+/// Separable Gaussian blur of a `width × height` row-major map (σ in pixels,
+/// edges clamped).
+pub fn gaussian_blur_rect(map: &[f32], width: usize, height: usize, sigma: f32) -> Vec<f32> {
+    if sigma <= 0.0 || map.is_empty() {
         return map.to_vec();
     }
     let rad = (3.0 * sigma).ceil() as isize;
@@ -443,25 +449,24 @@ pub fn gaussian_blur(map: &[f32], size: usize, sigma: f32) -> Vec<f32> {
         .collect();
     let norm: f32 = k.iter().sum();
     let k: Vec<f32> = k.iter().map(|v| v / norm).collect();
-    let n = size as isize;
-    let clamp = |i: isize| i.clamp(0, n - 1) as usize;
+    let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
     let mut tmp = vec![0f32; map.len()];
-    for y in 0..size {
-        for x in 0..size {
-            tmp[y * size + x] = k
+    for y in 0..height {
+        for x in 0..width {
+            tmp[y * width + x] = k
                 .iter()
                 .enumerate()
-                .map(|(o, kv)| kv * map[y * size + clamp(x as isize + o as isize - rad)])
+                .map(|(o, kv)| kv * map[y * width + clamp(x as isize + o as isize - rad, width)])
                 .sum();
         }
     }
     let mut out = vec![0f32; map.len()];
-    for y in 0..size {
-        for x in 0..size {
-            out[y * size + x] = k
+    for y in 0..height {
+        for x in 0..width {
+            out[y * width + x] = k
                 .iter()
                 .enumerate()
-                .map(|(o, kv)| kv * tmp[clamp(y as isize + o as isize - rad) * size + x])
+                .map(|(o, kv)| kv * tmp[clamp(y as isize + o as isize - rad, height) * width + x])
                 .sum();
         }
     }

@@ -41,6 +41,7 @@ pub mod sde;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod synth;
 pub mod text;
+pub mod tiles;
 pub mod toy;
 pub mod train;
 pub mod viz;

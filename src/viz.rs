@@ -108,13 +108,18 @@ pub fn colormap(v: f32) -> [u8; 3] {
 /// are R, G, B (with two, the first is used as grey). Values are clamped, NaN reads as
 /// 0, and values missing from a short slice read as 0.
 pub fn image_to_rgb(chw: &[f32], channels: usize, size: usize) -> RgbImage {
-    let plane = size * size;
+    image_to_rgb_rect(chw, channels, size, size)
+}
+
+/// [`image_to_rgb`] of a `width × height` image.
+pub fn image_to_rgb_rect(chw: &[f32], channels: usize, width: usize, height: usize) -> RgbImage {
+    let plane = width * height;
     let get = |c: usize, i: usize| -> u8 {
         let v = chw.get(c * plane + i).copied().unwrap_or(0.0);
         let v = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
         (v * 255.0).round() as u8
     };
-    let mut img = RgbImage::new(size as u32, size as u32);
+    let mut img = RgbImage::new(width as u32, height as u32);
     if channels == 0 {
         return img;
     }

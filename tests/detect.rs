@@ -912,3 +912,170 @@ fn settings_without_a_reading_load_as_the_maximum() {
     map[3] = 2.0;
     assert_eq!(detect::read_score(&map, &old), detect::image_score(&map));
 }
+
+/// The tiles cover the image, the first at the origin and the last flush
+/// with each border, neighbours overlapping by at least what was asked; a
+/// field cut into tiles and stitched back is the field; bad layouts are
+/// refused with a reason.
+#[test]
+fn tiles_cover_the_image_and_stitch_back_what_was_cut() {
+    use scoredd::tiles::TileGrid;
+    for (w, h, t, o) in [
+        (96, 64, 32, 8),
+        (100, 37, 32, 16),
+        (32, 32, 32, 8),
+        (250, 290, 64, 16),
+    ] {
+        let g = TileGrid::new(w, h, t, o).unwrap();
+        let xs: Vec<usize> = g.origins.iter().filter(|p| p.1 == 0).map(|p| p.0).collect();
+        let ys: Vec<usize> = g.origins.iter().filter(|p| p.0 == 0).map(|p| p.1).collect();
+        assert_eq!(g.origins.len(), xs.len() * ys.len());
+        for (starts, len) in [(&xs, w), (&ys, h)] {
+            assert_eq!(starts[0], 0);
+            assert_eq!(starts.last().unwrap() + t, len, "{w}×{h} tile {t}");
+            for pair in starts.windows(2) {
+                assert!(pair[0] + t >= pair[1] + o, "{starts:?} overlap below {o}");
+            }
+        }
+        // Two channels, each a different field.
+        let field: Vec<f32> = (0..2 * w * h)
+            .map(|p| ((p * 7919) % 1000) as f32 / 7.0)
+            .collect();
+        let tiles = g.cut(&field, 2).unwrap();
+        assert_eq!(tiles.len(), g.origins.len());
+        for (tile, &(x0, y0)) in tiles.iter().zip(&g.origins) {
+            assert_eq!(tile.len(), 2 * t * t);
+            assert_eq!(
+                tile[t * t + 3 * t + 5],
+                field[w * h + (y0 + 3) * w + x0 + 5]
+            );
+        }
+        let plane: Vec<Vec<f32>> = tiles.iter().map(|tile| tile[..t * t].to_vec()).collect();
+        let back = g.stitch(&plane).unwrap();
+        assert!(
+            max_abs_diff(&back, &field[..w * h]) <= 1e-4,
+            "{w}×{h}: stitching the cut field back"
+        );
+    }
+    let msg = |r: Result<TileGrid, Error>| r.unwrap_err().to_string();
+    assert!(msg(TileGrid::new(64, 64, 32, 32)).contains("overlap must be smaller"));
+    assert!(msg(TileGrid::new(20, 64, 32, 8)).contains("smaller than one 32 px tile"));
+    let g = TileGrid::new(64, 64, 32, 8).unwrap();
+    assert!(g.cut(&[0.0; 10], 1).is_err());
+    assert!(g.stitch(&[vec![0.0; 32 * 32]]).is_err());
+}
+
+/// A 96×64 image (clean, and with a dark square planted) detected by a 32 px
+/// model in 32 px tiles: maps of the image's shape, finite; the square
+/// raises the map where it is (the difference peaks on it) and nowhere
+/// beyond the tiles that hold it (plus the blur's reach); both backends
+/// alike. One tile the size of the image is exactly one pass at that size,
+/// smoothing included.
+#[test]
+fn tiled_detection_maps_a_wide_image_and_one_tile_is_one_pass() {
+    use scoredd::tiles::{tiled_map, Tiling};
+    let (w, h) = (96, 64);
+    let clean: Vec<f32> = (0..w * h)
+        .map(|p| {
+            let (x, y) = ((p % w) as f32, (p / w) as f32);
+            0.5 + 0.2 * (x * 0.2).sin() * (y * 0.1).cos()
+        })
+        .collect();
+    let mut defect = clean.clone();
+    let square = |x: usize, y: usize| (60..66).contains(&x) && (20..26).contains(&y);
+    for (p, v) in defect.iter_mut().enumerate() {
+        if square(p % w, p / w) {
+            *v = 0.0;
+        }
+    }
+    let o = DetectOptions {
+        settings: DetectionSettings {
+            smooth: 1.0,
+            ..opts(&[0.1, 0.05], 1).settings
+        },
+        ..opts(&[0.1, 0.05], 1)
+    };
+    // Tiles start at x 0, 21, 43, 64 and y 0, 16, 32: the square lies in
+    // the tiles from x 43 and above y 48; the blur (σ 1) reaches 3 px.
+    let tiling = Tiling {
+        tile: 32,
+        overlap: 8,
+        batch: 3,
+    };
+    let run = |maps: Vec<Vec<f32>>| {
+        for m in &maps {
+            assert_eq!(m.len(), w * h);
+            assert!(m.iter().all(|v| v.is_finite() && *v >= 0.0));
+        }
+        let diff: Vec<f32> = maps[1].iter().zip(&maps[0]).map(|(d, c)| d - c).collect();
+        let peak = (0..w * h)
+            .max_by(|&a, &b| diff[a].total_cmp(&diff[b]))
+            .unwrap();
+        let (px, py) = (peak % w, peak / w);
+        assert!(
+            (56..70).contains(&px) && (16..30).contains(&py),
+            "the square raises the map most at ({px}, {py}), not near (60..66, 20..26)"
+        );
+        let mean_on = |m: &[f32]| {
+            let v: Vec<f32> = (0..w * h)
+                .filter(|&p| square(p % w, p / w))
+                .map(|p| m[p])
+                .collect();
+            v.iter().sum::<f32>() / v.len() as f32
+        };
+        let (c, d) = (mean_on(&maps[0]), mean_on(&maps[1]));
+        assert!(d > 1.5 * c, "on the square: {d} with it, {c} without");
+        maps
+    };
+    let far = |x: usize, y: usize| x < 40 || y > 51;
+    let tiled = |be: &dyn Fn(&[f32]) -> Vec<f32>| vec![be(&clean), be(&defect)];
+    let c = cpu();
+    let cm_model = model(&c);
+    let cm = run(tiled(&|img| {
+        let mut calls = 0;
+        let m = tiled_map(&c, &cm_model, img, w, h, &o, tiling, &mut |_, _| calls += 1).unwrap();
+        // 4 × 3 tiles, 3 per batch.
+        assert_eq!(calls, 4);
+        m
+    }));
+    for (p, (a, b)) in cm[0].iter().zip(&cm[1]).enumerate() {
+        if far(p % w, p / w) {
+            assert_eq!(
+                a,
+                b,
+                "pixel ({}, {}) is beyond the square's tiles",
+                p % w,
+                p / w
+            );
+        }
+    }
+    // One tile covering a 64 px image: the one-pass map at 64 px.
+    let (big, _) = large_pair();
+    let one = Tiling {
+        tile: 64,
+        overlap: 16,
+        batch: 1,
+    };
+    let whole = DetectOptions {
+        size: Some(64),
+        ..o.clone()
+    };
+    let a = tiled_map(&c, &cm_model, &big, 64, 64, &o, one, &mut |_, _| {}).unwrap();
+    let b = detect::anomaly_maps(&c, &cm_model, &[&big], &[0], &whole).unwrap();
+    assert_eq!(a, b[0]);
+    if let Some(g) = gpu() {
+        let gm_model = model(&g);
+        let gm = run(tiled(&|img| {
+            tiled_map(&g, &gm_model, img, w, h, &o, tiling, &mut |_, _| {}).unwrap()
+        }));
+        for (a, b) in gm.iter().zip(&cm) {
+            let scale = b.iter().fold(0f32, |m, v| m.max(*v));
+            // As in a_32_px_model_maps_a_64_px_image.
+            let rel = max_abs_diff(a, b) / scale;
+            assert!(
+                rel <= 1e-2,
+                "GPU vs CPU tiled: {rel:.2e} of the map's scale"
+            );
+        }
+    }
+}

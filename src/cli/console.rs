@@ -30,10 +30,15 @@ pub fn print_tuner_choices(backend: &AnyBackend) {
 
 /// A progress bar for `n` images.
 pub fn image_bar(n: usize, what: &str) -> ProgressBar {
+    count_bar(n, what, "images")
+}
+
+/// A progress bar over `n` things called `unit`, for `what`.
+pub fn count_bar(n: usize, what: &str, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} {{pos}}/{{len}} images [{{bar:30}}] ({{eta}} left)"
+            "{{spinner}} {what} {{pos}}/{{len}} {unit} [{{bar:30}}] ({{eta}} left)"
         ))
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),

@@ -10,9 +10,10 @@ use scoredd::detect::{self, DetectOptions, Mode};
 use scoredd::model_file::{Calibration, DetectionSettings, ModelFile, ModelMeta};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::pipeline::{defect_mask, describe, judge};
+use scoredd::tiles::{self, TileGrid, Tiling};
 use scoredd::{plot, viz, with_backend, Error};
 
-use super::console::{image_bar, print_tuner_choices};
+use super::console::{count_bar, image_bar, print_tuner_choices};
 
 /// Detection settings shared by `detect`, `eval` and `calibrate`; each one
 /// left out comes from the model file.
@@ -112,6 +113,16 @@ pub struct DetectArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub flags: DetectFlags,
+    /// Detect each image at its own resolution (or at --detect-size) in
+    /// overlapping square tiles of this many px (a multiple of the model's
+    /// total downsampling), blended into one map: for images too large for
+    /// one pass, or a model trained on crops. Memory grows with --batch
+    /// tiles, not with the image.
+    #[arg(long)]
+    pub tile: Option<usize>,
+    /// Overlap between neighbouring tiles, px (default a quarter of a tile).
+    #[arg(long, requires = "tile")]
+    pub tile_overlap: Option<usize>,
     /// Also print, on the GPU backend, the kernel variant the autotuner
     /// picked per tuned kernel family (one line each).
     #[arg(long)]
@@ -137,10 +148,10 @@ pub fn make_dir(dir: &Path) -> Result<(), Error> {
     })
 }
 
-/// A binary mask (0/1) as a black/white PNG.
-pub fn save_mask(mask: &[u8], size: usize, path: &Path) -> Result<(), Error> {
-    let img = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
-        let v = if mask[y as usize * size + x as usize] != 0 {
+/// A binary `width × height` mask (0/1) as a black/white PNG.
+fn save_mask(mask: &[u8], width: usize, height: usize, path: &Path) -> Result<(), Error> {
+    let img = image::RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let v = if mask[y as usize * width + x as usize] != 0 {
             255
         } else {
             0
@@ -191,7 +202,8 @@ fn unique_stem(path: &str, i: usize, used: &mut std::collections::HashSet<String
 struct Pictures<'a> {
     out: &'a Path,
     stem: &'a str,
-    size: usize,
+    /// The map's (and image's) width and height.
+    dims: (usize, usize),
     /// The heat map's display range.
     range: (f32, f32),
     /// How the image score is read from the map.
@@ -214,7 +226,8 @@ impl Pictures<'_> {
         if let Some(m) = &mask {
             viz::draw_outline(&mut pic, m, [255, 255, 255]);
         }
-        plot::save_png(&viz::upscale(&pic, zoom(self.size)), &overlay_path)?;
+        let (w, h) = self.dims;
+        plot::save_png(&viz::upscale(&pic, zoom(w.max(h))), &overlay_path)?;
         let mut line = serde_json::json!({
             "path": "",
             "score": verdict.score,
@@ -224,7 +237,7 @@ impl Pictures<'_> {
             (verdict.normalised, verdict.defect, &mask)
         {
             let mask_path = self.out.join(format!("{}.mask.png", self.stem));
-            save_mask(m, self.size, &mask_path)?;
+            save_mask(m, w, h, &mask_path)?;
             line["normalized"] = normalised.into();
             line["verdict"] = if defect { "defect" } else { "good" }.into();
             line["mask"] = mask_path.display().to_string().into();
@@ -233,37 +246,26 @@ impl Pictures<'_> {
     }
 }
 
+/// The images to detect and their maps, each `width × height`.
+struct Detected {
+    loaded: data::Loaded,
+    /// (width, height) of each image and map.
+    dims: Vec<(usize, usize)>,
+    maps: Vec<Vec<f32>>,
+}
+
 fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Result<(), Error> {
     let model = ScoreModel::from_file(be, file)?;
-    let c = model.net.config.clone();
+    let channels = model.net.config.channels;
     let opts = args.flags.options(&file.meta);
-    detect::validate(&model, &opts)?;
-    let size = opts.size_for(&model);
-    let spec = ImageSpec {
-        size,
-        channels: c.channels,
-    };
-    let loaded = data::inputs(&args.inputs, spec)?;
-    for s in &loaded.skipped {
-        eprintln!("skipped {}: {}", s.path, s.reason);
-    }
-    for (p, &(w, h)) in loaded.paths.iter().zip(&loaded.original_sizes) {
-        if (w as usize, h as usize) != (size, size) {
-            eprintln!("note: {p} is {w}×{h}; resized to {size}×{size} (--detect-size to change)");
-        }
-    }
     make_dir(&args.out)?;
-    eprintln!("{}", describe(&opts));
-    let refs: Vec<&[f32]> = loaded.images.iter().map(|v| v.as_slice()).collect();
-    let ids = vec![0u64; refs.len()];
-    let bar = image_bar(refs.len(), "detecting");
     let t0 = Instant::now();
-    let maps =
-        detect::anomaly_maps_batched(be, &model, &refs, &ids, &opts, args.flags.batch, &mut |d| {
-            bar.set_position(d as u64)
-        })?;
-    bar.finish_and_clear();
+    let detected = match args.tile {
+        None => whole_images(be, &model, &opts, args)?,
+        Some(tile) => tiled_images(be, &model, &opts, args, tile)?,
+    };
     let secs = t0.elapsed().as_secs_f64();
+    let Detected { loaded, dims, maps } = detected;
     let range = map_range(&file.meta, maps.iter().map(|m| m.as_slice()));
     let cal = file.meta.calibration.as_ref();
     if cal.is_none() {
@@ -275,11 +277,12 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
     let mut used = std::collections::HashSet::new();
     for (i, (path, map)) in loaded.paths.iter().zip(&maps).enumerate() {
         let stem = unique_stem(path, i, &mut used);
-        let rgb = viz::image_to_rgb(&loaded.images[i], c.channels, size);
+        let (w, h) = dims[i];
+        let rgb = viz::image_to_rgb_rect(&loaded.images[i], channels, w, h);
         let pictures = Pictures {
             out: &args.out,
             stem: &stem,
-            size,
+            dims: (w, h),
             range,
             settings: &opts.settings,
         };
@@ -300,4 +303,105 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
         }
     );
     Ok(())
+}
+
+/// The loaded inputs, the skipped ones listed.
+fn listed(loaded: Result<data::Loaded, Error>) -> Result<data::Loaded, Error> {
+    let loaded = loaded?;
+    for s in &loaded.skipped {
+        eprintln!("skipped {}: {}", s.path, s.reason);
+    }
+    Ok(loaded)
+}
+
+/// Every image resized to the detection size and detected in one pass.
+fn whole_images<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    opts: &DetectOptions,
+    args: &DetectArgs,
+) -> Result<Detected, Error> {
+    detect::validate(model, opts)?;
+    let size = opts.size_for(model);
+    let spec = ImageSpec {
+        size,
+        channels: model.net.config.channels,
+    };
+    let loaded = listed(data::inputs(&args.inputs, spec))?;
+    for (p, &(w, h)) in loaded.paths.iter().zip(&loaded.original_sizes) {
+        if (w as usize, h as usize) != (size, size) {
+            eprintln!("note: {p} is {w}×{h}; resized to {size}×{size} (--detect-size or --tile to change)");
+        }
+    }
+    eprintln!("{}", describe(opts));
+    let refs: Vec<&[f32]> = loaded.images.iter().map(|v| v.as_slice()).collect();
+    let ids = vec![0u64; refs.len()];
+    let bar = image_bar(refs.len(), "detecting");
+    let maps =
+        detect::anomaly_maps_batched(be, model, &refs, &ids, opts, args.flags.batch, &mut |d| {
+            bar.set_position(d as u64)
+        })?;
+    bar.finish_and_clear();
+    let dims = vec![(size, size); maps.len()];
+    Ok(Detected { loaded, dims, maps })
+}
+
+/// Every image at its own size (or resized to --detect-size) detected in
+/// overlapping tiles.
+fn tiled_images<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    opts: &DetectOptions,
+    args: &DetectArgs,
+    tile: usize,
+) -> Result<Detected, Error> {
+    let channels = model.net.config.channels;
+    let mut tiling = Tiling::new(tile, args.flags.batch);
+    if let Some(o) = args.tile_overlap {
+        tiling.overlap = o;
+    }
+    let tile_opts = DetectOptions {
+        size: Some(tile),
+        ..opts.clone()
+    };
+    detect::validate(model, &tile_opts)?;
+    tiling.validate()?;
+    let loaded = listed(match opts.size {
+        Some(size) => data::inputs(&args.inputs, ImageSpec { size, channels }),
+        None => data::inputs_own_size(&args.inputs, channels),
+    })?;
+    let dims: Vec<(usize, usize)> = match opts.size {
+        Some(size) => vec![(size, size); loaded.images.len()],
+        None => loaded
+            .original_sizes
+            .iter()
+            .map(|&(w, h)| (w as usize, h as usize))
+            .collect(),
+    };
+    eprintln!(
+        "{}; in {tile} px tiles overlapping by {} px",
+        describe(opts),
+        tiling.overlap
+    );
+    let mut maps = Vec::with_capacity(dims.len());
+    for (i, (image, &(w, h))) in loaded.images.iter().zip(&dims).enumerate() {
+        let grid = TileGrid::new(w, h, tile, tiling.overlap).map_err(|e| match e {
+            Error::Invalid(m) => Error::Invalid(format!("{}: {m}", loaded.paths[i])),
+            e => e,
+        })?;
+        let what = format!("image {} of {}:", i + 1, dims.len());
+        let bar = count_bar(grid.origins.len(), &what, "tiles");
+        maps.push(tiles::tiled_map(
+            be,
+            model,
+            image,
+            w,
+            h,
+            opts,
+            tiling,
+            &mut |d, _| bar.set_position(d as u64),
+        )?);
+        bar.finish_and_clear();
+    }
+    Ok(Detected { loaded, dims, maps })
 }

@@ -85,6 +85,12 @@ pub(super) fn decode(path: &Path) -> std::result::Result<DynamicImage, String> {
 /// Gray/RGB conversion in f32, triangle resize, clamp, CHW.
 pub(super) fn to_tensor(img: &DynamicImage, spec: ImageSpec) -> Vec<f32> {
     let s = spec.size as u32;
+    to_tensor_at(img, spec.channels, Some((s, s)))
+}
+
+/// Gray/RGB conversion in f32, triangle resize to `size` (width, height;
+/// None keeps the image's own size), clamp, CHW.
+fn to_tensor_at(img: &DynamicImage, channels: usize, size: Option<(u32, u32)>) -> Vec<f32> {
     let clamp = |v: f32| {
         if v.is_finite() {
             v.clamp(0.0, 1.0)
@@ -92,14 +98,21 @@ pub(super) fn to_tensor(img: &DynamicImage, spec: ImageSpec) -> Vec<f32> {
             0.0
         }
     };
-    if spec.channels == 1 {
+    if channels == 1 {
         let g = img.to_luma32f();
-        let r = imageops::resize(&g, s, s, FilterType::Triangle);
+        let r = match size {
+            Some((w, h)) => imageops::resize(&g, w, h, FilterType::Triangle),
+            None => g,
+        };
         r.into_raw().into_iter().map(clamp).collect()
     } else {
         let c = img.to_rgb32f();
-        let r = imageops::resize(&c, s, s, FilterType::Triangle).into_raw();
-        let hw = spec.size * spec.size;
+        let r = match size {
+            Some((w, h)) => imageops::resize(&c, w, h, FilterType::Triangle),
+            None => c,
+        };
+        let hw = r.width() as usize * r.height() as usize;
+        let r = r.into_raw();
         let mut out = vec![0f32; 3 * hw];
         for (p, px) in r.chunks_exact(3).enumerate() {
             for ch in 0..3 {
@@ -110,8 +123,23 @@ pub(super) fn to_tensor(img: &DynamicImage, spec: ImageSpec) -> Vec<f32> {
     }
 }
 
-fn load_one(path: &Path, spec: ImageSpec) -> std::result::Result<(Vec<f32>, (u32, u32)), String> {
-    decode(path).map(|img| (to_tensor(&img, spec), (img.width(), img.height())))
+/// How decoded images become tensors.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Sizing {
+    /// Resized to the spec's square.
+    Square(ImageSpec),
+    /// At the image's own size, with this many channels.
+    Own(usize),
+}
+
+fn load_one(path: &Path, sizing: Sizing) -> std::result::Result<(Vec<f32>, (u32, u32)), String> {
+    decode(path).map(|img| {
+        let t = match sizing {
+            Sizing::Square(spec) => to_tensor(&img, spec),
+            Sizing::Own(channels) => to_tensor_at(&img, channels, None),
+        };
+        (t, (img.width(), img.height()))
+    })
 }
 
 /// Sorted directory entries (files and folders), or a clear error.
@@ -186,10 +214,10 @@ pub(super) fn no_images_error(dir: &Path, what: &str, skipped: &[Skipped]) -> Er
 /// to `skipped` with their reason.
 pub(super) fn decode_files(
     files: &[PathBuf],
-    spec: ImageSpec,
+    sizing: Sizing,
     skipped: &mut Vec<Skipped>,
 ) -> Loaded {
-    let decoded: Vec<_> = files.par_iter().map(|p| load_one(p, spec)).collect();
+    let decoded: Vec<_> = files.par_iter().map(|p| load_one(p, sizing)).collect();
     let mut loaded = Loaded::default();
     for (p, r) in files.iter().zip(decoded) {
         match r {
@@ -211,7 +239,7 @@ pub(super) fn decode_files(
 pub(super) fn load_folder(dir: &Path, spec: ImageSpec, what: &str) -> Result<Loaded> {
     spec.validate()?;
     let (files, mut skipped) = image_files(dir, what)?;
-    let mut loaded = decode_files(&files, spec, &mut skipped);
+    let mut loaded = decode_files(&files, Sizing::Square(spec), &mut skipped);
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     log_skipped(&skipped);
     if loaded.images.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::decode::{decode_files, display, image_files, load_folder};
+use super::decode::{decode_files, display, image_files, load_folder, Sizing};
 use super::{ImageSpec, Loaded};
 use crate::error::{Error, Result};
 
@@ -12,6 +12,17 @@ use crate::error::{Error, Result};
 /// all is an error.
 pub fn inputs(paths: &[PathBuf], spec: ImageSpec) -> Result<Loaded> {
     spec.validate()?;
+    inputs_sized(paths, Sizing::Square(spec))
+}
+
+/// [`inputs`] at each image's own size (`channels` × height × width, the
+/// sizes in [`Loaded::original_sizes`]): for tiled detection.
+pub fn inputs_own_size(paths: &[PathBuf], channels: usize) -> Result<Loaded> {
+    ImageSpec { size: 1, channels }.validate()?;
+    inputs_sized(paths, Sizing::Own(channels))
+}
+
+fn inputs_sized(paths: &[PathBuf], sizing: Sizing) -> Result<Loaded> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     for p in paths {
@@ -28,7 +39,7 @@ pub fn inputs(paths: &[PathBuf], spec: ImageSpec) -> Result<Loaded> {
             )));
         }
     }
-    let mut loaded = decode_files(&files, spec, &mut skipped);
+    let mut loaded = decode_files(&files, sizing, &mut skipped);
     if loaded.images.is_empty() {
         let what = match skipped.first() {
             Some(s) => format!(
