@@ -278,10 +278,14 @@ fn proxy(
         })
         .collect();
     let mut parts: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    let (mut dprime, mut caught) = (Vec::new(), Vec::new());
     let synth: Vec<f64> = real
         .iter()
         .map(|s| {
             let scores = setting_scores(g, &s.taps, &s.js, s.top, labels.len(), size);
+            let (d, c) = separation(&scores, labels);
+            dprime.push(d);
+            caught.push(c);
             for (h, idx) in halves.iter().enumerate() {
                 let sc: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
                 let lb: Vec<bool> = idx.iter().map(|&i| labels[i]).collect();
@@ -294,6 +298,8 @@ fn proxy(
     for (h, v) in parts.into_iter().enumerate() {
         dump.add(&format!("{name} [half {h}]"), v);
     }
+    dump.add(&format!("{name} [log d']"), dprime);
+    dump.add(&format!("{name} [caught above every normal]"), caught);
     let best = (0..real.len())
         .max_by(|&a, &b| synth[a].total_cmp(&synth[b]))
         .unwrap();
@@ -320,6 +326,28 @@ fn proxy(
         real.len(),
         cov / var
     );
+}
+
+/// Measures that do not saturate where AUROC does: d' of the log scores
+/// (defects against normals, pooled spread), and the fraction of defects
+/// scoring above every normal.
+fn separation(scores: &[f64], labels: &[bool]) -> (f64, f64) {
+    let logs = |want: bool| -> Vec<f64> {
+        scores
+            .iter()
+            .zip(labels)
+            .filter(|(_, &l)| l == want)
+            .map(|(&s, _)| s.max(1e-30).ln())
+            .collect()
+    };
+    let (n, d) = (logs(false), logs(true));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let var = |v: &[f64], m: f64| v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
+    let (mn, md) = (mean(&n), mean(&d));
+    let pooled = ((var(&n, mn) + var(&d, md)) / 2.0).sqrt().max(1e-12);
+    let top = n.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let caught = d.iter().filter(|&&x| x > top).count() as f64 / d.len() as f64;
+    ((md - mn) / pooled, caught)
 }
 
 /// Every tap's distances at every time of `T_GRID` for every test image.

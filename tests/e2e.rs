@@ -182,30 +182,45 @@ fn demo_reaches_the_accuracy_bar_and_detect_handles_bad_input() {
     };
     assert!(lit("spot.png") > 0 && lit("good.png") == 0);
 
-    // Tiled: the odd-sized image at its own 100×80 in 32 px tiles; a map,
-    // mask and overlay of that size.
-    let tiled = |extra: &[&str]| {
+    // Tiled: every image at its own size in 32 px tiles (64×64, and the
+    // odd-sized one at 100×80), masks and overlays of that size; bad files
+    // skipped.
+    let tiled = |extra: &[&str], input: &Path| {
         scoredd()
             .args(["detect", "--backend", "cpu", "--model"])
             .arg(&model)
             .arg("--out")
             .arg(dir.join("tiled"))
             .args(extra)
-            .arg(inputs.join("spot-odd-size.png"))
+            .arg(input)
             .output()
             .unwrap()
     };
-    let out = tiled(&["--tile", "32"]);
-    let line: serde_json::Value = serde_json::from_str(ok(&out, "tiled detect").trim()).unwrap();
-    let mask = image::open(line["mask"].as_str().unwrap()).unwrap();
-    assert_eq!((mask.width(), mask.height()), (100, 80));
-    let overlay = image::open(line["overlay"].as_str().unwrap()).unwrap();
-    assert_eq!((overlay.width(), overlay.height()), (200, 160));
+    let out = tiled(&["--tile", "32"], &inputs);
+    let stdout = ok(&out, "tiled detect");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for l in &lines {
+        let (w, h) = image::image_dimensions(l["path"].as_str().unwrap()).unwrap();
+        let mask = image::open(l["mask"].as_str().unwrap()).unwrap();
+        assert_eq!((mask.width(), mask.height()), (w, h));
+        let overlay = image::open(l["overlay"].as_str().unwrap()).unwrap();
+        let zoom = 256 / w.max(h);
+        assert_eq!((overlay.width(), overlay.height()), (w * zoom, h * zoom));
+    }
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in 32 px tiles overlapping by 8 px"), "{err}");
-    let out = tiled(&["--tile", "128"]);
+    assert!(
+        err.contains("skipped") && err.contains("notes.png") && err.contains("cut-short.png"),
+        "{err}"
+    );
+    let odd = inputs.join("spot-odd-size.png");
+    let out = tiled(&["--tile", "128"], &odd);
     assert!(failed(&out, "a tile larger than the image").contains("smaller than one 128 px tile"));
-    let out = tiled(&["--tile", "32", "--tile-overlap", "32"]);
+    let out = tiled(&["--tile", "32", "--tile-overlap", "32"], &odd);
     assert!(failed(&out, "an overlap of a whole tile").contains("overlap must be smaller"));
 
     // Only bad inputs, a missing path, a model of other channels: explained errors.

@@ -246,88 +246,73 @@ impl Pictures<'_> {
     }
 }
 
-/// The images to detect and their maps, each `width × height`.
-struct Detected {
-    loaded: data::Loaded,
-    /// (width, height) of each image and map.
-    dims: Vec<(usize, usize)>,
-    maps: Vec<Vec<f32>>,
-}
-
 fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Result<(), Error> {
     let model = ScoreModel::from_file(be, file)?;
-    let channels = model.net.config.channels;
     let opts = args.flags.options(&file.meta);
     make_dir(&args.out)?;
-    let t0 = Instant::now();
-    let detected = match args.tile {
-        None => whole_images(be, &model, &opts, args)?,
-        Some(tile) => tiled_images(be, &model, &opts, args, tile)?,
-    };
-    let secs = t0.elapsed().as_secs_f64();
-    let Detected { loaded, dims, maps } = detected;
-    let range = map_range(&file.meta, maps.iter().map(|m| m.as_slice()));
-    let cal = file.meta.calibration.as_ref();
-    if cal.is_none() {
+    if file.meta.calibration.is_none() {
         eprintln!(
             "note: the model is not calibrated, so there is no verdict or mask; run `scoredd calibrate --model {}` first",
             args.model.display()
         );
     }
-    let mut used = std::collections::HashSet::new();
-    for (i, (path, map)) in loaded.paths.iter().zip(&maps).enumerate() {
-        let stem = unique_stem(path, i, &mut used);
-        let (w, h) = dims[i];
-        let rgb = viz::image_to_rgb_rect(&loaded.images[i], channels, w, h);
-        let pictures = Pictures {
-            out: &args.out,
-            stem: &stem,
-            dims: (w, h),
-            range,
-            settings: &opts.settings,
-        };
-        let mut line = pictures.write(&rgb, map, cal)?;
-        line["path"] = path.as_str().into();
-        println!("{line}");
-    }
+    let t0 = Instant::now();
+    let (done, skipped) = match args.tile {
+        None => whole_images(be, &model, &opts, args)?,
+        Some(tile) => tiled_images(be, &model, &opts, args, tile)?,
+    };
+    let secs = t0.elapsed().as_secs_f64();
     eprintln!(
-        "{} image(s) in {:.2} s ({:.3} s per image); overlays in {}{}",
-        maps.len(),
-        secs,
-        secs / maps.len().max(1) as f64,
+        "{done} image(s) in {secs:.2} s ({:.3} s per image); overlays in {}{}",
+        secs / done.max(1) as f64,
         args.out.display(),
-        if loaded.skipped.is_empty() {
+        if skipped == 0 {
             String::new()
         } else {
-            format!("; {} input(s) skipped (listed above)", loaded.skipped.len())
+            format!("; {skipped} input(s) skipped (listed above)")
         }
     );
     Ok(())
 }
 
-/// The loaded inputs, the skipped ones listed.
-fn listed(loaded: Result<data::Loaded, Error>) -> Result<data::Loaded, Error> {
-    let loaded = loaded?;
-    for s in &loaded.skipped {
-        eprintln!("skipped {}: {}", s.path, s.reason);
-    }
-    Ok(loaded)
+/// Writes one image's pictures and prints its JSON line.
+fn report_one(
+    args: &DetectArgs,
+    meta: &ModelMeta,
+    settings: &DetectionSettings,
+    stem: &str,
+    path: &str,
+    (rgb, map): (&image::RgbImage, &[f32]),
+    range: (f32, f32),
+) -> Result<(), Error> {
+    let pictures = Pictures {
+        out: &args.out,
+        stem,
+        dims: (rgb.width() as usize, rgb.height() as usize),
+        range,
+        settings,
+    };
+    let mut line = pictures.write(rgb, map, meta.calibration.as_ref())?;
+    line["path"] = path.into();
+    println!("{line}");
+    Ok(())
 }
 
-/// Every image resized to the detection size and detected in one pass.
+/// Every image resized to the detection size and detected in one pass, in
+/// batches; returns the images done and the inputs skipped.
 fn whole_images<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
     opts: &DetectOptions,
     args: &DetectArgs,
-) -> Result<Detected, Error> {
+) -> Result<(usize, usize), Error> {
     detect::validate(model, opts)?;
     let size = opts.size_for(model);
-    let spec = ImageSpec {
-        size,
-        channels: model.net.config.channels,
-    };
-    let loaded = listed(data::inputs(&args.inputs, spec))?;
+    let channels = model.net.config.channels;
+    let loaded = data::inputs(&args.inputs, ImageSpec { size, channels })?;
+    for s in &loaded.skipped {
+        eprintln!("skipped {}: {}", s.path, s.reason);
+    }
     for (p, &(w, h)) in loaded.paths.iter().zip(&loaded.original_sizes) {
         if (w as usize, h as usize) != (size, size) {
             eprintln!("note: {p} is {w}×{h}; resized to {size}×{size} (--detect-size or --tile to change)");
@@ -342,66 +327,88 @@ fn whole_images<B: NnBackend>(
             bar.set_position(d as u64)
         })?;
     bar.finish_and_clear();
-    let dims = vec![(size, size); maps.len()];
-    Ok(Detected { loaded, dims, maps })
+    let meta = &model.meta;
+    let range = map_range(meta, maps.iter().map(|m| m.as_slice()));
+    let mut used = std::collections::HashSet::new();
+    for (i, (path, map)) in loaded.paths.iter().zip(&maps).enumerate() {
+        let stem = unique_stem(path, i, &mut used);
+        let rgb = viz::image_to_rgb(&loaded.images[i], channels, size);
+        report_one(args, meta, &opts.settings, &stem, path, (&rgb, map), range)?;
+    }
+    Ok((maps.len(), loaded.skipped.len()))
 }
 
 /// Every image at its own size (or resized to --detect-size) detected in
-/// overlapping tiles.
+/// overlapping tiles, one image at a time (so a folder of large images
+/// never sits in memory at once), its pictures written as soon as it is
+/// done. Without a calibration each map is shown in its own range.
 fn tiled_images<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
     opts: &DetectOptions,
     args: &DetectArgs,
     tile: usize,
-) -> Result<Detected, Error> {
+) -> Result<(usize, usize), Error> {
     let channels = model.net.config.channels;
     let mut tiling = Tiling::new(tile, args.flags.batch);
     if let Some(o) = args.tile_overlap {
         tiling.overlap = o;
     }
-    let tile_opts = DetectOptions {
-        size: Some(tile),
-        ..opts.clone()
-    };
-    detect::validate(model, &tile_opts)?;
+    detect::validate(
+        model,
+        &DetectOptions {
+            size: Some(tile),
+            ..opts.clone()
+        },
+    )?;
     tiling.validate()?;
-    let loaded = listed(match opts.size {
-        Some(size) => data::inputs(&args.inputs, ImageSpec { size, channels }),
-        None => data::inputs_own_size(&args.inputs, channels),
-    })?;
-    let dims: Vec<(usize, usize)> = match opts.size {
-        Some(size) => vec![(size, size); loaded.images.len()],
-        None => loaded
-            .original_sizes
-            .iter()
-            .map(|&(w, h)| (w as usize, h as usize))
-            .collect(),
-    };
+    let (files, mut skipped) = data::input_files(&args.inputs)?;
+    for s in &skipped {
+        eprintln!("skipped {}: {}", s.path, s.reason);
+    }
     eprintln!(
         "{}; in {tile} px tiles overlapping by {} px",
         describe(opts),
         tiling.overlap
     );
-    let mut maps = Vec::with_capacity(dims.len());
-    for (i, (image, &(w, h))) in loaded.images.iter().zip(&dims).enumerate() {
+    let (meta, mut used, mut done) = (&model.meta, std::collections::HashSet::new(), 0);
+    for (i, file) in files.iter().enumerate() {
+        let path = file.display().to_string();
+        let (image, (w, h)) = match data::decode_file(file, channels, opts.size) {
+            Ok((image, own)) => (image, opts.size.map_or(own, |s| (s as u32, s as u32))),
+            Err(reason) => {
+                eprintln!("skipped {path}: {reason}");
+                skipped.push(data::Skipped { path, reason });
+                continue;
+            }
+        };
+        let (w, h) = (w as usize, h as usize);
         let grid = TileGrid::new(w, h, tile, tiling.overlap).map_err(|e| match e {
-            Error::Invalid(m) => Error::Invalid(format!("{}: {m}", loaded.paths[i])),
+            Error::Invalid(m) => Error::Invalid(format!("{path}: {m}")),
             e => e,
         })?;
-        let what = format!("image {} of {}:", i + 1, dims.len());
+        let what = format!("{path}:");
         let bar = count_bar(grid.origins.len(), &what, "tiles");
-        maps.push(tiles::tiled_map(
-            be,
-            model,
-            image,
-            w,
-            h,
-            opts,
-            tiling,
-            &mut |d, _| bar.set_position(d as u64),
-        )?);
+        let map = tiles::tiled_map(be, model, &image, w, h, opts, tiling, &mut |d, _| {
+            bar.set_position(d as u64)
+        })?;
         bar.finish_and_clear();
+        let range = map_range(meta, [map.as_slice()]);
+        let rgb = viz::image_to_rgb_rect(&image, channels, w, h);
+        let stem = unique_stem(&path, i, &mut used);
+        report_one(
+            args,
+            meta,
+            &opts.settings,
+            &stem,
+            &path,
+            (&rgb, &map),
+            range,
+        )?;
+        done += 1;
     }
-    Ok(Detected { loaded, dims, maps })
+    if done == 0 {
+        return Err(data::no_usable_images(&skipped));
+    }
+    Ok((done, skipped.len()))
 }

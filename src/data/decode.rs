@@ -132,7 +132,10 @@ pub(super) enum Sizing {
     Own(usize),
 }
 
-fn load_one(path: &Path, sizing: Sizing) -> std::result::Result<(Vec<f32>, (u32, u32)), String> {
+pub(super) fn load_one(
+    path: &Path,
+    sizing: Sizing,
+) -> std::result::Result<(Vec<f32>, (u32, u32)), String> {
     decode(path).map(|img| {
         let t = match sizing {
             Sizing::Square(spec) => to_tensor(&img, spec),

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::decode::{decode_files, display, image_files, load_folder, Sizing};
-use super::{ImageSpec, Loaded};
+use super::decode::{decode_files, display, image_files, load_folder, load_one, Sizing};
+use super::{ImageSpec, Loaded, Skipped};
 use crate::error::{Error, Result};
 
 /// Images named on a command line: files, and folders (their image files, not
@@ -12,17 +12,32 @@ use crate::error::{Error, Result};
 /// all is an error.
 pub fn inputs(paths: &[PathBuf], spec: ImageSpec) -> Result<Loaded> {
     spec.validate()?;
-    inputs_sized(paths, Sizing::Square(spec))
+    let (files, mut skipped) = input_files(paths)?;
+    let mut loaded = decode_files(&files, Sizing::Square(spec), &mut skipped);
+    if loaded.images.is_empty() {
+        return Err(no_usable_images(&skipped));
+    }
+    loaded.skipped = skipped;
+    Ok(loaded)
 }
 
-/// [`inputs`] at each image's own size (`channels` × height × width, the
-/// sizes in [`Loaded::original_sizes`]): for tiled detection.
-pub fn inputs_own_size(paths: &[PathBuf], channels: usize) -> Result<Loaded> {
-    ImageSpec { size: 1, channels }.validate()?;
-    inputs_sized(paths, Sizing::Own(channels))
+/// The error when every input was skipped (or there were none).
+pub fn no_usable_images(skipped: &[Skipped]) -> Error {
+    let what = match skipped.first() {
+        Some(s) => format!(
+            "{} input(s) skipped (first: {}: {})",
+            skipped.len(),
+            s.path,
+            s.reason
+        ),
+        None => "no image files found".into(),
+    };
+    Error::Invalid(format!("no usable images: {what}"))
 }
 
-fn inputs_sized(paths: &[PathBuf], sizing: Sizing) -> Result<Loaded> {
+/// The image files named on a command line, as [`inputs`] finds them, and
+/// the folder entries skipped as not images; a missing path is an error.
+pub fn input_files(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<Skipped>)> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
     for p in paths {
@@ -39,21 +54,27 @@ fn inputs_sized(paths: &[PathBuf], sizing: Sizing) -> Result<Loaded> {
             )));
         }
     }
-    let mut loaded = decode_files(&files, sizing, &mut skipped);
-    if loaded.images.is_empty() {
-        let what = match skipped.first() {
-            Some(s) => format!(
-                "{} input(s) skipped (first: {}: {})",
-                skipped.len(),
-                s.path,
-                s.reason
-            ),
-            None => "no image files found".into(),
-        };
-        return Err(Error::Invalid(format!("no usable images: {what}")));
+    Ok((files, skipped))
+}
+
+/// One image file at its own size (`square` None) or resized to a `square`
+/// px square: CHW values (`channels` × height × width) and the size on disk
+/// (width, height). Err says why the file cannot be used. For tiled
+/// detection, which takes large images one at a time.
+pub fn decode_file(
+    path: &Path,
+    channels: usize,
+    square: Option<usize>,
+) -> std::result::Result<(Vec<f32>, (u32, u32)), String> {
+    let spec = ImageSpec {
+        size: square.unwrap_or(1),
+        channels,
+    };
+    spec.validate().map_err(|e| e.to_string())?;
+    match square {
+        Some(_) => load_one(path, Sizing::Square(spec)),
+        None => load_one(path, Sizing::Own(channels)),
     }
-    loaded.skipped = skipped;
-    Ok(loaded)
 }
 
 /// A plain folder of good images: every file with an image extension, not

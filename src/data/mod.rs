@@ -52,7 +52,7 @@ mod mnist;
 mod mvtec;
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use folder::{folder, inputs, inputs_own_size};
+pub use folder::{decode_file, folder, input_files, inputs, no_usable_images};
 pub use loader::{make_batch, Augment, Batch, BatchLoader};
 #[cfg(not(target_arch = "wasm32"))]
 pub use mnist::{mnist, mnist_halves};
