@@ -691,16 +691,36 @@ fn automatic_selection_picks_grid_settings_at_least_as_good_as_the_default() {
         calibrate::select_settings(&be, &m, &normals, &base, &by_image, &mut |_, _, _| {}).unwrap();
     assert_eq!(sel.objective, Objective::Image);
     assert!(sel.chosen_image_auroc >= sel.default_image_auroc);
-    // The semantic objective ranks by image AUROC on morphs.
+    // The semantic objective ranks by image AUROC on morphs, at start
+    // times from SEMANTIC_MIN_T up; the others search the whole grid.
     let semantic = SelectOptions {
-        objective: Objective::Semantic,
-        kinds: calibrate::SEMANTIC_KINDS.to_vec(),
-        ..by_image
+        max_times: 2,
+        max_taps: 2,
+        ..SelectOptions::for_objective(Objective::Semantic)
     };
-    let (_, sel) =
+    assert_eq!(semantic.kinds, calibrate::SEMANTIC_KINDS);
+    assert_eq!(
+        semantic.t_grid,
+        calibrate::T_GRID
+            .iter()
+            .copied()
+            .filter(|&t| t >= calibrate::SEMANTIC_MIN_T)
+            .collect::<Vec<_>>()
+    );
+    for o in [Objective::Pixel, Objective::Image] {
+        let d = SelectOptions::for_objective(o);
+        assert_eq!((d.objective, d.t_grid), (o, calibrate::T_GRID.to_vec()));
+        assert_eq!(d.kinds, calibrate::DEFECT_KINDS);
+    }
+    let (settings, sel) =
         calibrate::select_settings(&be, &m, &normals, &base, &semantic, &mut |_, _, _| {}).unwrap();
     assert_eq!(sel.objective, Objective::Semantic);
     assert!(sel.chosen_image_auroc >= sel.default_image_auroc);
+    assert!(
+        settings == base || settings.ts.iter().all(|&t| t >= calibrate::SEMANTIC_MIN_T),
+        "{:?}",
+        settings.ts
+    );
 }
 
 /// A smooth 64×64 gray image, and the same with a bright 6×6 square planted

@@ -156,13 +156,8 @@ fn choose_settings<B: NnBackend>(
         &SelectOptions {
             batch: plan.batch.clamp(1, 4),
             seed: opts.seed,
-            objective: plan.objective,
             budget_ms: plan.budget_ms,
-            kinds: match plan.objective {
-                Objective::Semantic => calibrate::SEMANTIC_KINDS.to_vec(),
-                _ => calibrate::DEFECT_KINDS.to_vec(),
-            },
-            ..Default::default()
+            ..SelectOptions::for_objective(plan.objective)
         },
         &mut |what, done, total| {
             ev.on_progress(&Progress {

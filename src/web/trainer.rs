@@ -533,8 +533,7 @@ fn calibrate_file(
     let select = SelectOptions {
         batch: CALIBRATE_BATCH.clamp(1, 4),
         seed: opts.seed,
-        objective: Objective::Pixel,
-        ..Default::default()
+        ..SelectOptions::for_objective(Objective::Pixel)
     };
     let (settings, sel) =
         calibrate::select_settings(&be, &model, &normals, &opts.settings, &select, progress)
