@@ -371,6 +371,12 @@ fn tiled_images<B: NnBackend>(
         describe(opts),
         tiling.overlap
     );
+    if model.meta.calibration.is_some() {
+        eprintln!(
+            "note: the verdict threshold was set on whole images at {} px; it holds for tiles only where they show the parts at the scale the model was calibrated at",
+            model.net.config.image_size
+        );
+    }
     let (meta, mut used, mut done) = (&model.meta, std::collections::HashSet::new(), 0);
     for (i, file) in files.iter().enumerate() {
         let path = file.display().to_string();
