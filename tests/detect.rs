@@ -1048,10 +1048,11 @@ fn tiled_detection_maps_a_wide_image_and_one_tile_is_one_pass() {
         maps
     };
     let far = |x: usize, y: usize| x < 40 || y > 51;
-    let tiled = |be: &dyn Fn(&[f32]) -> Vec<f32>| vec![be(&clean), be(&defect)];
+    // The clean and the defective image's maps under one detector.
+    let both = |detect: &dyn Fn(&[f32]) -> Vec<f32>| vec![detect(&clean), detect(&defect)];
     let c = cpu();
     let cm_model = model(&c);
-    let cm = run(tiled(&|img| {
+    let cm = run(both(&|img| {
         let mut calls = 0;
         let m = tiled_map(&c, &cm_model, img, w, h, &o, tiling, &mut |_, _| calls += 1).unwrap();
         // 4 × 3 tiles, 3 per batch.
@@ -1085,7 +1086,7 @@ fn tiled_detection_maps_a_wide_image_and_one_tile_is_one_pass() {
     assert_eq!(a, b[0]);
     if let Some(g) = gpu() {
         let gm_model = model(&g);
-        let gm = run(tiled(&|img| {
+        let gm = run(both(&|img| {
             tiled_map(&g, &gm_model, img, w, h, &o, tiling, &mut |_, _| {}).unwrap()
         }));
         for (a, b) in gm.iter().zip(&cm) {

@@ -10,7 +10,7 @@ use scoredd::detect::{self, DetectOptions, Mode};
 use scoredd::model_file::{Calibration, DetectionSettings, ModelFile, ModelMeta};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::pipeline::{defect_mask, describe, judge};
-use scoredd::tiles::{self, TileGrid, Tiling};
+use scoredd::tiles::{self, Tiling};
 use scoredd::{plot, viz, with_backend, Error};
 
 use super::console::{count_bar, image_bar, print_tuner_choices};
@@ -389,14 +389,15 @@ fn tiled_images<B: NnBackend>(
             }
         };
         let (w, h) = (w as usize, h as usize);
-        let grid = TileGrid::new(w, h, tile, tiling.overlap).map_err(|e| match e {
+        // The bar learns the tile count from the first batch's progress.
+        let bar = count_bar(0, &format!("{path}:"), "tiles");
+        let map = tiles::tiled_map(be, model, &image, w, h, opts, tiling, &mut |d, total| {
+            bar.set_length(total as u64);
+            bar.set_position(d as u64)
+        })
+        .map_err(|e| match e {
             Error::Invalid(m) => Error::Invalid(format!("{path}: {m}")),
             e => e,
-        })?;
-        let what = format!("{path}:");
-        let bar = count_bar(grid.origins.len(), &what, "tiles");
-        let map = tiles::tiled_map(be, model, &image, w, h, opts, tiling, &mut |d, _| {
-            bar.set_position(d as u64)
         })?;
         bar.finish_and_clear();
         let range = map_range(meta, [map.as_slice()]);
