@@ -46,61 +46,69 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut quiet = Quiet;
     let mut p = Pipeline::new(&be, &mut quiet);
     let mnist = args.first().map(String::as_str) == Some("mnist");
-    let (model, test, held) = match args.first().map(String::as_str) {
-        Some("mnist") => {
-            let dir = PathBuf::from(&args[1]);
-            let digit: u8 = args[2].parse()?;
-            let minutes: f64 = args.get(3).map_or(Ok(1.0), |m| m.parse())?;
-            let mut plan = TrainPlan::new(ModelStart::fresh("tiny", 1, SdeKind::Vp)?);
-            (plan.steps, plan.minutes) = (u64::MAX / 4, Some(minutes));
-            plan.checkpoint_every = u64::MAX / 4;
-            let source = TrainSource {
-                data: dir.clone(),
-                category: None,
-                digit: Some(digit),
-                mnist_train_half: true,
-            };
-            let trained = p.train(&plan, &source)?;
-            eprintln!("trained {} steps", trained.summary.step);
-            let model = trained.model()?;
-            let held = trained.held_out.clone();
-            let spec = ImageSpec {
-                size: model.net.config.image_size,
-                channels: 1,
-            };
-            let test = mnist_test_set(&dir, digit, spec)?;
-            (model, test, held)
-        }
-        Some("mvtec") => {
-            let file = ModelFile::load(std::path::Path::new(&args[1]))?;
-            let model = ScoreModel::from_file(&be, &file)?;
-            let source = TestSource {
-                data: PathBuf::from(&args[2]),
-                category: None,
-            };
-            let opts = detect::DetectOptions::from_settings(model.meta.detection.clone());
-            let test = source.load_for(&model, &opts)?.set;
-            // The normals calibration would use: the held-out split the model
-            // was trained with.
-            let holdout = model.meta.training.as_ref().map_or(0.0, |t| t.holdout);
-            if holdout <= 0.0 {
-                return Err("the model was trained on every image: nothing held out".into());
+    let pixel = args.first().map(String::as_str) == Some("pixel");
+    let (model, test, held) =
+        match args.first().map(String::as_str) {
+            Some("mnist") => {
+                let dir = PathBuf::from(&args[1]);
+                let digit: u8 = args[2].parse()?;
+                let minutes: f64 = args.get(3).map_or(Ok(1.0), |m| m.parse())?;
+                let mut plan = TrainPlan::new(ModelStart::fresh("tiny", 1, SdeKind::Vp)?);
+                (plan.steps, plan.minutes) = (u64::MAX / 4, Some(minutes));
+                plan.checkpoint_every = u64::MAX / 4;
+                let source = TrainSource {
+                    data: dir.clone(),
+                    category: None,
+                    digit: Some(digit),
+                    mnist_train_half: true,
+                };
+                let trained = p.train(&plan, &source)?;
+                eprintln!("trained {} steps", trained.summary.step);
+                let model = trained.model()?;
+                let held = trained.held_out.clone();
+                let spec = ImageSpec {
+                    size: model.net.config.image_size,
+                    channels: 1,
+                };
+                let test = mnist_test_set(&dir, digit, spec)?;
+                (model, test, held)
             }
-            let train = TrainSource {
-                data: PathBuf::from(&args[2]),
-                category: None,
-                digit: None,
-                mnist_train_half: false,
-            };
-            let spec = ImageSpec {
-                size: model.net.config.image_size,
-                channels: model.net.config.channels,
-            };
-            let held = train.held_out(holdout, spec)?.0.images;
-            (model, test, held)
-        }
-        _ => return Err("usage: oracle_probe mnist DIR DIGIT [MINUTES] | mvtec MODEL DIR".into()),
-    };
+            Some("mvtec") | Some("pixel") => {
+                let file = ModelFile::load(std::path::Path::new(&args[1]))?;
+                let model = ScoreModel::from_file(&be, &file)?;
+                let source = TestSource {
+                    data: PathBuf::from(&args[2]),
+                    category: None,
+                };
+                let opts = detect::DetectOptions::from_settings(model.meta.detection.clone());
+                let test = source.load_for(&model, &opts)?.set;
+                // The normals calibration would use: the held-out split the model
+                // was trained with.
+                let holdout = model.meta.training.as_ref().map_or(0.0, |t| t.holdout);
+                if holdout <= 0.0 {
+                    return Err("the model was trained on every image: nothing held out".into());
+                }
+                let train = TrainSource {
+                    data: PathBuf::from(&args[2]),
+                    category: None,
+                    digit: None,
+                    mnist_train_half: false,
+                };
+                let spec = ImageSpec {
+                    size: model.net.config.image_size,
+                    channels: model.net.config.channels,
+                };
+                let held = train.held_out(holdout, spec)?.0.images;
+                (model, test, held)
+            }
+            _ => return Err(
+                "usage: oracle_probe mnist DIR DIGIT [MINUTES] | mvtec MODEL DIR | pixel MODEL DIR"
+                    .into(),
+            ),
+        };
+    if pixel {
+        return pixel_oracle(&be, &model, &test.items, &held);
+    }
     let labels: Vec<bool> = test.items.iter().map(|i| i.defect != "good").collect();
     let images: Vec<Vec<f32>> = test.items.iter().map(|i| i.image.clone()).collect();
     let grids = all_grids(&be, &model, &images)?;
@@ -504,4 +512,120 @@ fn describe(taps: &[String], js: &[usize], top: f32) -> String {
         format!("top {}%", top * 100.0)
     };
     format!("{} | t {{{}}} | {reading}", taps.join("+"), ts.join(", "))
+}
+
+/// MVTec, localisation: pooled pixel AUROC on the real masks of every single
+/// tap over every window of times, smoothed σ 4, with and without the normal
+/// profile of the held-out normals; then pairs of the six best taps over the
+/// ten best windows at several σ. The ceiling of the pixel objective's grid.
+fn pixel_oracle(
+    be: &CpuBackend,
+    model: &ScoreModel<CpuBackend>,
+    items: &[scoredd::data::TestItem],
+    held: &[Vec<f32>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use rayon::prelude::*;
+    let size = model.net.config.image_size;
+    let normals: Vec<Vec<f32>> = held.iter().take(64).cloned().collect();
+    let mut set: Vec<Vec<f32>> = items.iter().map(|i| i.image.clone()).collect();
+    let n_test = set.len();
+    set.extend(normals.iter().cloned());
+    let g = all_grids(be, model, &set)?;
+    let normal_idx: Vec<usize> = (n_test..set.len()).collect();
+    let zeros = vec![0u8; size * size];
+    let masks: Vec<&[u8]> = items
+        .iter()
+        .map(|i| i.mask.as_deref().unwrap_or(&zeros))
+        .collect();
+    let windows: Vec<Vec<usize>> = (1..=5)
+        .flat_map(|len| (0..=T_GRID.len() - len).map(move |s| (s..s + len).collect()))
+        .collect();
+    let score = |taps: &[String], js: &[usize], sigma: f32, profiled: bool| -> f64 {
+        let ts: Vec<f64> = js.iter().map(|&j| T_GRID[j]).collect();
+        let prof = profiled
+            .then(|| detect::normal_profile(&g, taps, js, &ts, &normal_idx).expect("profile"));
+        let maps: Vec<Vec<f32>> = (0..n_test)
+            .map(|i| {
+                let m = detect::combine_profiled(&g, taps, js, i, size, prof.as_ref())
+                    .expect("taps are in the grids");
+                detect::gaussian_blur(&m, size, sigma)
+            })
+            .collect();
+        let refs: Vec<&[f32]> = maps.iter().map(|m| m.as_slice()).collect();
+        metrics::pixel_auroc(&refs, &masks).unwrap_or(f64::NAN)
+    };
+    let taps: Vec<String> = g.keys().cloned().collect();
+    let mut singles: Vec<(f64, String, usize, bool)> = taps
+        .iter()
+        .flat_map(|t| {
+            (0..windows.len()).flat_map(move |w| [(t.clone(), w, false), (t.clone(), w, true)])
+        })
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|(t, w, p)| {
+            (
+                score(std::slice::from_ref(&t), &windows[w], 4.0, p),
+                t,
+                w,
+                p,
+            )
+        })
+        .collect();
+    singles.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let ts_of = |w: usize| -> String {
+        let v: Vec<String> = windows[w]
+            .iter()
+            .map(|&j| format!("{}", T_GRID[j]))
+            .collect();
+        v.join(",")
+    };
+    println!("best single taps (pixel AUROC, σ 4):");
+    for (a, t, w, p) in singles.iter().take(15) {
+        println!("  {a:.4}  {t} | t {{{}}} | profile {p}", ts_of(*w));
+    }
+    let mut best_taps: Vec<String> = Vec::new();
+    let mut best_windows: Vec<usize> = Vec::new();
+    for (_, t, w, _) in &singles {
+        if !best_taps.contains(t) && best_taps.len() < 6 {
+            best_taps.push(t.clone());
+        }
+        if !best_windows.contains(w) && best_windows.len() < 8 {
+            best_windows.push(*w);
+        }
+    }
+    let mut jobs = Vec::new();
+    for (i, a) in best_taps.iter().enumerate() {
+        for b in &best_taps[i + 1..] {
+            for &w in &best_windows {
+                for sigma in [2.0f32, 4.0, 8.0] {
+                    for p in [false, true] {
+                        jobs.push((vec![a.clone(), b.clone()], w, sigma, p));
+                    }
+                }
+            }
+        }
+    }
+    for t in &best_taps {
+        for &w in &best_windows {
+            for sigma in [2.0f32, 8.0] {
+                for p in [false, true] {
+                    jobs.push((vec![t.clone()], w, sigma, p));
+                }
+            }
+        }
+    }
+    let mut pairs: Vec<(f64, Vec<String>, usize, f32, bool)> = jobs
+        .into_par_iter()
+        .map(|(t, w, s, p)| (score(&t, &windows[w], s, p), t, w, s, p))
+        .collect();
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("best pairs and smoothings (pixel AUROC):");
+    for (a, t, w, s, p) in pairs.iter().take(20) {
+        println!(
+            "  {a:.4}  {} | t {{{}}} | σ {s} | profile {p}",
+            t.join("+"),
+            ts_of(*w)
+        );
+    }
+    Ok(())
 }
