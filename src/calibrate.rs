@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use crate::backend::NnBackend;
-use crate::config::{AugmentTrial, MAX_DRAWS};
+use crate::config::{AugmentTrial, VerdictReading, MAX_DRAWS};
 use crate::detect::{self, DetectOptions, TapGrid};
 use crate::error::{Error, Result};
 use crate::metrics;
@@ -258,6 +258,8 @@ fn grids_for<B: NnBackend>(
 /// Returns the chosen settings (r and sampler kept from `base`) and a record
 /// comparing them with `base`'s own {t} and taps (which must lie on the grid
 /// to be scored; otherwise they are scored on their nearest grid times).
+/// Objective `both` then gives the image score its own reading of the same
+/// runs ([`verdict_reading`]).
 pub fn select_settings<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
@@ -296,7 +298,7 @@ pub fn select_settings<B: NnBackend>(
     let timed = grids_for(&set, &opts.t_grid, &taps, plain, &mut |d| {
         progress("scoring the time grid on synthetic defects", d, total)
     })?;
-    let mut scorer = Scorer {
+    let scorer = Scorer {
         runs: vec![&timed.grids],
         labels: (0..images.len()).map(|i| i >= normals.len()).collect(),
         masks: masks.iter().map(|m| m.as_slice()).collect(),
@@ -310,70 +312,173 @@ pub fn select_settings<B: NnBackend>(
         only: None,
     };
     let windows = time_windows(opts.t_grid.len(), opts.max_times);
-    let base_score = score_base(&mut scorer, base, &taps, &opts.t_grid)?;
-    // Stages 1–3 without a profile, then (stage 4) again with a cross-fitted
-    // one; the profiled search is kept unless it loses clearly.
-    let n = normals.len();
-    let choice = choose_profile(&mut scorer, &taps, &windows, opts, n, progress)?;
-    let Found {
-        score: best,
-        taps: chosen,
-        window: best_w,
-        smooth,
-    } = choice.found;
-    let js = &windows[best_w];
-    let ts: Vec<f64> = js.iter().map(|&j| opts.t_grid[j]).collect();
-    scorer.smooth = smooth;
-    // Stage 5 is judged as stages 1–4 were: a profile cross-fitted.
-    scorer.cross = choice.profile.as_ref().map(|_| n);
-    let profile = choice.profile;
-    // Stage 5: how the image score is read from the map.
-    let reading = choose_reading(&mut scorer, &chosen, js, best, opts)?;
-    scorer.cross = None;
-    scorer.profile = profile.clone();
-    // Stage 6: noise draws and the test-time flip, weighed against their time.
-    let chosen_at = Chosen {
-        taps: &chosen,
-        ts: &ts,
-    };
-    let aug = choose_augmentation(&set, &mut scorer, &chosen_at, timed.ms_per_time, progress)?;
-    let best = reading.score;
-    // Keep the base settings unless the search found something better.
-    let (settings, score) = if best.better_than(&base_score) {
-        (
-            DetectionSettings {
-                ts,
-                taps: chosen,
-                smooth,
-                profile,
-                score_top: reading.top,
-                draws: aug.draws,
-                flip: aug.flip,
-                ..base.clone()
-            },
-            best,
-        )
-    } else {
-        (base.clone(), base_score)
-    };
-    let selection = Selection {
-        normals: normals.len(),
-        defects: images.len() - normals.len(),
-        default_ts: base.ts.clone(),
-        default_taps: base.taps.clone(),
-        default_pixel_auroc: base_score.pixel,
-        default_image_auroc: base_score.image,
-        chosen_pixel_auroc: score.pixel,
-        chosen_image_auroc: score.image,
-        candidates: scorer.candidates,
-        objective: opts.objective,
-        profile_trial: choice.trial,
-        reading_trial: reading.trial,
-        augment_trial: aug.trial,
+    let search = Search {
+        set: &set,
+        taps: &taps,
         ms_per_time: timed.ms_per_time,
-        budget_ms: opts.budget_ms,
+        normals: normals.len(),
+        augment: true,
     };
+    let (mut settings, mut selection) = search.run(scorer.clone(), &windows, base, progress)?;
+    if opts.objective == Objective::Both {
+        let (verdict, record) = verdict_reading(&search, scorer, &settings, progress)?;
+        settings.verdict = verdict;
+        selection.verdict = record.map(Box::new);
+    }
     Ok((settings, selection))
+}
+
+/// What every search of one calibration shares: the synthetic set, the taps
+/// offered and the grids' timing.
+struct Search<'s, 'a, B: NnBackend> {
+    set: &'s SearchSet<'a, B>,
+    taps: &'s [String],
+    ms_per_time: Option<f64>,
+    normals: usize,
+    /// Whether stage 6 runs; without it the base's draws and flip stay.
+    augment: bool,
+}
+
+impl<B: NnBackend> Search<'_, '_, B> {
+    /// Stages 1–6 over `windows` of the time grid, ranked by the scorer's
+    /// objective; `base` is kept unless the search beats it.
+    fn run(
+        &self,
+        mut scorer: Scorer,
+        windows: &[Vec<usize>],
+        base: &DetectionSettings,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<(DetectionSettings, Selection)> {
+        let opts = self.set.opts;
+        let base_score = score_base(&mut scorer, base, self.taps, &opts.t_grid)?;
+        // Stages 1–3 without a profile, then (stage 4) again with a
+        // cross-fitted one; the profiled search is kept unless it loses clearly.
+        let n = self.normals;
+        let choice = choose_profile(&mut scorer, self.taps, windows, opts, n, progress)?;
+        let Found {
+            score: best,
+            taps: chosen,
+            window: best_w,
+            smooth,
+        } = choice.found;
+        let js = &windows[best_w];
+        let ts: Vec<f64> = js.iter().map(|&j| opts.t_grid[j]).collect();
+        scorer.smooth = smooth;
+        // Stage 5 is judged as stages 1–4 were: a profile cross-fitted.
+        scorer.cross = choice.profile.as_ref().map(|_| n);
+        let profile = choice.profile;
+        // Stage 5: how the image score is read from the map.
+        let reading = choose_reading(&mut scorer, &chosen, js, best, opts)?;
+        scorer.cross = None;
+        scorer.profile = profile.clone();
+        // Stage 6: noise draws and the test-time flip, weighed against their time.
+        let chosen_at = Chosen {
+            taps: &chosen,
+            ts: &ts,
+        };
+        let aug = match self.augment {
+            true => choose_augmentation(
+                self.set,
+                &mut scorer,
+                &chosen_at,
+                self.ms_per_time,
+                progress,
+            )?,
+            false => AugmentChoice {
+                draws: base.draws,
+                flip: base.flip,
+                trial: Vec::new(),
+            },
+        };
+        let best = reading.score;
+        // Keep the base settings unless the search found something better.
+        let (settings, score) = if best.better_than(&base_score) {
+            (
+                DetectionSettings {
+                    ts,
+                    taps: chosen,
+                    smooth,
+                    profile,
+                    score_top: reading.top,
+                    draws: aug.draws,
+                    flip: aug.flip,
+                    ..base.clone()
+                },
+                best,
+            )
+        } else {
+            (base.clone(), base_score)
+        };
+        let selection = Selection {
+            normals: n,
+            defects: self.set.images.len() - n,
+            default_ts: base.ts.clone(),
+            default_taps: base.taps.clone(),
+            default_pixel_auroc: base_score.pixel,
+            default_image_auroc: base_score.image,
+            chosen_pixel_auroc: score.pixel,
+            chosen_image_auroc: score.image,
+            candidates: scorer.candidates,
+            objective: scorer.objective,
+            profile_trial: choice.trial,
+            reading_trial: reading.trial,
+            augment_trial: aug.trial,
+            ms_per_time: self.ms_per_time,
+            budget_ms: opts.budget_ms,
+            verdict: None,
+        };
+        Ok((settings, selection))
+    }
+}
+
+/// Objective `both`, after the map's search: stages 1–5 again, ranked by
+/// image AUROC, at the map's own times (its window of the grid) and on the
+/// same synthetic grids, so the verdict reading needs no network run of its
+/// own; draws and flip stay the map's. The reading is kept only when it
+/// beats scoring the map itself (the search's base); none either when the
+/// map's times are off the grid (user-given times).
+fn verdict_reading<B: NnBackend>(
+    search: &Search<B>,
+    scorer: Scorer,
+    map: &DetectionSettings,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<(Option<VerdictReading>, Option<Selection>)> {
+    let grid = &search.set.opts.t_grid;
+    let js: Option<Vec<usize>> = map
+        .ts
+        .iter()
+        .map(|t| grid.iter().position(|g| (g - t).abs() < 1e-9))
+        .collect();
+    let Some(js) = js.filter(|js| js.windows(2).all(|w| w[1] == w[0] + 1)) else {
+        return Ok((None, None));
+    };
+    let scorer = Scorer {
+        objective: Objective::Image,
+        smooth: 0.0,
+        score_top: 0.0,
+        ..scorer
+    };
+    // The map's reading is the base: its taps and times, no smoothing, scored
+    // by its maximum; stage 6 does not run (the map's draws and flip stay).
+    let base = DetectionSettings {
+        verdict: None,
+        profile: None,
+        smooth: 0.0,
+        score_top: 0.0,
+        ..map.clone()
+    };
+    let verdict_search = Search {
+        augment: false,
+        ..*search
+    };
+    let (found, record) = verdict_search.run(scorer, &[js], &base, progress)?;
+    let reading = (found != base).then_some(VerdictReading {
+        taps: found.taps,
+        smooth: found.smooth,
+        profile: found.profile,
+        score_top: found.score_top,
+    });
+    Ok((reading, Some(record)))
 }
 
 /// Refuses too few normals and empty or out-of-range grids and budgets.
@@ -1060,25 +1165,37 @@ pub fn calibration_from_scores(normal_scores: &[f64], q: f64) -> Result<Calibrat
         quantile: q,
         normals: normal_scores.len(),
         false_alarm_bound: Some(bound),
+        map: None,
     })
 }
 
-/// Scores of `images` under `opts` (batched), for calibration.
-pub fn image_scores<B: NnBackend>(
+/// The verdict calibration from the scores of `images` under `opts`
+/// (batched), with those scores; with a verdict reading, also the map's own
+/// scale ([`Calibration::map`]) from the same maps read as the map's
+/// settings read them.
+pub fn calibrate_on_normals<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
     images: &[Vec<f32>],
     opts: &DetectOptions,
     batch: usize,
+    q: f64,
     progress: &mut dyn FnMut(usize),
-) -> Result<Vec<f64>> {
+) -> Result<(Calibration, Vec<f64>)> {
     let refs: Vec<&[f32]> = images.iter().map(|v| v.as_slice()).collect();
     let ids = vec![0u64; refs.len()];
-    let maps = detect::anomaly_maps_batched(be, model, &refs, &ids, opts, batch, progress)?;
-    Ok(maps
-        .iter()
-        .map(|m| detect::read_score(m, &opts.settings) as f64)
-        .collect())
+    let found = detect::detections_batched(be, model, &refs, &ids, opts, batch, progress)?;
+    let scores: Vec<f64> = found.scores.iter().map(|&s| s as f64).collect();
+    let mut cal = calibration_from_scores(&scores, q)?;
+    if detect::verdict_in_use(&opts.settings, opts.mode).is_some() {
+        let map_scores: Vec<f64> = found
+            .maps
+            .iter()
+            .map(|m| detect::read_score(m, &opts.settings) as f64)
+            .collect();
+        cal.map = Some(Box::new(calibration_from_scores(&map_scores, q)?));
+    }
+    Ok((cal, scores))
 }
 
 #[cfg(test)]

@@ -251,6 +251,28 @@ pub struct DetectionSettings {
     /// its map, mirrored back, averaged in (doubles the cost; off by default).
     #[serde(default)]
     pub flip: bool,
+    /// A second reading of the same network runs for the image score, when
+    /// the best taps for a verdict are not the best for a map (chosen by
+    /// `calibrate --auto --objective both`). None: the score is read from
+    /// the map itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<VerdictReading>,
+}
+
+/// How the image score is read when it has its own reading: feature maps,
+/// smoothing, normal profile and top fraction of their own, over the same
+/// start times, noise draws and flips as the map. Taps cost next to nothing
+/// once the network has run, so a verdict reading adds almost no time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerdictReading {
+    pub taps: Vec<String>,
+    /// Gaussian smoothing of the verdict map, σ in model pixels.
+    pub smooth: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<NormalProfile>,
+    /// The image score: mean of this fraction of the verdict map's highest
+    /// pixels (0 = its maximum).
+    pub score_top: f32,
 }
 
 fn one_draw() -> usize {
@@ -293,6 +315,7 @@ impl Default for DetectionSettings {
             score_top: 0.0,
             draws: 1,
             flip: false,
+            verdict: None,
         }
     }
 }
@@ -316,9 +339,20 @@ pub struct Calibration {
     /// were enough normals, else 1/(normals + 1). None in older files.
     #[serde(default)]
     pub false_alarm_bound: Option<f64>,
+    /// With a verdict reading the score and the map have different scales:
+    /// this is the map's own, calibrated on the same normals by the map's
+    /// reading, and masks, outlines and heat-map colours use it. None: the
+    /// map is on the score's scale (this calibration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<Box<Calibration>>,
 }
 
 impl Calibration {
+    /// The calibration of the map's values: [`Calibration::map`] or this one.
+    pub fn map_scale(&self) -> &Calibration {
+        self.map.as_deref().unwrap_or(self)
+    }
+
     /// A raw score mapped piecewise-linearly to [0, 1]: `low` → 0, the
     /// threshold → 0.5, `high` → 1 (clamped), so 0.5 is the verdict line.
     pub fn normalise(&self, score: f64) -> f64 {
@@ -382,6 +416,10 @@ pub struct Selection {
     /// The time budget the search respected (`calibrate --budget-ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_ms: Option<f64>,
+    /// Objective `both`: the search of the verdict reading (image AUROC, at
+    /// the map's times, draws and flip), recorded as this one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Box<Selection>>,
 }
 
 /// One (draws, flip) candidate of the search's stage 6.
@@ -413,10 +451,15 @@ pub enum Objective {
     /// mark: the synthetic anomalies are smooth deformations of the whole
     /// normal image, whose parts look right and whose overall shape does not.
     Semantic,
+    /// Both readings from one calibration: the map chosen for pixel AUROC,
+    /// then the image score given its own taps, smoothing, profile and
+    /// reading, chosen for image AUROC over the map's network runs.
+    Both,
 }
 
 impl Objective {
-    /// Whether candidates are ranked by image AUROC first.
+    /// Whether candidates are ranked by image AUROC first (`both` ranks its
+    /// map by pixel AUROC; its verdict search is an `image` one).
     pub fn ranks_images(self) -> bool {
         matches!(self, Objective::Image | Objective::Semantic)
     }
@@ -427,6 +470,7 @@ impl Objective {
             Objective::Pixel => "Pixel AUROC",
             Objective::Image => "Image AUROC",
             Objective::Semantic => "Image AUROC on morphs",
+            Objective::Both => "Pixel AUROC",
         }
     }
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{NnBackend, Sampler};
-use crate::config::{NormalProfile, ProfileMap, MAX_DRAWS};
+use crate::config::{NormalProfile, ProfileMap, VerdictReading, MAX_DRAWS};
 use crate::error::{Error, Result};
 use crate::method::paired_reverse;
 use crate::model_file::DetectionSettings;
@@ -155,11 +155,9 @@ pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Re
             "r (reverse steps) must be at least 1".into(),
         ));
     }
-    if !(s.smooth >= 0.0 && s.smooth.is_finite() && s.smooth <= 64.0) {
-        return Err(Error::Invalid(format!(
-            "smoothing σ must be in [0, 64] pixels, got {}",
-            s.smooth
-        )));
+    check_reading(s.smooth, s.score_top)?;
+    if let Some(v) = &s.verdict {
+        check_reading(v.smooth, v.score_top)?;
     }
     if !(1..=MAX_DRAWS).contains(&s.draws) {
         return Err(Error::Invalid(format!(
@@ -167,29 +165,58 @@ pub fn validate<B: NnBackend>(model: &ScoreModel<B>, opts: &DetectOptions) -> Re
             s.draws
         )));
     }
-    if !(s.score_top >= 0.0 && s.score_top <= 1.0) {
-        return Err(Error::Invalid(format!(
-            "the image score's top fraction must be in [0, 1], got {}",
-            s.score_top
-        )));
-    }
     if opts.mode != Mode::Reconstruction {
-        if s.taps.is_empty() {
-            return Err(Error::Invalid("detection needs at least one tap".into()));
-        }
-        let known = model.net.tap_names();
-        if let Some(bad) = s
-            .taps
-            .iter()
-            .find(|t| !known.iter().any(|k| k == tap_parts(t).0))
-        {
-            return Err(Error::Invalid(format!(
-                "unknown feature map {bad:?}; this model has {}",
-                known.join(", ")
-            )));
+        check_taps(model, &s.taps)?;
+        if let Some(v) = &s.verdict {
+            check_taps(model, &v.taps)?;
         }
     }
     Ok(())
+}
+
+/// A reading's smoothing σ in [0, 64] px and top fraction in [0, 1].
+fn check_reading(smooth: f32, score_top: f32) -> Result<()> {
+    if !(smooth >= 0.0 && smooth.is_finite() && smooth <= 64.0) {
+        return Err(Error::Invalid(format!(
+            "smoothing σ must be in [0, 64] pixels, got {smooth}"
+        )));
+    }
+    if !(0.0..=1.0).contains(&score_top) {
+        return Err(Error::Invalid(format!(
+            "the image score's top fraction must be in [0, 1], got {score_top}"
+        )));
+    }
+    Ok(())
+}
+
+/// At least one tap, each a feature map of the model.
+fn check_taps<B: NnBackend>(model: &ScoreModel<B>, taps: &[String]) -> Result<()> {
+    if taps.is_empty() {
+        return Err(Error::Invalid("detection needs at least one tap".into()));
+    }
+    let known = model.net.tap_names();
+    if let Some(bad) = taps
+        .iter()
+        .find(|t| !known.iter().any(|k| k == tap_parts(t).0))
+    {
+        return Err(Error::Invalid(format!(
+            "unknown feature map {bad:?}; this model has {}",
+            known.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Every tap detection with these settings computes: the map's, then the
+/// verdict reading's that the map does not use.
+pub fn taps_computed(s: &DetectionSettings) -> Vec<String> {
+    let mut taps = s.taps.clone();
+    for t in s.verdict.iter().flat_map(|v| &v.taps) {
+        if !taps.contains(t) {
+            taps.push(t.clone());
+        }
+    }
+    taps
 }
 
 /// Uploads images `[n, C, S, S]` each repeated `times` times (image-major);
@@ -588,10 +615,33 @@ pub fn image_score(map: &[f32]) -> f32 {
 
 /// The image score of a map under a model's detection settings: the mean of
 /// the `settings.score_top` fraction of its highest pixels (at least one, so
-/// 0 — the default — reads the maximum). Every front end calls this, so CLI,
+/// 0 — the default — reads the maximum). Settings with a verdict reading
+/// score from their own map, not this one: front ends take the scores of
+/// [`Detections`], which call this only when there is none, so CLI,
 /// evaluation, pipeline and browser give an image the same score.
 pub fn read_score(map: &[f32], settings: &DetectionSettings) -> f32 {
     top_mean(map, settings.score_top)
+}
+
+/// Anomaly maps and their images' scores: the scores come from the
+/// settings' verdict reading when they have one, else from the maps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Detections {
+    /// One `size×size` row-major map per image.
+    pub maps: Vec<Vec<f32>>,
+    pub scores: Vec<f32>,
+    /// The verdict reading's maps, smoothed by its σ, that the scores were
+    /// read from (empty without a verdict reading).
+    pub verdict_maps: Vec<Vec<f32>>,
+}
+
+impl Detections {
+    /// Appends another batch's.
+    pub fn extend(&mut self, other: Detections) {
+        self.maps.extend(other.maps);
+        self.scores.extend(other.scores);
+        self.verdict_maps.extend(other.verdict_maps);
+    }
 }
 
 /// Mean of the `fraction` (clamped to [0, 1]; NaN reads as 0) highest values
@@ -720,12 +770,23 @@ pub struct Pending<T> {
     smooth: f32,
     /// The settings' normal profile, when it was measured at these times.
     profile: Option<NormalProfile>,
+    /// The map's taps (the plan's may add the verdict's).
+    map_taps: Vec<String>,
+    /// The verdict reading, its profile dropped unless it was measured at
+    /// these times; None reads scores from the maps with `score_top`.
+    verdict: Option<VerdictReading>,
+    score_top: f32,
 }
 
 impl<T> Pending<T> {
     /// The anomaly maps, one `size×size` row-major map per image: the mean
     /// over the runs, then smoothed.
     pub fn finish(self, host: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+        Ok(self.finish_scored(host)?.maps)
+    }
+
+    /// The maps and the images' scores (see [`Detections`]).
+    pub fn finish_scored(self, host: Vec<Vec<f32>>) -> Result<Detections> {
         let per_run = self.plan.tensors_per_run();
         if host.len() != per_run * self.flips.len() {
             return Err(Error::Invalid(format!(
@@ -738,19 +799,45 @@ impl<T> Pending<T> {
         let parts: Vec<Vec<Vec<f32>>> = (0..self.flips.len())
             .map(|_| values.by_ref().take(per_run).collect())
             .collect();
-        let maps = match &self.plan {
-            Plan::Features { .. } => self.feature_maps(parts)?,
-            Plan::Reconstruction { .. } => self.reconstruction_maps(parts)?,
+        let (maps, verdict_maps) = match &self.plan {
+            Plan::Features { .. } => {
+                let grids = self.feature_grids(parts)?;
+                let maps = self.read_maps(&grids, &self.map_taps, self.profile.as_ref())?;
+                let verdict = match &self.verdict {
+                    Some(v) => Some(self.read_maps(&grids, &v.taps, v.profile.as_ref())?),
+                    None => None,
+                };
+                (maps, verdict)
+            }
+            Plan::Reconstruction { .. } => (self.reconstruction_maps(parts)?, None),
         };
-        Ok(maps
+        let maps: Vec<Vec<f32>> = maps
             .into_iter()
             .map(|m| gaussian_blur(&m, self.size, self.smooth))
-            .collect())
+            .collect();
+        let (scores, verdict_maps) = match (&self.verdict, verdict_maps) {
+            (Some(v), Some(vm)) => {
+                let vm: Vec<Vec<f32>> = vm
+                    .iter()
+                    .map(|m| gaussian_blur(m, self.size, v.smooth))
+                    .collect();
+                (vm.iter().map(|m| top_mean(m, v.score_top)).collect(), vm)
+            }
+            _ => (
+                maps.iter().map(|m| top_mean(m, self.score_top)).collect(),
+                Vec::new(),
+            ),
+        };
+        Ok(Detections {
+            maps,
+            scores,
+            verdict_maps,
+        })
     }
 
-    /// Score-DD and no-scales: each run's grids (mirrored back when its
-    /// images were mirrored), combined by [`combine_runs`].
-    fn feature_maps(&self, parts: Vec<Vec<Vec<f32>>>) -> Result<Vec<Vec<f32>>> {
+    /// Score-DD and no-scales: each run's grids, mirrored back when its
+    /// images were mirrored.
+    fn feature_grids(&self, parts: Vec<Vec<Vec<f32>>>) -> Result<Vec<BTreeMap<String, TapGrid>>> {
         let Plan::Features {
             taps,
             shapes,
@@ -776,9 +863,22 @@ impl<T> Pending<T> {
                 g
             });
         }
+        Ok(grids)
+    }
+
+    /// Every image's map of `taps` over all times, combined over the runs
+    /// by [`combine_runs`], unsmoothed.
+    fn read_maps(
+        &self,
+        grids: &[BTreeMap<String, TapGrid>],
+        taps: &[String],
+        profile: Option<&NormalProfile>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let Plan::Features { images, times, .. } = &self.plan else {
+            return Err(Error::Invalid("not a feature plan".into()));
+        };
         let refs: Vec<&BTreeMap<String, TapGrid>> = grids.iter().collect();
         let js: Vec<usize> = (0..*times).collect();
-        let profile = self.profile.as_ref();
         (0..*images)
             .map(|i| combine_runs(&refs, taps, &js, i, self.size, profile))
             .collect()
@@ -881,6 +981,9 @@ pub fn start<B: NnBackend>(
         size,
         smooth: s.smooth,
         profile: profile_in_use(s, opts.mode).cloned(),
+        map_taps: s.taps.clone(),
+        verdict: verdict_in_use(s, opts.mode),
+        score_top: s.score_top,
     })
 }
 
@@ -920,7 +1023,12 @@ fn queue_run<B: NnBackend>(
         ..query
     };
     match opts.mode {
-        Mode::ScoreDd => Ok(features(tap_distances_device(be, model, &query, &s.taps)?)),
+        Mode::ScoreDd => Ok(features(tap_distances_device(
+            be,
+            model,
+            &query,
+            &taps_computed(s),
+        )?)),
         Mode::NoScales => Ok(features(tap_distances_device(
             be, model, &full_run, &s.taps,
         )?)),
@@ -944,6 +1052,17 @@ pub fn profile_in_use(s: &DetectionSettings, mode: Mode) -> Option<&NormalProfil
         .filter(|p| mode == Mode::ScoreDd && p.ts == s.ts)
 }
 
+/// The settings' verdict reading when it applies: Score-DD only (the
+/// ablations score their maps), its profile kept only when it was measured
+/// at the settings' times.
+pub fn verdict_in_use(s: &DetectionSettings, mode: Mode) -> Option<VerdictReading> {
+    let v = s.verdict.as_ref().filter(|_| mode == Mode::ScoreDd)?;
+    Some(VerdictReading {
+        profile: v.profile.clone().filter(|p| p.ts == s.ts),
+        ..v.clone()
+    })
+}
+
 /// Anomaly maps (`size×size`, row-major, one per image): [`start`], read
 /// back, [`Pending::finish`].
 pub fn anomaly_maps<B: NnBackend>(
@@ -953,13 +1072,47 @@ pub fn anomaly_maps<B: NnBackend>(
     ids: &[u64],
     opts: &DetectOptions,
 ) -> Result<Vec<Vec<f32>>> {
+    Ok(detections(be, model, images, ids, opts)?.maps)
+}
+
+/// Maps and scores ([`Detections`]) of a batch: [`start`], read back,
+/// [`Pending::finish_scored`].
+pub fn detections<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    opts: &DetectOptions,
+) -> Result<Detections> {
     let p = start(be, model, images, ids, opts)?;
     let host = p
         .tensors
         .iter()
         .map(|t| be.read(t))
         .collect::<Result<Vec<_>>>()?;
-    p.finish(host)
+    p.finish_scored(host)
+}
+
+/// [`detections`] over any number of images, `batch` images per network
+/// batch, calling `progress(done)` after each batch.
+pub fn detections_batched<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    images: &[&[f32]],
+    ids: &[u64],
+    opts: &DetectOptions,
+    batch: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Detections> {
+    if batch == 0 {
+        return Err(Error::Invalid("batch must be at least 1 image".into()));
+    }
+    let mut out = Detections::default();
+    for (chunk, idc) in images.chunks(batch).zip(ids.chunks(batch)) {
+        out.extend(detections(be, model, chunk, idc, opts)?);
+        progress(out.maps.len());
+    }
+    Ok(out)
 }
 
 /// [`anomaly_maps`] over any number of images, `batch` images per network
@@ -973,13 +1126,5 @@ pub fn anomaly_maps_batched<B: NnBackend>(
     batch: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Vec<f32>>> {
-    if batch == 0 {
-        return Err(Error::Invalid("batch must be at least 1 image".into()));
-    }
-    let mut out = Vec::with_capacity(images.len());
-    for (chunk, idc) in images.chunks(batch).zip(ids.chunks(batch)) {
-        out.extend(anomaly_maps(be, model, chunk, idc, opts)?);
-        progress(out.len());
-    }
-    Ok(out)
+    Ok(detections_batched(be, model, images, ids, opts, batch, progress)?.maps)
 }

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::DetectionSettings;
 use crate::data::TestItem;
-use crate::detect;
+use crate::detect::Detections;
 use crate::error::{Error, Result};
 use crate::metrics;
 
@@ -28,26 +27,25 @@ pub struct Metrics {
     pub f1_threshold: Option<f64>,
 }
 
-/// Metrics of the items at `idx` with their maps (`size×size` each).
+/// Metrics of the items at `idx` with their maps (`size×size` each) and
+/// image scores.
 pub fn metrics_of(
     items: &[TestItem],
-    maps: &[Vec<f32>],
+    found: &Detections,
     idx: &[usize],
     size: usize,
-    settings: &DetectionSettings,
 ) -> Result<Metrics> {
-    if items.len() != maps.len() {
+    let maps = &found.maps;
+    if items.len() != maps.len() || found.scores.len() != maps.len() {
         return Err(Error::Invalid(format!(
-            "{} test items but {} maps",
+            "{} test items but {} maps and {} scores",
             items.len(),
-            maps.len()
+            maps.len(),
+            found.scores.len()
         )));
     }
     let zeros = vec![0u8; size * size];
-    let scores: Vec<f64> = idx
-        .iter()
-        .map(|&i| detect::read_score(&maps[i], settings) as f64)
-        .collect();
+    let scores: Vec<f64> = idx.iter().map(|&i| found.scores[i] as f64).collect();
     let labels: Vec<bool> = idx.iter().map(|&i| items[i].is_anomalous()).collect();
     let map_refs: Vec<&[f32]> = idx.iter().map(|&i| maps[i].as_slice()).collect();
     let mask_refs: Vec<&[u8]> = idx
@@ -96,12 +94,11 @@ pub fn metrics_of(
 /// good images (MVTec's convention).
 pub fn metrics_by_defect(
     items: &[TestItem],
-    maps: &[Vec<f32>],
+    found: &Detections,
     size: usize,
-    settings: &DetectionSettings,
 ) -> Result<(Metrics, BTreeMap<String, Metrics>)> {
     let all: Vec<usize> = (0..items.len()).collect();
-    let overall = metrics_of(items, maps, &all, size, settings)?;
+    let overall = metrics_of(items, found, &all, size)?;
     let mut per = BTreeMap::new();
     let mut kinds: Vec<&str> = items.iter().map(|i| i.defect.as_str()).collect();
     kinds.sort_unstable();
@@ -110,10 +107,7 @@ pub fn metrics_by_defect(
         let idx: Vec<usize> = (0..items.len())
             .filter(|&i| items[i].defect == kind || !items[i].is_anomalous())
             .collect();
-        per.insert(
-            kind.to_string(),
-            metrics_of(items, maps, &idx, size, settings)?,
-        );
+        per.insert(kind.to_string(), metrics_of(items, found, &idx, size)?);
     }
     Ok((overall, per))
 }
@@ -145,15 +139,11 @@ pub fn wilson_interval(k: usize, n: usize) -> (f64, f64) {
     ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
-pub fn verdict_stats(
-    items: &[TestItem],
-    maps: &[Vec<f32>],
-    settings: &DetectionSettings,
-    threshold: f64,
-) -> VerdictStats {
+/// Verdicts of the items' image `scores` at `threshold`.
+pub fn verdict_stats(items: &[TestItem], scores: &[f32], threshold: f64) -> VerdictStats {
     let (mut tp, mut fp, mut pos, mut neg) = (0usize, 0usize, 0usize, 0usize);
-    for (it, m) in items.iter().zip(maps) {
-        let called = detect::read_score(m, settings) as f64 >= threshold;
+    for (it, &score) in items.iter().zip(scores) {
+        let called = score as f64 >= threshold;
         if it.is_anomalous() {
             pos += 1;
             tp += usize::from(called);

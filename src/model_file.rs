@@ -12,7 +12,9 @@ use crate::nn::score_model::ScoreModel;
 use crate::nn::unet::UNet;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-pub use crate::config::{Calibration, DetectionSettings, ModelMeta, Selection, FORMAT_VERSION};
+pub use crate::config::{
+    Calibration, DetectionSettings, ModelMeta, Selection, VerdictReading, FORMAT_VERSION,
+};
 
 const META_KEY: &str = "scoredd";
 

@@ -6,7 +6,7 @@
 //! tile's border, where a tile sees the least context, so seams do not show.
 
 use crate::backend::NnBackend;
-use crate::detect::{self, DetectOptions};
+use crate::detect::{self, DetectOptions, Detections};
 use crate::error::{Error, Result};
 use crate::nn::score_model::ScoreModel;
 
@@ -164,10 +164,11 @@ impl Tiling {
 }
 
 /// The anomaly map (`width × height`, row-major) of one CHW image of any
-/// size, detected tile by tile under `opts` (its `size` is ignored: the
-/// tiles are `tiling.tile` px). The tiles' maps are blended unsmoothed and
-/// the whole map is then smoothed once, so smoothing does not see the
-/// seams; `progress(done, total)` follows the tiles.
+/// size and its image score, detected tile by tile under `opts` (its `size`
+/// is ignored: the tiles are `tiling.tile` px). The tiles' maps are blended
+/// unsmoothed and the whole map is then smoothed once, so smoothing does not
+/// see the seams; a verdict reading's maps likewise, and the score is read
+/// from the whole blended map. `progress(done, total)` follows the tiles.
 #[allow(clippy::too_many_arguments)]
 pub fn tiled_map<B: NnBackend>(
     be: &B,
@@ -178,16 +179,19 @@ pub fn tiled_map<B: NnBackend>(
     opts: &DetectOptions,
     tiling: Tiling,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<f32>> {
+) -> Result<Detections> {
     let grid = TileGrid::new(width, height, tiling.tile, tiling.overlap)?;
     let tiles = grid.cut(image, model.net.config.channels)?;
     let mut tile_opts = opts.clone();
     tile_opts.size = Some(tiling.tile);
     tile_opts.settings.smooth = 0.0;
+    if let Some(v) = &mut tile_opts.settings.verdict {
+        v.smooth = 0.0;
+    }
     let refs: Vec<&[f32]> = tiles.iter().map(|t| t.as_slice()).collect();
     let ids = vec![0u64; refs.len()];
     let total = refs.len();
-    let maps = detect::anomaly_maps_batched(
+    let found = detect::detections_batched(
         be,
         model,
         &refs,
@@ -196,11 +200,19 @@ pub fn tiled_map<B: NnBackend>(
         tiling.batch,
         &mut |done| progress(done, total),
     )?;
-    let map = grid.stitch(&maps)?;
-    Ok(detect::gaussian_blur_rect(
-        &map,
-        width,
-        height,
-        opts.settings.smooth,
-    ))
+    let whole = |maps: &[Vec<f32>], sigma: f32| -> Result<Vec<f32>> {
+        let map = grid.stitch(maps)?;
+        Ok(detect::gaussian_blur_rect(&map, width, height, sigma))
+    };
+    let s = &opts.settings;
+    let map = whole(&found.maps, s.smooth)?;
+    let score = match detect::verdict_in_use(s, opts.mode) {
+        Some(v) => detect::top_mean(&whole(&found.verdict_maps, v.smooth)?, v.score_top),
+        None => detect::top_mean(&map, s.score_top),
+    };
+    Ok(Detections {
+        maps: vec![map],
+        scores: vec![score],
+        verdict_maps: Vec::new(),
+    })
 }

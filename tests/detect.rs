@@ -1054,10 +1054,16 @@ fn tiled_detection_maps_a_wide_image_and_one_tile_is_one_pass() {
     let cm_model = model(&c);
     let cm = run(both(&|img| {
         let mut calls = 0;
-        let m = tiled_map(&c, &cm_model, img, w, h, &o, tiling, &mut |_, _| calls += 1).unwrap();
+        let found =
+            tiled_map(&c, &cm_model, img, w, h, &o, tiling, &mut |_, _| calls += 1).unwrap();
         // 4 × 3 tiles, 3 per batch.
         assert_eq!(calls, 4);
-        m
+        // Without a verdict reading the score is read from the whole map.
+        assert_eq!(
+            found.scores,
+            [detect::read_score(&found.maps[0], &o.settings)]
+        );
+        found.maps[0].clone()
     }));
     for (p, (a, b)) in cm[0].iter().zip(&cm[1]).enumerate() {
         if far(p % w, p / w) {
@@ -1082,12 +1088,15 @@ fn tiled_detection_maps_a_wide_image_and_one_tile_is_one_pass() {
         ..o.clone()
     };
     let a = tiled_map(&c, &cm_model, &big, 64, 64, &o, one, &mut |_, _| {}).unwrap();
-    let b = detect::anomaly_maps(&c, &cm_model, &[&big], &[0], &whole).unwrap();
-    assert_eq!(a, b[0]);
+    let b = detect::detections(&c, &cm_model, &[&big], &[0], &whole).unwrap();
+    assert_eq!((&a.maps, &a.scores), (&b.maps, &b.scores));
     if let Some(g) = gpu() {
         let gm_model = model(&g);
         let gm = run(both(&|img| {
-            tiled_map(&g, &gm_model, img, w, h, &o, tiling, &mut |_, _| {}).unwrap()
+            tiled_map(&g, &gm_model, img, w, h, &o, tiling, &mut |_, _| {})
+                .unwrap()
+                .maps[0]
+                .clone()
         }));
         for (a, b) in gm.iter().zip(&cm) {
             let scale = b.iter().fold(0f32, |m, v| m.max(*v));

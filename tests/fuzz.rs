@@ -322,6 +322,7 @@ fn model_bytes() -> Vec<u8> {
             quantile: 0.99,
             normals: 10,
             false_alarm_bound: None,
+            map: None,
         }),
         selection: None,
         training: None,

@@ -281,7 +281,7 @@ fn train_calibrate_evaluate_in_one_go() {
     assert!(in_unit(Some(sel.chosen_pixel_auroc)) && in_unit(Some(sel.chosen_image_auroc)));
     let ev = result.evaluation.as_ref().unwrap();
     assert_eq!(ev.set.items.len(), 4 + 2 * synth::DEFECTS.len());
-    assert!(ev.maps.iter().flatten().all(|v| v.is_finite()));
+    assert!(ev.found.maps.iter().flatten().all(|v| v.is_finite()));
     let m = &ev.overall;
     assert!(
         in_unit(m.image_auroc) && in_unit(m.pixel_auroc) && in_unit(m.aupro) && in_unit(m.f1_max),

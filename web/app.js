@@ -305,7 +305,8 @@ const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixe
 const clamp01 = (v) => Math.min(Math.max(v, 0), 1);
 
 // The piecewise-linear calibration of src/config.rs (Calibration::normalise):
-// the image score's scale, 0.5 = threshold. The outline and the verdict use it.
+// 0.5 = threshold. The verdict comes normalised from the detector; outlines
+// and colours use the map's own scale (mapScale).
 function normalise(raw, cal) {
   const v = raw < cal.threshold
     ? 0.5 * (raw - cal.low) / Math.max(cal.threshold - cal.low, Number.MIN_VALUE)
@@ -315,6 +316,12 @@ function normalise(raw, cal) {
 // ...and its inverse, to show the slider's threshold in raw units.
 function denormalise(v, cal) {
   return v < 0.5 ? cal.low + 2 * v * (cal.threshold - cal.low) : cal.threshold + (2 * v - 1) * (cal.high - cal.threshold);
+}
+
+// The calibration of the map's values: a model whose image score has its
+// own reading (calibrate --objective both) stores the map's scale apart.
+function mapScale(cal) {
+  return cal && cal.map ? cal.map : cal;
 }
 
 function mapRange(map) {
@@ -331,7 +338,7 @@ function mapRange(map) {
 // is yellow, so the colour points at the defect. Without a calibration: the
 // map's range.
 function colourScale(res) {
-  const cal = state.meta && state.meta.calibration;
+  const cal = mapScale(state.meta && state.meta.calibration);
   const [lo, hi] = mapRange(res.map);
   if (!cal) {
     return { of: (x) => (hi > lo ? (x - lo) / (hi - lo) : 0), labels: [[0, fmt(lo)], [0.5, fmt((lo + hi) / 2)], [1, fmt(hi)]] };
@@ -350,7 +357,7 @@ function threshold() {
 // The pixels above the slider's threshold (calibrated scale; 0.5 = the
 // model's threshold: exactly the pixels that make the image's verdict).
 function outlineOf(res) {
-  const cal = state.meta && state.meta.calibration;
+  const cal = mapScale(state.meta && state.meta.calibration);
   const [lo, hi] = mapRange(res.map);
   const t = threshold();
   return Array.from(res.map, (x) => {
@@ -442,7 +449,7 @@ function drawColorbar(entry) {
     words.push(text);
   }
   // The slider's threshold, on the colour scale.
-  const cal = state.meta && state.meta.calibration;
+  const cal = mapScale(state.meta && state.meta.calibration);
   if (res && cal) {
     const t = scale.of(denormalise(threshold(), cal));
     g.strokeStyle = MASK_COLOR;
@@ -476,7 +483,7 @@ function describeOutline(res) {
 
 function render() {
   const t = threshold();
-  const cal = state.meta && state.meta.calibration;
+  const cal = mapScale(state.meta && state.meta.calibration);
   $('threshold-value').textContent = t.toFixed(2);
   $('threshold-raw').textContent = cal ? `(raw ${fmt(denormalise(t, cal))})` : '(of the map range)';
   const entry = state.results[state.current];

@@ -10,7 +10,9 @@ use scoredd::calibrate::{self, Objective};
 use scoredd::data::{self, ImageSpec, Loaded};
 use scoredd::model_file::{Calibration, ModelFile};
 use scoredd::nn::score_model::ScoreModel;
-use scoredd::pipeline::{augment_words, reading, CalibratePlan, Calibrated, Pipeline, TrainSource};
+use scoredd::pipeline::{
+    augment_words, reading, verdict_choice_words, CalibratePlan, Calibrated, Pipeline, TrainSource,
+};
 use scoredd::{with_backend, Error};
 
 use super::console::Console;
@@ -43,11 +45,14 @@ pub struct CalibrateArgs {
     /// 0.99), but at least 32 (or this many, if smaller) and at most half.
     #[arg(long, default_value_t = calibrate::SELECT_IMAGES_MAX)]
     pub select_images: usize,
-    /// What --auto maximises on the synthetic defects: `pixel` (maps that
-    /// outline defects), `image` (per-image verdicts on local defects) or
-    /// `semantic` (per-image verdicts on whole-image anomalies: the wrong
+    /// What --auto maximises on the synthetic defects: `both` (maps chosen
+    /// for pixel AUROC, then the image score given its own taps, smoothing,
+    /// profile and reading over the same runs, chosen for image AUROC: at
+    /// the map's detection time), `pixel` (maps that outline defects; the
+    /// score read from them), `image` (per-image verdicts on local defects)
+    /// or `semantic` (per-image verdicts on whole-image anomalies: the wrong
     /// object or class, as in one-class MNIST).
-    #[arg(long, value_enum, default_value_t = Objective::Pixel)]
+    #[arg(long, value_enum, default_value_t = Objective::Both)]
     pub objective: Objective,
     /// With --auto: noise draws and flip may not make detection slower than
     /// this many ms per image (estimated on this backend). Without it a
@@ -178,6 +183,9 @@ pub fn print_result(c: &Calibrated, auto: bool) {
         }
         if let Some(words) = augment_words(sel, settings) {
             println!("{words}");
+        }
+        if let Some(v) = &sel.verdict {
+            println!("{}", verdict_choice_words(v, settings));
         }
     }
     report_threshold(&c.calibration, &c.scores, auto);

@@ -110,7 +110,7 @@ fn plan(args: &DemoArgs, data: PathBuf, category: Option<String>) -> Result<RunP
             auto: true,
             quantile: 0.99,
             select_images: 16,
-            objective: Objective::Pixel,
+            objective: Objective::Both,
             batch: 8,
             budget_ms: None,
         },

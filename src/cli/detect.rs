@@ -7,7 +7,7 @@ use clap::Args;
 use scoredd::backend::{open_backend, BackendChoice, NnBackend, Sampler};
 use scoredd::data::{self, ImageSpec};
 use scoredd::detect::{self, DetectOptions, Mode};
-use scoredd::model_file::{Calibration, DetectionSettings, ModelFile, ModelMeta};
+use scoredd::model_file::{Calibration, ModelFile, ModelMeta};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::pipeline::{defect_mask, describe, judge};
 use scoredd::tiles::{self, Tiling};
@@ -39,7 +39,8 @@ pub struct DetectFlags {
     #[arg(long)]
     pub smooth: Option<f32>,
     /// Image score = mean of this fraction of the map's highest pixels
-    /// (0 = the map's maximum; e.g. 0.01 for the top 1 %).
+    /// (0 = the map's maximum; e.g. 0.01 for the top 1 %); replaces a
+    /// stored verdict reading (`calibrate --objective both`).
     #[arg(long)]
     pub score_top: Option<f32>,
     /// Average the maps of this many independent noise draws (1 to 16;
@@ -84,7 +85,10 @@ impl DetectFlags {
             s.smooth = v;
         }
         if let Some(v) = self.score_top {
+            // Asked to read the score from the map: a stored verdict
+            // reading would otherwise read it elsewhere.
             s.score_top = v;
+            s.verdict = None;
         }
         if let Some(v) = self.draws {
             s.draws = v;
@@ -161,10 +165,11 @@ fn save_mask(mask: &[u8], width: usize, height: usize, path: &Path) -> Result<()
     plot::save_png(&img, path)
 }
 
-/// Display range of maps: the calibration's [low, high] when there is one
-/// (so colours mean the same thing on every image), else the maps' own range.
+/// Display range of maps: the calibration's [low, high] of the map's scale
+/// when there is one (so colours mean the same thing on every image), else
+/// the maps' own range.
 pub fn map_range<'a>(meta: &ModelMeta, maps: impl IntoIterator<Item = &'a [f32]>) -> (f32, f32) {
-    match &meta.calibration {
+    match meta.calibration.as_ref().map(|c| c.map_scale()) {
         Some(c) => (c.low as f32, c.high as f32),
         None => viz::finite_range(maps),
     }
@@ -206,8 +211,6 @@ struct Pictures<'a> {
     dims: (usize, usize),
     /// The heat map's display range.
     range: (f32, f32),
-    /// How the image score is read from the map.
-    settings: &'a DetectionSettings,
 }
 
 impl Pictures<'_> {
@@ -216,13 +219,13 @@ impl Pictures<'_> {
     fn write(
         &self,
         rgb: &image::RgbImage,
-        map: &[f32],
+        (map, score): (&[f32], f32),
         cal: Option<&Calibration>,
     ) -> Result<serde_json::Value, Error> {
-        let verdict = judge(map, self.settings, cal);
+        let verdict = judge(score, cal);
         let overlay_path = self.out.join(format!("{}.overlay.png", self.stem));
         let mut pic = viz::overlay(rgb, map, self.range)?;
-        let mask = cal.map(|cal| defect_mask(map, cal.threshold));
+        let mask = cal.map(|cal| defect_mask(map, cal.map_scale().threshold));
         if let Some(m) = &mask {
             viz::draw_outline(&mut pic, m, [255, 255, 255]);
         }
@@ -279,10 +282,9 @@ fn detect_on<B: NnBackend>(be: &B, file: &ModelFile, args: &DetectArgs) -> Resul
 fn report_one(
     args: &DetectArgs,
     meta: &ModelMeta,
-    settings: &DetectionSettings,
-    stem: &str,
-    path: &str,
-    (rgb, map): (&image::RgbImage, &[f32]),
+    (stem, path): (&str, &str),
+    rgb: &image::RgbImage,
+    map_and_score: (&[f32], f32),
     range: (f32, f32),
 ) -> Result<(), Error> {
     let pictures = Pictures {
@@ -290,9 +292,8 @@ fn report_one(
         stem,
         dims: (rgb.width() as usize, rgb.height() as usize),
         range,
-        settings,
     };
-    let mut line = pictures.write(rgb, map, meta.calibration.as_ref())?;
+    let mut line = pictures.write(rgb, map_and_score, meta.calibration.as_ref())?;
     line["path"] = path.into();
     println!("{line}");
     Ok(())
@@ -322,20 +323,21 @@ fn whole_images<B: NnBackend>(
     let refs: Vec<&[f32]> = loaded.images.iter().map(|v| v.as_slice()).collect();
     let ids = vec![0u64; refs.len()];
     let bar = image_bar(refs.len(), "detecting");
-    let maps =
-        detect::anomaly_maps_batched(be, model, &refs, &ids, opts, args.flags.batch, &mut |d| {
+    let found =
+        detect::detections_batched(be, model, &refs, &ids, opts, args.flags.batch, &mut |d| {
             bar.set_position(d as u64)
         })?;
     bar.finish_and_clear();
     let meta = &model.meta;
-    let range = map_range(meta, maps.iter().map(|m| m.as_slice()));
+    let range = map_range(meta, found.maps.iter().map(|m| m.as_slice()));
     let mut used = std::collections::HashSet::new();
-    for (i, (path, map)) in loaded.paths.iter().zip(&maps).enumerate() {
+    for (i, path) in loaded.paths.iter().enumerate() {
         let stem = unique_stem(path, i, &mut used);
         let rgb = viz::image_to_rgb(&loaded.images[i], channels, size);
-        report_one(args, meta, &opts.settings, &stem, path, (&rgb, map), range)?;
+        let found_i = (found.maps[i].as_slice(), found.scores[i]);
+        report_one(args, meta, (&stem, path), &rgb, found_i, range)?;
     }
-    Ok((maps.len(), loaded.skipped.len()))
+    Ok((found.maps.len(), loaded.skipped.len()))
 }
 
 /// Every image at its own size (or resized to --detect-size) detected in
@@ -391,7 +393,7 @@ fn tiled_images<B: NnBackend>(
         let (w, h) = (w as usize, h as usize);
         // The bar learns the tile count from the first batch's progress.
         let bar = count_bar(0, &format!("{path}:"), "tiles");
-        let map = tiles::tiled_map(be, model, &image, w, h, opts, tiling, &mut |d, total| {
+        let found = tiles::tiled_map(be, model, &image, w, h, opts, tiling, &mut |d, total| {
             bar.set_length(total as u64);
             bar.set_position(d as u64)
         })
@@ -400,18 +402,11 @@ fn tiled_images<B: NnBackend>(
             e => e,
         })?;
         bar.finish_and_clear();
-        let range = map_range(meta, [map.as_slice()]);
+        let (map, score) = (found.maps[0].as_slice(), found.scores[0]);
+        let range = map_range(meta, [map]);
         let rgb = viz::image_to_rgb_rect(&image, channels, w, h);
         let stem = unique_stem(&path, i, &mut used);
-        report_one(
-            args,
-            meta,
-            &opts.settings,
-            &stem,
-            &path,
-            (&rgb, &map),
-            range,
-        )?;
+        report_one(args, meta, (&stem, &path), &rgb, (map, score), range)?;
         done += 1;
     }
     if done == 0 {

@@ -37,7 +37,7 @@ impl Default for CalibratePlan {
             auto: false,
             quantile: calibrate::QUANTILE,
             select_images: calibrate::SELECT_IMAGES_MAX,
-            objective: Objective::Pixel,
+            objective: Objective::Both,
             batch: 8,
             budget_ms: None,
         }
@@ -98,12 +98,13 @@ pub(super) fn calibrate<B: NnBackend>(
     let threshold_images: Vec<Vec<f32>> =
         threshold_idx.iter().map(|&i| normals[i].clone()).collect();
     let total = threshold_images.len() as u64;
-    let scores = calibrate::image_scores(
+    let (calibration, scores) = calibrate::calibrate_on_normals(
         be,
         model,
         &threshold_images,
         &options,
         plan.batch,
+        plan.quantile,
         &mut |done| {
             ev.on_progress(&Progress {
                 task: Task::ScoringNormals,
@@ -113,7 +114,6 @@ pub(super) fn calibrate<B: NnBackend>(
             })
         },
     )?;
-    let calibration = calibrate::calibration_from_scores(&scores, plan.quantile)?;
     let out = Calibrated {
         options,
         selection,

@@ -3,7 +3,7 @@
 //! score, verdict and mask under a model's calibration.
 
 use crate::backend::Sampler;
-use crate::config::{Calibration, DetectionSettings, Selection};
+use crate::config::{Calibration, DetectionSettings, Selection, VerdictReading};
 use crate::detect::{self, DetectOptions};
 
 /// One line describing the settings in use.
@@ -18,15 +18,45 @@ pub fn describe(o: &DetectOptions) -> String {
         Some(_) => ", normal profile",
         None => "",
     };
+    let score = match detect::verdict_in_use(s, o.mode) {
+        Some(v) => verdict_words(&v),
+        None => reading(s.score_top),
+    };
     format!(
-        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}, image score {}{}",
+        "mode {}, t {{{}}}, r {}, {sampler} sampler, taps {}, smoothing sigma {} px{profile}, image score {score}{}",
         o.mode.name(),
         ts.join(","),
         s.r,
         s.taps.join("+"),
         s.smooth,
-        reading(s.score_top),
         augmentation(s.draws, s.flip)
+    )
+}
+
+/// Objective `both`: the verdict reading's search, in words.
+pub fn verdict_choice_words(v: &Selection, settings: &DetectionSettings) -> String {
+    let what = match &settings.verdict {
+        Some(r) => format!("image score {}", verdict_words(r)),
+        None => "image score read from the map: no reading of its own beat it".into(),
+    };
+    format!(
+        "verdict ({} combinations at the map's times, ranked by image AUROC): {what} → image AUROC {:.3}, pixel AUROC {:.3} (the map's own reading: {:.3})",
+        v.candidates, v.chosen_image_auroc, v.chosen_pixel_auroc, v.default_image_auroc
+    )
+}
+
+/// A verdict reading in words (after "image score ").
+pub fn verdict_words(v: &VerdictReading) -> String {
+    format!(
+        "from its own reading of the same runs (taps {}, smoothing sigma {} px{}, {})",
+        v.taps.join("+"),
+        v.smooth,
+        if v.profile.is_some() {
+            ", normal profile"
+        } else {
+            ""
+        },
+        reading(v.score_top)
     )
 }
 
@@ -89,11 +119,10 @@ pub fn reading(score_top: f32) -> String {
     }
 }
 
-/// An anomaly map's verdict.
+/// An image's verdict.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Verdict {
-    /// The raw image score ([`detect::read_score`]: the map's maximum unless
-    /// the settings read the mean of its top pixels).
+    /// The raw image score (see [`detect::Detections`]).
     pub score: f64,
     /// The score mapped to [0, 1] with the threshold at 0.5; `None` for an
     /// uncalibrated model.
@@ -102,14 +131,10 @@ pub struct Verdict {
     pub defect: Option<bool>,
 }
 
-/// The verdict on a map under a model's detection settings and calibration
-/// (if it has one).
-pub fn judge(
-    map: &[f32],
-    settings: &DetectionSettings,
-    calibration: Option<&Calibration>,
-) -> Verdict {
-    let score = detect::read_score(map, settings) as f64;
+/// The verdict on an image's raw score under a model's calibration (if it
+/// has one).
+pub fn judge(score: f32, calibration: Option<&Calibration>) -> Verdict {
+    let score = score as f64;
     Verdict {
         score,
         normalised: calibration.map(|c| c.normalise(score)),
@@ -117,9 +142,9 @@ pub fn judge(
     }
 }
 
-/// The binary defect mask (0/1): pixels above the verdict threshold (a
-/// value no held-out normal image reached) and within half of the map's
-/// peak — the second rule keeps a strong defect's mask to its core instead
+/// The binary defect mask (0/1): pixels above the map's threshold
+/// ([`Calibration::map_scale`]: a value no held-out normal image's map
+/// reached) and within half of the map's peak — the second rule keeps a strong defect's mask to its core instead
 /// of its halo.
 pub fn defect_mask(map: &[f32], threshold: f64) -> Vec<u8> {
     let cut = threshold.max(0.5 * detect::image_score(map) as f64);

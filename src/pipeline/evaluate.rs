@@ -11,7 +11,7 @@ use super::sources::TestData;
 use crate::backend::NnBackend;
 use crate::config::ModelMeta;
 use crate::data::{ImageSpec, TestSet};
-use crate::detect::{self, DetectOptions};
+use crate::detect::{self, DetectOptions, Detections};
 use crate::error::{Error, Result};
 use crate::evaluate::{self, Metrics, VerdictStats};
 use crate::nn::score_model::ScoreModel;
@@ -43,8 +43,8 @@ pub struct Evaluation {
     pub set: TestSet,
     /// The category folder they came from.
     pub root: PathBuf,
-    /// One `size × size` map per test image.
-    pub maps: Vec<Vec<f32>>,
+    /// One `size × size` map and image score per test image.
+    pub found: Detections,
     pub size: usize,
     pub overall: Metrics,
     /// Each defect type with the good images.
@@ -102,18 +102,18 @@ pub(super) fn evaluate<B: NnBackend>(
     );
     ev.on_log(Stage::Evaluate, &line);
     let t0 = Instant::now();
-    let maps = detect_all(be, ev, model, &data.set, opts, plan.batch)?;
+    let found = detect_all(be, ev, model, &data.set, opts, plan.batch)?;
     let seconds = t0.elapsed().as_secs_f64();
-    let (overall, per_defect) =
-        evaluate::metrics_by_defect(&data.set.items, &maps, size, &opts.settings)?;
-    let verdicts =
-        model.meta.calibration.as_ref().map(|cal| {
-            evaluate::verdict_stats(&data.set.items, &maps, &opts.settings, cal.threshold)
-        });
+    let (overall, per_defect) = evaluate::metrics_by_defect(&data.set.items, &found, size)?;
+    let verdicts = model
+        .meta
+        .calibration
+        .as_ref()
+        .map(|cal| evaluate::verdict_stats(&data.set.items, &found.scores, cal.threshold));
     Ok(Evaluation {
         set: data.set,
         root: data.root,
-        maps,
+        found,
         size,
         overall,
         per_defect,
@@ -144,7 +144,7 @@ fn limit(ev: &mut dyn PipelineEvents, set: &mut TestSet, n: usize) -> Result<()>
     Ok(())
 }
 
-/// Maps of every test image.
+/// Maps and scores of every test image.
 fn detect_all<B: NnBackend>(
     be: &B,
     ev: &mut dyn PipelineEvents,
@@ -152,11 +152,11 @@ fn detect_all<B: NnBackend>(
     set: &TestSet,
     opts: &DetectOptions,
     batch: usize,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Detections> {
     let refs: Vec<&[f32]> = set.items.iter().map(|i| i.image.as_slice()).collect();
     let ids = vec![0u64; refs.len()];
     let total = refs.len() as u64;
-    detect::anomaly_maps_batched(be, model, &refs, &ids, opts, batch, &mut |done| {
+    detect::detections_batched(be, model, &refs, &ids, opts, batch, &mut |done| {
         ev.on_progress(&Progress {
             task: Task::Evaluating,
             done: done as u64,

@@ -42,7 +42,10 @@ pub use bench::{
     bench_category, bench_mnist_digit, categories, mnist_test_set, BenchPlan, BenchRow, BenchTable,
 };
 pub use calibrate::{CalibratePlan, Calibrated};
-pub use detection::{augment_words, defect_mask, describe, judge, reading, Verdict};
+pub use detection::{
+    augment_words, defect_mask, describe, judge, reading, verdict_choice_words, verdict_words,
+    Verdict,
+};
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::{EvalPlan, Evaluation};
 pub use events::{Checkpoint, CheckpointKind, PipelineEvents, Progress, Quiet, Stage, Task};

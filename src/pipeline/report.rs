@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use super::detection::{augment_words, defect_mask, describe};
+use super::detection::{augment_words, defect_mask, describe, verdict_choice_words};
 use super::evaluate::Evaluation;
 use crate::config::Calibration;
 use crate::detect;
@@ -122,6 +122,13 @@ pub fn markdown(r: &Report, ev: &Evaluation) -> String {
         if let Some(words) = augment_words(sel, &m.detection) {
             let _ = writeln!(s, "Runs per image: {words}.\n");
         }
+        if let Some(v) = &sel.verdict {
+            let _ = writeln!(
+                s,
+                "{}.\n",
+                upper_first(&verdict_choice_words(v, &m.detection))
+            );
+        }
     }
     if r.skipped > 0 {
         let _ = writeln!(s, "{} file(s) were skipped (see the log).\n", r.skipped);
@@ -190,27 +197,26 @@ fn false_alarm_note(v: &VerdictStats, cal: &Calibration) -> String {
 /// Up to `per_type` images of each type (highest-scoring defects and good
 /// images first, so the gallery shows both hits and false alarms).
 pub fn gallery(ev: &Evaluation, per_type: usize) -> Result<RgbImage> {
-    let cal = ev.meta.calibration.as_ref();
+    // The map's own scale: with a verdict reading it is not the score's.
+    let cal = ev.meta.calibration.as_ref().map(|c| c.map_scale());
+    let maps = &ev.found.maps;
     // From "typical normal" to the strongest response, so strong defects
     // do not all saturate.
-    let top = ev
-        .maps
+    let top = maps
         .iter()
         .map(|m| detect::image_score(m))
         .fold(f32::MIN, f32::max);
     let range = match cal {
         Some(c) => (c.low as f32, top.max(c.high as f32)),
-        None => viz::finite_range(ev.maps.iter().map(|m| m.as_slice())),
+        None => viz::finite_range(maps.iter().map(|m| m.as_slice())),
     };
     let mut tiles = Vec::new();
     for kind in ev.set.defect_types() {
         let mut idx: Vec<usize> = (0..ev.set.items.len())
             .filter(|&i| ev.set.items[i].defect == kind)
             .collect();
-        idx.sort_by(|&a, &b| {
-            let s = &ev.options.settings;
-            detect::read_score(&ev.maps[b], s).total_cmp(&detect::read_score(&ev.maps[a], s))
-        });
+        let scores = &ev.found.scores;
+        idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
         for &i in idx.iter().take(per_type) {
             tiles.push(gallery_tile(ev, i, &kind, range)?);
         }
@@ -223,10 +229,10 @@ pub fn gallery(ev: &Evaluation, per_type: usize) -> Result<RgbImage> {
 fn gallery_tile(ev: &Evaluation, i: usize, kind: &str, range: (f32, f32)) -> Result<RgbImage> {
     let cal = ev.meta.calibration.as_ref();
     let item = &ev.set.items[i];
-    let map = &ev.maps[i];
+    let map = &ev.found.maps[i];
     let rgb = viz::image_to_rgb(&item.image, ev.meta.model.channels, ev.size);
-    let score = detect::read_score(map, &ev.options.settings) as f64;
-    let predicted: Option<Vec<u8>> = cal.map(|cal| defect_mask(map, cal.threshold));
+    let score = ev.found.scores[i] as f64;
+    let predicted: Option<Vec<u8>> = cal.map(|cal| defect_mask(map, cal.map_scale().threshold));
     let name = Path::new(&item.path)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -254,4 +260,12 @@ fn gallery_tile(ev: &Evaluation, i: usize, kind: &str, range: (f32, f32)) -> Res
         range,
         128,
     )
+}
+
+/// `text` with its first letter capitalised (a sentence from a phrase).
+fn upper_first(text: &str) -> String {
+    let mut c = text.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }

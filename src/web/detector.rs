@@ -189,6 +189,8 @@ impl Detector {
     /// `{ map: Float32Array (size×size, row-major), size, score, normalised,
     ///   defect, threshold, low, high, ms, backend }`; `normalised`, `defect`,
     /// `threshold`, `low` and `high` are `null` for an uncalibrated model.
+    /// `threshold`, `low` and `high` are the map's scale, which is the
+    /// score's unless the model has a verdict reading.
     pub fn detect(&self, rgba: Vec<u8>, width: u32, height: u32) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -210,24 +212,24 @@ impl Detector {
     }
 }
 
-/// One image's map on any backend: queue, read back (asynchronously on
-/// WebGPU), finish on the host.
+/// One image's map and score on any backend: queue, read back
+/// (asynchronously on WebGPU), finish on the host.
 async fn map_on<B: ReadBack>(
     be: &B,
     model: &ScoreModel<B>,
     x: &[f32],
     opts: &DetectOptions,
-) -> Result<Vec<f32>, WebError> {
+) -> Result<(Vec<f32>, f32), WebError> {
     let failed = || WebError::lib("detection failed");
     let p = detect::start(be, model, &[x], &[0], opts).map_err(failed())?;
     let mut host = Vec::with_capacity(p.tensors.len());
     for t in &p.tensors {
         host.push(be.read_back(t).await.map_err(failed())?);
     }
-    p.finish(host)
-        .map_err(failed())?
-        .into_iter()
-        .next()
+    let found = p.finish_scored(host).map_err(failed())?;
+    let map = found.maps.into_iter().next();
+    let score = found.scores.first().copied();
+    map.zip(score)
         .ok_or_else(|| WebError::Usage("detection returned no map".into()))
 }
 
@@ -291,12 +293,14 @@ impl Inner {
         let cfg = &self.meta.model;
         let x = prepare(rgba, width, height, cfg.image_size, cfg.channels)?;
         let opts = DetectOptions::from_settings(self.meta.detection.clone());
-        let map = match &self.engine {
+        let (map, score) = match &self.engine {
             Engine::Cpu { be, model } => map_on(be, model, &x, &opts).await?,
             Engine::Gpu { be, model } => map_on(be, model, &x, &opts).await?,
         };
         let cal = self.meta.calibration.as_ref();
-        let verdict = judge(&map, &opts.settings, cal);
+        let verdict = judge(score, cal);
+        // The map's own scale, for outlines and colours.
+        let map_cal = cal.map(|c| c.map_scale());
         let ms = now_ms() - t0;
 
         let o = js_sys::Object::new();
@@ -313,9 +317,9 @@ impl Inner {
                 .map(JsValue::from_bool)
                 .unwrap_or(JsValue::NULL),
         );
-        set(&o, "threshold", opt(cal.map(|c| c.threshold)));
-        set(&o, "low", opt(cal.map(|c| c.low)));
-        set(&o, "high", opt(cal.map(|c| c.high)));
+        set(&o, "threshold", opt(map_cal.map(|c| c.threshold)));
+        set(&o, "low", opt(map_cal.map(|c| c.low)));
+        set(&o, "high", opt(map_cal.map(|c| c.high)));
         set(&o, "ms", ms);
         let kind = match self.engine {
             Engine::Gpu { .. } => "webgpu",

@@ -533,7 +533,7 @@ fn calibrate_file(
     let select = SelectOptions {
         batch: CALIBRATE_BATCH.clamp(1, 4),
         seed: opts.seed,
-        ..SelectOptions::for_objective(Objective::Pixel)
+        ..SelectOptions::for_objective(Objective::Both)
     };
     let (settings, sel) =
         calibrate::select_settings(&be, &model, &normals, &opts.settings, &select, progress)
@@ -543,16 +543,16 @@ fn calibrate_file(
     file.meta.detection = opts.settings.clone();
     let threshold_images = pick(&threshold_idx);
     let n = threshold_images.len();
-    let scores = calibrate::image_scores(
+    let (cal, _) = calibrate::calibrate_on_normals(
         &be,
         &model,
         &threshold_images,
         &opts,
         CALIBRATE_BATCH,
+        calibrate::QUANTILE,
         &mut |d| progress("scoring held-out good images", d, n),
     )
     .map_err(failed())?;
-    let cal = calibrate::calibration_from_scores(&scores, calibrate::QUANTILE).map_err(failed())?;
     file.meta.calibration = Some(cal);
     Ok(())
 }
