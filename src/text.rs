@@ -92,6 +92,30 @@ pub fn measure(text: &str, size: f32) -> (u32, u32) {
     (w, h as u32)
 }
 
+/// `text` broken into lines at spaces so that each line at `size` is at
+/// most `width` pixels wide (existing line breaks kept; a word wider than
+/// `width` gets a line of its own and overhangs). Only the breaking spaces
+/// change: joining the lines with spaces gives `text` back.
+pub fn wrap(text: &str, size: f32, width: u32) -> String {
+    let mut out = Vec::new();
+    for para in text.split('\n') {
+        let mut line = String::new();
+        for word in para.split(' ') {
+            let candidate = match line.is_empty() {
+                true => word.to_string(),
+                false => format!("{line} {word}"),
+            };
+            if !line.is_empty() && line_width(&candidate, size).ceil() as u32 > width {
+                out.push(std::mem::replace(&mut line, word.to_string()));
+            } else {
+                line = candidate;
+            }
+        }
+        out.push(line);
+    }
+    out.join("\n")
+}
+
 /// Calls `pixel(x, y, coverage)` for every pixel that `text` at `size` covers,
 /// with (x, y) relative to the top-left corner of its [`measure`] box and
 /// coverage in (0, 1]. Glyph edges that stick out of the box (the tail of a

@@ -463,12 +463,11 @@ pub fn tile(t: &Tile, range: (f32, f32), tile: u32) -> Result<RgbImage> {
 /// `title` ([`TITLE_TEXT`] px; `'\n'` for more lines) and beside a [`colorbar`] for `range`.
 /// No tiles gives a small image with just the title.
 pub fn gallery(tiles: &[RgbImage], columns: usize, title: &str, range: (f32, f32)) -> RgbImage {
-    let (title_w, title_text_h) = text::measure(title, TITLE_TEXT);
-    let title_h = if title.is_empty() {
-        0
-    } else {
-        title_text_h + GAP
+    let heading = |title: &str| {
+        let (w, h) = text::measure(title, TITLE_TEXT);
+        (w, if title.is_empty() { 0 } else { h + GAP })
     };
+    let (title_w, title_h) = heading(title);
     if tiles.is_empty() {
         let mut img = RgbImage::from_pixel(
             (title_w + 2 * GAP).max(64),
@@ -485,10 +484,15 @@ pub fn gallery(tiles: &[RgbImage], columns: usize, title: &str, range: (f32, f32
     let grid_w = cols * cell_w + (cols - 1) * 3 * GAP;
     let grid_h = rows * cell_h + (rows - 1) * 2 * GAP;
     let bar = colorbar(grid_h.clamp(64, 480), range);
-    let width = (grid_w + 2 * GAP + bar.width() + GAP).max(title_w + 2 * GAP);
+    // A long title (detection settings) wraps to the grid's width rather
+    // than widening the picture.
+    let content_w = grid_w + bar.width() + GAP;
+    let title = text::wrap(title, TITLE_TEXT, content_w);
+    let (title_w, title_h) = heading(&title);
+    let width = (content_w + 2 * GAP).max(title_w + 2 * GAP);
     let height = GAP + title_h + grid_h.max(bar.height()) + GAP;
     let mut img = RgbImage::from_pixel(width, height, Rgb(BACKGROUND));
-    text::draw(&mut img, GAP as i32, GAP as i32, title, TITLE_TEXT, INK);
+    text::draw(&mut img, GAP as i32, GAP as i32, &title, TITLE_TEXT, INK);
     let y0 = GAP + title_h;
     for (i, t) in tiles.iter().enumerate() {
         let (c, r) = (i as u32 % cols, i as u32 / cols);

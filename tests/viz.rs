@@ -435,6 +435,38 @@ fn gallery_title_is_drawn_where_it_says() {
     assert_eq!(dark_in(&g, (gap + tw + 2, g.width()), (0, gap + th)), 0);
 }
 
+/// A title wider than the tiles wraps at spaces to their width instead of
+/// widening the gallery; wrapping changes only the breaking spaces.
+#[test]
+fn a_long_gallery_title_wraps_to_the_tiles_width() {
+    let (img, map, _) = synthetic(16, 0.5, 0.5);
+    let t = tile(
+        &Tile {
+            image: &img,
+            map: &map,
+            truth: None,
+            predicted: None,
+            caption: "good 000".into(),
+        },
+        (0.0, 1.0),
+        64,
+    )
+    .unwrap();
+    let title = "Score-DD: mode score-dd, t {0.15,0.2}, r 1, taps down.2.block.0+up.1.block.1, smoothing sigma 4 px, image score from its own reading";
+    let short = gallery(&[t.clone(), t.clone()], 2, "x", (0.0, 1.0));
+    let long = gallery(&[t.clone(), t], 2, title, (0.0, 1.0));
+    assert_eq!(long.width(), short.width());
+    assert!(long.height() > short.height() + text::line_height(TITLE_TEXT));
+    let wrapped = text::wrap(title, TITLE_TEXT, 200);
+    assert!(wrapped.lines().count() >= 3, "{wrapped}");
+    assert!(wrapped
+        .lines()
+        .all(|l| text::measure(l, TITLE_TEXT).0 <= 200 || !l.contains(' ')));
+    assert_eq!(wrapped.replace('\n', " "), title);
+    assert_eq!(text::wrap("a\nb c", TITLE_TEXT, 1000), "a\nb c");
+    assert_eq!(text::wrap("", TITLE_TEXT, 10), "");
+}
+
 fn bar_width() -> u32 {
     colorbar(100, (0.0, 1.0)).width()
 }
