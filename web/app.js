@@ -770,7 +770,8 @@ async function startTraining() {
     const cal = r.summary.calibration, det = r.summary.detection;
     $('train-summary').textContent = `${r.stopped ? `Stopped at step ${r.summary.step} of ${r.info.steps}` : `Trained ${r.summary.step} steps`} ` +
       `in ${fmtDuration(seconds)} on ${r.info.kind === 'webgpu' ? 'WebGPU' : 'the CPU'}; calibrated on ${cal.normals} held-out images ` +
-      `(threshold ${fmt(cal.threshold)}; t {${det.ts.join(', ')}}, taps ${det.taps.join(' + ')}, smoothing σ ${det.smooth} px). ` +
+      `(threshold ${fmt(cal.threshold)}; t {${det.ts.join(', ')}}, taps ${det.taps.join(' + ')}, smoothing σ ${det.smooth} px` +
+      `${det.verdict ? `; the image score reads taps ${det.verdict.taps.join(' + ')} of the same runs` : ''}). ` +
       'It is now the model in use above.';
     $('train-done').hidden = false;
     $('train-status').textContent = 'Done.';
