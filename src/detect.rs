@@ -939,7 +939,7 @@ impl<T> Pending<T> {
 /// draw, and per draw one on the mirrored images with `flip`. `ids[i]` names
 /// image i's noise; pass zeros to give every image the same noise (its map
 /// then depends only on the image). The images travel through the network as
-/// one batch per run: split big sets with [`anomaly_maps_batched`].
+/// one batch per run: split big sets with [`detections_batched`].
 pub fn start<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
@@ -1113,18 +1113,4 @@ pub fn detections_batched<B: NnBackend>(
         progress(out.maps.len());
     }
     Ok(out)
-}
-
-/// [`anomaly_maps`] over any number of images, `batch` images per network
-/// batch, calling `progress(done)` after each batch.
-pub fn anomaly_maps_batched<B: NnBackend>(
-    be: &B,
-    model: &ScoreModel<B>,
-    images: &[&[f32]],
-    ids: &[u64],
-    opts: &DetectOptions,
-    batch: usize,
-    progress: &mut dyn FnMut(usize),
-) -> Result<Vec<Vec<f32>>> {
-    Ok(detections_batched(be, model, images, ids, opts, batch, progress)?.maps)
 }

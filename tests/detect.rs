@@ -15,16 +15,7 @@ use scoredd::Error;
 
 /// Smooth images in [0, 1] (32×32, gray).
 fn images(n: usize) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|k| {
-            (0..32 * 32)
-                .map(|p| {
-                    let (x, y) = ((p % 32) as f32, (p / 32) as f32);
-                    0.5 + 0.3 * ((x + 3.0 * k as f32) * 0.4).sin() * (y * 0.2).cos()
-                })
-                .collect()
-        })
-        .collect()
+    common::smooth_images(n)
 }
 
 fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {

@@ -15,21 +15,13 @@ use scoredd::Error;
 
 /// Smooth 32×32 gray images in [0, 1], the last with a bright square.
 fn images(n: usize) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|k| {
-            (0..32 * 32)
-                .map(|p| {
-                    let (x, y) = ((p % 32) as f32, (p / 32) as f32);
-                    let square =
-                        k + 1 == n && (10.0..16.0).contains(&x) && (12.0..18.0).contains(&y);
-                    match square {
-                        true => 0.95,
-                        false => 0.5 + 0.3 * ((x + 3.0 * k as f32) * 0.4).sin() * (y * 0.2).cos(),
-                    }
-                })
-                .collect()
-        })
-        .collect()
+    let mut v = common::smooth_images(n);
+    if let Some(last) = v.last_mut() {
+        for y in 12..18 {
+            last[y * 32 + 10..y * 32 + 16].fill(0.95);
+        }
+    }
+    v
 }
 
 fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {

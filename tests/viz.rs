@@ -408,10 +408,10 @@ fn tile_and_gallery_sizes() {
     gallery(&[], 0, "", (0.0, 0.0));
 }
 
-#[test]
-fn gallery_title_is_drawn_where_it_says() {
+/// A 64 px gallery tile of a 16 px synthetic good image.
+fn good_tile() -> RgbImage {
     let (img, map, _) = synthetic(16, 0.5, 0.5);
-    let t = tile(
+    tile(
         &Tile {
             image: &img,
             map: &map,
@@ -422,7 +422,12 @@ fn gallery_title_is_drawn_where_it_says() {
         (0.0, 1.0),
         64,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn gallery_title_is_drawn_where_it_says() {
+    let t = good_tile();
     let title = "bottle AUROC";
     let g = gallery(&[t.clone(), t], 2, title, (0.0, 1.0));
     let (tw, th) = text::measure(title, TITLE_TEXT);
@@ -439,19 +444,7 @@ fn gallery_title_is_drawn_where_it_says() {
 /// widening the gallery; wrapping changes only the breaking spaces.
 #[test]
 fn a_long_gallery_title_wraps_to_the_tiles_width() {
-    let (img, map, _) = synthetic(16, 0.5, 0.5);
-    let t = tile(
-        &Tile {
-            image: &img,
-            map: &map,
-            truth: None,
-            predicted: None,
-            caption: "good 000".into(),
-        },
-        (0.0, 1.0),
-        64,
-    )
-    .unwrap();
+    let t = good_tile();
     let title = "Score-DD: mode score-dd, t {0.15,0.2}, r 1, taps down.2.block.0+up.1.block.1, smoothing sigma 4 px, image score from its own reading";
     let short = gallery(&[t.clone(), t.clone()], 2, "x", (0.0, 1.0));
     let long = gallery(&[t.clone(), t], 2, title, (0.0, 1.0));

@@ -91,3 +91,17 @@ pub fn nudged_tiny_model<B: NnBackend>(be: &B) -> ScoreModel<B> {
     m.params = m.net.spec.store(be, &values).unwrap();
     m
 }
+
+/// `n` smooth 32×32 gray images in [0, 1], each a shifted sinusoid pattern.
+pub fn smooth_images(n: usize) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|k| {
+            (0..32 * 32)
+                .map(|p| {
+                    let (x, y) = ((p % 32) as f32, (p / 32) as f32);
+                    0.5 + 0.3 * ((x + 3.0 * k as f32) * 0.4).sin() * (y * 0.2).cos()
+                })
+                .collect()
+        })
+        .collect()
+}
