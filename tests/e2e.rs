@@ -223,6 +223,8 @@ fn demo_reaches_the_accuracy_bar_and_detect_handles_bad_input() {
     let out = tiled(&["--tile", "32", "--tile-overlap", "32"], &odd);
     assert!(failed(&out, "an overlap of a whole tile").contains("overlap must be smaller"));
 
+    verdict_reading_through_calibrate_and_detect(&dir, &model, &inputs);
+
     // Only bad inputs, a missing path, a model of other channels: explained errors.
     let out = scoredd()
         .args(["detect", "--backend", "cpu", "--model"])
@@ -257,4 +259,84 @@ fn demo_reaches_the_accuracy_bar_and_detect_handles_bad_input() {
     let err = failed(&out, "a model whose weights do not fit its channels");
     assert!(err.contains("rgb.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A model whose image score has a reading of its own (as `calibrate
+/// --objective both` stores it): `calibrate` sets the threshold on that
+/// reading's scores and keeps the map's own scale apart, and `detect` prints
+/// the reading's score — the library's, for the same image — with a mask.
+fn verdict_reading_through_calibrate_and_detect(dir: &Path, model: &Path, inputs: &Path) {
+    use scoredd::backend::cpu::CpuBackend;
+    use scoredd::data::{self, ImageSpec};
+    use scoredd::detect::{self, DetectOptions};
+    use scoredd::model_file::{ModelFile, VerdictReading};
+    use scoredd::nn::score_model::ScoreModel;
+
+    let mut file = ModelFile::load(model).unwrap();
+    let map_taps = file.meta.detection.taps.clone();
+    let tap = ["down.0.block.0", "up.0"]
+        .into_iter()
+        .find(|t| !map_taps.iter().any(|m| m == t))
+        .unwrap();
+    file.meta.detection.verdict = Some(VerdictReading {
+        taps: vec![tap.to_string()],
+        smooth: 1.0,
+        profile: None,
+        score_top: 0.01,
+    });
+    let path = dir.join("verdict.safetensors");
+    file.save(&path).unwrap();
+    let out = scoredd()
+        .args([
+            "calibrate",
+            "--backend",
+            "cpu",
+            "--category",
+            "stripes",
+            "--data",
+        ])
+        .arg(dir.join("data"))
+        .arg("--model")
+        .arg(&path)
+        .output()
+        .unwrap();
+    ok(&out, "calibrate a verdict model");
+    let file = ModelFile::load(&path).unwrap();
+    let cal = file.meta.calibration.clone().unwrap();
+    let map_scale = cal.map.as_deref().expect("the map's own scale is kept");
+    assert_ne!(map_scale.threshold, cal.threshold);
+
+    let out = scoredd()
+        .args(["detect", "--backend", "cpu", "--model"])
+        .arg(&path)
+        .arg("--out")
+        .arg(dir.join("verdict-maps"))
+        .arg(inputs.join("spot.png"))
+        .output()
+        .unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(ok(&out, "detect, verdict model").trim()).unwrap();
+    let be = CpuBackend::new();
+    let m = ScoreModel::from_file(&be, &file).unwrap();
+    let spec = ImageSpec {
+        size: 32,
+        channels: 1,
+    };
+    let img = data::inputs(&[inputs.join("spot.png")], spec).unwrap();
+    let o = DetectOptions::from_settings(file.meta.detection.clone());
+    let found = detect::detections(&be, &m, &[&img.images[0]], &[0], &o).unwrap();
+    let printed = line["score"].as_f64().unwrap();
+    assert!(
+        (printed - found.scores[0] as f64).abs() <= 1e-6 * printed.abs(),
+        "detect printed {printed}, the verdict reading gives {}",
+        found.scores[0]
+    );
+    assert_ne!(
+        found.scores[0],
+        detect::read_score(&found.maps[0], &o.settings)
+    );
+    assert!(
+        Path::new(line["mask"].as_str().unwrap()).is_file(),
+        "{line}"
+    );
 }
