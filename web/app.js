@@ -354,8 +354,9 @@ function threshold() {
   return parseFloat($('threshold').value);
 }
 
-// The pixels above the slider's threshold (calibrated scale; 0.5 = the
-// model's threshold: exactly the pixels that make the image's verdict).
+// The pixels above the slider's threshold (the map's calibrated scale; 0.5 =
+// the model's threshold: the pixels that make the image's verdict, unless
+// the model reads its image score apart).
 function outlineOf(res) {
   const cal = mapScale(state.meta && state.meta.calibration);
   const [lo, hi] = mapRange(res.map);
