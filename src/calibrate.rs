@@ -1166,13 +1166,12 @@ pub fn calibration_from_scores(normal_scores: &[f64], q: f64) -> Result<Calibrat
         normals: normal_scores.len(),
         false_alarm_bound: Some(bound),
         map: None,
+        tiles: None,
     })
 }
 
 /// The verdict calibration from the scores of `images` under `opts`
-/// (batched), with those scores; with a verdict reading, also the map's own
-/// scale ([`Calibration::map`]) from the same maps read as the map's
-/// settings read them.
+/// (batched), with those scores; see [`calibration_of`].
 pub fn calibrate_on_normals<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
@@ -1185,6 +1184,18 @@ pub fn calibrate_on_normals<B: NnBackend>(
     let refs: Vec<&[f32]> = images.iter().map(|v| v.as_slice()).collect();
     let ids = vec![0u64; refs.len()];
     let found = detect::detections_batched(be, model, &refs, &ids, opts, batch, progress)?;
+    calibration_of(&found, opts, q)
+}
+
+/// The verdict calibration of normal images' detections at quantile `q`,
+/// with their scores; with a verdict reading, also the map's own scale
+/// ([`Calibration::map`]) from the same maps read as the map's settings
+/// read them.
+pub fn calibration_of(
+    found: &detect::Detections,
+    opts: &DetectOptions,
+    q: f64,
+) -> Result<(Calibration, Vec<f64>)> {
     let scores: Vec<f64> = found.scores.iter().map(|&s| s as f64).collect();
     let mut cal = calibration_from_scores(&scores, q)?;
     if detect::verdict_in_use(&opts.settings, opts.mode).is_some() {

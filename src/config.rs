@@ -345,6 +345,18 @@ pub struct Calibration {
     /// map is on the score's scale (this calibration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<Box<Calibration>>,
+    /// Set on tiled detection (`calibrate --tile`): the normals were
+    /// detected at their own size in tiles of this side and overlap, as
+    /// `detect --tile` does. None: on whole images at the model's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<TileLayout>,
+}
+
+/// The tiling a threshold was set with (px).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileLayout {
+    pub tile: usize,
+    pub overlap: usize,
 }
 
 impl Calibration {

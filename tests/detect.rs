@@ -1100,3 +1100,82 @@ fn tiled_detection_maps_a_wide_image_and_one_tile_is_one_pass() {
         }
     }
 }
+
+/// `calibrate --tile`: the threshold comes from the normals detected in
+/// tiles at their own size, exactly as `detect --tile` scores them, and the
+/// calibration records the tiling; mismatched image lists and bad tilings
+/// are refused.
+#[test]
+fn a_tiled_calibration_sets_the_threshold_on_tiled_detection() {
+    use scoredd::config::TileLayout;
+    use scoredd::pipeline::{CalibratePlan, Pipeline, Quiet, TiledNormals};
+    use scoredd::tiles::{tiled_detections, Tiling, WholeImage};
+
+    let be = cpu();
+    let mut m = model(&be);
+    let small = images(5);
+    let own: Vec<WholeImage> = (0..5)
+        .map(|k| WholeImage {
+            pixels: (0..48 * 40)
+                .map(|p| 0.5 + 0.3 * (((p % 48) + 5 * k) as f32 * 0.3).sin())
+                .collect(),
+            width: 48,
+            height: 40,
+        })
+        .collect();
+    let tiling = Tiling {
+        tile: 32,
+        overlap: 8,
+        batch: 2,
+    };
+    let o = opts(&[0.05, 0.1], 1);
+    let plan = CalibratePlan {
+        quantile: 0.75,
+        ..CalibratePlan::default()
+    };
+    let tiled = |images| TiledNormals { images, tiling };
+    let done = Pipeline::new(&be, &mut Quiet)
+        .calibrate_tiled(&mut m, &small, tiled(&own), o.clone(), &plan)
+        .unwrap();
+    let layout = Some(TileLayout {
+        tile: 32,
+        overlap: 8,
+    });
+    assert_eq!(done.calibration.tiles, layout);
+    assert_eq!(m.meta.calibration.as_ref().unwrap().tiles, layout);
+    let expect = tiled_detections(&be, &m, &own, &o, tiling, &mut |_| {}).unwrap();
+    let scores: Vec<f64> = expect.scores.iter().map(|&v| v as f64).collect();
+    assert_eq!(done.scores, scores);
+    let from = calibrate::calibration_from_scores(&scores, 0.75).unwrap();
+    assert_eq!(done.calibration.threshold, from.threshold);
+    // Whole images at the model's size give another threshold, untiled.
+    let whole = Pipeline::new(&be, &mut Quiet)
+        .calibrate(&mut m, &small, o.clone(), &plan)
+        .unwrap();
+    assert_eq!(whole.calibration.tiles, None);
+    assert_ne!(whole.calibration.threshold, done.calibration.threshold);
+    let mut refused = |images, t: Tiling| {
+        Pipeline::new(&be, &mut Quiet)
+            .calibrate_tiled(
+                &mut m,
+                &small,
+                TiledNormals { images, tiling: t },
+                o.clone(),
+                &plan,
+            )
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(refused(&own[..4], tiling).contains("same images"));
+    let whole_tile_overlap = Tiling {
+        overlap: 32,
+        ..tiling
+    };
+    assert!(refused(&own, whole_tile_overlap).contains("overlap"));
+    let too_big = Tiling {
+        tile: 64,
+        overlap: 16,
+        ..tiling
+    };
+    assert!(refused(&own, too_big).contains("smaller than one 64 px tile"));
+}

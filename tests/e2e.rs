@@ -224,6 +224,7 @@ fn demo_reaches_the_accuracy_bar_and_detect_handles_bad_input() {
     assert!(failed(&out, "an overlap of a whole tile").contains("overlap must be smaller"));
 
     verdict_reading_through_calibrate_and_detect(&dir, &model, &inputs);
+    tiled_calibration_through_the_cli(&dir, &model, &inputs);
 
     // Only bad inputs, a missing path, a model of other channels: explained errors.
     let out = scoredd()
@@ -339,4 +340,60 @@ fn verdict_reading_through_calibrate_and_detect(dir: &Path, model: &Path, inputs
         Path::new(line["mask"].as_str().unwrap()).is_file(),
         "{line}"
     );
+}
+
+/// `calibrate --tile 32`: the threshold is set on tiles and said so; `detect
+/// --tile 32` then has no mismatch to report, `detect` on whole images and
+/// `detect --tile` on the untiled model say what the threshold was set on.
+fn tiled_calibration_through_the_cli(dir: &Path, model: &Path, inputs: &Path) {
+    let path = dir.join("tiled.safetensors");
+    std::fs::copy(model, &path).unwrap();
+    let out = scoredd()
+        .args([
+            "calibrate",
+            "--backend",
+            "cpu",
+            "--category",
+            "stripes",
+            "--tile",
+            "32",
+            "--data",
+        ])
+        .arg(dir.join("data"))
+        .arg("--model")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = ok(&out, "calibrate --tile");
+    assert!(
+        said.contains("set on tiled detection") && said.contains("32 px tiles"),
+        "{said}"
+    );
+    let detect = |model: &Path, extra: &[&str]| {
+        let out = scoredd()
+            .args(["detect", "--backend", "cpu", "--model"])
+            .arg(model)
+            .arg("--out")
+            .arg(dir.join("tiled-cal"))
+            .args(extra)
+            .arg(inputs.join("spot-odd-size.png"))
+            .output()
+            .unwrap();
+        ok(&out, "detect after a tiled calibration");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = detect(&path, &["--tile", "32"]);
+    assert!(!err.contains("threshold was set"), "{err}");
+    let err = detect(&path, &[]);
+    assert!(
+        err.contains("set on 32 px tiles") && err.contains("--tile 32"),
+        "{err}"
+    );
+    let err = detect(model, &["--tile", "32"]);
+    assert!(
+        err.contains("set on whole images") && err.contains("calibrate --tile 32"),
+        "{err}"
+    );
+    let err = detect(&path, &["--tile", "32", "--tile-overlap", "4"]);
+    assert!(err.contains("not these"), "{err}");
 }

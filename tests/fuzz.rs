@@ -323,6 +323,7 @@ fn model_bytes() -> Vec<u8> {
             normals: 10,
             false_alarm_bound: None,
             map: None,
+            tiles: None,
         }),
         selection: None,
         training: None,

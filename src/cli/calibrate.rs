@@ -11,8 +11,10 @@ use scoredd::data::{self, ImageSpec, Loaded};
 use scoredd::model_file::{Calibration, ModelFile};
 use scoredd::nn::score_model::ScoreModel;
 use scoredd::pipeline::{
-    augment_words, reading, verdict_choice_words, CalibratePlan, Calibrated, Pipeline, TrainSource,
+    augment_words, reading, verdict_choice_words, CalibratePlan, Calibrated, Pipeline,
+    TiledNormals, TrainSource,
 };
+use scoredd::tiles::{Tiling, WholeImage};
 use scoredd::{with_backend, Error};
 
 use super::console::Console;
@@ -59,6 +61,16 @@ pub struct CalibrateArgs {
     /// costlier setting must gain 0.002 AUROC per doubling of its time.
     #[arg(long)]
     pub budget_ms: Option<f64>,
+    /// Set the threshold on tiled detection, as `detect --tile N` detects:
+    /// the threshold normals are read at their own size (or --detect-size)
+    /// and detected in N px tiles. The settings are still chosen at the
+    /// model's size.
+    #[arg(long)]
+    pub tile: Option<usize>,
+    /// Overlap between neighbouring tiles, px (default: a quarter tile), as
+    /// `detect --tile-overlap`.
+    #[arg(long)]
+    pub tile_overlap: Option<usize>,
     /// Where to write the calibrated model (default: update --model in place).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -132,10 +144,57 @@ fn calibrate_on<B: NnBackend>(
     };
     let base = args.flags.options(&file.meta);
     let mut console = Console::new();
-    let calibrated =
-        Pipeline::new(be, &mut console).calibrate(&mut model, &held.images, base, &plan)?;
+    let mut pipeline = Pipeline::new(be, &mut console);
+    let calibrated = match args.tile {
+        None => pipeline.calibrate(&mut model, &held.images, base, &plan)?,
+        Some(tile) => {
+            let tiling = tiling_of(tile, args.tile_overlap, args.flags.batch)?;
+            let images = own_size(&held, c.channels, args.flags.detect_size)?;
+            let tiled = TiledNormals {
+                images: &images,
+                tiling,
+            };
+            pipeline.calibrate_tiled(&mut model, &held.images, tiled, base, &plan)?
+        }
+    };
     console.end_bar();
     Ok(calibrated)
+}
+
+/// `--tile N [--tile-overlap PX]` as a checked tiling.
+fn tiling_of(tile: usize, overlap: Option<usize>, batch: usize) -> Result<Tiling, Error> {
+    let mut tiling = Tiling::new(tile, batch);
+    if let Some(o) = overlap {
+        tiling.overlap = o;
+    }
+    tiling.validate()?;
+    Ok(tiling)
+}
+
+/// The normal images again at their own size (or `square` px), for tiled
+/// calibration; files that are not images on disk (MNIST) are refused.
+fn own_size(
+    held: &Loaded,
+    channels: usize,
+    square: Option<usize>,
+) -> Result<Vec<WholeImage>, Error> {
+    held.paths
+        .iter()
+        .map(|p| {
+            let (pixels, (w, h)) = data::decode_file(std::path::Path::new(p), channels, square)
+                .map_err(|why| {
+                    Error::Invalid(format!(
+                        "--tile reads each normal image at its own size, but {p}: {why}"
+                    ))
+                })?;
+            let (width, height) = square.map_or((w as usize, h as usize), |s| (s, s));
+            Ok(WholeImage {
+                pixels,
+                width,
+                height,
+            })
+        })
+        .collect()
 }
 
 /// The automatic choice (with --auto) and the threshold, in words.
@@ -189,6 +248,12 @@ pub fn print_result(c: &Calibrated, auto: bool) {
         }
     }
     report_threshold(&c.calibration, &c.scores, auto);
+    if let Some(t) = c.calibration.tiles {
+        println!(
+            "the threshold was set on tiled detection: each normal image at its own size in {} px tiles overlapping by {} px (detect --tile {} detects alike)",
+            t.tile, t.overlap, t.tile
+        );
+    }
 }
 
 /// Says where the threshold sits and what it guarantees, warning when there

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use scoredd::backend::{open_backend, BackendChoice, NnBackend, Sampler};
+use scoredd::config::TileLayout;
 use scoredd::data::{self, ImageSpec};
 use scoredd::detect::{self, DetectOptions, Mode};
 use scoredd::model_file::{Calibration, ModelFile, ModelMeta};
@@ -320,6 +321,12 @@ fn whole_images<B: NnBackend>(
         }
     }
     eprintln!("{}", describe(opts));
+    if let Some(layout) = model.meta.calibration.as_ref().and_then(|c| c.tiles) {
+        eprintln!(
+            "note: the verdict threshold was set on {} px tiles of images at their own size; pass --tile {} to detect as it was calibrated",
+            layout.tile, layout.tile
+        );
+    }
     let refs: Vec<&[f32]> = loaded.images.iter().map(|v| v.as_slice()).collect();
     let ids = vec![0u64; refs.len()];
     let bar = image_bar(refs.len(), "detecting");
@@ -373,11 +380,21 @@ fn tiled_images<B: NnBackend>(
         describe(opts),
         tiling.overlap
     );
-    if model.meta.calibration.is_some() {
-        eprintln!(
-            "note: the verdict threshold was set on whole images at {} px; it holds for tiles only where they show the parts at the scale the model was calibrated at",
+    let asked = TileLayout {
+        tile,
+        overlap: tiling.overlap,
+    };
+    match model.meta.calibration.as_ref().map(|c| c.tiles) {
+        Some(Some(layout)) if layout == asked => {}
+        Some(Some(layout)) => eprintln!(
+            "note: the verdict threshold was set on {} px tiles overlapping by {} px, not these; recalibrate with `calibrate --tile {tile}` to match",
+            layout.tile, layout.overlap
+        ),
+        Some(None) => eprintln!(
+            "note: the verdict threshold was set on whole images at {} px; it holds for tiles only where they show the parts at the scale the model was calibrated at (`calibrate --tile {tile}` sets it on tiles)",
             model.net.config.image_size
-        );
+        ),
+        None => {}
     }
     let (meta, mut used, mut done) = (&model.meta, std::collections::HashSet::new(), 0);
     for (i, file) in files.iter().enumerate() {

@@ -6,10 +6,11 @@ use super::detection::describe;
 use super::events::{PipelineEvents, Progress, Stage, Task};
 use crate::backend::NnBackend;
 use crate::calibrate::{self, Objective, SelectOptions};
-use crate::config::{Calibration, DetectionSettings, ModelMeta, Selection};
+use crate::config::{Calibration, DetectionSettings, ModelMeta, Selection, TileLayout};
 use crate::detect::{self, DetectOptions};
 use crate::error::{Error, Result};
 use crate::nn::score_model::ScoreModel;
+use crate::tiles::{self, Tiling, WholeImage};
 
 /// How to calibrate.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,12 +70,22 @@ impl Calibrated {
     }
 }
 
+/// The threshold set on tiled detection (`calibrate --tile`): every normal
+/// image at its own size, in the order of the model-size normals, and the
+/// tiling `detect --tile` will use.
+#[derive(Clone, Copy, Debug)]
+pub struct TiledNormals<'a> {
+    pub images: &'a [WholeImage],
+    pub tiling: Tiling,
+}
+
 /// Runs the calibration stage; see [`super::Pipeline::calibrate`].
 pub(super) fn calibrate<B: NnBackend>(
     be: &B,
     ev: &mut dyn PipelineEvents,
     model: &mut ScoreModel<B>,
     normals: &[Vec<f32>],
+    tiled: Option<TiledNormals>,
     base: DetectOptions,
     plan: &CalibratePlan,
 ) -> Result<Calibrated> {
@@ -84,6 +95,10 @@ pub(super) fn calibrate<B: NnBackend>(
             "calibrate stores settings for Score-DD itself; the ablation modes are for `eval` only"
                 .into(),
         ));
+    }
+    // Refused before the (long) automatic choice, not after it.
+    if let Some(t) = tiled {
+        check_tiled(model, t, normals.len())?;
     }
     let (select_idx, threshold_idx) = split_normals(normals.len(), plan)?;
     let mut options = base;
@@ -95,25 +110,30 @@ pub(super) fn calibrate<B: NnBackend>(
         selection = Some(sel);
     }
     ev.on_log(Stage::Calibrate, &describe(&options));
-    let threshold_images: Vec<Vec<f32>> =
-        threshold_idx.iter().map(|&i| normals[i].clone()).collect();
-    let total = threshold_images.len() as u64;
-    let (calibration, scores) = calibrate::calibrate_on_normals(
-        be,
-        model,
-        &threshold_images,
-        &options,
-        plan.batch,
-        plan.quantile,
-        &mut |done| {
-            ev.on_progress(&Progress {
-                task: Task::ScoringNormals,
-                done: done as u64,
-                total,
-                message: None,
-            })
-        },
-    )?;
+    let total = threshold_idx.len() as u64;
+    let mut progress = |done: usize| {
+        ev.on_progress(&Progress {
+            task: Task::ScoringNormals,
+            done: done as u64,
+            total,
+            message: None,
+        })
+    };
+    let (calibration, scores) = match tiled {
+        None => {
+            let images: Vec<Vec<f32>> = threshold_idx.iter().map(|&i| normals[i].clone()).collect();
+            calibrate::calibrate_on_normals(
+                be,
+                model,
+                &images,
+                &options,
+                plan.batch,
+                plan.quantile,
+                &mut progress,
+            )?
+        }
+        Some(t) => threshold_on_tiles(be, model, &threshold_idx, t, &options, plan, &mut progress)?,
+    };
     let out = Calibrated {
         options,
         selection,
@@ -122,6 +142,45 @@ pub(super) fn calibrate<B: NnBackend>(
     };
     out.apply(&mut model.meta);
     Ok(out)
+}
+
+/// The threshold from the normals at `idx` detected in tiles at their own
+/// size, as `detect --tile` detects; the calibration records the tiling.
+fn threshold_on_tiles<B: NnBackend>(
+    be: &B,
+    model: &ScoreModel<B>,
+    idx: &[usize],
+    tiled: TiledNormals,
+    options: &DetectOptions,
+    plan: &CalibratePlan,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Calibration, Vec<f64>)> {
+    let images: Vec<WholeImage> = idx.iter().map(|&i| tiled.images[i].clone()).collect();
+    let found = tiles::tiled_detections(be, model, &images, options, tiled.tiling, progress)?;
+    let (mut cal, scores) = calibrate::calibration_of(&found, options, plan.quantile)?;
+    cal.tiles = Some(TileLayout {
+        tile: tiled.tiling.tile,
+        overlap: tiled.tiling.overlap,
+    });
+    Ok((cal, scores))
+}
+
+/// A tiling `detect --tile` accepts for this model and every image, and
+/// one image at its own size for each of the `n` normals.
+fn check_tiled<B: NnBackend>(model: &ScoreModel<B>, t: TiledNormals, n: usize) -> Result<()> {
+    t.tiling.validate()?;
+    let side = t.tiling.tile;
+    model.net.config.check_input_size(side, side)?;
+    for img in t.images {
+        tiles::TileGrid::new(img.width, img.height, side, t.tiling.overlap)?;
+    }
+    if t.images.len() != n {
+        return Err(Error::Invalid(format!(
+            "{} normal images at their own size for {n} at the model's: tiled calibration needs the same images both ways",
+            t.images.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Which normals choose the settings and which set the threshold (all of

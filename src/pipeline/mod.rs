@@ -41,7 +41,7 @@ mod train;
 pub use bench::{
     bench_category, bench_mnist_digit, categories, mnist_test_set, BenchPlan, BenchRow, BenchTable,
 };
-pub use calibrate::{CalibratePlan, Calibrated};
+pub use calibrate::{CalibratePlan, Calibrated, TiledNormals};
 pub use detection::{
     augment_words, defect_mask, describe, judge, reading, verdict_choice_words, verdict_words,
     Verdict,
@@ -101,7 +101,23 @@ impl<'a, B: NnBackend> Pipeline<'a, B> {
         base: DetectOptions,
         plan: &CalibratePlan,
     ) -> Result<Calibrated> {
-        calibrate::calibrate(self.be, &mut *self.events, model, normals, base, plan)
+        calibrate::calibrate(self.be, &mut *self.events, model, normals, None, base, plan)
+    }
+
+    /// [`Pipeline::calibrate`] with the threshold set on tiled detection:
+    /// `tiled` holds the same normals at their own size, which are detected
+    /// in tiles as `detect --tile` detects (the settings are still chosen
+    /// on `normals` at the model's size).
+    pub fn calibrate_tiled(
+        &mut self,
+        model: &mut ScoreModel<B>,
+        normals: &[Vec<f32>],
+        tiled: TiledNormals,
+        base: DetectOptions,
+        plan: &CalibratePlan,
+    ) -> Result<Calibrated> {
+        let (be, ev) = (self.be, &mut *self.events);
+        calibrate::calibrate(be, ev, model, normals, Some(tiled), base, plan)
     }
 
     /// Maps, metrics and verdicts of `model` on a test split (loaded with
