@@ -287,20 +287,7 @@ fn verdict_reading_through_calibrate_and_detect(dir: &Path, model: &Path, inputs
     });
     let path = dir.join("verdict.safetensors");
     file.save(&path).unwrap();
-    let out = scoredd()
-        .args([
-            "calibrate",
-            "--backend",
-            "cpu",
-            "--category",
-            "stripes",
-            "--data",
-        ])
-        .arg(dir.join("data"))
-        .arg("--model")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = calibrate_stripes(dir, &path, &[]);
     ok(&out, "calibrate a verdict model");
     let file = ModelFile::load(&path).unwrap();
     let cal = file.meta.calibration.clone().unwrap();
@@ -348,22 +335,7 @@ fn verdict_reading_through_calibrate_and_detect(dir: &Path, model: &Path, inputs
 fn tiled_calibration_through_the_cli(dir: &Path, model: &Path, inputs: &Path) {
     let path = dir.join("tiled.safetensors");
     std::fs::copy(model, &path).unwrap();
-    let out = scoredd()
-        .args([
-            "calibrate",
-            "--backend",
-            "cpu",
-            "--category",
-            "stripes",
-            "--tile",
-            "32",
-            "--data",
-        ])
-        .arg(dir.join("data"))
-        .arg("--model")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = calibrate_stripes(dir, &path, &["--tile", "32"]);
     let said = ok(&out, "calibrate --tile");
     assert!(
         said.contains("set on tiled detection") && said.contains("32 px tiles"),
@@ -396,4 +368,17 @@ fn tiled_calibration_through_the_cli(dir: &Path, model: &Path, inputs: &Path) {
     );
     let err = detect(&path, &["--tile", "32", "--tile-overlap", "4"]);
     assert!(err.contains("not these"), "{err}");
+}
+
+/// `scoredd calibrate` of `model` on the demo's stripes, with `extra` flags.
+fn calibrate_stripes(dir: &Path, model: &Path, extra: &[&str]) -> Output {
+    scoredd()
+        .args(["calibrate", "--backend", "cpu", "--category", "stripes"])
+        .args(extra)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--model")
+        .arg(model)
+        .output()
+        .unwrap()
 }
