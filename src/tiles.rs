@@ -216,39 +216,3 @@ pub fn tiled_map<B: NnBackend>(
         verdict_maps: Vec::new(),
     })
 }
-
-/// A CHW image at its own size.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WholeImage {
-    pub pixels: Vec<f32>,
-    pub width: usize,
-    pub height: usize,
-}
-
-/// [`tiled_map`] of each image in turn (one image's tiles in memory at a
-/// time), gathered; `progress(done)` counts images.
-pub fn tiled_detections<B: NnBackend>(
-    be: &B,
-    model: &ScoreModel<B>,
-    images: &[WholeImage],
-    opts: &DetectOptions,
-    tiling: Tiling,
-    progress: &mut dyn FnMut(usize),
-) -> Result<Detections> {
-    let mut out = Detections::default();
-    for (i, img) in images.iter().enumerate() {
-        let one = tiled_map(
-            be,
-            model,
-            &img.pixels,
-            img.width,
-            img.height,
-            opts,
-            tiling,
-            &mut |_, _| {},
-        )?;
-        out.extend(one);
-        progress(i + 1);
-    }
-    Ok(out)
-}

@@ -1109,20 +1109,21 @@ fn tiled_detection_maps_a_wide_image_and_one_tile_is_one_pass() {
 fn a_tiled_calibration_sets_the_threshold_on_tiled_detection() {
     use scoredd::config::TileLayout;
     use scoredd::pipeline::{CalibratePlan, Pipeline, Quiet, TiledNormals};
-    use scoredd::tiles::{tiled_detections, Tiling, WholeImage};
+    use scoredd::tiles::{tiled_map, Tiling};
 
     let be = cpu();
     let mut m = model(&be);
     let small = images(5);
-    let own: Vec<WholeImage> = (0..5)
-        .map(|k| WholeImage {
-            pixels: (0..48 * 40)
+    // The same five normals at their own size, 48×40.
+    let own: Vec<Vec<f32>> = (0..5)
+        .map(|k| {
+            (0..48 * 40)
                 .map(|p| 0.5 + 0.3 * (((p % 48) + 5 * k) as f32 * 0.3).sin())
-                .collect(),
-            width: 48,
-            height: 40,
+                .collect()
         })
         .collect();
+    let sizes = [(48, 40); 5];
+    let read = |i: usize| Ok(own[i].clone());
     let tiling = Tiling {
         tile: 32,
         overlap: 8,
@@ -1133,9 +1134,13 @@ fn a_tiled_calibration_sets_the_threshold_on_tiled_detection() {
         quantile: 0.75,
         ..CalibratePlan::default()
     };
-    let tiled = |images| TiledNormals { images, tiling };
+    let tiled = |sizes| TiledNormals {
+        sizes,
+        read: &read,
+        tiling,
+    };
     let done = Pipeline::new(&be, &mut Quiet)
-        .calibrate_tiled(&mut m, &small, tiled(&own), o.clone(), &plan)
+        .calibrate_tiled(&mut m, &small, tiled(&sizes), o.clone(), &plan)
         .unwrap();
     let layout = Some(TileLayout {
         tile: 32,
@@ -1143,8 +1148,13 @@ fn a_tiled_calibration_sets_the_threshold_on_tiled_detection() {
     });
     assert_eq!(done.calibration.tiles, layout);
     assert_eq!(m.meta.calibration.as_ref().unwrap().tiles, layout);
-    let expect = tiled_detections(&be, &m, &own, &o, tiling, &mut |_| {}).unwrap();
-    let scores: Vec<f64> = expect.scores.iter().map(|&v| v as f64).collect();
+    let scores: Vec<f64> = own
+        .iter()
+        .map(|img| {
+            let found = tiled_map(&be, &m, img, 48, 40, &o, tiling, &mut |_, _| {}).unwrap();
+            found.scores[0] as f64
+        })
+        .collect();
     assert_eq!(done.scores, scores);
     let from = calibrate::calibration_from_scores(&scores, 0.75).unwrap();
     assert_eq!(done.calibration.threshold, from.threshold);
@@ -1154,28 +1164,27 @@ fn a_tiled_calibration_sets_the_threshold_on_tiled_detection() {
         .unwrap();
     assert_eq!(whole.calibration.tiles, None);
     assert_ne!(whole.calibration.threshold, done.calibration.threshold);
-    let mut refused = |images, t: Tiling| {
+    let mut refused = |sizes, t: Tiling| {
+        let tiled = TiledNormals {
+            sizes,
+            read: &read,
+            tiling: t,
+        };
         Pipeline::new(&be, &mut Quiet)
-            .calibrate_tiled(
-                &mut m,
-                &small,
-                TiledNormals { images, tiling: t },
-                o.clone(),
-                &plan,
-            )
+            .calibrate_tiled(&mut m, &small, tiled, o.clone(), &plan)
             .unwrap_err()
             .to_string()
     };
-    assert!(refused(&own[..4], tiling).contains("same images"));
+    assert!(refused(&sizes[..4], tiling).contains("same images"));
     let whole_tile_overlap = Tiling {
         overlap: 32,
         ..tiling
     };
-    assert!(refused(&own, whole_tile_overlap).contains("overlap"));
+    assert!(refused(&sizes, whole_tile_overlap).contains("overlap"));
     let too_big = Tiling {
         tile: 64,
         overlap: 16,
         ..tiling
     };
-    assert!(refused(&own, too_big).contains("smaller than one 64 px tile"));
+    assert!(refused(&sizes, too_big).contains("smaller than one 64 px tile"));
 }

@@ -14,7 +14,7 @@ use scoredd::pipeline::{
     augment_words, reading, verdict_choice_words, CalibratePlan, Calibrated, Pipeline,
     TiledNormals, TrainSource,
 };
-use scoredd::tiles::{Tiling, WholeImage};
+use scoredd::tiles::Tiling;
 use scoredd::{with_backend, Error};
 
 use super::console::Console;
@@ -149,9 +149,17 @@ fn calibrate_on<B: NnBackend>(
         None => pipeline.calibrate(&mut model, &held.images, base, &plan)?,
         Some(tile) => {
             let tiling = tiling_of(tile, args.tile_overlap, args.flags.batch)?;
-            let images = own_size(&held, c.channels, args.flags.detect_size)?;
+            let square = args.flags.detect_size;
+            let sizes = own_sizes(&held, square)?;
+            let read = |i: usize| -> scoredd::Result<Vec<f32>> {
+                let path = std::path::Path::new(&held.paths[i]);
+                let (pixels, _) = data::decode_file(path, c.channels, square)
+                    .map_err(|why| Error::Invalid(format!("{}: {why}", path.display())))?;
+                Ok(pixels)
+            };
             let tiled = TiledNormals {
-                images: &images,
+                sizes: &sizes,
+                read: &read,
                 tiling,
             };
             pipeline.calibrate_tiled(&mut model, &held.images, tiled, base, &plan)?
@@ -171,30 +179,24 @@ fn tiling_of(tile: usize, overlap: Option<usize>, batch: usize) -> Result<Tiling
     Ok(tiling)
 }
 
-/// The normal images again at their own size (or `square` px), for tiled
-/// calibration; files that are not images on disk (MNIST) are refused.
-fn own_size(
-    held: &Loaded,
-    channels: usize,
-    square: Option<usize>,
-) -> Result<Vec<WholeImage>, Error> {
-    held.paths
+/// Each normal image's size as tiled calibration detects it: its own (or
+/// `square` px). Only image files have one: MNIST's images are refused here,
+/// before any work.
+fn own_sizes(held: &Loaded, square: Option<usize>) -> Result<Vec<(usize, usize)>, Error> {
+    if let Some(p) = held
+        .paths
         .iter()
-        .map(|p| {
-            let (pixels, (w, h)) = data::decode_file(std::path::Path::new(p), channels, square)
-                .map_err(|why| {
-                    Error::Invalid(format!(
-                        "--tile reads each normal image at its own size, but {p}: {why}"
-                    ))
-                })?;
-            let (width, height) = square.map_or((w as usize, h as usize), |s| (s, s));
-            Ok(WholeImage {
-                pixels,
-                width,
-                height,
-            })
-        })
-        .collect()
+        .find(|p| !std::path::Path::new(p).is_file())
+    {
+        return Err(Error::Invalid(format!(
+            "--tile reads each normal image at its own size from its file, but {p} is not an image file"
+        )));
+    }
+    Ok(held
+        .original_sizes
+        .iter()
+        .map(|&(w, h)| square.map_or((w as usize, h as usize), |s| (s, s)))
+        .collect())
 }
 
 /// The automatic choice (with --auto) and the threshold, in words.

@@ -7,10 +7,10 @@ use super::events::{PipelineEvents, Progress, Stage, Task};
 use crate::backend::NnBackend;
 use crate::calibrate::{self, Objective, SelectOptions};
 use crate::config::{Calibration, DetectionSettings, ModelMeta, Selection, TileLayout};
-use crate::detect::{self, DetectOptions};
+use crate::detect::{self, DetectOptions, Detections};
 use crate::error::{Error, Result};
 use crate::nn::score_model::ScoreModel;
-use crate::tiles::{self, Tiling, WholeImage};
+use crate::tiles::{self, Tiling};
 
 /// How to calibrate.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,12 +70,16 @@ impl Calibrated {
     }
 }
 
-/// The threshold set on tiled detection (`calibrate --tile`): every normal
-/// image at its own size, in the order of the model-size normals, and the
-/// tiling `detect --tile` will use.
-#[derive(Clone, Copy, Debug)]
+/// The threshold set on tiled detection (`calibrate --tile`): the normals
+/// at their own size, in the order of the model-size normals, read one at a
+/// time when their turn comes (so large images never sit in memory
+/// together), and the tiling `detect --tile` will use.
+#[derive(Clone, Copy)]
 pub struct TiledNormals<'a> {
-    pub images: &'a [WholeImage],
+    /// Each normal's (width, height) as it is detected.
+    pub sizes: &'a [(usize, usize)],
+    /// Normal i's pixels (CHW, `sizes[i]`).
+    pub read: &'a dyn Fn(usize) -> Result<Vec<f32>>,
     pub tiling: Tiling,
 }
 
@@ -155,8 +159,23 @@ fn threshold_on_tiles<B: NnBackend>(
     plan: &CalibratePlan,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Calibration, Vec<f64>)> {
-    let images: Vec<WholeImage> = idx.iter().map(|&i| tiled.images[i].clone()).collect();
-    let found = tiles::tiled_detections(be, model, &images, options, tiled.tiling, progress)?;
+    let mut found = Detections::default();
+    for (done, &i) in idx.iter().enumerate() {
+        let (width, height) = tiled.sizes[i];
+        let image = (tiled.read)(i)?;
+        let quiet = &mut |_, _| {};
+        found.extend(tiles::tiled_map(
+            be,
+            model,
+            &image,
+            width,
+            height,
+            options,
+            tiled.tiling,
+            quiet,
+        )?);
+        progress(done + 1);
+    }
     let (mut cal, scores) = calibrate::calibration_of(&found, options, plan.quantile)?;
     cal.tiles = Some(TileLayout {
         tile: tiled.tiling.tile,
@@ -171,13 +190,13 @@ fn check_tiled<B: NnBackend>(model: &ScoreModel<B>, t: TiledNormals, n: usize) -
     t.tiling.validate()?;
     let side = t.tiling.tile;
     model.net.config.check_input_size(side, side)?;
-    for img in t.images {
-        tiles::TileGrid::new(img.width, img.height, side, t.tiling.overlap)?;
+    for &(width, height) in t.sizes {
+        tiles::TileGrid::new(width, height, side, t.tiling.overlap)?;
     }
-    if t.images.len() != n {
+    if t.sizes.len() != n {
         return Err(Error::Invalid(format!(
             "{} normal images at their own size for {n} at the model's: tiled calibration needs the same images both ways",
-            t.images.len()
+            t.sizes.len()
         )));
     }
     Ok(())
