@@ -441,9 +441,7 @@ fn report(
     let size = model.net.config.image_size;
     let taps: Vec<String> = g.keys().cloned().collect();
     let readings = [0.0f32, 0.01, 0.2, 1.0];
-    let windows: Vec<Vec<usize>> = (1..=5)
-        .flat_map(|len| (0..=T_GRID.len() - len).map(move |s| (s..s + len).collect()))
-        .collect();
+    let windows = grid_windows();
     let mut rows: Vec<Setting> = Vec::new();
     let add = |taps: &[String], rows: &mut Vec<Setting>| {
         for js in &windows {
@@ -537,9 +535,7 @@ fn pixel_oracle(
         .iter()
         .map(|i| i.mask.as_deref().unwrap_or(&zeros))
         .collect();
-    let windows: Vec<Vec<usize>> = (1..=5)
-        .flat_map(|len| (0..=T_GRID.len() - len).map(move |s| (s..s + len).collect()))
-        .collect();
+    let windows = grid_windows();
     let score = |taps: &[String], js: &[usize], sigma: f32, profiled: bool| -> f64 {
         let ts: Vec<f64> = js.iter().map(|&j| T_GRID[j]).collect();
         let prof = profiled
@@ -628,4 +624,11 @@ fn pixel_oracle(
         );
     }
     Ok(())
+}
+
+/// Every window of 1 to 5 consecutive times of `T_GRID`, as indices.
+fn grid_windows() -> Vec<Vec<usize>> {
+    (1..=5)
+        .flat_map(|len| (0..=T_GRID.len() - len).map(move |s| (s..s + len).collect()))
+        .collect()
 }

@@ -779,14 +779,10 @@ pub struct Pending<T> {
 }
 
 impl<T> Pending<T> {
-    /// The anomaly maps, one `size×size` row-major map per image: the mean
-    /// over the runs, then smoothed.
-    pub fn finish(self, host: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
-        Ok(self.finish_scored(host)?.maps)
-    }
-
-    /// The maps and the images' scores (see [`Detections`]).
-    pub fn finish_scored(self, host: Vec<Vec<f32>>) -> Result<Detections> {
+    /// The anomaly maps, one `size×size` row-major map per image (the mean
+    /// over the runs, then smoothed), and the images' scores (see
+    /// [`Detections`]).
+    pub fn finish(self, host: Vec<Vec<f32>>) -> Result<Detections> {
         let per_run = self.plan.tensors_per_run();
         if host.len() != per_run * self.flips.len() {
             return Err(Error::Invalid(format!(
@@ -1076,7 +1072,7 @@ pub fn anomaly_maps<B: NnBackend>(
 }
 
 /// Maps and scores ([`Detections`]) of a batch: [`start`], read back,
-/// [`Pending::finish_scored`].
+/// [`Pending::finish`].
 pub fn detections<B: NnBackend>(
     be: &B,
     model: &ScoreModel<B>,
@@ -1090,7 +1086,7 @@ pub fn detections<B: NnBackend>(
         .iter()
         .map(|t| be.read(t))
         .collect::<Result<Vec<_>>>()?;
-    p.finish_scored(host)
+    p.finish(host)
 }
 
 /// [`detections`] over any number of images, `batch` images per network

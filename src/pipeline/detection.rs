@@ -144,8 +144,8 @@ pub fn judge(score: f32, calibration: Option<&Calibration>) -> Verdict {
 
 /// The binary defect mask (0/1): pixels above the map's threshold
 /// ([`Calibration::map_scale`]: a value no held-out normal image's map
-/// reached) and within half of the map's peak — the second rule keeps a strong defect's mask to its core instead
-/// of its halo.
+/// reached) and within half of the map's peak — the second rule keeps a
+/// strong defect's mask to its core instead of its halo.
 pub fn defect_mask(map: &[f32], threshold: f64) -> Vec<u8> {
     let cut = threshold.max(0.5 * detect::image_score(map) as f64);
     map.iter().map(|&v| u8::from(v as f64 >= cut)).collect()

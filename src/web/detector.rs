@@ -226,7 +226,7 @@ async fn map_on<B: ReadBack>(
     for t in &p.tensors {
         host.push(be.read_back(t).await.map_err(failed())?);
     }
-    let found = p.finish_scored(host).map_err(failed())?;
+    let found = p.finish(host).map_err(failed())?;
     let map = found.maps.into_iter().next();
     let score = found.scores.first().copied();
     map.zip(score)
