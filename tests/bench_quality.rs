@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use scoredd::data;
+use scoredd::model_file::ModelFile;
 use scoredd::synth::{self, SynthConfig};
+
+mod common;
 
 fn scoredd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_scoredd"))
@@ -43,9 +46,14 @@ fn root(dir: &Path) -> PathBuf {
 }
 
 fn bench(data: &Path, out: &Path) -> Output {
+    bench_with(data, out, &[])
+}
+
+fn bench_with(data: &Path, out: &Path, extra: &[&str]) -> Output {
     scoredd()
         .args(["--backend", "cpu", "bench-quality", "--data"])
         .arg(data)
+        .args(extra)
         .args([
             "--steps",
             "3",
@@ -110,15 +118,66 @@ fn bench_quality_writes_a_table_per_category_with_the_mean() {
         md.contains("| dots |") && md.contains("| stripes |") && md.contains("| mean |"),
         "{md}"
     );
-    // One category folder given directly is a table of one.
+    assert!(json["protocol"]
+        .as_str()
+        .unwrap()
+        .contains("learning rate 0.0002"));
+    // One category folder given directly is a table of one; its calibrated
+    // model is kept on request, at the learning rate asked for.
     let one = dir.join("one");
-    let out = bench(&data.join("dots"), &one);
+    let models = dir.join("models");
+    let extra = ["--save-models", models.to_str().unwrap(), "--lr", "5e-4"];
+    let out = bench_with(&data.join("dots"), &one, &extra);
     assert!(out.status.success(), "{}", stderr(&out));
     let md = std::fs::read_to_string(one.join("quality.md")).unwrap();
     assert!(
         md.contains("| dots |") && !md.contains("| stripes |"),
         "{md}"
     );
+    assert!(md.contains("learning rate 0.0005"), "{md}");
+    assert_saved_model_matches(&models.join("dots.safetensors"), &one);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The kept model is calibrated, trained at the row's step count, and
+/// carries the settings the row reports.
+fn assert_saved_model_matches(path: &Path, out_dir: &Path) {
+    let file = ModelFile::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("quality.json")).unwrap()).unwrap();
+    let row = &json["rows"][0];
+    assert!(file.meta.calibration.is_some(), "no calibration stored");
+    assert!(file.meta.selection.is_some(), "no automatic choice stored");
+    assert_eq!(
+        file.meta.step as f64,
+        row["training_steps"].as_f64().unwrap()
+    );
+    let settings = row["settings"].as_str().unwrap();
+    let d = &file.meta.detection;
+    let head = format!("t {:?}, taps {}, σ {}", d.ts, d.taps.join("+"), d.smooth);
+    assert!(settings.starts_with(&head), "{settings} vs {head}");
+}
+
+#[test]
+fn bench_quality_on_mnist_keeps_each_digits_calibrated_model() {
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
+    if !mnist.is_dir() {
+        common::skip(&format!("{} not found", mnist.display()));
+        return;
+    }
+    let dir = tmpdir("mnist");
+    let (out_dir, models) = (dir.join("out"), dir.join("models"));
+    let out = scoredd()
+        .args(["--backend", "cpu", "bench-quality", "--mnist"])
+        .arg(&mnist)
+        .args(["--digits", "1", "--steps", "3", "--limit", "24", "--out"])
+        .arg(&out_dir)
+        .arg("--save-models")
+        .arg(&models)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_saved_model_matches(&models.join("digit_1.safetensors"), &out_dir);
     std::fs::remove_dir_all(&dir).ok();
 }
 

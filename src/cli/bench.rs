@@ -47,6 +47,9 @@ pub struct BenchArgs {
     pub sde: Option<SdeKind>,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Adam's learning rate (after the warm-up).
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f32,
     /// What calibrate --auto maximises (default: both — the map for pixel
     /// AUROC, the image score for image AUROC — for MVTec, semantic for
     /// MNIST, whose anomalies are other digits, not local marks).
@@ -57,6 +60,10 @@ pub struct BenchArgs {
     pub limit: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also write each row's calibrated model there, as
+    /// `<category>.safetensors` or `digit_N.safetensors`.
+    #[arg(long)]
+    pub save_models: Option<PathBuf>,
     /// Folder for quality.md and quality.json.
     #[arg(long, default_value = "scoredd-quality")]
     pub out: PathBuf,
@@ -101,6 +108,7 @@ fn plan(args: &BenchArgs, mnist: bool) -> Result<BenchPlan, Error> {
         .unwrap_or(if mnist { SdeKind::Vp } else { SdeKind::Ve });
     let mut train = TrainPlan::new(ModelStart::fresh(&config, channels, sde)?);
     train.batch = args.batch;
+    train.lr = args.lr;
     train.seed = args.seed;
     match args.steps {
         Some(s) => train.steps = s,
@@ -127,6 +135,7 @@ fn plan(args: &BenchArgs, mnist: bool) -> Result<BenchPlan, Error> {
             limit: args.limit,
             batch: args.batch,
         },
+        save_models: args.save_models.clone(),
     })
 }
 
@@ -138,6 +147,7 @@ fn bench_on<B: NnBackend>(be: &B, args: &BenchArgs) -> Result<BenchTable, Error>
         Some(s) => format!("{s} training steps per row"),
         None => format!("a training budget of {} minute(s) per row", args.minutes),
     };
+    let budget = format!("{budget}, batch {}, learning rate {}", args.batch, args.lr);
     let protocol = if let Some(dir) = &args.mnist {
         let plan = plan(args, true)?;
         let digits = args.digits.clone().unwrap_or_else(|| (0..10).collect());

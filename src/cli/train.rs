@@ -35,8 +35,9 @@ pub struct TrainArgs {
     pub channels: usize,
     #[arg(long, value_enum, default_value_t = SdeKind::Ve)]
     pub sde: SdeKind,
-    #[arg(long, default_value_t = 1000)]
-    pub steps: u64,
+    /// Training steps (default: 1000, or with --minutes as many as fit).
+    #[arg(long)]
+    pub steps: Option<u64>,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     #[arg(long, default_value_t = 2e-4)]
@@ -110,7 +111,12 @@ impl TrainArgs {
         };
         Ok(TrainPlan {
             start,
-            steps: self.steps,
+            // `--minutes` alone is a time budget, not capped at the default.
+            steps: self.steps.unwrap_or(if self.minutes.is_some() {
+                u64::MAX / 4
+            } else {
+                1000
+            }),
             batch: self.batch,
             lr: self.lr,
             warmup: self.warmup,
@@ -197,4 +203,30 @@ pub fn report(s: &TrainSummary, out: &Path) -> Result<(), Error> {
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    fn steps_of(flags: &[&str]) -> u64 {
+        let args = ["train", "--data", "x"].iter().chain(flags);
+        let cli = Cli::try_parse_from(args).expect("flags parse");
+        cli.train.plan().expect("a fresh plan").steps
+    }
+
+    #[test]
+    fn minutes_alone_are_a_time_budget_not_capped_at_the_default_steps() {
+        assert_eq!(steps_of(&[]), 1000);
+        assert!(steps_of(&["--minutes", "60"]) > 1_000_000_000);
+        assert_eq!(steps_of(&["--minutes", "60", "--steps", "50"]), 50);
+        assert_eq!(steps_of(&["--steps", "7"]), 7);
+    }
 }

@@ -19,6 +19,7 @@ use crate::backend::NnBackend;
 use crate::data::{self, ImageSpec, TestItem, TestSet};
 use crate::detect::DetectOptions;
 use crate::error::{Error, Result};
+use crate::model_file::ModelFile;
 
 /// What every row of a benchmark shares: the training recipe (its start is
 /// a fresh model; `minutes` is the per-row budget), calibration and
@@ -28,6 +29,9 @@ pub struct BenchPlan {
     pub train: TrainPlan,
     pub calibrate: CalibratePlan,
     pub evaluate: EvalPlan,
+    /// Where to write each row's calibrated model (`<row>.safetensors`), so
+    /// a long benchmark's models can be looked at or reused; `None`: not kept.
+    pub save_models: Option<PathBuf>,
 }
 
 /// One category's (or digit's) line of the table.
@@ -126,6 +130,19 @@ fn row(name: &str, train: &TrainSummary, ev: &Evaluation) -> BenchRow {
     }
 }
 
+/// Writes a row's calibrated model as `<row>.safetensors` (spaces as `_`)
+/// under `plan.save_models`, if set.
+fn save_model(plan: &BenchPlan, name: &str, file: &ModelFile) -> Result<()> {
+    let Some(dir) = &plan.save_models else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    file.save(&dir.join(format!("{}.safetensors", name.replace(' ', "_"))))
+}
+
 fn interrupted(name: &str) -> Error {
     Error::Invalid(format!("training on {name} was interrupted"))
 }
@@ -149,6 +166,7 @@ pub fn bench_category<B: NnBackend>(
     if r.train.end == TrainEnd::Interrupted {
         return Err(interrupted(name));
     }
+    save_model(plan, name, &r.file)?;
     let ev = r.evaluation.ok_or_else(|| interrupted(name))?;
     Ok(row(name, &r.train, &ev))
 }
@@ -173,13 +191,15 @@ pub fn bench_mnist_digit<B: NnBackend>(
     };
     let trained = p.train(&plan.train, &source)?;
     let mut model = trained.model()?;
-    let (summary, held) = (trained.summary, trained.held_out);
+    let (summary, held, mut file) = (trained.summary, trained.held_out, trained.file);
     drop(trained.trainer);
     if summary.end == TrainEnd::Interrupted {
         return Err(interrupted(&name));
     }
     let base = DetectOptions::from_settings(model.meta.detection.clone());
     let calibrated = p.calibrate(&mut model, &held, base, &plan.calibrate)?;
+    calibrated.apply(&mut file.meta);
+    save_model(plan, &name, &file)?;
     let c = &model.net.config;
     let spec = ImageSpec {
         size: c.image_size,
