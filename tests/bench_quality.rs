@@ -193,6 +193,19 @@ fn bench_quality_explains_bad_inputs() {
     assert!(!err.contains("panicked"), "{err}");
     let out = bench(&dir.join("missing"), &dir.join("out"));
     assert!(!out.status.success() && !stderr(&out).contains("panicked"));
+    // A model folder that cannot be made fails before any training.
+    let data = root(&dir);
+    let blocked = dir.join("a-file");
+    std::fs::write(&blocked, b"").unwrap();
+    let models = blocked.join("models");
+    let extra = ["--save-models", models.to_str().unwrap()];
+    let out = bench_with(&data, &dir.join("out2"), &extra);
+    let err = stderr(&out);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("a-file") && !err.contains("category dots"),
+        "{err}"
+    );
     for args in [
         vec!["--mnist", "x", "--digits", "12"],
         vec!["--mnist", "x", "--minutes", "0"],

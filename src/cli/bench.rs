@@ -151,6 +151,7 @@ fn bench_on<B: NnBackend>(be: &B, args: &BenchArgs) -> Result<BenchTable, Error>
     let protocol = if let Some(dir) = &args.mnist {
         let plan = plan(args, true)?;
         let digits = args.digits.clone().unwrap_or_else(|| (0..10).collect());
+        prepare_outputs(args)?;
         for d in digits {
             eprintln!("digit {d}");
             rows.push(pipeline::bench_mnist_digit(&mut p, dir, d, &plan)?);
@@ -171,6 +172,7 @@ fn bench_on<B: NnBackend>(be: &B, args: &BenchArgs) -> Result<BenchTable, Error>
             .expect("clap requires --data or --mnist");
         let cats = pipeline::categories(root)?;
         let plan = plan(args, false)?;
+        prepare_outputs(args)?;
         for (name, dir) in &cats {
             eprintln!("category {name}");
             rows.push(pipeline::bench_category(&mut p, name, dir, &plan)?);
@@ -187,6 +189,13 @@ fn bench_on<B: NnBackend>(be: &B, args: &BenchArgs) -> Result<BenchTable, Error>
     write(&table, &args.out)?;
     print!("{}", table.markdown());
     Ok(table)
+}
+
+/// Makes the output folders before any training, so that a folder that
+/// cannot be written fails at once, not after the first row's budget.
+fn prepare_outputs(args: &BenchArgs) -> Result<(), Error> {
+    make_dir(&args.out)?;
+    args.save_models.as_deref().map_or(Ok(()), make_dir)
 }
 
 fn line(r: &BenchRow) -> String {
