@@ -6,6 +6,7 @@
 //! tile's border, where a tile sees the least context, so seams do not show.
 
 use crate::backend::NnBackend;
+use crate::config::TileLayout;
 use crate::detect::{self, DetectOptions, Detections};
 use crate::error::{Error, Result};
 use crate::nn::score_model::ScoreModel;
@@ -159,6 +160,23 @@ impl Tiling {
             tile,
             overlap: tile / 4,
             batch,
+        }
+    }
+
+    /// This tiling with `overlap` px between tiles instead, if given (the
+    /// `--tile-overlap` flag).
+    pub fn with_overlap(self, overlap: Option<usize>) -> Self {
+        Tiling {
+            overlap: overlap.unwrap_or(self.overlap),
+            ..self
+        }
+    }
+
+    /// The side and overlap, as a calibration records them.
+    pub fn layout(&self) -> TileLayout {
+        TileLayout {
+            tile: self.tile,
+            overlap: self.overlap,
         }
     }
 }

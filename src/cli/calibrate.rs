@@ -148,7 +148,8 @@ fn calibrate_on<B: NnBackend>(
     let calibrated = match args.tile {
         None => pipeline.calibrate(&mut model, &held.images, base, &plan)?,
         Some(tile) => {
-            let tiling = tiling_of(tile, args.tile_overlap, args.flags.batch)?;
+            let tiling = Tiling::new(tile, args.flags.batch).with_overlap(args.tile_overlap);
+            tiling.validate()?;
             let square = args.flags.detect_size;
             let sizes = own_sizes(&held, square)?;
             let read = |i: usize| -> scoredd::Result<Vec<f32>> {
@@ -167,16 +168,6 @@ fn calibrate_on<B: NnBackend>(
     };
     console.end_bar();
     Ok(calibrated)
-}
-
-/// `--tile N [--tile-overlap PX]` as a checked tiling.
-fn tiling_of(tile: usize, overlap: Option<usize>, batch: usize) -> Result<Tiling, Error> {
-    let mut tiling = Tiling::new(tile, batch);
-    if let Some(o) = overlap {
-        tiling.overlap = o;
-    }
-    tiling.validate()?;
-    Ok(tiling)
 }
 
 /// Each normal image's size as tiled calibration detects it: its own (or

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use clap::Args;
 use scoredd::backend::{open_backend, BackendChoice, NnBackend, Sampler};
-use scoredd::config::TileLayout;
 use scoredd::data::{self, ImageSpec};
 use scoredd::detect::{self, DetectOptions, Mode};
 use scoredd::model_file::{Calibration, ModelFile, ModelMeta};
@@ -359,10 +358,7 @@ fn tiled_images<B: NnBackend>(
     tile: usize,
 ) -> Result<(usize, usize), Error> {
     let channels = model.net.config.channels;
-    let mut tiling = Tiling::new(tile, args.flags.batch);
-    if let Some(o) = args.tile_overlap {
-        tiling.overlap = o;
-    }
+    let tiling = Tiling::new(tile, args.flags.batch).with_overlap(args.tile_overlap);
     detect::validate(
         model,
         &DetectOptions {
@@ -380,12 +376,8 @@ fn tiled_images<B: NnBackend>(
         describe(opts),
         tiling.overlap
     );
-    let asked = TileLayout {
-        tile,
-        overlap: tiling.overlap,
-    };
     match model.meta.calibration.as_ref().map(|c| c.tiles) {
-        Some(Some(layout)) if layout == asked => {}
+        Some(Some(layout)) if layout == tiling.layout() => {}
         Some(Some(layout)) => eprintln!(
             "note: the verdict threshold was set on {} px tiles overlapping by {} px, not these; recalibrate with `calibrate --tile {tile}` to match",
             layout.tile, layout.overlap

@@ -6,7 +6,7 @@ use super::detection::describe;
 use super::events::{PipelineEvents, Progress, Stage, Task};
 use crate::backend::NnBackend;
 use crate::calibrate::{self, Objective, SelectOptions};
-use crate::config::{Calibration, DetectionSettings, ModelMeta, Selection, TileLayout};
+use crate::config::{Calibration, DetectionSettings, ModelMeta, Selection};
 use crate::detect::{self, DetectOptions, Detections};
 use crate::error::{Error, Result};
 use crate::nn::score_model::ScoreModel;
@@ -177,10 +177,7 @@ fn threshold_on_tiles<B: NnBackend>(
         progress(done + 1);
     }
     let (mut cal, scores) = calibrate::calibration_of(&found, options, plan.quantile)?;
-    cal.tiles = Some(TileLayout {
-        tile: tiled.tiling.tile,
-        overlap: tiled.tiling.overlap,
-    });
+    cal.tiles = Some(tiled.tiling.layout());
     Ok((cal, scores))
 }
 
